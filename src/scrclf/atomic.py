@@ -1,0 +1,129 @@
+"""Atomic writes: a result is either complete at its destination or not there at all.
+
+Files are written to a temporary sibling and renamed into place; directories are built in a
+temporary sibling and swapped in, so an earlier result survives a failure. Disk-full and
+permission problems become :class:`OutputError` naming the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class OutputError(OSError):
+    """A result could not be written; nothing partial was left behind."""
+
+
+def _explain(err: OSError, dest: Path) -> OutputError:
+    reasons = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "the destination is on a read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EDQUOT: "disk quota exceeded",
+    }
+    reason = reasons.get(err.errno, err.strerror or str(err))
+    out = OutputError(err.errno or 0, f"cannot write {dest}: {reason}; earlier results there are unchanged")
+    out.filename = str(dest)
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise _explain(err, path) from err
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Build a directory in a temporary sibling; on success swap it in for ``dest``.
+
+    On any exception the temporary directory is removed and ``dest`` is left as it was.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as err:
+        raise _explain(err, dest) from err
+    try:
+        yield tmp
+        if dest.exists():
+            if not overwrite:
+                raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+            old = dest.with_name(f".{dest.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(dest, old)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                os.replace(old, dest)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, (OutputError, FileExistsError)):
+            raise
+        raise _explain(err, dest) from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,432 @@
+"""Reading, validating and encoding annotated recommendations.
+
+Records are read from JSONL, JSON, CSV or Parquet files with their line numbers kept, so
+that every problem can be reported as ``file:line: field 'x': what is wrong``. Validation
+runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tasks import TaskSet
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+DEFAULT_MAX_CHARS = 20_000
+
+
+class DataError(ValueError):
+    """Bad input data, located by file, line and field."""
+
+    def __init__(self, message: str, file: str | Path | None = None, line: int | None = None,
+                 field: str | None = None):
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if line is not None:
+                where += f":{line}"
+            where += ": "
+        if field is not None:
+            where += f"field '{field}': "
+        super().__init__(where + message)
+        self.problem = message
+
+
+@dataclass
+class Record:
+    """One row as read from a file, with where it came from."""
+
+    data: dict[str, Any]
+    file: str
+    line: int
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """Decode UTF-8 (a leading byte-order mark is accepted) or fail naming the line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8", path, line
+        ) from None
+
+
+def _read_jsonl(path: Path) -> list[Record]:
+    text = _decode(path.read_bytes(), path)
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", path, lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", path, lineno)
+        records.append(Record(obj, str(path), lineno))
+    return records
+
+
+def _read_json(path: Path) -> list[Record]:
+    text = _decode(path.read_bytes(), path)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"invalid JSON ({err.msg})", path, err.lineno) from None
+    if isinstance(obj, dict) and "data" in obj:
+        obj = obj["data"]
+    if not isinstance(obj, list):
+        raise DataError("a .json file must hold a list of objects (or {'data': [...]})", path)
+    records = []
+    for i, item in enumerate(obj, start=1):
+        if not isinstance(item, dict):
+            raise DataError(f"item {i} must be a JSON object", path, i)
+        records.append(Record(item, str(path), i))
+    return records
+
+
+def _csv_cell(value: str | None) -> Any:
+    if value is None:
+        return None
+    stripped = value.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _read_csv(path: Path) -> list[Record]:
+    text = _decode(path.read_bytes(), path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        raise DataError("empty CSV file (no header row)", path, 1)
+    records = []
+    for row in reader:
+        lineno = reader.line_num
+        if None in row:
+            raise DataError("row has more cells than the header", path, lineno)
+        data = {key: _csv_cell(value) for key, value in row.items()}
+        # Empty cells in optional columns mean "absent".
+        data = {k: (None if v == "" else v) for k, v in data.items()}
+        records.append(Record(data, str(path), lineno))
+    return records
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types
+        raise DataError(f"cannot read Parquet: {err}", path) from None
+    return [Record(row, str(path), i) for i, row in enumerate(table.to_pylist(), start=1)]
+
+
+_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Read a data file of any supported format; rows keep their line numbers."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path)
+    if path.is_dir():
+        raise DataError("expected a file, got a directory", path)
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
+        raise DataError(f"unsupported file type '{suffix}'; use one of {SUPPORTED_SUFFIXES}", path)
+    return _READERS[suffix](path)
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Record) -> None:
+    field = task.column
+    if not isinstance(value, str):
+        raise DataError(f"expected a label string, got {type(value).__name__} {value!r}",
+                        rec.file, rec.line, field)
+    if value not in task.labels:
+        owner = label_owner.get(value)
+        hint = (f"'{value}' is a label of task '{owner}', not of '{task.name}'" if owner
+                else f"unknown label '{value}'")
+        close = _closest(value, task.labels)
+        suggestion = f" (did you mean '{close}'?)" if close else ""
+        raise DataError(f"{hint}{suggestion}; allowed: {', '.join(task.labels)}",
+                        rec.file, rec.line, field)
+
+
+def _closest(value: str, options: Sequence[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(value, options, n=1, cutoff=0.75)
+    return match[0] if match else None
+
+
+def validate_records(
+    records: Sequence[Record],
+    tasks: TaskSet,
+    *,
+    id_column: str = "id",
+    text_column: str = "text",
+    pair_column: str | None = "finding",
+    group_column: str | None = "review_id",
+    max_chars: int = DEFAULT_MAX_CHARS,
+    require_labels: bool = True,
+    require_group: bool = True,
+) -> list[str]:
+    """Check every row against the task config; raise :class:`DataError` on the first problem.
+
+    Returns the names of the tasks whose label column is present (all tasks when
+    ``require_labels`` is true; for evaluation files a task whose column is absent
+    everywhere is skipped).
+    """
+    label_owner = {label: t.name for t in tasks for label in t.labels}
+    if not records:
+        return tasks.names
+    present = [t.name for t in tasks if any(t.column in r.data for r in records)]
+    if require_labels:
+        present = tasks.names
+    seen_ids: dict[str, Record] = {}
+    for rec in records:
+        row = rec.data
+        if id_column not in row or row[id_column] is None or str(row[id_column]).strip() == "":
+            raise DataError("missing id", rec.file, rec.line, id_column)
+        rid = row[id_column]
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            raise DataError(f"id must be a string or integer, got {type(rid).__name__}",
+                            rec.file, rec.line, id_column)
+        rid = str(rid)
+        if rid in seen_ids:
+            first = seen_ids[rid]
+            raise DataError(f"duplicate id '{rid}' (first seen at {first.file}:{first.line})",
+                            rec.file, rec.line, id_column)
+        seen_ids[rid] = rec
+        if text_column not in row or row[text_column] is None:
+            raise DataError("missing text", rec.file, rec.line, text_column)
+        text = row[text_column]
+        if not isinstance(text, str):
+            raise DataError(f"text must be a string, got {type(text).__name__}",
+                            rec.file, rec.line, text_column)
+        if not text.strip():
+            raise DataError("text is empty or whitespace only", rec.file, rec.line, text_column)
+        if len(text) > max_chars:
+            raise DataError(f"text has {len(text):,} characters, more than the limit of "
+                            f"{max_chars:,} (data.max_chars); is this a whole document?",
+                            rec.file, rec.line, text_column)
+        if pair_column and row.get(pair_column) is not None:
+            finding = row[pair_column]
+            if isinstance(finding, float) and math.isnan(finding):
+                row[pair_column] = None
+            elif not isinstance(finding, str):
+                raise DataError(f"must be a string or null, got {type(finding).__name__}",
+                                rec.file, rec.line, pair_column)
+            elif len(finding) > max_chars:
+                raise DataError(f"has {len(finding):,} characters, more than {max_chars:,}",
+                                rec.file, rec.line, pair_column)
+        if group_column and require_group:
+            group = row.get(group_column)
+            if group is None or str(group).strip() == "":
+                raise DataError("missing review id (splits are made by review)",
+                                rec.file, rec.line, group_column)
+        for task in tasks:
+            if task.name not in present:
+                continue
+            if task.column not in row or row[task.column] is None:
+                raise DataError(f"missing label for task '{task.name}'", rec.file, rec.line,
+                                task.column)
+            value = row[task.column]
+            if task.is_multi_label:
+                if isinstance(value, str):
+                    value = [v.strip() for v in value.split(";") if v.strip()]
+                    row[task.column] = value
+                if not isinstance(value, list):
+                    raise DataError(f"expected a list of labels, got {type(value).__name__}",
+                                    rec.file, rec.line, task.column)
+                if not value:
+                    raise DataError("needs at least one label", rec.file, rec.line, task.column)
+                if task.max_labels is not None and len(value) > task.max_labels:
+                    raise DataError(f"has {len(value)} labels, at most {task.max_labels} allowed",
+                                    rec.file, rec.line, task.column)
+                if len(set(map(str, value))) != len(value):
+                    raise DataError(f"repeats a label: {value}", rec.file, rec.line, task.column)
+                for v in value:
+                    _check_label_value(v, task, label_owner, rec)
+            else:
+                _check_label_value(value, task, label_owner, rec)
+    return present
+
+
+def check_splits(splits: Mapping[str, Sequence[Record]], *, id_column: str = "id",
+                 group_column: str | None = "review_id") -> None:
+    """Splits must be non-empty, share no id and share no review (group)."""
+    id_home: dict[str, tuple[str, Record]] = {}
+    group_home: dict[str, tuple[str, Record]] = {}
+    for split, records in splits.items():
+        if not records:
+            raise DataError(f"split '{split}' is empty")
+        for rec in records:
+            rid = str(rec.data[id_column])
+            if rid in id_home and id_home[rid][0] != split:
+                other_split, other = id_home[rid]
+                raise DataError(f"id '{rid}' is in split '{split}' and in split '{other_split}' "
+                                f"({other.file}:{other.line})", rec.file, rec.line, id_column)
+            id_home[rid] = (split, rec)
+            if group_column:
+                gid = str(rec.data[group_column])
+                if gid in group_home and group_home[gid][0] != split:
+                    other_split, other = group_home[gid]
+                    raise DataError(
+                        f"review '{gid}' is in split '{split}' and in split '{other_split}' "
+                        f"({other.file}:{other.line}); splits must be made by review",
+                        rec.file, rec.line, group_column)
+                group_home.setdefault(gid, (split, rec))
+
+
+def resolve_split_files(data_cfg: Mapping[str, Any]) -> dict[str, Path]:
+    root = Path(str(data_cfg["dir"]))
+    return {split: root / str(name) for split, name in dict(data_cfg["splits"]).items()}
+
+
+def load_splits(data_cfg: Mapping[str, Any], tasks: TaskSet,
+                splits: Iterable[str] | None = None) -> dict[str, list[Record]]:
+    """Read and validate the configured split files (all of them, or only ``splits``)."""
+    files = resolve_split_files(data_cfg)
+    wanted = list(splits) if splits is not None else list(files)
+    root = Path(str(data_cfg["dir"]))
+    if not root.exists():
+        if data_cfg.get("hub_name"):
+            return _load_hub(data_cfg, tasks, wanted)
+        raise DataError(f"data directory not found (data.dir={root})")
+    out: dict[str, list[Record]] = {}
+    for split in wanted:
+        if split not in files:
+            raise DataError(f"unknown split '{split}'; configured: {sorted(files)}")
+        records = read_records(files[split])
+        validate_records(records, tasks, **validation_kwargs(data_cfg))
+        out[split] = records
+    check_splits(out, id_column=data_cfg.get("id_column", "id"),
+                 group_column=data_cfg.get("group_column"))
+    return out
+
+
+def validation_kwargs(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(
+        id_column=data_cfg.get("id_column", "id"),
+        text_column=data_cfg.get("text_column", "text"),
+        pair_column=data_cfg.get("pair_column"),
+        group_column=data_cfg.get("group_column"),
+        max_chars=int(data_cfg.get("max_chars", DEFAULT_MAX_CHARS)),
+    )
+
+
+def _load_hub(data_cfg, tasks, wanted):  # pragma: no cover - needs network
+    import datasets
+
+    ds = datasets.load_dataset(str(data_cfg["hub_name"]))
+    out = {}
+    for split in wanted:
+        rows = ds[split].to_list()
+        records = [Record(r, f"{data_cfg['hub_name']}[{split}]", i) for i, r in enumerate(rows, 1)]
+        validate_records(records, tasks, **validation_kwargs(data_cfg))
+        out[split] = records
+    check_splits(out, id_column=data_cfg.get("id_column", "id"),
+                 group_column=data_cfg.get("group_column"))
+    return out
+
+
+# -------------------------------------------------------------------------- encoding
+
+
+def encode_targets(rows: Sequence[Mapping[str, Any]], tasks: TaskSet,
+                   present: Iterable[str] | None = None) -> dict[str, list]:
+    """Label columns as model targets: multi-hot float lists or class indices."""
+    present = set(tasks.names if present is None else present)
+    out: dict[str, list] = {}
+    for task in tasks:
+        if task.name not in present:
+            continue
+        index = task.label2id()
+        if task.is_multi_label:
+            col = []
+            for row in rows:
+                vec = [0.0] * task.num_labels
+                for label in row[task.column]:
+                    vec[index[label]] = 1.0
+                col.append(vec)
+        else:
+            col = [index[row[task.column]] for row in rows]
+        out[task.name] = col
+    return out
+
+
+def tokenize(tokenizer, texts: Sequence[str], findings: Sequence[str | None] | None,
+             max_length: int) -> dict[str, list]:
+    """Tokenize texts, pairing each with its finding when it has one."""
+    findings = list(findings) if findings is not None else [None] * len(texts)
+    inputs = [t if not f else (t, f) for t, f in zip(texts, findings)]
+    # "only_second" would fail when the text alone is too long; longest_first is safe.
+    return tokenizer(inputs, truncation="longest_first", max_length=max_length)
+
+
+def build_dataset(records: Sequence[Record], tokenizer, tasks: TaskSet,
+                  data_cfg: Mapping[str, Any], present: Iterable[str] | None = None):
+    """A :class:`datasets.Dataset` with token ids, a ``length`` column and target columns."""
+    import datasets
+
+    rows = [r.data for r in records]
+    text_col = data_cfg.get("text_column", "text")
+    pair_col = data_cfg.get("pair_column")
+    enc = tokenize(tokenizer, [r[text_col] for r in rows],
+                   [r.get(pair_col) for r in rows] if pair_col else None,
+                   int(data_cfg.get("max_length", 256)))
+    columns = {k: list(v) for k, v in enc.items()}
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    columns.update(encode_targets(rows, tasks, present))
+    return datasets.Dataset.from_dict(columns)
+
+
+class MultiTaskCollator:
+    """Pads token inputs dynamically and stacks each task's targets with the right dtype."""
+
+    token_keys = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, tokenizer, tasks: TaskSet, pad_to_multiple_of: int | None = None):
+        self.tokenizer = tokenizer
+        self.tasks = tasks
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tokens = [{k: f[k] for k in self.token_keys if k in f} for f in features]
+        batch = self.tokenizer.pad(tokens, padding=True, return_tensors="pt",
+                                   pad_to_multiple_of=self.pad_to_multiple_of)
+        batch = dict(batch)
+        for task in self.tasks:
+            if task.name not in features[0]:
+                continue
+            values = [f[task.name] for f in features]
+            dtype = torch.float32 if task.is_multi_label else torch.long
+            batch[task.name] = torch.tensor(values, dtype=dtype)
+        return batch

