@@ -1,0 +1,305 @@
+"""The annotated corpus as a whole: splitting by review, validation, duplicates, statistics.
+
+``scrclf data validate DIR`` checks a corpus directory (``train/validation/test.jsonl`` and
+``reviews.jsonl``): schema and labels against the task config, splits grouped by review,
+exact and near-duplicate texts, length statistics and label counts per split.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import DataError, Record, check_splits, read_records, validate_records
+from .tasks import TaskSet
+
+SPLITS = ("train", "validation", "test")
+REVIEW_TYPES = ("SCR", "LCSPR")
+ADDRESSEES = (
+    "board", "children_social_care", "health", "commissioners", "primary_care", "police",
+    "education", "early_years", "probation", "housing", "adult_mental_health",
+    "substance_misuse", "youth_justice", "voluntary_sector", "national", "all_agencies",
+)
+LCSPR_FROM_YEAR = 2019
+MIN_WORDS, MAX_WORDS = 8, 150
+REVIEW_FIELDS = ("review_id", "review_type", "review_year", "area", "child", "harm", "synopsis",
+                 "agencies", "n_recommendations")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def label_counts(rows: Iterable[Mapping[str, Any]], tasks: TaskSet) -> dict[str, Counter]:
+    counts: dict[str, Counter] = {t.name: Counter() for t in tasks}
+    for row in rows:
+        for task in tasks:
+            value = row.get(task.column)
+            if value is None:
+                continue
+            counts[task.name].update(value if task.is_multi_label else [value])
+    return counts
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+# -------------------------------------------------------------------------- splitting
+
+
+def assign_splits(rows: Sequence[Mapping[str, Any]], tasks: TaskSet, *,
+                  fractions: Mapping[str, float] | None = None, min_test: int = 8,
+                  min_validation: int = 5, strata: Mapping[str, str] | None = None,
+                  seed: int = 0, tries: int = 4000) -> dict[str, str]:
+    """Assign whole reviews to splits.
+
+    Searches seeded random assignments for one where every label of every task has at least
+    ``min_test`` items in test and ``min_validation`` in validation, with item shares close to
+    ``fractions``; ``strata`` (review -> group) keeps each group represented in every split.
+    Returns review_id -> split.
+    """
+    fractions = dict(fractions or {"train": 0.7, "validation": 0.15, "test": 0.15})
+    by_review: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_review[str(row["review_id"])].append(row)
+    reviews = sorted(by_review)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rid in reviews:
+        groups[(strata or {}).get(rid, "all")].append(rid)
+    n_total = len(rows)
+    rng = random.Random(seed)
+    best, best_score, best_ok = None, -np.inf, False
+    for _ in range(tries):
+        assignment: dict[str, str] = {}
+        for members in groups.values():
+            members = members[:]
+            rng.shuffle(members)
+            k = len(members)
+            # whole reviews: round each held-out share up or down at random, by its remainder
+            n_val = max(1, int(k * fractions["validation"] + rng.random()))
+            n_test = max(1, int(k * fractions["test"] + rng.random()))
+            for i, rid in enumerate(members):
+                assignment[rid] = "test" if i < n_test else "validation" if i < n_test + n_val else "train"
+        ok, score = _split_score(assignment, by_review, tasks, fractions, n_total, min_test,
+                                 min_validation)
+        if (ok, score) > (best_ok, best_score):
+            best, best_score, best_ok = assignment, score, ok
+    if not best_ok:
+        raise ValueError("no assignment of reviews met the label minimums; lower them or add items")
+    return best
+
+
+def _split_score(assignment, by_review, tasks, fractions, n_total, min_test, min_validation) -> float:
+    rows_by_split: dict[str, list] = defaultdict(list)
+    for rid, split in assignment.items():
+        rows_by_split[split].extend(by_review[rid])
+    penalty = 0.0
+    slack = []
+    for split, minimum in (("test", min_test), ("validation", min_validation), ("train", 1)):
+        counts = label_counts(rows_by_split[split], tasks)
+        for task in tasks:
+            for label in task.labels:
+                c = counts[task.name][label]
+                if c < minimum:
+                    penalty += minimum - c
+                slack.append(c / max(1, minimum))
+    share_error = sum(abs(len(rows_by_split[s]) / n_total - f) for s, f in fractions.items())
+    if penalty:
+        return False, -penalty - share_error
+    return True, min(slack) * 0.05 - share_error * 10
+
+
+def write_splits(rows: Sequence[Mapping[str, Any]], assignment: Mapping[str, str], out_dir: Path) -> None:
+    from . import atomic
+
+    for split in SPLITS:
+        chosen = [r for r in rows if assignment[str(r["review_id"])] == split]
+        atomic.write_text(out_dir / f"{split}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen))
+
+
+# ------------------------------------------------------------------------- validation
+
+
+@dataclass
+class CorpusReport:
+    counts: dict[str, int] = field(default_factory=dict)
+    reviews: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    lengths: dict[str, float] = field(default_factory=dict)
+    finding_share: float = 0.0
+    evidence_by_finding: dict[str, dict[str, int]] = field(default_factory=dict)
+    near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    recs_per_review: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _check_corpus_fields(rec: Record) -> None:
+    row = rec.data
+    year = row.get("review_year")
+    if not isinstance(year, int) or isinstance(year, bool) or not 1990 <= year <= 2100:
+        raise DataError(f"must be a year as an integer, got {year!r}", rec.file, rec.line, "review_year")
+    rtype = row.get("review_type")
+    if rtype not in REVIEW_TYPES:
+        raise DataError(f"must be one of {REVIEW_TYPES}, got {rtype!r}", rec.file, rec.line, "review_type")
+    expected = "LCSPR" if year >= LCSPR_FROM_YEAR else "SCR"
+    if rtype != expected:
+        raise DataError(f"{rtype} does not fit review_year {year} (SCR up to "
+                        f"{LCSPR_FROM_YEAR - 1}, LCSPR after)", rec.file, rec.line, "review_type")
+    if row.get("addressee") not in ADDRESSEES:
+        raise DataError(f"unknown addressee {row.get('addressee')!r}; allowed: {', '.join(ADDRESSEES)}",
+                        rec.file, rec.line, "addressee")
+    n_words = len(row["text"].split())
+    if not MIN_WORDS <= n_words <= MAX_WORDS:
+        raise DataError(f"has {n_words} words; recommendations are {MIN_WORDS}-{MAX_WORDS} words",
+                        rec.file, rec.line, "text")
+
+
+def near_duplicates(rows: Sequence[Mapping[str, Any]], threshold: float = 0.6,
+                    ngram: int = 3) -> list[dict[str, Any]]:
+    """Pairs of texts whose word n-gram sets overlap (Jaccard) at or above ``threshold``."""
+    shingles = []
+    for row in rows:
+        w = _words(row["text"])
+        shingles.append({tuple(w[i:i + ngram]) for i in range(max(1, len(w) - ngram + 1))})
+    index: dict[tuple, list[int]] = defaultdict(list)
+    for i, sh in enumerate(shingles):
+        for s in sh:
+            index[s].append(i)
+    shared: Counter = Counter()
+    for members in index.values():
+        if len(members) > 50:  # a stock phrase; it says nothing about copying
+            continue
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                shared[(members[a], members[b])] += 1
+    pairs = []
+    for (i, j), inter in shared.items():
+        union = len(shingles[i]) + len(shingles[j]) - inter
+        score = inter / union if union else 0.0
+        if score >= threshold:
+            pairs.append({"a": rows[i]["id"], "b": rows[j]["id"], "jaccard": round(score, 3)})
+    return sorted(pairs, key=lambda p: -p["jaccard"])
+
+
+def validate_corpus(corpus_dir: str | Path, tasks: TaskSet, *, near_dup_threshold: float = 0.6,
+                    max_near_duplicates: int = 0) -> CorpusReport:
+    """Validate a corpus directory; raise :class:`DataError` on the first hard problem."""
+    corpus_dir = Path(corpus_dir)
+    splits: dict[str, list[Record]] = {}
+    for split in SPLITS:
+        records = read_records(corpus_dir / f"{split}.jsonl")
+        validate_records(records, tasks)
+        for rec in records:
+            _check_corpus_fields(rec)
+        splits[split] = records
+    check_splits(splits)
+    rows = [r.data for split in SPLITS for r in splits[split]]
+    report = CorpusReport()
+
+    reviews_file = corpus_dir / "reviews.jsonl"
+    review_ids = {str(r["review_id"]) for r in rows}
+    if reviews_file.exists():
+        synopses = read_records(reviews_file)
+        seen = set()
+        per_review = Counter(str(r["review_id"]) for r in rows)
+        for rec in synopses:
+            for key in REVIEW_FIELDS:
+                if key not in rec.data:
+                    raise DataError("missing field", rec.file, rec.line, key)
+            rid = str(rec.data["review_id"])
+            if rid in seen:
+                raise DataError(f"review '{rid}' listed twice", rec.file, rec.line, "review_id")
+            seen.add(rid)
+            if rid not in review_ids:
+                raise DataError(f"review '{rid}' has no recommendations in any split",
+                                rec.file, rec.line, "review_id")
+            if rec.data["n_recommendations"] != per_review[rid]:
+                raise DataError(f"says {rec.data['n_recommendations']} recommendations, the splits "
+                                f"hold {per_review[rid]}", rec.file, rec.line, "n_recommendations")
+        missing = review_ids - seen
+        if missing:
+            raise DataError(f"no synopsis for reviews {sorted(missing)[:5]}", reviews_file)
+    else:
+        report.warnings.append("no reviews.jsonl: review synopses not checked")
+
+    # Items that share a review must agree on its year and type.
+    meta: dict[str, tuple] = {}
+    for split in SPLITS:
+        for rec in splits[split]:
+            key = (rec.data["review_year"], rec.data["review_type"])
+            rid = str(rec.data["review_id"])
+            if meta.setdefault(rid, key) != key:
+                raise DataError(f"review '{rid}' has items with different year/type {meta[rid]} vs {key}",
+                                rec.file, rec.line, "review_year")
+
+    texts: dict[str, Record] = {}
+    for split in SPLITS:
+        for rec in splits[split]:
+            norm = " ".join(_words(rec.data["text"]))
+            if norm in texts:
+                first = texts[norm]
+                raise DataError(f"exact duplicate of the text at {first.file}:{first.line}",
+                                rec.file, rec.line, "text")
+            texts[norm] = rec
+
+    report.near_duplicates = near_duplicates(rows, threshold=near_dup_threshold)
+    if len(report.near_duplicates) > max_near_duplicates:
+        report.warnings.append(f"{len(report.near_duplicates)} near-duplicate pairs at Jaccard >= "
+                               f"{near_dup_threshold}")
+    report.counts = {s: len(splits[s]) for s in SPLITS} | {"all": len(rows)}
+    report.reviews = {s: len({r.data["review_id"] for r in splits[s]}) for s in SPLITS} | \
+        {"all": len(review_ids)}
+    for split in (*SPLITS, "all"):
+        data = rows if split == "all" else [r.data for r in splits[split]]
+        counts = label_counts(data, tasks)
+        report.labels[split] = {t.name: {label: counts[t.name][label] for label in t.labels}
+                                for t in tasks}
+        if split == "all":
+            primary = Counter(r["themes"][0] for r in data if "themes" in r)
+            report.labels["all_primary_theme"] = {"themes": dict(primary)}
+    words = np.array([len(r["text"].split()) for r in rows])
+    report.lengths = {"min": int(words.min()), "median": float(np.median(words)),
+                      "mean": round(float(words.mean()), 1), "p95": float(np.percentile(words, 95)),
+                      "max": int(words.max())}
+    with_finding = [r for r in rows if r.get("finding")]
+    report.finding_share = round(len(with_finding) / len(rows), 3)
+    if "evidence" in tasks.names:
+        ev = tasks["evidence"]
+        report.evidence_by_finding = {
+            label: {"with_finding": sum(1 for r in rows if r["evidence"] == label and r.get("finding")),
+                    "without_finding": sum(1 for r in rows if r["evidence"] == label and not r.get("finding"))}
+            for label in ev.labels}
+    per_review = np.array(list(Counter(r["review_id"] for r in rows).values()))
+    report.recs_per_review = {"mean": round(float(per_review.mean()), 1),
+                              "median": float(np.median(per_review)),
+                              "min": int(per_review.min()), "max": int(per_review.max())}
+    return report
+
+
+def format_report(report: CorpusReport) -> str:
+    lines = [f"items: {report.counts}", f"reviews: {report.reviews}",
+             f"recommendations per review: {report.recs_per_review}",
+             f"text words: {report.lengths}", f"share with a finding: {report.finding_share}"]
+    for task, per_label in report.labels["all"].items():
+        lines.append(f"{task}:")
+        for label, n in per_label.items():
+            cells = "  ".join(f"{s}={report.labels[s][task][label]}" for s in SPLITS)
+            lines.append(f"  {label:<26} {n:>5}   {cells}")
+    if report.near_duplicates:
+        lines.append(f"near-duplicate pairs: {len(report.near_duplicates)}")
+        for pair in report.near_duplicates[:10]:
+            lines.append(f"  {pair['a']} ~ {pair['b']} (Jaccard {pair['jaccard']})")
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Compose-API tests of the Hydra configs: the contract other tools rely on."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from scrclf.tasks import TaskSet
+from tests.conftest import ROOT, compose_train
+
+CODEBOOK = ROOT.parent / "shared" / "codebook.md"
+
+
+def test_default_config_composes():
+    cfg = compose_train()
+    assert cfg.model.name == "minilm"
+    assert cfg.trainer.name == "cpu"
+    assert cfg.data.name == "scr_recs"
+    assert cfg.model.pooling == "mean"
+    assert cfg.data.dir.endswith("data/scr_recs")
+    tasks = TaskSet.from_config(cfg.task.tasks)
+    assert tasks.names == ["themes", "evidence", "action_strength"]
+    assert [t.num_labels for t in tasks] == [11, 5, 3]
+    assert tasks["themes"].is_multi_label and tasks["themes"].max_labels == 3
+
+
+@pytest.mark.parametrize("overrides,check", [
+    (["model=tiny"], lambda c: c.model.encoder_config.hidden_size == 32),
+    (["trainer=gpu"], lambda c: c.trainer.precision == "bf16" and c.trainer.optim == "adamw_torch_fused"
+     and c.trainer.max_epochs == 8),
+    (["experiment=quick"], lambda c: c.model.name == "tiny" and c.trainer.max_epochs == 2),
+    (["trainer.max_epochs=1", "paths.output_dir=/x/y"], lambda c: c.paths.output_dir == "/x/y"),
+])
+def test_groups_and_overrides(overrides, check):
+    assert check(compose_train(overrides))
+
+
+def test_unknown_key_is_rejected_with_its_name():
+    with pytest.raises(ConfigCompositionException, match="not_a_setting"):
+        compose_train(["trainer.not_a_setting=3"])
+
+
+def test_output_dir_is_unique_per_launch():
+    a = OmegaConf.to_container(compose_train(), resolve=True)["paths"]["output_dir"]
+    b = OmegaConf.to_container(compose_train(), resolve=True)["paths"]["output_dir"]
+    assert a != b  # microsecond timestamps: runs started in the same second do not collide
+
+
+def test_run_id_env_fixes_output_dir(monkeypatch):
+    monkeypatch.setenv("SCRCLF_RUN_ID", "shared-id")
+    cfg = compose_train()
+    assert OmegaConf.to_container(cfg, resolve=True)["paths"]["output_dir"].endswith("train/shared-id")
+
+
+def _codebook_labels(heading: str) -> list[str]:
+    text = CODEBOOK.read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.MULTILINE)
+
+
+@pytest.mark.skipif(not CODEBOOK.exists(), reason="codebook not beside the checkout")
+def test_task_labels_match_the_codebook():
+    tasks = TaskSet.from_config(compose_train().task.tasks)
+    assert tasks["themes"].labels == _codebook_labels("## Task 1: `themes`")
+    assert tasks["evidence"].labels == _codebook_labels("## Task 2: `evidence`")
+    assert tasks["action_strength"].labels == _codebook_labels("## Task 3: `action_strength`")
+
+
+def test_cli_prints_config_and_rejects_unknown_key():
+    script = str(Path(ROOT) / "scripts" / "train.py")
+    out = subprocess.run([sys.executable, script, "--cfg", "job", "model=tiny"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "hidden_size: 32" in out.stdout and "action_strength" in out.stdout
+    bad = subprocess.run([sys.executable, script, "trainer.epochz=2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert "epochz" in bad.stderr
