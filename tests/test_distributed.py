@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ from tests.conftest import ROOT
 
 # With learning rate 0 and no dropout the model never changes, so the mean training loss over
 # one epoch depends only on the items seen: it must be equal with 1 process x batch 16 and
-# 2 processes x batch 8.
-FROZEN = ["model=tiny", "trainer.max_epochs=1", "trainer.learning_rate=0.0", "model.dropout=0.0",
+# 2 processes x batch 8. Logging every step: the Trainer gathers the loss across ranks only
+# when it logs, and adds the unlogged remainder of rank 0 alone at the end.
+FROZEN = ["trainer.logging_steps=1", "model=tiny", "trainer.max_epochs=1", "trainer.learning_rate=0.0", "model.dropout=0.0",
           "+model.encoder_config.hidden_dropout_prob=0.0",
           "+model.encoder_config.attention_probs_dropout_prob=0.0",
           "trainer.early_stopping_patience=null", "eval_splits=[validation]", "calibrate=false"]
@@ -35,7 +37,10 @@ def test_two_process_ddp_matches_single_process(toy_corpus, tmp_path):
     _run([sys.executable, script, *FROZEN, f"data.dir={toy_corpus}", "trainer.batch_size=16",
           f"paths.output_dir={single}"])
     log_dir = tmp_path / "logs"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
           script, *FROZEN, f"data.dir={toy_corpus}", "trainer.batch_size=8",
           f"paths.log_dir={log_dir}", "run_name=ddp"])
     runs = list((log_dir / "ddp").iterdir())

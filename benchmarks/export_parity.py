@@ -1,0 +1,180 @@
+"""Sizes, parity and speed of an export's three backends: torch fp32, ONNX fp32, ONNX int8.
+
+    python benchmarks/export_parity.py --model models/NAME --data data/scr_recs/test.jsonl
+    python benchmarks/export_parity.py --model models/NAME --data test.jsonl --threads 4 \\
+        --output /tmp/bench
+
+Measures, on the texts (and findings) of ``--data``:
+  * the size of each artifact in the export folder;
+  * max |logit difference| of ONNX fp32 and int8 against torch, and per-task decision
+    agreement (multi-label: the whole label set must match);
+  * latency at batch 1 (p50 and p95 over ``--latency-items`` single-item calls) and
+    throughput at batch 32 (items per second over the whole file), after a warm-up.
+Timings are end to end through ``Classifier.logits``: tokenization, padding and the forward
+pass. torch and onnxruntime use the same number of intra-op threads (``--threads``).
+Writes ``export_parity_<name>.json`` and ``export_parity_<name>.md`` into ``--output``
+(default benchmarks/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = {"torch fp32": {"backend": "torch"}, "onnx fp32": {"backend": "onnx"},
+            "onnx int8": {"backend": "onnx", "quantized": True}}
+THROUGHPUT_BATCH = 32
+
+
+def artifact_sizes(model_dir: Path) -> dict[str, int]:
+    """Bytes per artifact: weights, each ONNX graph, tokenizer, wheel(s), and the whole folder."""
+    sizes = {}
+    for rel in ("model.safetensors", "onnx/model.onnx", "onnx/model.int8.onnx",
+                "tokenizer.json"):
+        if (model_dir / rel).is_file():
+            sizes[rel] = (model_dir / rel).stat().st_size
+    for wheel in sorted(model_dir.glob("dist/*.whl")):
+        sizes[wheel.relative_to(model_dir).as_posix()] = wheel.stat().st_size
+    sizes["folder total"] = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    return sizes
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_calls(fn, calls: list, warmup: int) -> np.ndarray:
+    """Seconds per call, after ``warmup`` untimed calls."""
+    for args in calls[:warmup]:
+        fn(*args)
+    out = []
+    for args in calls:
+        start = time.perf_counter()
+        fn(*args)
+        out.append(time.perf_counter() - start)
+    return np.asarray(out)
+
+
+def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int,
+              warmup: int) -> dict:
+    import torch
+
+    import scrclf
+    from scrclf.data import read_records
+    from scrclf.export import measure_parity
+
+    torch.set_num_threads(threads)
+    rows = [r.data for r in read_records(data)]
+    texts = [r["text"] for r in rows]
+    findings = [r.get("finding") for r in rows]
+    clfs = {name: scrclf.load(model_dir, threads=threads, **kw) for name, kw in BACKENDS.items()}
+
+    parity = measure_parity(clfs["torch fp32"], {"onnx fp32": clfs["onnx fp32"],
+                                                 "onnx int8": clfs["onnx int8"]},
+                            texts, findings)
+    speed = {}
+    single = [([t], [f]) for t, f in zip(texts[:latency_items], findings[:latency_items],
+                                           strict=True)]
+    batches = [(texts[i:i + THROUGHPUT_BATCH], findings[i:i + THROUGHPUT_BATCH])
+               for i in range(0, len(texts), THROUGHPUT_BATCH)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation warnings: the same for every backend
+        for name, clf in clfs.items():
+            latency = time_calls(lambda t, f, c=clf: c.logits(t, f, batch_size=1), single,
+                                 warmup)
+            per_batch = time_calls(
+                lambda t, f, c=clf: c.logits(t, f, batch_size=THROUGHPUT_BATCH), batches,
+                min(warmup, len(batches)))
+            speed[name] = {
+                "latency_ms_p50": float(np.percentile(latency, 50) * 1000),
+                "latency_ms_p95": float(np.percentile(latency, 95) * 1000),
+                "throughput_items_per_s": float(len(texts) / per_batch.sum()),
+            }
+    meta = json.loads((model_dir / "scrclf.json").read_text(encoding="utf-8"))
+    return {
+        "model": meta.get("name", model_dir.name),
+        "data": {"file": data.name, "n_items": len(texts)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
+                    "python": platform.python_version()},
+        "versions": meta.get("versions"),
+        "sizes_bytes": artifact_sizes(model_dir),
+        "parity": parity,
+        "speed": speed,
+        "settings": {"latency_items": len(single), "warmup_calls": warmup,
+                     "throughput_batch": THROUGHPUT_BATCH,
+                     "timed": "Classifier.logits: tokenization + padding + forward"},
+    }
+
+
+def markdown(result: dict) -> str:
+    """The benchmark as Markdown tables."""
+    machine = result["machine"]
+    lines = [f"# Export parity and speed: {result['model']}", "",
+             f"{result['data']['n_items']} items of `{result['data']['file']}`; "
+             f"{machine['cpu']}, {machine['threads']} threads for torch and onnxruntime; "
+             f"measured {result['created']}.", "",
+             "| artifact | size (MiB) |", "|---|---|"]
+    lines += [f"| `{name}` | {size / 2**20:.2f} |" for name, size in
+              result["sizes_bytes"].items()]
+    tasks = list(result["parity"]["onnx fp32"]["label_agreement"])
+    lines += ["", "| backend | max abs logit diff vs torch | "
+              + " | ".join(f"{t} agreement" for t in tasks)
+              + " | latency p50 (ms, batch 1) | latency p95 (ms, batch 1) "
+                "| throughput (items/s, batch 32) |",
+              "|---|---|" + "---|" * len(tasks) + "---|---|---|"]
+    for name, speed in result["speed"].items():
+        parity = result["parity"].get(name)
+        diff = f"{parity['max_abs_logit_diff']:.2e}" if parity else "(reference)"
+        agree = [f"{parity['label_agreement'][t]:.3f}" if parity else "1.000" for t in tasks]
+        lines.append(f"| {name} | {diff} | " + " | ".join(agree) +
+                     f" | {speed['latency_ms_p50']:.2f} | {speed['latency_ms_p95']:.2f} | "
+                     f"{speed['throughput_items_per_s']:.1f} |")
+    lines += ["", "Agreement: share of items whose decisions equal torch's (multi-label: the "
+              "whole label set). Timings are end to end (tokenization, padding, forward pass)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="an export folder")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="a data file with a 'text' (and optional 'finding') column")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--latency-items", type=int, default=200,
+                        help="single-item calls timed for latency")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed calls first")
+    args = parser.parse_args(argv)
+    if not (args.model / "scrclf.json").is_file():
+        parser.error(f"--model {args.model}: not an export folder (no scrclf.json)")
+
+    from scrclf import atomic
+
+    result = benchmark(args.model, args.data, args.threads, args.latency_items, args.warmup)
+    stem = f"export_parity_{result['model']}"
+    atomic.write_json(args.output / f"{stem}.json", result)
+    atomic.write_text(args.output / f"{stem}.md", markdown(result))
+    print(markdown(result))
+    print(f"written to {args.output / stem}.json and .md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

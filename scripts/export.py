@@ -1,0 +1,32 @@
+"""Export a training run as a model folder: ``python scripts/export.py run_dir=DIR name=NAME``.
+
+Examples:
+    python scripts/export.py run_dir=outputs/train/2026-01-01_12-00-00_000000 name=scr-minilm
+    python scripts/export.py run_dir=/tmp/run name=tiny wheel=true out_dir=/tmp/models
+"""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from scrclf.export import check_name, export_model
+
+
+@hydra.main(config_path="../configs", config_name="export", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    name = check_name(str(cfg.name))
+    dest = export_model(
+        Path(str(cfg.run_dir)), Path(str(cfg.out_dir)) / name,
+        wheel=bool(cfg.wheel), parity_split=str(cfg.parity_split),
+        opset=int(cfg.onnx.opset), max_logit_diff=float(cfg.onnx.max_logit_diff),
+        license=str(cfg.license), wheel_version=str(cfg.wheel_version),
+    )
+    print(f"exported to {dest}", flush=True)
+    return str(dest)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
+    main()

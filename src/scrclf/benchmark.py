@@ -1,0 +1,668 @@
+"""Benchmark suites: datasets x systems x metrics, one leaderboard with provenance.
+
+A suite (``configs/benchmark/<suite>.yaml``) names
+
+* **systems**: trained models (run directories or export folders, ``systems.models``) and
+  baselines (:mod:`scrclf.baselines`: ``prior``, ``keywords``, ``tfidf_logreg``), the
+  baselines fitted on the train split of ``data``;
+* **datasets**: the evaluation split; an external annotated file (``data.external``);
+  robustness variants of the evaluation split (finding removed, lower-cased, seeded typos,
+  truncated to the first N words); slices of it by addressee and by review era;
+* **metrics**: which scores go into the leaderboard beside the headline macro-F1.
+
+Every system is scored on every dataset by :func:`scrclf.evaluation.score` (the one
+decision rule, the one set of metrics) with cluster-bootstrap intervals over reviews. All
+systems on one dataset share the same resamples, so the gap of a system to the best
+baseline gets a paired interval; robustness variants share the resamples of the clean
+data, so the change a variant causes gets one too.
+
+``run_benchmark(cfg)`` writes ``<report_root>/<suite>-<timestamp>/`` atomically:
+``leaderboard.md``, ``leaderboard.json``, ``results.json`` (all metrics),
+``provenance.json`` (command line, package versions, sha256 of every data and model file),
+``suite.yaml`` (the resolved suite), ``headline.png`` and ``profile/`` (the domain profile
+of the evaluation split with the best model's predictions).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import platform
+import random
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, atomic
+from .baselines import build_baseline
+from .bootstrap import ClusterBootstrap, interval
+from .data import DataError, Record
+from .evaluation import (
+    EvalData,
+    data_settings,
+    file_sha256,
+    finite,
+    load_classifier,
+    load_eval_data,
+    model_logits,
+    resolve_dir,
+    resolve_model,
+    score,
+)
+from .metrics import HEADLINE
+from .tasks import TaskSet
+
+MEAN = "mean"
+DEFAULT_METRICS = ("macro_f1", "micro_f1", "weighted_f1", "accuracy", "subset_accuracy",
+                   "hamming_loss", "pr_auc", "ece")
+VERSION_PACKAGES = ("scrclf", "torch", "transformers", "tokenizers", "scikit-learn", "numpy",
+                    "scipy", "onnxruntime", "hydra-core", "omegaconf", "matplotlib")
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx")
+DEFAULT_ERAS = ({"name": "<=2012", "max": 2012}, {"name": "2013-2017", "min": 2013, "max": 2017},
+                {"name": ">=2018", "min": 2018})
+
+
+# --------------------------------------------------------------------- robustness variants
+
+
+def _copy(record: Record, **changes: Any) -> Record:
+    data = dict(record.data)
+    data.update(changes)
+    return Record(data, record.file, record.line)
+
+
+def without_finding(records: Sequence[Record], pair_column: str = "finding") -> list[Record]:
+    """Every item with its finding paragraph removed (the recommendation text alone)."""
+    return [_copy(r, **{pair_column: None}) for r in records]
+
+
+def lowercased(records: Sequence[Record], text_column: str = "text",
+               pair_column: str | None = "finding") -> list[Record]:
+    """Text and finding in lower case."""
+    out = []
+    for r in records:
+        changes = {text_column: r.data[text_column].lower()}
+        if pair_column and r.data.get(pair_column):
+            changes[pair_column] = r.data[pair_column].lower()
+        out.append(_copy(r, **changes))
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z]{4,}")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def typo_text(text: str, rate: float, rng: random.Random) -> str:
+    """Put one typo into each word of four or more letters with probability ``rate``.
+
+    A typo swaps two neighbouring letters, drops a letter, doubles one, or replaces one;
+    first and last letters are kept (the word stays recognisable to a reader).
+    """
+
+    def damage(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if rng.random() >= rate:
+            return word
+        i = rng.randrange(1, len(word) - 2)
+        kind = rng.randrange(4)
+        if kind == 0:
+            return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+        if kind == 1:
+            return word[:i] + word[i + 1:]
+        if kind == 2:
+            return word[:i] + word[i] + word[i:]
+        letter = rng.choice([c for c in _LETTERS if c != word[i].lower()])
+        return word[:i] + letter + word[i + 1:]
+
+    return _WORD.sub(damage, text)
+
+
+def with_typos(records: Sequence[Record], rate: float = 0.05, seed: int = 0,
+               text_column: str = "text", pair_column: str | None = "finding",
+               id_column: str = "id") -> list[Record]:
+    """Seeded typos in text and finding; each item's typos depend only on seed and id."""
+    if not 0 <= rate <= 1:
+        raise ValueError(f"typo rate must be between 0 and 1, got {rate}")
+    out = []
+    for r in records:
+        rng = random.Random(f"{seed}:{r.data[id_column]}")
+        changes = {text_column: typo_text(r.data[text_column], rate, rng)}
+        if pair_column and r.data.get(pair_column):
+            changes[pair_column] = typo_text(r.data[pair_column], rate, rng)
+        out.append(_copy(r, **changes))
+    return out
+
+
+def truncated(records: Sequence[Record], words: int, text_column: str = "text") -> list[Record]:
+    """The recommendation text cut to its first ``words`` words (the finding is kept)."""
+    if words < 1:
+        raise ValueError(f"truncate words must be >= 1, got {words}")
+    return [_copy(r, **{text_column: " ".join(r.data[text_column].split()[:words])})
+            for r in records]
+
+
+# ----------------------------------------------------------------------------- slices
+
+
+def slices_by_value(rows: Sequence[Mapping[str, Any]], column: str, min_items: int = 1
+                    ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """One slice per distinct value of ``column`` (most frequent first), and notes.
+
+    Values with fewer than ``min_items`` items and items without a value are left out,
+    with a note.
+    """
+    groups: dict[str, list[int]] = {}
+    missing = 0
+    for i, row in enumerate(rows):
+        value = row.get(column)
+        if value in (None, ""):
+            missing += 1
+            continue
+        groups.setdefault(str(value), []).append(i)
+    notes = []
+    if missing:
+        notes.append(f"{missing} items without '{column}' are in no {column} slice")
+    small = sorted(v for v, idx in groups.items() if len(idx) < min_items)
+    if small:
+        notes.append(f"{column} slices with fewer than {min_items} items skipped: "
+                     f"{', '.join(small)}")
+    kept = sorted(((v, idx) for v, idx in groups.items() if len(idx) >= min_items),
+                  key=lambda kv: (-len(kv[1]), kv[0]))
+    return [(v, np.asarray(idx, dtype=np.int64)) for v, idx in kept], notes
+
+
+def era_name(bin_spec: Mapping[str, Any]) -> str:
+    if bin_spec.get("name"):
+        return str(bin_spec["name"])
+    lo, hi = bin_spec.get("min"), bin_spec.get("max")
+    if lo is None:
+        return f"<={hi}"
+    if hi is None:
+        return f">={lo}"
+    return f"{lo}-{hi}"
+
+
+def slices_by_era(rows: Sequence[Mapping[str, Any]], column: str = "review_year",
+                  bins: Sequence[Mapping[str, Any]] = DEFAULT_ERAS, min_items: int = 1
+                  ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """Slices by year ranges (``min``/``max`` inclusive, either open), and notes."""
+    years: list[int | None] = []
+    bad = 0
+    for row in rows:
+        value = row.get(column)
+        try:
+            years.append(int(value) if value not in (None, "") else None)
+        except (TypeError, ValueError):
+            years.append(None)
+            bad += 1
+    out, notes = [], []
+    if bad:
+        notes.append(f"{bad} items with a {column} that is not a year are in no era slice")
+    missing = sum(1 for y in years if y is None) - bad
+    if missing:
+        notes.append(f"{missing} items without '{column}' are in no era slice")
+    for spec in bins:
+        lo, hi = spec.get("min"), spec.get("max")
+        idx = [i for i, y in enumerate(years) if y is not None and (lo is None or y >= int(lo))
+               and (hi is None or y <= int(hi))]
+        if len(idx) < min_items:
+            notes.append(f"era slice {era_name(spec)} has {len(idx)} items (< {min_items}): "
+                         "skipped")
+            continue
+        out.append((era_name(spec), np.asarray(idx, dtype=np.int64)))
+    return out, notes
+
+
+# ---------------------------------------------------------------------------- systems
+
+
+@dataclass
+class System:
+    """Something that gives logits per task for a dataset, with its decision rule."""
+
+    name: str
+    kind: str
+    description: str
+    tasks: TaskSet
+    predict: Callable[[EvalData], dict[str, np.ndarray]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def model_system(path: str | Path, suite_tasks: TaskSet, backend: str = "auto",
+                 batch_size: int = 32, name: str | None = None) -> System:
+    """A trained model as a system; its heads must match the suite's tasks and labels."""
+    source = resolve_model(path)
+    classifier = load_classifier(source, backend)
+    for task in suite_tasks:
+        if task.name not in classifier.tasks.names:
+            raise ValueError(f"model {source.path} has no '{task.name}' head; the suite "
+                             f"scores {suite_tasks.names}")
+        if classifier.tasks[task.name].labels != task.labels:
+            raise ValueError(f"model {source.path}: labels of '{task.name}' differ from the "
+                             f"suite's task config ({classifier.tasks[task.name].labels} vs "
+                             f"{task.labels})")
+    label = name or source.name
+
+    def predict(data: EvalData) -> dict[str, np.ndarray]:
+        logits, _ = model_logits(classifier, data.texts, data.findings, batch_size,
+                                 desc=f"{label} on {data.name}")
+        return logits
+
+    files = {rel: file_sha256(source.model_dir / rel) for rel in MODEL_FILES
+             if (source.model_dir / rel).is_file()}
+    return System(label, "model", f"trained model ({source.kind}, {classifier.backend} backend)",
+                  classifier.tasks, predict,
+                  {"path": str(source.path), "kind": source.kind, "files": files})
+
+
+def baseline_system(name: str, tasks: TaskSet, train: EvalData,
+                    options: Mapping[str, Any] | None = None) -> System:
+    """A baseline fitted on ``train``."""
+    settings = train.settings
+    baseline = build_baseline(name, tasks, options, text_column=settings["text_column"],
+                              pair_column=settings.get("pair_column"))
+    baseline.fit(train.rows)
+    return System(name, "baseline", baseline.description, baseline.tasks,
+                  lambda data: baseline.logits(data.rows),
+                  {"options": dict(options or {}), "fitted_on": str(train.file or train.name)})
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class BenchDataset:
+    """A dataset of the suite: its data, where its predictions come from, its resamples."""
+
+    data: EvalData
+    kind: str
+    description: str
+    boot: ClusterBootstrap
+    parent: str | None = None
+    index: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    def summary(self) -> dict[str, Any]:
+        ids, missing = self.data.clusters()
+        return {"name": self.name, "kind": self.kind, "description": self.description,
+                "parent": self.parent, "n_items": len(self.data.records),
+                "n_reviews": int(ids.max()) + 1 - missing if len(ids) else 0,
+                "tasks": list(self.data.present), "notes": list(self.data.notes),
+                "file": str(self.data.file) if self.data.file else None}
+
+
+def _bootstrap(data: EvalData, boot_cfg: Mapping[str, Any]) -> ClusterBootstrap:
+    ids, _ = data.clusters()
+    return ClusterBootstrap(ids, resamples=int(boot_cfg.get("resamples", 1000)),
+                            seed=int(boot_cfg.get("seed", 0)))
+
+
+def build_datasets(main: EvalData, cfg: Mapping[str, Any], boot_cfg: Mapping[str, Any],
+                   externals: Sequence[EvalData] = ()) -> list[BenchDataset]:
+    """The evaluation split, external files, robustness variants and slices of a suite."""
+    s = main.settings
+    boot = _bootstrap(main, boot_cfg)
+    out = [BenchDataset(main, "test", f"the '{main.name}' split", boot)]
+    for ext in externals:
+        out.append(BenchDataset(ext, "external", f"external file {ext.file}",
+                                _bootstrap(ext, boot_cfg)))
+
+    variants = cfg.get("variants") or {}
+    records = main.records
+    made: list[tuple[str, list[Record], str]] = []
+    if variants.get("no_finding") and s.get("pair_column"):
+        made.append(("no_finding", without_finding(records, s["pair_column"]),
+                     "finding paragraph removed: the recommendation text alone"))
+    if variants.get("lowercase"):
+        made.append(("lowercase", lowercased(records, s["text_column"], s.get("pair_column")),
+                     "text and finding lower-cased"))
+    typos = variants.get("typos")
+    if typos:
+        rate, seed = float(typos.get("rate", 0.05)), int(typos.get("seed", 0))
+        made.append((f"typos_{round(100 * rate)}pct",
+                     with_typos(records, rate, seed, s["text_column"], s.get("pair_column"),
+                                s["id_column"]),
+                     f"a typo in {100 * rate:.0f}% of words of four or more letters "
+                     f"(seed {seed})"))
+    trunc = variants.get("truncate")
+    if trunc:
+        words = int(trunc.get("words", 20))
+        made.append((f"first_{words}_words", truncated(records, words, s["text_column"]),
+                     f"recommendation text cut to its first {words} words"))
+    for suffix, recs, description in made:
+        # Same items, same reviews: the clean data's resamples, so changes are paired.
+        out.append(BenchDataset(main.with_records(f"{main.name}:{suffix}", recs), "variant",
+                                description, boot, parent=main.name))
+
+    slices = cfg.get("slices") or {}
+    rows = main.rows
+    found: list[tuple[str, np.ndarray, str]] = []
+    notes: list[str] = []
+    by_value = slices.get("addressee")
+    if by_value:
+        column = str(by_value.get("column", "addressee"))
+        got, n = slices_by_value(rows, column, int(by_value.get("min_items", 1)))
+        found += [(f"{main.name}[{column}={v}]", idx, f"items addressed to {v}") for v, idx in got]
+        notes += n
+    era = slices.get("era")
+    if era:
+        column = str(era.get("column", "review_year"))
+        got, n = slices_by_era(rows, column, era.get("bins") or DEFAULT_ERAS,
+                               int(era.get("min_items", 1)))
+        found += [(f"{main.name}[era {v}]", idx, f"reviews from {v}") for v, idx in got]
+        notes += n
+    for name, idx, description in found:
+        data = main.with_records(name, [records[i] for i in idx])
+        out.append(BenchDataset(data, "slice", description, boot.subset(idx), parent=main.name,
+                                index=idx))
+    main.notes.extend(notes)
+    return out
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def _entry(system: System, ds: BenchDataset, task: str, metrics: Mapping[str, Any],
+           wanted: Sequence[str]) -> dict[str, Any]:
+    summary = ds.summary()
+    entry: dict[str, Any] = {"system": system.name, "kind": system.kind, "dataset": ds.name,
+                             "task": task, "n_items": summary["n_items"],
+                             "n_reviews": summary["n_reviews"]}
+    if task == MEAN:
+        entry["macro_f1"] = metrics[HEADLINE]
+        entry["macro_f1_interval"] = metrics.get(f"{HEADLINE}_interval")
+        return entry
+    m = metrics[task]
+    for key in wanted:
+        if key in m:
+            entry[key] = m[key]
+            if key in m.get("intervals", {}):
+                entry[f"{key}_interval"] = m["intervals"][key]
+    return entry
+
+
+def _reps_of(reps: Mapping[str, Any], task: str) -> np.ndarray:
+    return reps[HEADLINE if task == MEAN else task]["macro_f1"]
+
+
+def score_suite(systems: Sequence[System], datasets: Sequence[BenchDataset],
+                confidence: float, wanted: Sequence[str]
+                ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Score every system on every dataset; returns leaderboard entries, full results and
+    the raw logits of every system on every dataset with its own inputs."""
+    from tqdm.auto import tqdm
+
+    logits: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    own = [d for d in datasets if d.index is None]
+    with tqdm(total=len(systems) * len(own), desc="predicting", unit="run", disable=None) as bar:
+        for system in systems:
+            logits[system.name] = {}
+            for ds in own:
+                logits[system.name][ds.name] = system.predict(ds.data)
+                bar.update(1)
+
+    entries: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    reps: dict[tuple[str, str], Any] = {}
+    for ds in tqdm(datasets, desc="scoring", unit="dataset", disable=None):
+        results[ds.name] = {}
+        for system in systems:
+            source = logits[system.name][ds.parent if ds.index is not None else ds.name]
+            metrics, r = score(system.tasks, source, ds.data, ds.boot, confidence,
+                               detailed=False, index=ds.index)
+            results[ds.name][system.name] = metrics
+            reps[(system.name, ds.name)] = r
+            for task in [*ds.data.present, MEAN]:
+                entries.append(_entry(system, ds, task, metrics, wanted))
+
+    # Gaps to the best baseline (paired: same dataset, same resamples).
+    by_key = {(e["system"], e["dataset"], e["task"]): e for e in entries}
+    baselines = [s.name for s in systems if s.kind == "baseline"]
+    for ds in datasets:
+        for task in [*ds.data.present, MEAN]:
+            scored = [b for b in baselines if (b, ds.name, task) in by_key]
+            if not scored:
+                continue
+            best = max(scored, key=lambda b: by_key[(b, ds.name, task)]["macro_f1"])
+            best_reps = _reps_of(reps[(best, ds.name)], task)
+            for system in systems:
+                e = by_key.get((system.name, ds.name, task))
+                if e is None:
+                    continue
+                diff = _reps_of(reps[(system.name, ds.name)], task) - best_reps
+                e["gap_to_best_baseline"] = {
+                    "baseline": best,
+                    "value": e["macro_f1"] - by_key[(best, ds.name, task)]["macro_f1"],
+                    "interval": interval(diff, confidence)}
+    # Robustness: change against the clean data (same items, same resamples).
+    for ds in datasets:
+        if ds.kind != "variant":
+            continue
+        for system in systems:
+            for task in [*ds.data.present, MEAN]:
+                e, clean = by_key.get((system.name, ds.name, task)), \
+                    by_key.get((system.name, ds.parent, task))
+                if e is None or clean is None:
+                    continue
+                diff = _reps_of(reps[(system.name, ds.name)], task) - \
+                    _reps_of(reps[(system.name, ds.parent)], task)
+                e["change_vs_clean"] = {"value": e["macro_f1"] - clean["macro_f1"],
+                                        "interval": interval(diff, confidence)}
+    return entries, results, logits
+
+
+# ------------------------------------------------------------------------- provenance
+
+
+def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = __version__ if name == "scrclf" else None
+    return out
+
+
+def _git_commit(where: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def provenance(command: str, data_files: Sequence[tuple[str, Path]],
+               systems: Sequence[System]) -> dict[str, Any]:
+    """The exact command line, package versions and sha256 of every file the run read."""
+    return {
+        "command": command,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": package_versions(),
+        "git_commit": _git_commit(Path(__file__).resolve().parent),
+        "data_files": [{"role": role, "path": str(path), "sha256": file_sha256(path),
+                        "bytes": path.stat().st_size} for role, path in data_files],
+        "models": [{"name": s.name, **s.info} for s in systems if s.kind == "model"],
+    }
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _container(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value in (None, "", []):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def output_dir(cfg: Mapping[str, Any]) -> Path:
+    """``out_dir`` if set, else ``<report_root>/<suite>-<timestamp>`` (never an existing one)."""
+    if cfg.get("out_dir"):
+        return Path(str(cfg["out_dir"]))
+    base = Path(str(cfg.get("report_root") or "reports/benchmarks")) / \
+        f"{cfg['suite']}-{_timestamp()}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}_{n}")
+    return path
+
+
+def run_benchmark(cfg: Any, command: str | None = None) -> Path:
+    """Run a suite config (see ``configs/benchmark/``) and write its report folder."""
+    c = _container(cfg)
+    command = command if command is not None else shlex.join(sys.orig_argv)
+    suite = str(c.get("suite") or "suite")
+    tasks = TaskSet.from_config(c["task"]["tasks"])
+    data_cfg = dict(c["data"])
+    settings = data_settings(data_cfg)
+    root = resolve_dir(data_cfg["dir"])
+    splits = dict(data_cfg.get("splits") or {})
+    train_split = str(data_cfg.get("train_split", "train"))
+    eval_split = str(data_cfg.get("eval_split", "test"))
+    for split in (train_split, eval_split):
+        if split not in splits:
+            raise DataError(f"split '{split}' is not in data.splits ({sorted(splits)})")
+    files = {split: root / str(splits[split]) for split in (train_split, eval_split)}
+    sys_cfg = dict(c.get("systems") or {})
+    baseline_names = _as_list(sys_cfg.get("baselines"))
+    models = _as_list(sys_cfg.get("models"))
+    if not models and not baseline_names:
+        raise ValueError("the suite has no systems: set systems.models=[PATH,...] and/or "
+                         "systems.baselines")
+
+    main = load_eval_data(files[eval_split], tasks, settings, name=eval_split)
+    if not main.present:
+        raise DataError("the evaluation split has no label column", files[eval_split])
+    externals = []
+    for path in _as_list(data_cfg.get("external")):
+        ext = load_eval_data(path, tasks, settings, name=f"external:{Path(str(path)).stem}")
+        if not ext.present:
+            raise DataError("the external file has no label column of any task (" +
+                            ", ".join(t.column for t in tasks) + ")", path)
+        externals.append(ext)
+    boot_cfg = dict(c.get("bootstrap") or {})
+    confidence = float(boot_cfg.get("confidence", 0.95))
+    datasets = build_datasets(main, c.get("datasets") or {}, boot_cfg, externals)
+
+    systems: list[System] = []
+    data_files: list[tuple[str, Path]] = [(eval_split, files[eval_split])]
+    data_files += [("external", e.file) for e in externals if e.file is not None]
+    names = _unique_names([resolve_model(m).name for m in models])
+    for path, name in zip(models, names, strict=True):
+        systems.append(model_system(path, tasks, str(sys_cfg.get("backend", "auto")),
+                                    int(sys_cfg.get("batch_size", 32)), name=name))
+    if baseline_names:
+        train = load_eval_data(files[train_split], tasks, settings, name=train_split,
+                               require_labels=True)
+        data_files.insert(0, (train_split, files[train_split]))
+        options = dict(sys_cfg.get("baseline_options") or {})
+        for name in baseline_names:
+            systems.append(baseline_system(str(name), tasks, train, options.get(name)))
+
+    wanted = list(c.get("metrics") or DEFAULT_METRICS)
+    entries, results, logits = score_suite(systems, datasets, confidence, wanted)
+
+    board: dict[str, Any] = {
+        "suite": suite,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "headline": "macro_f1",
+        "main_dataset": main.name,
+        "bootstrap": {**datasets[0].boot.describe(confidence)},
+        "systems": [{"name": s.name, "kind": s.kind, "description": s.description,
+                     **({"path": s.info["path"]} if "path" in s.info else {})} for s in systems],
+        "datasets": [d.summary() for d in datasets],
+        "entries": entries,
+        "notes": list(main.notes),
+        "provenance": provenance(command, data_files, systems),
+    }
+
+    profile_result = None
+    if c.get("profile", True):
+        from .inference import format_predictions
+        from .profile import profile as build_profile
+
+        model_names = [s for s in systems if s.kind == "model"]
+        best = max(model_names, key=lambda s: next(
+            e["macro_f1"] for e in entries if e["system"] == s.name and
+            e["dataset"] == main.name and e["task"] == MEAN), default=None)
+        predictions = None
+        if best is not None:
+            sys_logits = logits[best.name][main.name]
+            predictions = format_predictions(best.tasks, [sys_logits[n] for n in best.tasks.names])
+            board["profile"] = {"system": best.name, "path": "profile/profile.md"}
+        else:
+            board["profile"] = {"system": None, "path": "profile/profile.md"}
+            board["notes"].append("no trained model in the suite: the profile shows the "
+                                  "annotations only")
+        profile_result = build_profile(main.records, predictions, tasks,
+                                       group_column=settings["group_column"] or "review_id")
+
+    board = finite(board)
+    out = output_dir(c)
+    write_benchmark(out, board, finite(results), c, profile_result,
+                    plots=bool(c.get("plots", True)))
+    return out
+
+
+def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, Any],
+                    suite_cfg: Mapping[str, Any], profile_result: Mapping[str, Any] | None,
+                    plots: bool = True) -> Path:
+    """Write the report folder atomically (complete, or not there at all)."""
+    import yaml
+
+    from .reports import render_leaderboard
+
+    with atomic.directory(out, overwrite=False) as tmp:
+        atomic.write_json(tmp / "leaderboard.json", board)
+        atomic.write_json(tmp / "results.json", results)
+        atomic.write_json(tmp / "provenance.json", board["provenance"])
+        atomic.write_text(tmp / "suite.yaml", yaml.safe_dump(suite_cfg, sort_keys=False))
+        atomic.write_text(tmp / "leaderboard.md", render_leaderboard(board))
+        if plots:
+            from .plots import headline_chart
+
+            rows = [{"system": e["system"], "kind": e["kind"], "value": e["macro_f1"],
+                     "interval": e.get("macro_f1_interval")} for e in board["entries"]
+                    if e["dataset"] == board["main_dataset"] and e["task"] == MEAN]
+            rows.sort(key=lambda r: -(r["value"] or 0))
+            headline_chart(rows, f"{board['suite']}: {HEADLINE} on {board['main_dataset']}",
+                           tmp / "headline.png")
+        if profile_result is not None:
+            from .profile import write_profile
+
+            write_profile(profile_result, tmp / "profile", chart=plots)
+    return out

@@ -1,0 +1,563 @@
+"""The ``scrclf`` command: ``predict`` and ``info``, plus subcommands from optional modules.
+
+    scrclf predict --model models/NAME --input recs.csv --output preds.jsonl
+    scrclf predict --model models/NAME < recs.txt          # one recommendation per line
+    scrclf info models/NAME
+
+Modules named in :data:`SUBCOMMAND_MODULES` add their own subcommands: when such a module
+exists and has ``register_cli(subparsers)``, it is called with the ``argparse``
+subparsers object and registers parsers whose ``func`` default takes the parsed arguments
+and returns an exit status (None means 0).
+
+Bad input or a model folder that cannot be loaded ends the command with exit status 2 and
+one line on stderr, ``scrclf: error: <file>:<line>: <problem>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import importlib
+import io
+import itertools
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__
+from .data import DataError
+
+SUBCOMMAND_MODULES = ["scrclf.corpus", "scrclf.evaluation"]
+EXIT_USAGE = 2
+INPUT_FORMATS = ("auto", "lines", "csv", "jsonl")
+OUTPUT_FORMATS = ("jsonl", "csv")
+STDIO = "-"
+STDIN_NAME = "<stdin>"
+# Items predicted per step: large enough for full batches, small enough to stream.
+CHUNK_ITEMS = 256
+
+
+# ----------------------------------------------------------------------------- input
+
+
+@dataclass
+class Item:
+    """One recommendation read from the input, with where it came from."""
+
+    line: int
+    text: str
+    finding: str | None = None
+    id: str | int | None = None
+
+
+def detect_format(path: str, first_line: str | None = None) -> str:
+    """``csv`` or ``jsonl`` by file suffix (stdin: JSONL when the first line is an object)."""
+    if path != STDIO:
+        suffix = Path(path).suffix.lower()
+        return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "lines")
+    return "jsonl" if first_line is not None and first_line.lstrip().startswith("{") else "lines"
+
+
+def _check_item(source: str, line: int, text: Any, finding: Any, item_id: Any) -> Item:
+    from .inference import finding_problem, text_problem
+
+    problem = text_problem(text)
+    if problem:
+        raise DataError(problem, source, line, "text")
+    problem = finding_problem(finding)
+    if problem:
+        raise DataError(problem, source, line, "finding")
+    if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, (str, int))):
+        raise DataError(f"must be a string or integer, got {type(item_id).__name__}",
+                        source, line, "id")
+    return Item(line, text, finding or None, item_id)
+
+
+def _read_lines(lines: Iterable[str], source: str) -> Iterator[Item]:
+    for number, raw in enumerate(lines, start=1):
+        text = raw.rstrip("\r\n")
+        if text.strip():
+            yield Item(number, text)
+
+
+def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", source,
+                            number) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"each line must be a JSON object, got {type(obj).__name__}",
+                            source, number)
+        if "text" not in obj:
+            raise DataError("missing 'text'", source, number, "text")
+        yield _check_item(source, number, obj["text"], obj.get("finding"), obj.get("id"))
+
+
+def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None:
+        raise DataError("empty CSV file (no header row)", source, 1)
+    if "text" not in reader.fieldnames:
+        raise DataError(f"no 'text' column; the header has {reader.fieldnames}", source, 1)
+    for row in reader:
+        if None in row:
+            raise DataError("row has more cells than the header", source, reader.line_num)
+        if not any((v or "").strip() for v in row.values()):
+            continue
+        yield _check_item(source, reader.line_num, row.get("text"),
+                          row.get("finding") or None, row.get("id") or None)
+
+
+READERS: dict[str, Callable[[Iterable[str], str], Iterator[Item]]] = {
+    "lines": _read_lines, "jsonl": _read_jsonl, "csv": _read_csv}
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[IO[str]]:
+    """The input as UTF-8 text; stdin is read through, never closed."""
+    if path == STDIO:
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # already text (e.g. replaced in tests)
+            yield sys.stdin
+            return
+        wrapper = io.TextIOWrapper(buffer, encoding="utf-8-sig", newline="")
+        try:
+            yield wrapper
+        finally:
+            wrapper.detach()
+        return
+    try:
+        stream = open(path, encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except IsADirectoryError:
+        raise DataError("expected a file, got a directory", path) from None
+    with stream:
+        yield stream
+
+
+def read_items(path: str, fmt: str = "auto") -> Iterator[Item]:
+    """Stream validated items from a file or stdin (``-``)."""
+    source = STDIN_NAME if path == STDIO else path
+    with _open_input(path) as stream:
+        lines: Iterable[str] = stream
+        if fmt == "auto":
+            head = list(itertools.islice(stream, 1)) if path == STDIO else []
+            fmt = detect_format(path, head[0] if head else None)
+            lines = itertools.chain(head, stream)
+        try:
+            yield from READERS[fmt](lines, source)
+        except UnicodeDecodeError as err:
+            raise DataError(f"not valid UTF-8 ({err.reason}); save the input as UTF-8",
+                            source) from None
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+# ---------------------------------------------------------------------------- output
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[IO[str]]:
+    """Stream text into a temporary sibling of ``path``; rename it into place on success."""
+    if path == STDIO:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    from .atomic import OutputError
+
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(21, f"cannot write {target}: it is a directory")
+    tmp_name = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.replace(tmp_name, target)
+        tmp_name = None
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class JsonlWriter:
+    """One JSON object per line: ``id``, ``line``, then one entry per task."""
+
+    def __init__(self, stream: IO[str], tasks):
+        self.stream = stream
+
+    def write(self, item: Item, prediction: Mapping[str, Any]) -> None:
+        row = {"id": item.id, "line": item.line, **prediction}
+        self.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class CsvWriter:
+    """``id``, ``line``; per task its label(s), the primary theme, and a score per label."""
+
+    def __init__(self, stream: IO[str], tasks):
+        self.tasks = tasks
+        header = ["id", "line"]
+        for task in tasks:
+            header.append(task.name)
+            if task.is_multi_label:
+                header.append(f"{task.name}_primary")
+            header += [f"{task.name}_score_{label}" for label in task.labels]
+        self.writer = csv.writer(stream, lineterminator="\n")
+        self.writer.writerow(header)
+
+    def write(self, item: Item, prediction: Mapping[str, Any]) -> None:
+        row: list[Any] = ["" if item.id is None else item.id, item.line]
+        for task in self.tasks:
+            entry = prediction[task.name]
+            if task.is_multi_label:
+                row += [";".join(entry["labels"]), entry["primary"] or ""]
+            else:
+                row.append(entry["label"])
+            row += [f"{entry['scores'][label]:.6f}" for label in task.labels]
+        self.writer.writerow(row)
+
+
+WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter}
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _quiet_libraries() -> None:
+    """Keep library logging and progress bars off stderr: the command owns it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .inference import TruncationWarning, load
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from_file = args.input != STDIO
+    total = None
+    if from_file:
+        # A first pass validates the whole file before any model is loaded or output written.
+        total = sum(1 for _ in read_items(args.input, args.format))
+    _quiet_libraries()
+    clf = load(args.model, backend=args.backend, quantized=args.quantized, device=args.device)
+    show_progress = from_file and not args.no_progress
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with atomic_output(args.output) as out, tqdm(total=total, unit="item", file=sys.stderr,
+                                                     disable=not show_progress) as bar:
+            writer = WRITERS[args.output_format](out, clf.tasks)
+            for chunk in _chunks(read_items(args.input, args.format), CHUNK_ITEMS):
+                predictions = clf.predict([i.text for i in chunk], [i.finding for i in chunk],
+                                          batch_size=args.batch_size)
+                for item, prediction in zip(chunk, predictions, strict=True):
+                    writer.write(item, prediction)
+                out.flush()
+                bar.update(len(chunk))
+    truncated = sum(w.message.count for w in caught if isinstance(w.message, TruncationWarning))
+    if truncated:
+        max_length = next(w.message.max_length for w in caught
+                          if isinstance(w.message, TruncationWarning))
+        _warn(f"{truncated} inputs were longer than {max_length} tokens and were truncated")
+    for message in dict.fromkeys(str(w.message) for w in caught
+                                 if not isinstance(w.message, TruncationWarning)):
+        _warn(message)
+    return 0
+
+
+def _warn(message: str) -> None:
+    print(f"scrclf: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _metrics_path(root: Path) -> Path | None:
+    for candidate in (root / "metrics.json", root.parent / "metrics.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _json_or_none(path: Path | None) -> Any:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read: {err}", path) from None
+
+
+def _card_license(path: Path) -> str | None:
+    """The ``license`` of a model card's front matter, if it has one."""
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return None
+    import yaml
+
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1])
+    except (yaml.YAMLError, IndexError):
+        return None
+    return front.get("license") if isinstance(front, dict) else None
+
+
+def model_info(path: str | Path) -> dict[str, Any]:
+    """What ``scrclf info`` reports, as data: checks, tasks, metrics and provenance."""
+    from .inference import (
+        EXPORT_META_FILE,
+        ONNX_FP32_FILE,
+        ONNX_INT8_FILE,
+        WEIGHTS_FILE,
+        WEIGHTS_INDEX_FILE,
+        inspect_model_dir,
+        read_tasks,
+    )
+
+    root, manifest, meta = inspect_model_dir(path)
+    config, tasks = read_tasks(root)
+    metrics = _json_or_none(_metrics_path(root))
+    fingerprint = _json_or_none(root / "data_fingerprint.json")
+    files = (meta or {}).get("onnx", {}).get("files", {})
+    backends = [name for name, present in (
+        ("onnx fp32", (root / files.get("fp32", ONNX_FP32_FILE)).is_file()),
+        ("onnx int8", (root / files.get("int8", ONNX_INT8_FILE)).is_file()),
+        ("torch", (root / WEIGHTS_FILE).is_file() or (root / WEIGHTS_INDEX_FILE).is_file()),
+    ) if present]
+    headline = {}
+    if isinstance(metrics, dict):
+        for split in ("test", "validation"):
+            if isinstance(metrics.get(split), dict):
+                m = metrics[split]
+                headline = {"split": split, "mean_macro_f1": m.get("mean_macro_f1"),
+                            "tasks": {t.name: {"macro_f1": (m.get(t.name) or {}).get("macro_f1"),
+                                               "micro_f1": (m.get(t.name) or {}).get("micro_f1")}
+                                      for t in tasks}}
+                break
+    return {
+        "path": str(root),
+        "kind": "export" if meta is not None else "saved model",
+        "name": (meta or {}).get("name", root.name),
+        "created": (meta or {}).get("created"),
+        "versions": (meta or {}).get("versions"),
+        "integrity": (f"{len(manifest['files'])} files verified against manifest.json"
+                      if manifest else "no manifest.json: checksums not verified"),
+        "backends": backends,
+        "max_seq_length": int(config.get("max_seq_length", 256)),
+        "tasks": [{"name": t.name, "type": t.type, "labels": t.labels,
+                   "thresholds": t.decision_thresholds() if t.is_multi_label else None,
+                   "temperature": t.temperature, "max_labels": t.max_labels} for t in tasks],
+        "metrics": headline or None,
+        "parity": (meta or {}).get("parity"),
+        "provenance": {
+            "source": (meta or {}).get("source"),
+            "data": (meta or {}).get("provenance", {}).get("data"),
+            "fingerprint": fingerprint,
+            "license": _card_license(root / "README.md"),
+            "metadata_file": EXPORT_META_FILE if meta else None,
+        },
+    }
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "n/a"
+
+
+def format_info(info: Mapping[str, Any]) -> str:
+    """The human-readable ``scrclf info`` report."""
+    lines = [f"model       {info['name']} ({info['kind']}) at {info['path']}"]
+    if info["created"]:
+        versions = info["versions"] or {}
+        lines.append(f"created     {info['created']} with scrclf {versions.get('scrclf', '?')}, "
+                     f"torch {versions.get('torch', '?')}, "
+                     f"onnxruntime {versions.get('onnxruntime', '?')}")
+    lines += [f"integrity   {info['integrity']}",
+              f"backends    {', '.join(info['backends']) or 'none'}",
+              f"max length  {info['max_seq_length']} tokens", ""]
+    for task in info["tasks"]:
+        if task["type"] == "multi_label":
+            limit = f", at most {task['max_labels']} labels" if task["max_labels"] else ""
+            lines.append(f"{task['name']} (multi-label{limit}; temperature "
+                         f"{_num(task['temperature'])})")
+            width = max(len(label) for label in task["labels"])
+            for label, threshold in zip(task["labels"], task["thresholds"], strict=True):
+                lines.append(f"  {label:<{width}}  threshold {_num(threshold)}")
+        else:
+            lines.append(f"{task['name']} (single-label; temperature "
+                         f"{_num(task['temperature'])})")
+            lines.append("  " + ", ".join(task["labels"]))
+    lines.append("")
+    metrics = info["metrics"]
+    if metrics:
+        parts = [f"{name} macro-F1 {_num(m['macro_f1'])} micro-F1 {_num(m['micro_f1'])}"
+                 for name, m in metrics["tasks"].items()]
+        lines.append(f"metrics     [{metrics['split']}] mean macro-F1 "
+                     f"{_num(metrics['mean_macro_f1'])}; " + "; ".join(parts))
+    else:
+        lines.append("metrics     none found (no metrics.json)")
+    parity = info["parity"]
+    if parity and not parity.get("skipped"):
+        agreement = ", ".join(f"{t} {_num(v)}" for t, v in
+                              parity["onnx_int8"]["label_agreement"].items())
+        lines.append(f"parity      [{parity['split']}, {parity['n_items']} items] onnx fp32 max "
+                     f"|logit diff| {_num(parity['onnx_fp32']['max_abs_logit_diff'], '.2e')}; "
+                     f"int8 label agreement {agreement}")
+    elif parity:
+        lines.append(f"parity      skipped: {parity.get('note')}")
+    provenance = info["provenance"]
+    source = provenance["source"] or {}
+    if source:
+        lines.append(f"source run  {source.get('run')} (best {source.get('best_checkpoint')}, "
+                     f"{source.get('epochs_run')} epochs)")
+    if provenance["data"]:
+        lines.append(f"data        {provenance['data']}")
+    fingerprint = provenance["fingerprint"] or {}
+    for split, entry in (fingerprint.get("splits") or {}).items():
+        if entry.get("status") == "ok":
+            lines.append(f"  {split:<11} {entry['file']}: {entry.get('n_items')} items, "
+                         f"sha256 {entry['sha256'][:16]}")
+        else:
+            lines.append(f"  {split:<11} {entry.get('file')}: {entry.get('status')}")
+    if provenance["license"]:
+        lines.append(f"license     {provenance['license']}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = model_info(args.model_dir)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_predict(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict", help="classify recommendations from a file or stdin",
+        description="Classify recommendations. Input: plain text (one per line), CSV or JSONL "
+                    "with a 'text' column/key and optional 'finding' and 'id'.")
+    p.add_argument("--model", required=True, help="an export folder or a run's model/ folder")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--quantized", action="store_true", help="use the int8 ONNX graph")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--input", default=STDIO, help="input file, or - for stdin (default)")
+    p.add_argument("--format", choices=INPUT_FORMATS, default="auto",
+                   help="input format (auto: by suffix; stdin: JSONL if it starts with '{')")
+    p.add_argument("--output", default=STDIO, help="output file (written atomically), or - "
+                                                   "for stdout (default)")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="jsonl")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_info(subparsers) -> None:
+    p = subparsers.add_parser("info", help="labels, thresholds, metrics and provenance of a model")
+    p.add_argument("model_dir", help="an export folder or a run's model/ folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
+
+def register_optional(subparsers, modules: Iterable[str]) -> None:
+    """Let each installed module of ``modules`` add subcommands via ``register_cli``."""
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and (name == err.name or name.startswith(err.name + ".")):
+                continue  # the module is not part of this installation
+            raise
+        register = getattr(module, "register_cli", None)
+        if register is not None:
+            register(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scrclf", description="Classify recommendations from child-protection serious "
+                                   "case reviews.")
+    parser.add_argument("--version", action="version", version=f"scrclf {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_predict(subparsers)
+    _add_info(subparsers)
+    register_optional(subparsers, SUBCOMMAND_MODULES)
+    return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe_error(err: BaseException) -> str:
+    """The one-line message for an error: ``<file>[:<line>]: <problem>`` where known."""
+    from .atomic import OutputError
+
+    if isinstance(err, OutputError):
+        return _one_line(err.strerror or str(err))
+    if isinstance(err, OSError) and not isinstance(err, ValueError):
+        where = f"{err.filename}: " if err.filename else ""
+        return _one_line(where + (err.strerror or str(err)))
+    return _one_line(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input or model)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_usage(sys.stderr)
+        print("scrclf: error: choose a command (see scrclf --help)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): stop quietly.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ValueError, OSError) as err:  # scrclf's own errors are ValueError or OSError
+        print(f"scrclf: error: {describe_error(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("scrclf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

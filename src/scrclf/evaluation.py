@@ -1,0 +1,733 @@
+"""Evaluating a trained or exported model on annotated recommendations.
+
+``evaluate(model_path, data, out_dir)`` runs a model over an annotated file (or a split of
+the data the model was trained on), scores every task whose label column is present, and
+writes one report folder:
+
+    metrics.json                 everything below, as data
+    report.md                    readable tables
+    confusion_<task>.png         confusion matrices
+    reliability_<task>.png       reliability diagrams (stored vs default decisions)
+    per_label_f1_<task>.png      F1 per label with bootstrap intervals
+    profile/                     with ``profile=True``: the domain profile (scrclf.profile)
+
+Scores are computed at three decision settings:
+
+* ``calibrated``: the temperatures and per-label thresholds stored in the model (tuned on
+  validation when the model was trained), applied by :mod:`scrclf.calibration` exactly as
+  in prediction. These are the model's real decisions.
+* ``default``: temperature 1 and threshold 0.5, for comparison.
+* ``recalibrated`` (only with ``recalibrate=True``): temperatures and thresholds re-fitted
+  on a validation file, reported beside the stored ones with what changed. The evaluation
+  data are never used for fitting: a validation file that is, or overlaps, the evaluated
+  data is refused.
+
+Every scalar metric carries a 95% interval from a cluster bootstrap over reviews
+(:mod:`scrclf.bootstrap`). The folder is built aside and moved into place at the end
+(:func:`scrclf.atomic.directory`): it appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, atomic
+from .bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    MULTI_LABEL_METRICS,
+    SINGLE_LABEL_METRICS,
+    ClusterBootstrap,
+    cluster_ids,
+    interval,
+    intervals,
+    replicates,
+)
+from .calibration import decide, probabilities
+from .data import (
+    DataError,
+    Record,
+    encode_targets,
+    read_records,
+    validate_records,
+)
+from .metrics import HEADLINE, compute_metrics
+from .tasks import TaskSet
+
+CALIBRATED = "calibrated"
+DEFAULT = "default"
+RECALIBRATED = "recalibrated"
+SETTING_DESCRIPTIONS = {
+    CALIBRATED: "temperatures and thresholds stored in the model (tuned on validation)",
+    DEFAULT: "temperature 1, threshold 0.5 for every label",
+    RECALIBRATED: "temperatures and thresholds re-fitted on the given validation file",
+}
+# Column settings used when a model folder carries no training config.
+DEFAULT_DATA_SETTINGS = {"id_column": "id", "text_column": "text", "pair_column": "finding",
+                         "group_column": "review_id", "max_chars": 20_000}
+PREDICT_CHUNK = 256
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclass
+class ModelSource:
+    """Where a model lives and what is known about its training data.
+
+    ``kind``: ``run`` (a training run directory), ``run-model`` (the ``model/`` folder of a
+    run), ``export`` (``models/NAME/``) or ``model`` (a bare saved model folder).
+    """
+
+    path: Path
+    model_dir: Path
+    kind: str
+    train_config: dict[str, Any] | None
+    config_file: Path | None
+
+    @property
+    def name(self) -> str:
+        return (self.path.parent if self.kind == "run-model" else self.path).resolve().name
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        cfg = self.train_config or {}
+        return cfg.get("data") if isinstance(cfg.get("data"), dict) else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise DataError(f"cannot read the training config: {err}", path) from None
+    if not isinstance(data, dict):
+        raise DataError("the training config is not a mapping", path)
+    return data
+
+
+def resolve_model(path: str | Path) -> ModelSource:
+    """Recognise a run directory, a run's ``model/`` folder, an export or a bare model."""
+    from .inference import ModelLoadError
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError("model path not found", path)
+    if (path / "model" / "config.json").is_file():
+        cfg_file = path / "config.yaml"
+        cfg = _read_yaml(cfg_file) if cfg_file.is_file() else None
+        return ModelSource(path, path / "model", "run", cfg, cfg_file if cfg else None)
+    if (path / "config.json").is_file():
+        if (path / "training_config.yaml").is_file():
+            cfg_file = path / "training_config.yaml"
+            return ModelSource(path, path, "export", _read_yaml(cfg_file), cfg_file)
+        parent_cfg = path.parent / "config.yaml"
+        if path.name == "model" and parent_cfg.is_file():
+            return ModelSource(path, path, "run-model", _read_yaml(parent_cfg), parent_cfg)
+        return ModelSource(path, path, "model", None, None)
+    raise ModelLoadError("not a training run (model/ and config.yaml) or a model folder "
+                         "(config.json)", path)
+
+
+def load_classifier(source: ModelSource, backend: str = "auto"):
+    """The model as a :class:`scrclf.inference.Classifier`."""
+    from .inference import load
+
+    return load(source.model_dir, backend=backend)
+
+
+def model_logits(classifier, texts: Sequence[str], findings: Sequence[str | None] | None,
+                 batch_size: int = 32, desc: str = "predicting") -> tuple[dict[str, np.ndarray],
+                                                                          int]:
+    """Raw logits per task name, and how many inputs were truncated to ``max_seq_length``.
+
+    The one place where evaluation runs a model: it goes through ``Classifier.logits`` so
+    the torch and ONNX paths tokenize exactly as in prediction.
+    """
+    from tqdm.auto import tqdm
+
+    from .inference import TruncationWarning
+
+    names = classifier.tasks.names
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    truncated = 0
+    findings = list(findings) if findings is not None else [None] * len(texts)
+    with tqdm(total=len(texts), desc=desc, unit="item", disable=None, leave=False) as bar, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            stop = start + PREDICT_CHUNK
+            out = classifier.logits(list(texts[start:stop]), findings[start:stop],
+                                    batch_size=batch_size)
+            for store, value in zip(parts, out, strict=True):
+                store.append(np.asarray(value, dtype=np.float64))
+            bar.update(len(out[0]))
+    for w in caught:
+        if isinstance(w.message, TruncationWarning):
+            truncated += w.message.count
+        else:
+            warnings.warn(w.message, stacklevel=2)
+    logits = {name: (np.concatenate(p) if p else np.zeros((0, classifier.tasks[name].num_labels)))
+              for name, p in zip(names, parts, strict=True)}
+    return logits, truncated
+
+
+# ------------------------------------------------------------------------------- data
+
+
+@dataclass
+class EvalData:
+    """Annotated recommendations ready to score: records, label columns present, notes."""
+
+    name: str
+    records: list[Record]
+    present: list[str]
+    settings: dict[str, Any]
+    file: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [r.data for r in self.records]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.data[self.settings["text_column"]] for r in self.records]
+
+    @property
+    def findings(self) -> list[str | None] | None:
+        pair = self.settings.get("pair_column")
+        return [r.data.get(pair) or None for r in self.records] if pair else None
+
+    @property
+    def groups(self) -> list[Any]:
+        column = self.settings.get("group_column")
+        return [r.data.get(column) if column else None for r in self.records]
+
+    def clusters(self) -> tuple[np.ndarray, int]:
+        return cluster_ids(self.groups)
+
+    def targets(self, tasks: TaskSet) -> dict[str, np.ndarray]:
+        present = [n for n in self.present if n in tasks.names]
+        raw = encode_targets(self.rows, tasks, present)
+        return {name: (np.asarray(values, dtype=np.int64).reshape(len(self.records), -1)
+                       if tasks[name].is_multi_label else np.asarray(values, dtype=np.int64))
+                for name, values in raw.items()}
+
+    def with_records(self, name: str, records: list[Record], note: str | None = None) -> EvalData:
+        """The same data settings over other records (a variant or a slice)."""
+        notes = list(self.notes) + ([note] if note else [])
+        return EvalData(name, records, list(self.present), dict(self.settings), self.file, notes)
+
+    def describe(self) -> dict[str, Any]:
+        ids, missing = self.clusters()
+        n_clusters = int(ids.max()) + 1 if len(ids) else 0
+        return {"name": self.name, "file": str(self.file) if self.file else None,
+                "sha256": file_sha256(self.file) if self.file else None,
+                "n_items": len(self.records), "n_reviews": n_clusters - missing,
+                "items_without_review": missing, "tasks": list(self.present),
+                "notes": list(self.notes)}
+
+
+def file_sha256(path: str | Path) -> str:
+    from .inference import file_sha256 as _sha
+
+    return _sha(path)
+
+
+def data_settings(data_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Column names and limits from a training config's ``data`` section (or the defaults)."""
+    out = dict(DEFAULT_DATA_SETTINGS)
+    for key in out:
+        if data_config and data_config.get(key, None) is not None:
+            out[key] = data_config[key]
+    out["max_chars"] = int(out["max_chars"])
+    return out
+
+
+def load_eval_data(data: str | Path | Sequence[Record | Mapping[str, Any]], tasks: TaskSet,
+                   settings: Mapping[str, Any] | None = None, name: str | None = None,
+                   require_labels: bool = False) -> EvalData:
+    """Read and validate a file (or take records) for scoring.
+
+    A task whose label column is absent from every row is skipped with a note; a row with a
+    bad value raises :class:`DataError` naming file, line and field. Items without a review
+    id are allowed (each is then its own bootstrap cluster, with a note).
+    """
+    settings = data_settings(settings)
+    file = None
+    if isinstance(data, (str, Path)):
+        file = Path(data)
+        records = read_records(file)
+        name = name or file.stem
+    else:
+        records = [r if isinstance(r, Record) else Record(dict(r), "<records>", i)
+                   for i, r in enumerate(data, start=1)]
+        name = name or "records"
+    if not records:
+        raise DataError("no records to evaluate", file)
+    kwargs = {k: settings[k] for k in ("id_column", "text_column", "pair_column",
+                                       "group_column", "max_chars")}
+    present = validate_records(records, tasks, require_labels=require_labels,
+                               require_group=False, **kwargs)
+    notes = [f"task '{t.name}' skipped: no '{t.column}' column" for t in tasks
+             if t.name not in present]
+    result = EvalData(name, records, present, settings, file, notes)
+    _, missing = result.clusters()
+    if missing:
+        result.notes.append(f"{missing} items have no {settings['group_column']}: each is "
+                            "resampled on its own in the bootstrap")
+    return result
+
+
+def resolve_dir(path: str | Path) -> Path:
+    """A data directory: as given, or relative to ``$PROJECT_ROOT`` when only found there."""
+    path = Path(str(path))
+    if path.is_absolute() or path.exists():
+        return path
+    root = os.environ.get("PROJECT_ROOT")
+    if root and (Path(root) / path).exists():
+        return Path(root) / path
+    return path
+
+
+def split_file(source: ModelSource, split: str, data_dir: str | Path | None = None) -> Path:
+    """The file of ``split`` named by the model's training config (``data.dir``/``splits``)."""
+    cfg = source.data_config
+    if cfg is None:
+        raise DataError(f"{source.path} carries no training config, so split '{split}' is "
+                        "unknown; give file=PATH instead", source.path)
+    splits = dict(cfg.get("splits") or {})
+    if split not in splits:
+        raise DataError(f"unknown split '{split}'; the training config names {sorted(splits)}",
+                        source.config_file)
+    root = resolve_dir(data_dir if data_dir is not None else cfg.get("dir", "."))
+    path = root / str(splits[split])
+    if not path.is_file():
+        raise DataError(f"split '{split}' not found (data.dir={root}); pass data_dir=DIR or "
+                        "file=PATH", path)
+    return path
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def default_decisions(tasks: TaskSet) -> TaskSet:
+    """The same tasks at temperature 1 and thresholds 0.5."""
+    from .baselines import plain_decisions
+
+    return plain_decisions(tasks)
+
+
+def _metric_keys(task) -> tuple[str, ...]:
+    return MULTI_LABEL_METRICS if task.is_multi_label else SINGLE_LABEL_METRICS
+
+
+def score(tasks: TaskSet, logits: Mapping[str, np.ndarray], data: EvalData,
+          boot: ClusterBootstrap | None = None, confidence: float = DEFAULT_CONFIDENCE,
+          detailed: bool = True, index: np.ndarray | None = None
+          ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Metrics per task (``scrclf.metrics``) with bootstrap intervals, and the replicates.
+
+    ``logits`` may cover more items than ``data`` when ``index`` picks the rows (a slice).
+    Returns the metrics dict (tasks, ``mean_macro_f1`` and its ``mean_macro_f1_interval``)
+    and the per-resample values, for paired comparisons.
+    """
+    targets = data.targets(tasks)
+    names = [n for n in data.present if n in logits and n in tasks.names]
+    if not names:
+        raise DataError(f"no task to score on '{data.name}': the data have label columns "
+                        f"for {data.present}, the system predicts {sorted(logits)}")
+    chosen = {n: (np.asarray(logits[n])[index] if index is not None else np.asarray(logits[n]))
+              for n in names}
+    metrics = compute_metrics(tasks, [chosen[n] for n in names], [targets[n] for n in names],
+                              detailed=detailed, names=names)
+    reps: dict[str, dict[str, np.ndarray]] = {}
+    if boot is not None:
+        for name in names:
+            task = tasks[name]
+            pred = decide(task, probabilities(task, chosen[name]))
+            reps[name] = replicates(boot, task.is_multi_label, targets[name], pred,
+                                    task.num_labels)
+            metrics[name]["intervals"] = intervals(reps[name], confidence, _metric_keys(task))
+            if detailed:
+                lows, highs = interval(reps[name]["per_label_f1"], confidence)
+                for j, label in enumerate(task.labels):
+                    metrics[name]["per_label"][label]["f1_interval"] = [lows[j], highs[j]]
+        headline = np.mean([reps[n]["macro_f1"] for n in names], axis=0)
+        reps[HEADLINE] = {"macro_f1": headline}
+        metrics[f"{HEADLINE}_interval"] = interval(headline, confidence)
+    return metrics, reps
+
+
+def finite(obj: Any) -> Any:
+    """JSON has no NaN or infinity: write null instead (recursively)."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    if isinstance(obj, Mapping):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def _decision_summary(tasks: TaskSet) -> list[dict[str, Any]]:
+    return [{"name": t.name, "type": t.type, "labels": list(t.labels),
+             "temperature": t.temperature,
+             "thresholds": dict(zip(t.labels, t.decision_thresholds(), strict=True))
+             if t.is_multi_label else None} for t in tasks]
+
+
+# ----------------------------------------------------------------------- recalibration
+
+
+def _check_not_evaluated_data(validation: EvalData, evaluated: EvalData) -> None:
+    """Refuse to fit decisions on the data being scored (or on data sharing its reviews)."""
+    if validation.file is not None and evaluated.file is not None:
+        if validation.file.resolve() == evaluated.file.resolve() or \
+                file_sha256(validation.file) == file_sha256(evaluated.file):
+            raise DataError("the recalibration file is the evaluated file; thresholds and "
+                            "temperatures are never tuned on the data they are scored on",
+                            validation.file)
+    group = validation.settings.get("group_column")
+    id_col = validation.settings["id_column"]
+    shared_reviews = {str(g) for g in validation.groups if g is not None} & \
+        {str(g) for g in evaluated.groups if g is not None}
+    shared_ids = {str(r.data[id_col]) for r in validation.records} & \
+        {str(r.data[id_col]) for r in evaluated.records}
+    if shared_reviews or shared_ids:
+        what = (f"{len(shared_reviews)} reviews ({group})" if shared_reviews
+                else f"{len(shared_ids)} items ({id_col})")
+        example = sorted(shared_reviews or shared_ids)[:3]
+        raise DataError(f"the recalibration file shares {what} with the evaluated data, e.g. "
+                        f"{example}; fit on a held-out validation split only", validation.file)
+
+
+def recalibrate_on(tasks: TaskSet, classifier, validation: EvalData, batch_size: int = 32,
+                   min_positives: int = 5) -> tuple[TaskSet, dict[str, Any]]:
+    """Re-fit temperatures and thresholds on ``validation``; returns the new tasks and a log.
+
+    Tasks without labels in the validation data keep their stored settings.
+    """
+    from .training import calibrate
+
+    logits, _ = model_logits(classifier, validation.texts, validation.findings, batch_size,
+                             desc="recalibrating")
+    targets = validation.targets(tasks)
+    names = [n for n in validation.present if n in tasks.names]
+    if not names:
+        raise DataError("the recalibration file has no label column of any task",
+                        validation.file)
+    subset = TaskSet.from_config([tasks[n].to_dict() for n in names])
+    fitted = calibrate(subset, [logits[n] for n in names], [targets[n] for n in names],
+                       min_positives=min_positives)
+    merged = TaskSet.from_config([(subset[t.name] if t.name in names else t).to_dict()
+                                  for t in tasks])
+    return merged, fitted
+
+
+def _changes(old: TaskSet, new: TaskSet, fitted: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for task in old:
+        if task.name not in fitted:
+            out[task.name] = {"refit": False}
+            continue
+        entry: dict[str, Any] = {"refit": True, "temperature": {
+            "stored": task.temperature, "refit": new[task.name].temperature}}
+        if task.is_multi_label:
+            how = fitted[task.name].get("threshold_source", {})
+            entry["thresholds"] = {
+                label: {"stored": s, "refit": r, "how": how.get(label)}
+                for label, s, r in zip(task.labels, task.decision_thresholds(),
+                                       new[task.name].decision_thresholds(), strict=True)}
+        out[task.name] = entry
+    return out
+
+
+# ------------------------------------------------------------------------- evaluation
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mapping[str, Any]]
+             | None = None, out_dir: str | Path | None = None, *, split: str = "test",
+             data_dir: str | Path | None = None, recalibrate: bool = False,
+             validation_file: str | Path | None = None,
+             resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+             confidence: float = DEFAULT_CONFIDENCE, profile: bool = False, plots: bool = True,
+             backend: str = "auto", batch_size: int = 32) -> dict[str, Any]:
+    """Evaluate a model and (with ``out_dir``) write the report folder; returns metrics.json.
+
+    Args:
+        model_path: a training run directory, its ``model/`` folder, or an export folder.
+        data: an annotated file (JSONL, CSV, JSON or Parquet) or records; by default the
+            ``split`` file named by the model's training config.
+        out_dir: the report folder to create (replaced atomically); None writes nothing.
+        split: which split to evaluate when ``data`` is not given.
+        data_dir: where the split files are, when not where the training config says.
+        recalibrate: also re-fit temperatures and thresholds on ``validation_file`` (default:
+            the training config's validation split) and report what changes.
+        resamples, seed, confidence: the cluster bootstrap.
+        profile: also write the domain profile (annotated beside predicted) to ``profile/``.
+        plots: write PNG charts.
+        backend: ``auto``, ``torch`` or ``onnx`` (see :func:`scrclf.load`).
+    """
+    source = resolve_model(model_path)
+    settings = data_settings(source.data_config)
+    if data is None:
+        data = split_file(source, split, data_dir)
+        name = split
+    else:
+        name = None
+    classifier = load_classifier(source, backend)
+    tasks = classifier.tasks
+    dataset = load_eval_data(data, tasks, settings, name=name)
+    if not dataset.present:
+        raise DataError("no label column of any task (" + ", ".join(t.column for t in tasks) +
+                        "): nothing to evaluate; use `scrclf profile` to describe unlabelled "
+                        "recommendations", dataset.file)
+    logits, truncated = model_logits(classifier, dataset.texts, dataset.findings, batch_size)
+    if truncated:
+        dataset.notes.append(f"{truncated} inputs were longer than "
+                             f"{classifier.max_seq_length} tokens and were truncated")
+    ids, _ = dataset.clusters()
+    boot = ClusterBootstrap(ids, resamples=resamples, seed=seed)
+
+    settings_tasks = {CALIBRATED: tasks, DEFAULT: default_decisions(tasks)}
+    recal_log = None
+    if recalibrate:
+        vsource = validation_file if validation_file is not None else \
+            split_file(source, "validation", data_dir)
+        validation = load_eval_data(vsource, tasks, settings, name="validation")
+        _check_not_evaluated_data(validation, dataset)
+        refit, fitted = recalibrate_on(tasks, classifier, validation, batch_size)
+        settings_tasks[RECALIBRATED] = refit
+        recal_log = {"validation": validation.describe(), "changes": _changes(tasks, refit,
+                                                                              fitted)}
+
+    decisions: dict[str, Any] = {}
+    for setting, setting_tasks in settings_tasks.items():
+        metrics, _ = score(setting_tasks, logits, dataset, boot, confidence)
+        decisions[setting] = {"description": SETTING_DESCRIPTIONS[setting],
+                              "tasks": _decision_summary(setting_tasks), "metrics": metrics}
+    if recal_log is not None:
+        stored, refit = decisions[CALIBRATED]["metrics"], decisions[RECALIBRATED]["metrics"]
+        recal_log["delta"] = {
+            name: {k: refit[name][k] - stored[name][k]
+                   for k in ("macro_f1", "micro_f1", "ece") if k in stored[name]}
+            for name in dataset.present}
+        recal_log["delta"][HEADLINE] = refit[HEADLINE] - stored[HEADLINE]
+
+    result: dict[str, Any] = {
+        "scrclf_version": __version__,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "model": {"path": str(source.path), "model_dir": str(source.model_dir),
+                  "kind": source.kind, "name": source.name, "backend": classifier.backend},
+        "data": dataset.describe(),
+        "headline": HEADLINE,
+        "bootstrap": boot.describe(confidence),
+        "decisions": decisions,
+    }
+    if recal_log is not None:
+        result["recalibration"] = recal_log
+    result = finite(result)
+
+    profile_result = None
+    if profile:
+        from .inference import format_predictions
+        from .profile import profile as build_profile
+
+        predictions = format_predictions(tasks, [logits[n] for n in tasks.names])
+        profile_result = build_profile(dataset.records, predictions, tasks,
+                                       group_column=settings["group_column"] or "review_id")
+        result["profile"] = "profile/profile.md"
+    if out_dir is not None:
+        write_report(result, out_dir, tasks, plots=plots, profile_result=profile_result)
+    return result
+
+
+def write_report(result: Mapping[str, Any], out_dir: str | Path, tasks: TaskSet,
+                 plots: bool = True, profile_result: Mapping[str, Any] | None = None) -> Path:
+    """Write metrics.json, report.md, charts and the profile into ``out_dir`` atomically."""
+    from . import plots as charts
+    from .reports import render_evaluation
+
+    out_dir = Path(out_dir)
+    with atomic.directory(out_dir) as tmp:
+        atomic.write_json(tmp / "metrics.json", result)
+        images: dict[str, dict[str, str]] = {}
+        if plots:
+            decisions = result["decisions"]
+            stored = decisions[CALIBRATED]["metrics"]
+            for name in result["data"]["tasks"]:
+                task = tasks[name]
+                files = {"confusion": f"confusion_{name}.png",
+                         "reliability": f"reliability_{name}.png",
+                         "per_label_f1": f"per_label_f1_{name}.png"}
+                charts.confusion_chart(name, task.labels, stored[name]["confusion"],
+                                       tmp / files["confusion"])
+                charts.reliability_chart(
+                    name, {s: decisions[s]["metrics"][name]["reliability"] for s in decisions},
+                    tmp / files["reliability"])
+                charts.per_label_f1_chart(
+                    name, task.labels,
+                    {s: decisions[s]["metrics"][name]["per_label"] for s in decisions},
+                    tmp / files["per_label_f1"])
+                images[name] = files
+        atomic.write_text(tmp / "report.md", render_evaluation(result, images))
+        if profile_result is not None:
+            from .profile import write_profile
+
+            write_profile(profile_result, tmp / "profile", chart=plots)
+    return out_dir
+
+
+def default_report_dir(root: str | Path, source: ModelSource, data_name: str) -> Path:
+    return Path(root) / f"{source.name}-{data_name}-{_timestamp()}"
+
+
+def evaluate_from_config(cfg: Any) -> Path:
+    """Run :func:`evaluate` from the ``configs/evaluate.yaml`` config; returns the report dir."""
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    if c.get("file") and c.get("split") not in (None, "test"):
+        raise ValueError("give either file=PATH or split=NAME, not both")
+    source = resolve_model(c["model_path"])
+    data = c.get("file")
+    data_name = Path(data).stem if data else str(c.get("split") or "test")
+    out = c.get("report_dir") or default_report_dir(c["report_root"], source, data_name)
+    boot = c.get("bootstrap") or {}
+    evaluate(source.path, data, out, split=str(c.get("split") or "test"),
+             data_dir=c.get("data_dir"), recalibrate=bool(c.get("recalibrate")),
+             validation_file=c.get("validation_file"),
+             resamples=int(boot.get("resamples", DEFAULT_RESAMPLES)),
+             seed=int(boot.get("seed", DEFAULT_SEED)),
+             confidence=float(boot.get("confidence", DEFAULT_CONFIDENCE)),
+             profile=bool(c.get("profile")), plots=bool(c.get("plots", True)),
+             backend=str(c.get("backend", "auto")), batch_size=int(c.get("batch_size", 32)))
+    return Path(out)
+
+
+def headline_line(result: Mapping[str, Any]) -> str:
+    """One line: the headline at stored and default decisions, with intervals."""
+    parts = []
+    for setting in (CALIBRATED, DEFAULT, RECALIBRATED):
+        m = result["decisions"].get(setting, {}).get("metrics")
+        if m:
+            lo, hi = m.get(f"{HEADLINE}_interval") or (None, None)
+            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            parts.append(f"{setting} {m[HEADLINE]:.3f}{ci}")
+    return f"{HEADLINE}: " + "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    source = resolve_model(args.model)
+    out = Path(args.out) if args.out else default_report_dir(
+        Path("reports") / "evaluations", source, Path(args.file).stem)
+    result = evaluate(source.path, args.file, out, recalibrate=args.validation_file is not None,
+                      validation_file=args.validation_file, resamples=args.resamples,
+                      seed=args.seed, profile=args.profile, plots=not args.no_plots,
+                      backend=args.backend, batch_size=args.batch_size)
+    for note in result["data"]["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(headline_line(result))
+    print(f"report written to {out}")
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import infer_tasks, write_profile
+    from .profile import profile as build_profile
+    from .reports import render_profile
+
+    predictions, tasks, settings = None, None, data_settings(None)
+    if args.model:
+        from .inference import format_predictions
+
+        source = resolve_model(args.model)
+        settings = data_settings(source.data_config)
+        classifier = load_classifier(source, args.backend)
+        tasks = classifier.tasks
+        data = load_eval_data(args.file, tasks, settings)
+        logits, _ = model_logits(classifier, data.texts, data.findings, args.batch_size)
+        predictions = format_predictions(tasks, [logits[n] for n in tasks.names])
+        records = data.records
+    else:
+        records = read_records(args.file)
+        if not records:
+            raise DataError("no records to profile", args.file)
+        tasks = infer_tasks([r.data for r in records])
+        if tasks is not None:
+            validate_records(records, tasks, require_labels=False, require_group=False,
+                             **{k: settings[k] for k in ("id_column", "text_column",
+                                                         "pair_column", "group_column",
+                                                         "max_chars")})
+    result = build_profile(records, predictions, tasks,
+                           group_column=settings["group_column"] or "review_id")
+    if args.out:
+        with atomic.directory(args.out) as tmp:
+            write_profile(result, tmp)
+        print(f"profile written to {args.out}")
+    else:
+        print(render_profile(result))
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``scrclf evaluate`` and ``scrclf profile`` to the main command line."""
+    p = subparsers.add_parser(
+        "evaluate", help="score a model on an annotated file and write a report folder",
+        description="Score a model on annotated recommendations: F1 (micro, macro, weighted, "
+                    "per label), accuracy, subset accuracy, Hamming loss, PR-AUC, calibration, "
+                    "with cluster-bootstrap intervals over reviews, at the model's stored "
+                    "decisions and at the defaults.")
+    p.add_argument("--model", required=True, help="a training run, its model/ folder, or an "
+                                                  "export folder")
+    p.add_argument("--file", required=True, help="annotated JSONL, CSV, JSON or Parquet")
+    p.add_argument("--out", help="report folder (default: reports/evaluations/<model>-<file>-"
+                                 "<time>)")
+    p.add_argument("--validation-file", help="also re-fit temperatures and thresholds on this "
+                                             "held-out file and report what changes")
+    p.add_argument("--profile", action="store_true", help="also write the domain profile")
+    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+                   help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
+    p.set_defaults(func=_cmd_evaluate)
+
+    q = subparsers.add_parser(
+        "profile", help="recommendations per review and shares of themes, evidence and "
+                        "action strength (annotated, and predicted with --model)")
+    q.add_argument("--file", required=True, help="recommendations: JSONL, CSV, JSON or Parquet")
+    q.add_argument("--model", help="also predict labels with this model and show them beside "
+                                   "the annotations")
+    q.add_argument("--out", help="write profile.json, profile.md and profile.png into this "
+                                 "folder (default: print the tables)")
+    q.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    q.add_argument("--batch-size", type=int, default=32)
+    q.set_defaults(func=_cmd_profile)

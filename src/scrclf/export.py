@@ -1,0 +1,633 @@
+"""Exporting a trained run as a self-contained, verifiable model folder.
+
+``export_model(run_dir, "models/NAME")`` writes::
+
+    models/NAME/
+      config.json, model.safetensors     the model (labels, thresholds, temperatures inside)
+      tokenizer.json, tokenizer_config.json
+      onnx/model.onnx                    fp32 graph, one file (see docs/onnx_contract.md)
+      onnx/model.int8.onnx               dynamic int8 quantization of the same graph
+      README.md                          model card (Hugging Face front matter)
+      metrics.json                       the run's metrics, as written by training
+      training_config.yaml               the run's resolved config
+      data_fingerprint.json              SHA-256 and item counts of the run's data files
+      scrclf.json                        export metadata: versions, ONNX contract, parity
+      manifest.json                      SHA-256 and size of every other file
+      dist/*.whl                         with wheel=True: the folder as a pip package
+
+The folder is built in a temporary sibling and swapped in at the end
+(:func:`scrclf.atomic.directory`): a failed export leaves nothing at the destination and an
+earlier export there intact. Before the swap the ONNX graph is checked against the torch
+model on held-out data; logits that differ by more than ``max_logit_diff`` fail the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, atomic
+from .calibration import decide, probabilities
+from .data import DataError, read_records
+from .inference import (
+    CONFIG_FILE,
+    EXPORT_META_FILE,
+    INPUT_NAMES,
+    MANIFEST_FILE,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    OUTPUT_PREFIX,
+    WEIGHTS_FILE,
+    Classifier,
+    build_manifest,
+    check_inputs,
+    file_sha256,
+    load,
+)
+from .packaging import build_wheel, check_version, module_name
+from .tasks import TaskSet
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+DEFAULT_MAX_LOGIT_DIFF = 1e-3
+PARITY_BATCH_SIZE = 32
+MODEL_CARD_FILE = "README.md"
+METRICS_FILE = "metrics.json"
+TRAINING_CONFIG_FILE = "training_config.yaml"
+FINGERPRINT_FILE = "data_fingerprint.json"
+DIST_DIR = "dist"
+DECISION_RULE = (
+    "p = sigmoid(logit / temperature) for multi-label tasks, softmax(logit / temperature) for "
+    "single-label tasks. Multi-label: a label is on when p >= its threshold; when none is on, "
+    "the highest-scoring label is taken; at most max_labels are kept, largest p - threshold "
+    "first. Single-label: the label with the highest p."
+)
+
+
+class ExportError(ValueError):
+    """An export cannot be made; the message names the file or setting at fault."""
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def _run_files(run_dir: Path) -> dict[str, Path]:
+    """The files of a training run that an export needs, or an error naming the missing one."""
+    if not run_dir.is_dir():
+        raise ExportError(f"run_dir={run_dir}: not a directory (expected a training run "
+                          "with model/, metrics.json and config.yaml)")
+    files = {"model": run_dir / "model", "metrics": run_dir / "metrics.json",
+             "config": run_dir / "config.yaml"}
+    for kind, path in files.items():
+        exists = path.is_dir() if kind == "model" else path.is_file()
+        if not exists:
+            raise ExportError(f"{path}: missing; run_dir={run_dir} is not a finished training run")
+    return files
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as err:  # omegaconf and yaml raise several types
+        raise ExportError(f"{path}: cannot read the run config: {err}") from None
+    if not isinstance(cfg, dict):
+        raise ExportError(f"{path}: expected a mapping")
+    return cfg
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ExportError(f"{path}: cannot read metrics: {err}") from None
+    if not isinstance(metrics, dict):
+        raise ExportError(f"{path}: expected a JSON object")
+    return metrics
+
+
+def check_name(name: str) -> str:
+    """The export name becomes a folder and a Python package: refuse anything else."""
+    try:
+        module_name(name)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    return name
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def split_files(run_config: Mapping[str, Any]) -> dict[str, Path]:
+    """The run's data files per split, as its config names them."""
+    data = run_config.get("data") or {}
+    root = Path(str(data.get("dir", ".")))
+    return {str(split): root / str(name) for split, name in (data.get("splits") or {}).items()}
+
+
+def data_fingerprint(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """SHA-256, size and item counts of every data split file named in the run config."""
+    data = run_config.get("data") or {}
+    group = data.get("group_column")
+    splits: dict[str, Any] = {}
+    for split, path in split_files(run_config).items():
+        entry: dict[str, Any] = {"file": path.name}
+        if not path.is_file():
+            entry.update(status="missing", note="file not readable at export time")
+            splits[split] = entry
+            continue
+        entry.update(status="ok", sha256=file_sha256(path), size=path.stat().st_size)
+        try:
+            records = read_records(path)
+        except DataError as err:
+            entry.update(n_items=None, note=f"cannot count items: {err.problem}")
+        else:
+            entry["n_items"] = len(records)
+            if group:
+                entry["n_reviews"] = len({str(r.data.get(group)) for r in records})
+        splits[split] = entry
+    return {"data": data.get("name"), "hub_name": data.get("hub_name"), "splits": splits}
+
+
+def parity_inputs(run_config: Mapping[str, Any], preferred: str
+                   ) -> tuple[str | None, list[str], list[str | None], list[str]]:
+    """Texts and findings of the first readable split: ``preferred``, then validation."""
+    data = run_config.get("data") or {}
+    text_col = data.get("text_column", "text")
+    pair_col = data.get("pair_column")
+    files = split_files(run_config)
+    notes = []
+    for split in dict.fromkeys([preferred, "validation"]):
+        path = files.get(split)
+        if path is None:
+            notes.append(f"{split}: not a split of the run config")
+            continue
+        try:
+            records = read_records(path)
+            texts = [r.data.get(text_col) for r in records]
+            findings = [r.data.get(pair_col) for r in records] if pair_col else None
+            texts, findings = check_inputs(texts, findings)
+        except DataError as err:
+            notes.append(f"{split} ({path.name}): {err.problem}")
+            continue
+        except ValueError as err:
+            notes.append(f"{split} ({path.name}): {err}")
+            continue
+        if not texts:
+            notes.append(f"{split} ({path.name}): no items")
+            continue
+        return split, texts, findings, notes
+    return None, [], [], notes
+
+
+def _agreement(tasks: TaskSet, reference: Sequence[np.ndarray],
+               other: Sequence[np.ndarray]) -> dict[str, float]:
+    """Per task, the share of items whose decisions are identical."""
+    out = {}
+    for task, ref, oth in zip(tasks, reference, other, strict=True):
+        a = decide(task, probabilities(task, ref))
+        b = decide(task, probabilities(task, oth))
+        same = (a == b).all(axis=1) if task.is_multi_label else (a == b)
+        out[task.name] = float(np.mean(same))
+    return out
+
+
+def _max_diff(tasks: TaskSet, reference: Sequence[np.ndarray],
+              other: Sequence[np.ndarray]) -> dict[str, float]:
+    return {t.name: float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64))))
+            for t, r, o in zip(tasks, reference, other, strict=True)}
+
+
+def measure_parity(reference: Classifier, candidates: Mapping[str, Classifier],
+                   texts: Sequence[str], findings: Sequence[str | None] | None,
+                   batch_size: int = PARITY_BATCH_SIZE) -> dict[str, Any]:
+    """Max |logit difference| and decision agreement of each candidate against ``reference``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation is the same for every backend
+        ref = reference.logits(texts, findings, batch_size)
+        results: dict[str, Any] = {"n_items": len(texts)}
+        for name, clf in candidates.items():
+            got = clf.logits(texts, findings, batch_size)
+            per_task = _max_diff(reference.tasks, ref, got)
+            results[name] = {"max_abs_logit_diff": max(per_task.values()),
+                             "max_abs_logit_diff_per_task": per_task,
+                             "label_agreement": _agreement(reference.tasks, ref, got)}
+    return results
+
+
+# ------------------------------------------------------------------------------ onnx
+
+
+@contextlib.contextmanager
+def _quiet(*logger_names: str) -> Iterator[None]:
+    """Silence exporter chatter (warnings, log lines) that asks nothing of the user."""
+    loggers = [logging.getLogger(n) for n in logger_names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _logits_module(model):
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        """The classifier with positional token inputs and a tuple of logits as output."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids, return_dict=True)
+            return tuple(out.logits)
+
+    return LogitsOnly(model).eval()
+
+
+def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
+    """Write ``model`` as one fp32 ONNX file with dynamic batch and sequence axes.
+
+    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, ``[batch,
+    sequence]``); outputs ``logits_<task>`` (float32, ``[batch, labels]``) in task order.
+    """
+    import onnx
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    # Two rows of unequal length: the traced graph must handle padding.
+    input_ids = torch.full((2, 8), 1000, dtype=torch.long)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 4:] = 1
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    output_names = [OUTPUT_PREFIX + name for name in model.task_names]
+    with _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
+        torch.onnx.export(
+            _logits_module(model), (input_ids, attention_mask, token_type_ids), str(path),
+            input_names=list(INPUT_NAMES), output_names=output_names,
+            dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
+            opset_version=int(opset), dynamo=True, external_data=False, verbose=False,
+        )
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
+
+    def describe(values) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            tensor = v.type.tensor_type
+            out.append({"name": v.name,
+                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+                        "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]})
+        return out
+
+    return {"opset": opsets.get("ai.onnx"), "inputs": describe(graph.graph.input),
+            "outputs": describe(graph.graph.output)}
+
+
+def quantize_onnx(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Dynamic int8 quantization: per-channel QInt8 weights, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet("root", "onnxruntime"):
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+            "per_channel": True}
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    return {"scrclf": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _tokenizer_meta(clf: Classifier) -> dict[str, Any]:
+    tok = clf.tokenizer
+    return {"file": "tokenizer.json", "max_length": clf.max_seq_length,
+            "truncation": "longest_first", "text_pair": clf.text_pair,
+            "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id,
+            "pad_token_type_id": getattr(tok, "pad_token_type_id", 0) or 0,
+            "padding_side": getattr(tok, "padding_side", "right")}
+
+
+def export_meta(name: str, clf: Classifier, onnx_info: Mapping[str, Any],
+                quantization: Mapping[str, Any], parity: Mapping[str, Any],
+                run_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of ``scrclf.json``."""
+    tasks = [{"name": t.name, "type": t.type, "labels": t.labels,
+              "thresholds": t.decision_thresholds() if t.is_multi_label else None,
+              "temperature": t.temperature, "max_labels": t.max_labels,
+              "output": OUTPUT_PREFIX + t.name} for t in clf.tasks]
+    training = metrics.get("training") or {}
+    return {
+        "format": "scrclf-export",
+        "format_version": 1,
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "source": {"run": run_dir.name, "best_checkpoint": training.get("best_checkpoint"),
+                   "epochs_run": training.get("epochs_run"),
+                   "n_items": training.get("n_items")},
+        "label_order": {t.name: t.labels for t in clf.tasks},
+        "tasks": tasks,
+        "tokenizer": _tokenizer_meta(clf),
+        "onnx": {
+            "opset": onnx_info["opset"],
+            "exporter": "torch.onnx.export (dynamo=True, external_data=False)",
+            "files": {"fp32": ONNX_FP32_FILE, "int8": ONNX_INT8_FILE},
+            "quantization": dict(quantization),
+            "contract": {"inputs": onnx_info["inputs"], "outputs": onnx_info["outputs"],
+                         "outputs_are": "raw logits, before temperature",
+                         "decision_rule": DECISION_RULE,
+                         "documentation": "docs/onnx_contract.md in the scrclf repository"},
+        },
+        "parity": dict(parity),
+        "provenance": {"data": "authored fictional corpus of serious case review "
+                               "recommendations; see docs/data_card.md",
+                       "fingerprint": FINGERPRINT_FILE, "metrics": METRICS_FILE,
+                       "training_config": TRAINING_CONFIG_FILE, "model_card": MODEL_CARD_FILE},
+    }
+
+
+def _metric(value: Any) -> float | None:
+    return round(float(value), 4) if isinstance(value, (int, float)) else None
+
+
+def _model_index(name: str, metrics: Mapping[str, Any], fingerprint: Mapping[str, Any],
+                 tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``model-index`` results: macro- and micro-F1 per task on each evaluated split."""
+    dataset = str(fingerprint.get("data") or "scr_recs")
+    results = []
+    for split in ("test", "validation"):
+        per_split = metrics.get(split)
+        if not isinstance(per_split, Mapping):
+            continue
+        for task in tasks:
+            task_metrics = per_split.get(task["name"]) or {}
+            values = [{"type": "f1", "name": f"{label} ({split})", "value": v}
+                      for label, v in (("macro-F1", _metric(task_metrics.get("macro_f1"))),
+                                       ("micro-F1", _metric(task_metrics.get("micro_f1"))))
+                      if v is not None]
+            if not values:
+                continue
+            kind = "multi-label" if task["type"] == "multi_label" else "single-label"
+            results.append({
+                "task": {"type": "text-classification", "name": f"{task['name']} ({kind})"},
+                "dataset": {"name": f"{dataset} (authored fictional corpus)", "type": dataset,
+                            "split": split},
+                "metrics": values,
+            })
+    return [{"name": name, "results": results}]
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
+               fingerprint: Mapping[str, Any], license: str = "apache-2.0") -> str:
+    """``README.md`` of an export: a Hugging Face model card with front matter."""
+    import yaml
+
+    tasks = meta["tasks"]
+    front = {
+        "language": ["en"],
+        "license": license,
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["scrclf", "text-classification", "multi-label-classification",
+                 "child-protection", "serious-case-reviews", "onnx", "safetensors"],
+        "model-index": _model_index(name, metrics, fingerprint, tasks),
+    }
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---",
+             "", f"# {name}", "",
+             "Classifies recommendations from child-protection serious case reviews (England; "
+             "since 2019 local child safeguarding practice reviews) by theme, evidence basis "
+             f"and action strength. Built with scrclf {meta['versions']['scrclf']}: one "
+             "encoder, masked mean pooling, one linear head per task.", ""]
+
+    lines += ["## Intended use", "",
+              "Describing collections of recommendations: what a set of reviews asks for, how "
+              "strongly, and on what stated evidence. Users are safeguarding partnerships, "
+              "inspectors and researchers who read the outputs in aggregate and check samples "
+              "by hand. Each item is one recommendation (optionally with the finding paragraph "
+              "that precedes it) in English.", ""]
+    lines += ["## Out-of-scope use", "",
+              "- Decisions about individual children, families, practitioners or agencies.",
+              "- Judging the quality of a review, or of the practice it describes.",
+              "- Text that is not a review recommendation (case notes, whole reports), or "
+              "languages other than English.",
+              "- Any use without a person reviewing the outputs.", ""]
+
+    data_lines = []
+    for split, entry in (fingerprint.get("splits") or {}).items():
+        count = entry.get("n_items")
+        digest = (entry.get("sha256") or "")[:12]
+        state = f"{count} items, sha256 {digest}…" if entry.get("status") == "ok" else \
+            entry.get("status", "unknown")
+        data_lines.append(f"- `{split}`: `{entry.get('file')}` ({state})")
+    lines += ["## Training data provenance", "",
+              "Trained on an authored, fictional corpus of recommendations written to resemble "
+              "those of English serious case reviews and labelled with the project codebook; no "
+              "real review, child or practitioner is described. See docs/data_card.md in the "
+              "scrclf repository for how it was written, its label distribution and its known "
+              "gaps. Files (checksums in `data_fingerprint.json`):", "", *data_lines, ""]
+
+    lines += ["## Labels", "",
+              "| task | type | labels (decision threshold) | temperature |",
+              "|---|---|---|---|"]
+    for task in tasks:
+        if task["type"] == "multi_label":
+            labels = ", ".join(f"`{lab}` ({thr:.3f})" for lab, thr in
+                               zip(task["labels"], task["thresholds"], strict=True))
+            kind = f"multi-label, at most {task['max_labels']}" if task["max_labels"] else \
+                "multi-label"
+        else:
+            labels = ", ".join(f"`{lab}`" for lab in task["labels"])
+            kind = "single-label"
+        lines.append(f"| `{task['name']}` | {kind} | {labels} | {task['temperature']:.3f} |")
+    lines += ["", DECISION_RULE, ""]
+
+    lines += ["## Evaluation", "", "| split | task | macro-F1 | micro-F1 |", "|---|---|---|---|"]
+    for split in ("validation", "test"):
+        per_split = metrics.get(split) or {}
+        for task in tasks:
+            m = per_split.get(task["name"]) or {}
+            if m:
+                lines.append(f"| {split} | `{task['name']}` | {_fmt(m.get('macro_f1'))} | "
+                             f"{_fmt(m.get('micro_f1'))} |")
+        if per_split.get("mean_macro_f1") is not None:
+            lines.append(f"| {split} | mean macro-F1 | {_fmt(per_split['mean_macro_f1'])} | |")
+    parity = meta["parity"]
+    if parity.get("skipped"):
+        parity_text = f"Parity of the ONNX graphs was not measured: {parity.get('note')}."
+    else:
+        agreement = ", ".join(f"{t} {v:.3f}" for t, v in
+                              parity["onnx_int8"]["label_agreement"].items())
+        parity_text = (f"On the {parity['split']} split ({parity['n_items']} items) the fp32 "
+                       "ONNX logits differ from torch by at most "
+                       f"{parity['onnx_fp32']['max_abs_logit_diff']:.2e}; the int8 graph "
+                       f"agrees with torch's decisions on this share of items: {agreement}.")
+    tuning = ("Thresholds and temperatures were tuned on the validation split; the test "
+              "split was not used for tuning." if metrics.get("calibration") else
+              "The run was not calibrated: temperatures are 1 and thresholds 0.5.")
+    lines += ["", tuning, "", parity_text, ""]
+
+    lines += ["## Limitations", "",
+              "- The training corpus is authored and small: scores on real reviews will be "
+              "lower, and rare labels are the least reliable.",
+              "- Evidence basis is judged from the recommendation and its finding only; a "
+              "source cited elsewhere in a review is not seen.",
+              f"- Inputs longer than {meta['tokenizer']['max_length']} tokens (text and "
+              "finding together) are truncated.",
+              "- Thresholds encode one trade-off between precision and recall; scores are "
+              "calibrated on the validation split only.",
+              "- The int8 graph trades a little agreement for size and speed (see above).", ""]
+
+    package = module_name(name)
+    lines += ["## How to load", "",
+              "With the scrclf package installed:", "",
+              "```python",
+              "import scrclf",
+              "",
+              f'clf = scrclf.load("models/{name}")            # ONNX when available, else torch',
+              'clf.predict(["The partnership should commission training on ..."],',
+              '            findings=["Practitioners did not ..."])',
+              "```", "",
+              "From the command line:", "",
+              "```bash",
+              f"scrclf predict --model models/{name} --input recommendations.csv "
+              "--output predictions.jsonl",
+              f"scrclf info models/{name}",
+              "```", "",
+              "As a Hugging Face model (safetensors weights; the scrclf package registers the "
+              "architecture, no remote code):", "",
+              "```python",
+              "import scrclf  # noqa: F401",
+              "from transformers import AutoModel, AutoTokenizer",
+              "",
+              f'model = AutoModel.from_pretrained("models/{name}", use_safetensors=True)',
+              f'tokenizer = AutoTokenizer.from_pretrained("models/{name}")',
+              "```", "",
+              "With onnxruntime, tokenizers and NumPy only: load `onnx/model.onnx` (or "
+              "`onnx/model.int8.onnx`) and `tokenizer.json`, and apply the labels, "
+              "temperatures and thresholds stored in `scrclf.json` as docs/onnx_contract.md "
+              "in the scrclf repository shows.", "",
+              f"When built with `wheel=true`, `dist/` holds a wheel: `pip install --no-deps "
+              f"dist/{package}-*.whl`, then `import {package}; clf = {package}.load()`.", "",
+              "Every file's SHA-256 is in `manifest.json`; `scrclf.load` verifies them before "
+              "reading weights.", ""]
+    return "\n".join(lines)
+
+
+def _make_readable(root: Path) -> None:
+    """Folders 0o755 and files 0o644 (less the umask): temporary files start private."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(root, 0o755 & ~mask)
+    for path in root.rglob("*"):
+        os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~mask)
+
+
+def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
+                 parity_split: str = "test", opset: int = DEFAULT_OPSET,
+                 max_logit_diff: float = DEFAULT_MAX_LOGIT_DIFF, license: str = "apache-2.0",
+                 wheel_version: str = "1.0.0") -> Path:
+    """Export the training run at ``run_dir`` to the folder ``dest`` (its name is the model's).
+
+    Args:
+        run_dir: a finished training run (``model/``, ``metrics.json``, ``config.yaml``).
+        dest: the export folder, e.g. ``models/NAME``; replaced atomically if it exists.
+        wheel: also build ``dest/dist/scrclf_model_<name>-<wheel_version>-py3-none-any.whl``.
+        parity_split: the split whose texts compare torch and ONNX outputs (validation is
+            used when its file is unreadable; with neither, parity is skipped with a note).
+        opset: ONNX opset of the exported graph.
+        max_logit_diff: fail when fp32 ONNX and torch logits differ by more than this.
+        license: the license named in the model card.
+        wheel_version: the wheel's version (PEP 440).
+    """
+    run_dir, dest = Path(run_dir), Path(dest)
+    name = check_name(dest.name)
+    if wheel:
+        wheel_version = check_version(wheel_version)
+    files = _run_files(run_dir)
+    run_config = _read_run_config(files["config"])
+    metrics = _read_metrics(files["metrics"])
+    source = load(files["model"], backend="torch")
+
+    with atomic.directory(dest) as tmp:
+        model = source.engine.model
+        model.save_pretrained(tmp)
+        source.tokenizer.save_pretrained(tmp)
+        onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
+        quantization = quantize_onnx(tmp / ONNX_FP32_FILE, tmp / ONNX_INT8_FILE)
+
+        split, texts, findings, notes = parity_inputs(run_config, parity_split)
+        if split is None:
+            parity: dict[str, Any] = {"skipped": True,
+                                      "note": "no readable data split; " + "; ".join(notes)}
+            logger.warning("parity check skipped: %s", parity["note"])
+        else:
+            candidates = {"onnx_fp32": load(tmp, backend="onnx"),
+                          "onnx_int8": load(tmp, backend="onnx", quantized=True)}
+            parity = {"skipped": False, "split": split, "reference": "torch fp32",
+                      **measure_parity(source, candidates, texts, findings)}
+            if notes:
+                parity["note"] = "; ".join(notes)
+            diff = parity["onnx_fp32"]["max_abs_logit_diff"]
+            if not diff <= max_logit_diff:
+                raise ExportError(
+                    f"ONNX fp32 logits differ from torch by {diff:.3g} on the {split} split, "
+                    f"more than max_logit_diff={max_logit_diff:g}; the graph is not faithful")
+
+        shutil.copyfile(files["metrics"], tmp / METRICS_FILE)
+        shutil.copyfile(files["config"], tmp / TRAINING_CONFIG_FILE)
+        fingerprint = data_fingerprint(run_config)
+        atomic.write_json(tmp / FINGERPRINT_FILE, fingerprint)
+        meta = export_meta(name, source, onnx_info, quantization, parity, run_dir, metrics)
+        atomic.write_json(tmp / EXPORT_META_FILE, meta)
+        card = model_card(name, meta, metrics, fingerprint, license=license)
+        atomic.write_text(tmp / MODEL_CARD_FILE, card)
+        atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))
+        if wheel:
+            build_wheel(tmp, tmp / DIST_DIR, name, wheel_version)
+            atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))
+        # The finished folder must load and verify before it replaces anything.
+        for required in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (tmp / required).is_file():
+                raise ExportError(f"{dest / required}: not written by save_pretrained")
+        load(tmp, backend="onnx", quantized=True)
+        _make_readable(tmp)
+    logger.info("exported %s to %s", run_dir, dest)
+    return dest

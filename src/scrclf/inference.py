@@ -1,0 +1,620 @@
+"""Loading a saved or exported model safely, and turning texts into decisions.
+
+``scrclf.load(path)`` accepts an export folder (``models/NAME/``, see :mod:`scrclf.export`)
+or the ``model/`` folder of a training run. Before any weights are read the folder is
+checked:
+
+* no pickle files (``*.bin``, ``*.pt``, ``*.pth``, ``*.pkl``, ``*.ckpt``) may be present in it
+  or named by its metadata: loading a pickle can execute code;
+* every path named by ``manifest.json``, ``scrclf.json`` or the Hugging Face config files
+  must resolve inside the folder;
+* when the folder has a ``manifest.json`` (every export has one), each listed file must have
+  the recorded size and SHA-256, and every file the loader reads must be listed.
+
+Two backends compute the same logits: ``torch`` (the Hugging Face model, safetensors
+weights) and ``onnx`` (``onnx/model.onnx``, or ``onnx/model.int8.onnx`` with
+``quantized=True``, run by onnxruntime). Both tokenize with :func:`scrclf.data.tokenize` and
+turn logits into decisions with :mod:`scrclf.calibration`, so they apply one rule.
+Nothing is downloaded: every file is read from the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .calibration import decide, probabilities
+from .data import tokenize
+from .tasks import TaskConfigError, TaskSet
+
+MANIFEST_FILE = "manifest.json"
+EXPORT_META_FILE = "scrclf.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+ONNX_FP32_FILE = "onnx/model.onnx"
+ONNX_INT8_FILE = "onnx/model.int8.onnx"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "added_tokens.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# Metadata files whose path-like values are checked before anything else is read.
+REFERENCE_FILES = (CONFIG_FILE, "tokenizer_config.json", "special_tokens_map.json",
+                   EXPORT_META_FILE, WEIGHTS_INDEX_FILE)
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_PREFIX = "logits_"
+BACKENDS = ("auto", "torch", "onnx")
+CHUNK_BYTES = 1 << 20
+
+
+class ModelLoadError(ValueError):
+    """A model folder cannot be loaded; the message starts with the file at fault."""
+
+    def __init__(self, message: str, file: str | Path | None = None):
+        self.file = str(file) if file is not None else None
+        self.problem = message
+        super().__init__(f"{file}: {message}" if file is not None else message)
+
+
+class ModelIntegrityError(ModelLoadError):
+    """A file differs from what ``manifest.json`` records (changed, truncated or missing)."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """The folder holds or names a pickle file, or names a path outside itself."""
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than the model's ``max_seq_length`` and were cut."""
+
+    def __init__(self, message: str, count: int, max_length: int):
+        super().__init__(message)
+        self.count = count
+        self.max_length = max_length
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(root: str | Path) -> dict[str, Any]:
+    """SHA-256 and size of every file under ``root`` except ``manifest.json`` itself."""
+    root = Path(root)
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == MANIFEST_FILE:
+            continue
+        files[rel] = {"sha256": file_sha256(path), "size": path.stat().st_size}
+    return {"algorithm": "sha256", "files": files}
+
+
+def inside(root: Path, rel: str, source: str | Path) -> Path:
+    """``root / rel`` if it resolves inside ``root``; otherwise refuse, naming ``source``."""
+    if not isinstance(rel, str) or not rel:
+        raise UnsafeModelError(f"invalid path {rel!r}", source)
+    candidate = Path(rel)
+    resolved_root = root.resolve()
+    target = (root / candidate).resolve()
+    if candidate.is_absolute() or not target.is_relative_to(resolved_root):
+        raise UnsafeModelError(f"path '{rel}' resolves outside the model folder {root}", source)
+    return root / candidate
+
+
+def _is_pickle(name: str) -> bool:
+    return name.lower().endswith(PICKLE_SUFFIXES)
+
+
+def refuse_pickles(root: Path) -> None:
+    """Refuse a folder holding any file with a pickle suffix."""
+    for path in sorted(root.rglob("*")):
+        if _is_pickle(path.name):
+            raise UnsafeModelError(
+                "pickle files can execute code when loaded and are refused; "
+                "models load from safetensors or ONNX only", path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"cannot read: {err}", path) from None
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"invalid JSON ({err.msg} at line {err.lineno})", path) from None
+
+
+def _path_values(key: str, value: Any) -> Iterable[str]:
+    """String values stored under a key that names files (``*file``, ``*path``, ``weight_map``)."""
+    lowered = key.lower()
+    names_files = lowered != "_name_or_path" and lowered.endswith(
+        ("file", "files", "filename", "path", "paths", "weight_map"))
+    if names_files:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from (v for v in value if isinstance(v, str))
+        elif isinstance(value, Mapping):
+            yield from (v for v in value.values() if isinstance(v, str))
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _path_values(str(k), v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            if isinstance(v, (Mapping, list, tuple)):
+                yield from _path_values("", v)
+
+
+def check_references(root: Path) -> None:
+    """Refuse metadata that names a pickle file or a path outside the folder."""
+    for name in REFERENCE_FILES:
+        path = root / name
+        if not path.is_file():
+            continue
+        data = _read_json(path)
+        if not isinstance(data, Mapping):
+            continue
+        for key, value in data.items():
+            for ref in _path_values(str(key), value):
+                if not ref:
+                    continue
+                if _is_pickle(ref):
+                    raise UnsafeModelError(
+                        f"'{key}' names the pickle file '{ref}'; pickle files are refused", path)
+                inside(root, ref, path)
+
+
+def verify_manifest(root: Path) -> dict[str, Any] | None:
+    """Check every file listed in ``manifest.json``; return the manifest (None if absent)."""
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    manifest = _read_json(path)
+    files = manifest.get("files") if isinstance(manifest, Mapping) else None
+    if not isinstance(files, Mapping) or not files:
+        raise ModelIntegrityError("expected {'files': {path: {'sha256', 'size'}}}", path)
+    if manifest.get("algorithm", "sha256") != "sha256":
+        raise ModelIntegrityError(f"unsupported algorithm {manifest.get('algorithm')!r}", path)
+    for rel, entry in files.items():
+        target = inside(root, rel, path)
+        if _is_pickle(rel):
+            raise UnsafeModelError(f"lists the pickle file '{rel}'; pickle files are refused", path)
+        if not isinstance(entry, Mapping) or "sha256" not in entry or "size" not in entry:
+            raise ModelIntegrityError(f"entry '{rel}' needs 'sha256' and 'size'", path)
+        if not target.is_file():
+            raise ModelIntegrityError(f"missing, but listed in {MANIFEST_FILE}", target)
+        size = target.stat().st_size
+        if size != entry["size"]:
+            raise ModelIntegrityError(
+                f"size {size} differs from {entry['size']} recorded in {MANIFEST_FILE}; "
+                "the file was changed or truncated", target)
+        if file_sha256(target) != entry["sha256"]:
+            raise ModelIntegrityError(
+                f"SHA-256 differs from the one recorded in {MANIFEST_FILE}; the file was changed",
+                target)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def text_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be classified as a recommendation text (None when it can)."""
+    if value is None:
+        return "is None; every item needs a text"
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value.strip():
+        return "is empty or whitespace only"
+    return None
+
+
+def finding_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a finding (None and strings can)."""
+    if value is not None and not isinstance(value, str):
+        return f"must be a string or None, got {type(value).__name__}"
+    return None
+
+
+def check_inputs(texts: Any, findings: Any = None) -> tuple[list[str], list[str | None]]:
+    """Validate a batch; raise ``ValueError`` naming the index of the first bad item."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError("texts must be a list of strings, got a single string; pass [text]")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    if findings is None:
+        findings = [None] * len(texts)
+    else:
+        if isinstance(findings, (str, bytes)):
+            raise ValueError("findings must be a list (one per text, None where there is none)")
+        findings = list(findings)
+        if len(findings) != len(texts):
+            raise ValueError(f"findings has {len(findings)} items for {len(texts)} texts")
+    for i, (text, finding) in enumerate(zip(texts, findings, strict=True)):
+        problem = text_problem(text)
+        if problem:
+            raise ValueError(f"texts[{i}]: {problem}")
+        problem = finding_problem(finding)
+        if problem:
+            raise ValueError(f"findings[{i}]: {problem}")
+    return texts, findings
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class TorchBackend:
+    """The Hugging Face model, loaded from safetensors only."""
+
+    name = "torch"
+
+    def __init__(self, root: Path, tasks: TaskSet, device: str = "cpu"):
+        import torch
+        from transformers import AutoModel
+
+        import scrclf  # noqa: F401  (registers the scrclf model type with AutoModel)
+
+        self.torch = torch
+        self.device = torch.device(device)
+        try:
+            model = AutoModel.from_pretrained(str(root), use_safetensors=True,
+                                              local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load the torch model: {err}", root) from None
+        names = list(getattr(model, "task_names", []))
+        if names != tasks.names:
+            raise ModelLoadError(f"model heads {names} differ from the tasks {tasks.names}",
+                                 root / CONFIG_FILE)
+        self.model = model.to(self.device).eval()
+        self.input_names = INPUT_NAMES
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self.torch
+        feed = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            out = self.model(**feed, return_dict=True)
+        return [t.float().cpu().numpy() for t in out.logits]
+
+
+class OnnxBackend:
+    """An ONNX graph run by onnxruntime; its inputs and outputs are checked against the config."""
+
+    name = "onnx"
+
+    def __init__(self, file: Path, tasks: TaskSet, device: str = "cpu",
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        if device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        elif device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelLoadError(f"device={device}: this onnxruntime has no CUDA provider; "
+                                     "use device='cpu' or backend='torch'", file)
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        else:
+            raise ModelLoadError(f"unknown device '{device}'; use 'cpu' or 'cuda[:N]'", file)
+        try:
+            self.session = ort.InferenceSession(str(file), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"onnxruntime cannot load the graph: {err}", file) from None
+        self.input_names = check_onnx_signature(self.session, tasks, file)
+        self.output_names = [OUTPUT_PREFIX + t.name for t in tasks]
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {}
+        for name in self.input_names:
+            value = batch.get(name)
+            feed[name] = value if value is not None else np.zeros_like(batch["input_ids"])
+        return [np.asarray(x, dtype=np.float32) for x in self.session.run(self.output_names, feed)]
+
+
+def check_onnx_signature(session, tasks: TaskSet, file: Path) -> tuple[str, ...]:
+    """Refuse a graph whose outputs do not match the tasks; return its input names."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    unknown = sorted(set(inputs) - set(INPUT_NAMES))
+    if "input_ids" not in inputs or unknown:
+        raise ModelLoadError(f"graph inputs {sorted(inputs)} do not match the contract "
+                             f"{list(INPUT_NAMES)}", file)
+    for name, arg in inputs.items():
+        if arg.type != "tensor(int64)":
+            raise ModelLoadError(f"input '{name}' is {arg.type}, expected tensor(int64)", file)
+    outputs = {o.name: o for o in session.get_outputs()}
+    expected = {OUTPUT_PREFIX + t.name: t for t in tasks}
+    if set(outputs) != set(expected):
+        raise ModelLoadError(f"graph outputs {sorted(outputs)} do not match the tasks in "
+                             f"{CONFIG_FILE} (expected {sorted(expected)})", file)
+    for name, task in expected.items():
+        shape = outputs[name].shape
+        if len(shape) != 2 or shape[1] != task.num_labels:
+            raise ModelLoadError(f"output '{name}' has shape {shape}; task '{task.name}' has "
+                                 f"{task.num_labels} labels in {CONFIG_FILE}", file)
+        if outputs[name].type != "tensor(float)":
+            raise ModelLoadError(f"output '{name}' is {outputs[name].type}, expected "
+                                 "tensor(float)", file)
+    return tuple(n for n in INPUT_NAMES if n in inputs)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def format_predictions(tasks: TaskSet, logits: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """One dict per item: labels, primary label (multi-label) or label, and scores per task.
+
+    Multi-label ``labels`` are ordered by score, so ``labels[0]`` is the primary label.
+    """
+    columns = []
+    for task, task_logits in zip(tasks, logits, strict=True):
+        probs = probabilities(task, task_logits)
+        columns.append((task, probs, decide(task, probs)))
+    n = len(logits[0]) if len(logits) else 0
+    items: list[dict[str, Any]] = []
+    for i in range(n):
+        item: dict[str, Any] = {}
+        for task, probs, decisions in columns:
+            scores = {label: float(p) for label, p in zip(task.labels, probs[i], strict=True)}
+            if task.is_multi_label:
+                on = [j for j in np.argsort(-probs[i], kind="stable") if decisions[i, j]]
+                labels = [task.labels[j] for j in on]
+                item[task.name] = {"labels": labels, "primary": labels[0] if labels else None,
+                                   "scores": scores}
+            else:
+                item[task.name] = {"label": task.labels[int(decisions[i])], "scores": scores}
+        items.append(item)
+    return items
+
+
+# ------------------------------------------------------------------------- classifier
+
+
+class Classifier:
+    """A loaded model: ``predict(texts)`` gives decisions, ``logits(texts)`` the raw outputs."""
+
+    def __init__(self, path: Path, config: dict[str, Any], tasks: TaskSet, tokenizer,
+                 backend: TorchBackend | OnnxBackend, quantized: bool,
+                 meta: dict[str, Any] | None, manifest: dict[str, Any] | None):
+        self.path = path
+        self.config = config
+        self.tasks = tasks
+        self.tokenizer = tokenizer
+        self.engine = backend
+        self.backend = backend.name
+        self.quantized = quantized
+        self.meta = meta
+        self.manifest = manifest
+        self.max_seq_length = int(config.get("max_seq_length", 256))
+        self.text_pair = bool(config.get("text_pair", True))
+
+    def __repr__(self) -> str:
+        kind = f"{self.backend}{' int8' if self.quantized else ''}"
+        return f"Classifier({str(self.path)!r}, backend={kind!r}, tasks={self.tasks.names})"
+
+    # -- encoding
+    def encode(self, texts: Sequence[str], findings: Sequence[str | None] | None
+               ) -> tuple[dict[str, list[list[int]]], int]:
+        """Token ids for valid inputs, and how many were cut to ``max_seq_length``."""
+        pairs = findings if self.text_pair else None
+        enc = tokenize(self.tokenizer, texts, pairs, self.max_seq_length)
+        full = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) >= self.max_seq_length]
+        truncated = 0
+        if full:
+            # One token more than allowed tells a text that fits exactly from one that was cut.
+            probe = tokenize(self.tokenizer, [texts[i] for i in full],
+                             [pairs[i] for i in full] if pairs is not None else None,
+                             self.max_seq_length + 1)
+            truncated = sum(len(ids) > self.max_seq_length for ids in probe["input_ids"])
+        return {k: list(v) for k, v in enc.items()}, truncated
+
+    def _pad(self, enc: Mapping[str, list[list[int]]],
+             rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """The ``rows`` of ``enc`` as int64 arrays padded to their longest member."""
+        width = max(len(enc["input_ids"][i]) for i in rows)
+        pad_values = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0,
+                      "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0) or 0}
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        batch = {}
+        for name in INPUT_NAMES:
+            if name not in enc:
+                continue
+            out = np.full((len(rows), width), pad_values[name], dtype=np.int64)
+            for r, i in enumerate(rows):
+                seq = enc[name][i]
+                if left:
+                    out[r, width - len(seq):] = seq
+                else:
+                    out[r, :len(seq)] = seq
+            batch[name] = out
+        return batch
+
+    def _run(self, texts: Any, findings: Any, batch_size: int) -> list[np.ndarray]:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts, findings = check_inputs(texts, findings)
+        if not texts:
+            return [np.zeros((0, t.num_labels), dtype=np.float32) for t in self.tasks]
+        enc, truncated = self.encode(texts, findings)
+        if truncated:
+            warnings.warn(TruncationWarning(
+                f"{truncated} of {len(texts)} inputs were longer than {self.max_seq_length} "
+                "tokens (max_seq_length) and were truncated", truncated, self.max_seq_length),
+                stacklevel=3)
+        # Batches of similar length waste less compute on padding; order is restored below.
+        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        outputs: list[list[np.ndarray]] = [[] for _ in self.tasks]
+        for start in range(0, len(order), int(batch_size)):
+            rows = order[start:start + int(batch_size)]
+            logits = self.engine.run(self._pad(enc, rows))
+            for task_out, value in zip(outputs, logits, strict=True):
+                task_out.append(value)
+        inverse = np.argsort(np.asarray(order))
+        return [np.concatenate(parts)[inverse] for parts in outputs]
+
+    # -- public
+    def logits(self, texts: Sequence[str], findings: Sequence[str | None] | None = None,
+               batch_size: int = 32) -> list[np.ndarray]:
+        """Raw logits, one ``(n, labels)`` float32 array per task in config order."""
+        return self._run(texts, findings, batch_size)
+
+    def predict(self, texts: Sequence[str], findings: Sequence[str | None] | None = None,
+                batch_size: int = 32) -> list[dict[str, Any]]:
+        """Decisions per text: see :func:`format_predictions` for the shape of each item.
+
+        ``findings`` (optional) pairs each text with the finding that precedes it, ``None``
+        where there is none. Invalid items raise ``ValueError`` naming their index; texts
+        longer than ``max_seq_length`` tokens are truncated with one warning per call.
+        """
+        return format_predictions(self.tasks, self._run(texts, findings, batch_size))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _onnx_file(root: Path, meta: Mapping[str, Any] | None, quantized: bool) -> Path:
+    key = "int8" if quantized else "fp32"
+    default = ONNX_INT8_FILE if quantized else ONNX_FP32_FILE
+    rel = default
+    if meta is not None:
+        files = (meta.get("onnx") or {}).get("files") or {}
+        rel = files.get(key, default)
+    return inside(root, rel, root / EXPORT_META_FILE if meta is not None else root)
+
+
+def _onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _require_listed(root: Path, manifest: Mapping[str, Any] | None, files: Iterable[Path]) -> None:
+    if manifest is None:
+        return
+    listed = set(manifest["files"])
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if rel not in listed:
+            raise ModelIntegrityError(f"not listed in {MANIFEST_FILE}; refusing to read an "
+                                      "unverified file", path)
+
+
+def _load_tokenizer(root: Path):
+    from transformers import AutoTokenizer
+
+    import scrclf  # noqa: F401  (AutoConfig must know the scrclf model type)
+
+    try:
+        return AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"cannot load the tokenizer: {err}", root) from None
+
+
+def read_tasks(root: Path) -> tuple[dict[str, Any], TaskSet]:
+    """The model config and its tasks, with errors naming ``config.json``."""
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"no {CONFIG_FILE}: not a saved or exported scrclf model", root)
+    config = _read_json(path)
+    if not isinstance(config, dict) or config.get("model_type") != "scrclf":
+        found = config.get("model_type") if isinstance(config, dict) else None
+        raise ModelLoadError(f"model_type is {found!r}, expected 'scrclf'", path)
+    try:
+        tasks = TaskSet.from_config(config.get("tasks") or [])
+    except TaskConfigError as err:
+        raise ModelLoadError(f"tasks: {err}", path) from None
+    return config, tasks
+
+
+def inspect_model_dir(path: str | Path
+                      ) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+    """All safety and integrity checks that precede loading; returns (root, manifest, meta)."""
+    root = Path(path)
+    if not root.exists():
+        raise ModelLoadError("model folder not found", root)
+    if not root.is_dir():
+        raise ModelLoadError("expected a model folder, got a file", root)
+    if not (root / CONFIG_FILE).is_file() and (root / "model" / CONFIG_FILE).is_file():
+        raise ModelLoadError(f"a training run folder, not a model folder; load {root / 'model'} "
+                             "or export the run with scripts/export.py", root)
+    refuse_pickles(root)
+    manifest = verify_manifest(root)
+    meta = None
+    if (root / EXPORT_META_FILE).is_file():
+        if manifest is None:
+            raise ModelIntegrityError(f"an export folder must have {MANIFEST_FILE}; without it "
+                                      "the files cannot be verified", root / MANIFEST_FILE)
+        meta = _read_json(root / EXPORT_META_FILE)
+        if not isinstance(meta, dict):
+            raise ModelLoadError("expected a JSON object", root / EXPORT_META_FILE)
+    check_references(root)
+    return root, manifest, meta
+
+
+def load(path: str | Path, backend: str = "auto", quantized: bool = False, device: str = "cpu",
+         threads: int | None = None) -> Classifier:
+    """Load a model folder for prediction.
+
+    Args:
+        path: an export folder or a training run's ``model/`` folder.
+        backend: ``"onnx"``, ``"torch"``, or ``"auto"`` (ONNX when the folder has the ONNX
+            graph and onnxruntime is installed, torch otherwise).
+        quantized: use the int8 ONNX graph (ONNX backend only).
+        device: ``"cpu"`` or ``"cuda[:N]"``.
+        threads: onnxruntime intra-op threads (torch uses ``torch.set_num_threads``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    root, manifest, meta = inspect_model_dir(path)
+    config, tasks = read_tasks(root)
+    if backend == "auto":
+        onnx_file = _onnx_file(root, meta, quantized)
+        backend = "onnx" if onnx_file.is_file() and _onnxruntime_available() else "torch"
+    if backend == "torch" and quantized:
+        raise ModelLoadError("quantized=True needs the ONNX backend (the int8 graph); "
+                             "use backend='onnx' or 'auto'", root)
+
+    tokenizer_files = [root / n for n in TOKENIZER_FILES if (root / n).is_file()]
+    if not tokenizer_files:
+        raise ModelLoadError("no tokenizer files (tokenizer.json, tokenizer_config.json)", root)
+    if backend == "onnx":
+        weights = [_onnx_file(root, meta, quantized)]
+        if not weights[0].is_file():
+            raise ModelLoadError("ONNX graph not found; export the model with "
+                                 "scripts/export.py or use backend='torch'", weights[0])
+    else:
+        if (root / WEIGHTS_FILE).is_file():
+            weights = [root / WEIGHTS_FILE]
+        elif (root / WEIGHTS_INDEX_FILE).is_file():
+            index = _read_json(root / WEIGHTS_INDEX_FILE)
+            shards = sorted(set((index.get("weight_map") or {}).values()))
+            weights = [root / WEIGHTS_INDEX_FILE] + [
+                inside(root, s, root / WEIGHTS_INDEX_FILE) for s in shards]
+        else:
+            raise ModelLoadError(f"no weights: {WEIGHTS_FILE} not found (only safetensors "
+                                 "weights are loaded)", root)
+    _require_listed(root, manifest, [root / CONFIG_FILE, *tokenizer_files, *weights])
+    for path_ in [*tokenizer_files, *weights]:
+        inside(root, path_.relative_to(root).as_posix(), root)
+
+    tokenizer = _load_tokenizer(root)
+    if backend == "onnx":
+        engine: TorchBackend | OnnxBackend = OnnxBackend(weights[0], tasks, device, threads)
+    else:
+        engine = TorchBackend(root, tasks, device)
+    return Classifier(root, config, tasks, tokenizer, engine, quantized, meta, manifest)
