@@ -303,3 +303,48 @@ def format_report(report: CorpusReport) -> str:
             lines.append(f"  {pair['a']} ~ {pair['b']} (Jaccard {pair['jaccard']})")
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def _default_tasks() -> TaskSet:
+    """The task config shipped with the project, or the one stored in a model directory."""
+    from omegaconf import OmegaConf
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "task" / "codebook.yaml"
+    if not config.exists():
+        raise FileNotFoundError(f"task config not found at {config}; pass --tasks FILE")
+    return TaskSet.from_config(OmegaConf.load(config).tasks)
+
+
+def _cmd_validate(args) -> int:
+    from omegaconf import OmegaConf
+
+    tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
+    report = validate_corpus(args.corpus_dir, tasks, near_dup_threshold=args.near_dup)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    if args.strict and report.near_duplicates:
+        print(f"scrclf: error: {len(report.near_duplicates)} near-duplicate pairs (--strict)")
+        return 1
+    print("corpus OK")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """``scrclf data validate DIR``."""
+    data = subparsers.add_parser("data", help="corpus tools")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    val = sub.add_parser("validate", help="check a corpus directory (schema, labels, splits, "
+                                          "duplicates, lengths)")
+    val.add_argument("corpus_dir", type=Path)
+    val.add_argument("--tasks", type=Path, default=None,
+                     help="task config YAML (default: the project's configs/task/codebook.yaml)")
+    val.add_argument("--near-dup", type=float, default=0.6,
+                     help="Jaccard threshold on word 3-grams for near-duplicate pairs (default 0.6)")
+    val.add_argument("--strict", action="store_true", help="fail when near-duplicates are found")
+    val.add_argument("--json", action="store_true", help="print the report as JSON")
+    val.set_defaults(func=_cmd_validate)

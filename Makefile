@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make train`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU-only machines can point pip at a CPU wheel index, e.g.
+#   make train TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+.PHONY: setup train test lint validate-data export benchmark clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0 $(TORCH_ARGS)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: setup
+	$(PY) scripts/train.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src scripts tests benchmarks
+
+validate-data: setup
+	$(VENV)/bin/scrclf data validate data/scr_recs
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache
