@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(PY) scripts/train.py $(ARGS)
 
+# pytest exits 5 when it collects no tests: that is a failure here, not a pass.
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	@$(PY) -m pytest -q $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check src scripts tests benchmarks
