@@ -146,3 +146,20 @@ def test_agreement_on_a_hand_computed_case(tasks):
     assert res["themes"]["per_label"]["audit_assurance"]["f1"] == pytest.approx(2 / 3)
     assert res["themes"]["exact_set_agreement"] == pytest.approx(0.75)
 
+
+
+def test_double_coding_covers_fifteen_percent_and_matches_the_corpus(report, tasks):
+    from scrclf.corpus import double_coding_agreement
+    from scrclf.data import read_records
+
+    path = CORPUS / "annotation" / "double_coding.jsonl"
+    result = double_coding_agreement(path, tasks)
+    assert result["n_items"] >= 0.15 * report.counts["all"]
+    gold = {r.data["id"]: r.data for s in ("train", "validation", "test")
+            for r in read_records(CORPUS / f"{s}.jsonl")}
+    for rec in read_records(path):
+        final = rec.data["adjudicated"]
+        for key, value in final.items():
+            assert gold[rec.data["id"]][key] == value, (rec.data["id"], key)
+    for name in ("evidence", "action_strength"):
+        assert -1.0 <= result[name]["kappa"] <= 1.0

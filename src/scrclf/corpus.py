@@ -334,8 +334,57 @@ def _cmd_validate(args) -> int:
     return 0
 
 
+def double_coding_agreement(path: str | Path, tasks: TaskSet) -> dict[str, Any]:
+    """Agreement of the two blind codings stored in a double-coding file.
+
+    Each line holds ``id``, ``coder_a`` and ``coder_b`` (label mappings), and optionally the
+    ``adjudicated`` labels; agreement is measured before adjudication.
+    """
+    from .agreement import agreement
+
+    records = read_records(path)
+    coder_a, coder_b = {}, {}
+    for rec in records:
+        for key in ("id", "coder_a", "coder_b"):
+            if key not in rec.data:
+                raise DataError("missing field", rec.file, rec.line, key)
+        coder_a[str(rec.data["id"])] = rec.data["coder_a"]
+        coder_b[str(rec.data["id"])] = rec.data["coder_b"]
+    result = agreement(coder_a, coder_b, tasks)
+    winners = Counter(rec.data.get("winner", "unknown") for rec in records)
+    result["adjudication"] = dict(winners)
+    return result
+
+
+def format_agreement(result: Mapping[str, Any], tasks: TaskSet) -> str:
+    lines = [f"items double-coded: {result['n_items']}"]
+    for task in tasks:
+        r = result[task.name]
+        if task.is_multi_label:
+            lines.append(f"{task.name}: primary-label kappa {r['primary_kappa']:.3f}, "
+                         f"micro-F1 {r['micro_f1']:.3f}, macro-F1 {r['macro_f1']:.3f}, "
+                         f"exact set agreement {r['exact_set_agreement']:.3f}")
+            for label, v in r["per_label"].items():
+                lines.append(f"  {label:<26} F1 {v['f1']:.3f}  kappa {v['kappa']:.3f}  "
+                             f"(A {v['n_a']}, B {v['n_b']})")
+        else:
+            lines.append(f"{task.name}: Cohen's kappa {r['kappa']:.3f}, agreement {r['agreement']:.3f}")
+    if "adjudication" in result:
+        lines.append(f"adjudication: {result['adjudication']}")
+    return "\n".join(lines)
+
+
+def _cmd_agreement(args) -> int:
+    from omegaconf import OmegaConf
+
+    tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
+    result = double_coding_agreement(args.file, tasks)
+    print(json.dumps(result, indent=2) if args.json else format_agreement(result, tasks))
+    return 0
+
+
 def register_cli(subparsers) -> None:
-    """``scrclf data validate DIR``."""
+    """``scrclf data validate DIR`` and ``scrclf data agreement FILE``."""
     data = subparsers.add_parser("data", help="corpus tools")
     sub = data.add_subparsers(dest="data_command", required=True)
     val = sub.add_parser("validate", help="check a corpus directory (schema, labels, splits, "
@@ -348,3 +397,8 @@ def register_cli(subparsers) -> None:
     val.add_argument("--strict", action="store_true", help="fail when near-duplicates are found")
     val.add_argument("--json", action="store_true", help="print the report as JSON")
     val.set_defaults(func=_cmd_validate)
+    agr = sub.add_parser("agreement", help="inter-annotator agreement of a double-coding file")
+    agr.add_argument("file", type=Path)
+    agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
+    agr.add_argument("--json", action="store_true", help="print the result as JSON")
+    agr.set_defaults(func=_cmd_agreement)
