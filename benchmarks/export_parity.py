@@ -128,7 +128,7 @@ def markdown(result: dict) -> str:
     machine = result["machine"]
     lines = [f"# Export parity and speed: {result['model']}", "",
              f"{result['data']['n_items']} items of `{result['data']['file']}`; "
-             f"{machine['cpu']}, {machine['threads']} threads for torch and onnxruntime; "
+             f"{machine['cpu']}, {machine['threads']} intra-op thread(s) for torch and onnxruntime; "
              f"measured {result['created']}.", "",
              "| artifact | size (MiB) |", "|---|---|"]
     lines += [f"| `{name}` | {size / 2**20:.2f} |" for name, size in

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,30 @@ def no_network(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+@dataclass(frozen=True)
+class TinyExport:
+    run_dir: Path
+    export_dir: Path
+    corpus: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
+    """The tiny model trained on the toy corpus and exported (with a wheel), once per session."""
+    from scrclf.export import export_model
+    from scrclf.training import train
+
+    root = tmp_path_factory.mktemp("tiny_export")
+    cfg = compose_train([
+        "model=tiny", f"data.dir={toy_corpus}", f"paths.output_dir={root / 'run'}",
+        "trainer.max_epochs=2", "trainer.learning_rate=1e-3", "trainer.batch_size=16",
+        "trainer.logging_steps=5",
+    ])
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root)
+    OmegaConf.resolve(cfg)
+    train(cfg)
+    export_dir = export_model(root / "run", root / "models" / "tiny", wheel=True)
+    return TinyExport(root / "run", export_dir, toy_corpus)

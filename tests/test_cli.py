@@ -14,7 +14,6 @@ import pytest
 
 import scrclf
 from scrclf import cli
-from tests.test_export import tiny_export
 
 TEXTS = [
     "The board should commission training on the new procedure protocol.",
@@ -23,14 +22,11 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory, toy_corpus):
-    return tiny_export(tmp_path_factory, toy_corpus)
 
 
 @pytest.fixture(scope="session")
-def expected(tiny):
-    return scrclf.load(tiny.export_dir, backend="onnx").predict(TEXTS)
+def expected(tiny_export):
+    return scrclf.load(tiny_export.export_dir, backend="onnx").predict(TEXTS)
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -46,10 +42,10 @@ def _jsonl(text: str) -> list[dict]:
 # ----------------------------------------------------------------------------- predict
 
 
-def test_predict_lines_file_to_jsonl_stdout(tiny, expected, tmp_path, capsys):
+def test_predict_lines_file_to_jsonl_stdout(tiny_export, expected, tmp_path, capsys):
     src = tmp_path / "recs.txt"
     src.write_text(TEXTS[0] + "\n\n" + TEXTS[1] + "\n" + TEXTS[2] + "\n")
-    code, out, err = _run(capsys, "predict", "--model", str(tiny.export_dir),
+    code, out, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir),
                           "--input", str(src))
     assert code == 0, err
     rows = _jsonl(out)
@@ -60,7 +56,7 @@ def test_predict_lines_file_to_jsonl_stdout(tiny, expected, tmp_path, capsys):
     assert "item" in err  # the progress bar
 
 
-def test_predict_csv_to_csv_file(tiny, expected, tmp_path, capsys):
+def test_predict_csv_to_csv_file(tiny_export, expected, tmp_path, capsys):
     src = tmp_path / "recs.csv"
     with src.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -68,7 +64,7 @@ def test_predict_csv_to_csv_file(tiny, expected, tmp_path, capsys):
         for i, text in enumerate(TEXTS):
             writer.writerow([f"R{i}", text, "Studies show this works." if i == 0 else ""])
     dest = tmp_path / "out" / "preds.csv"
-    code, out, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--input",
+    code, out, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input",
                           str(src), "--output", str(dest), "--output-format", "csv",
                           "--no-progress")
     assert code == 0, err
@@ -76,7 +72,7 @@ def test_predict_csv_to_csv_file(tiny, expected, tmp_path, capsys):
     rows = list(csv.DictReader(dest.open(newline="")))
     assert [r["id"] for r in rows] == ["R0", "R1", "R2"]
     assert [r["line"] for r in rows] == ["2", "3", "4"]
-    with_finding = scrclf.load(tiny.export_dir).predict(
+    with_finding = scrclf.load(tiny_export.export_dir).predict(
         TEXTS, ["Studies show this works.", None, None])
     for row, want in zip(rows, with_finding, strict=True):
         assert row["themes"].split(";") == want["themes"]["labels"]
@@ -87,12 +83,12 @@ def test_predict_csv_to_csv_file(tiny, expected, tmp_path, capsys):
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_predict_jsonl_to_jsonl_file_with_torch(tiny, expected, tmp_path, capsys):
+def test_predict_jsonl_to_jsonl_file_with_torch(tiny_export, expected, tmp_path, capsys):
     src = tmp_path / "recs.jsonl"
     src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
                            for i, t in enumerate(TEXTS)))
     dest = tmp_path / "preds.jsonl"
-    code, _, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--backend",
+    code, _, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--backend",
                         "torch", "--input", str(src), "--output", str(dest), "--batch-size", "2")
     assert code == 0, err
     rows = _jsonl(dest.read_text())
@@ -100,25 +96,25 @@ def test_predict_jsonl_to_jsonl_file_with_torch(tiny, expected, tmp_path, capsys
     assert [r["themes"]["labels"] for r in rows] == [e["themes"]["labels"] for e in expected]
 
 
-def test_predict_from_stdin_detects_jsonl_and_lines(tiny, expected, monkeypatch, capsys):
+def test_predict_from_stdin_detects_jsonl_and_lines(tiny_export, expected, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(TEXTS) + "\n"))
-    code, out, err = _run(capsys, "predict", "--model", str(tiny.export_dir))
+    code, out, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir))
     assert code == 0, err
     assert [r["evidence"] for r in _jsonl(out)] == [e["evidence"] for e in expected]
     assert err == ""  # no progress bar for stdin
     stdin = "".join(json.dumps({"text": t, "id": f"x{i}"}) + "\n" for i, t in enumerate(TEXTS))
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code, out, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--input", "-",
+    code, out, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input", "-",
                           "--output-format", "csv")
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["id"] for r in rows] == ["x0", "x1", "x2"]
 
 
-def test_truncation_is_reported_in_one_warning_line(tiny, tmp_path, capsys):
+def test_truncation_is_reported_in_one_warning_line(tiny_export, tmp_path, capsys):
     src = tmp_path / "long.txt"
     src.write_text(("word " * 600 + "\n") * 3)
-    code, out, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--input",
+    code, out, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input",
                           str(src), "--no-progress")
     assert code == 0
     assert len(_jsonl(out)) == 3
@@ -137,11 +133,11 @@ def test_truncation_is_reported_in_one_warning_line(tiny, tmp_path, capsys):
     ("bad.jsonl", '{"text": "ok", "finding": 3}\n', "bad.jsonl:1: field 'finding': must be a"),
     ("bad.jsonl", '["text"]\n', "bad.jsonl:1: each line must be a JSON object"),
 ])
-def test_bad_input_exits_2_with_one_line(tiny, tmp_path, capsys, name, content, message):
+def test_bad_input_exits_2_with_one_line(tiny_export, tmp_path, capsys, name, content, message):
     src = tmp_path / name
     src.write_text(content)
     dest = tmp_path / "preds.jsonl"
-    code, out, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--input",
+    code, out, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input",
                           str(src), "--output", str(dest))
     assert code == 2
     lines = err.splitlines()
@@ -151,12 +147,12 @@ def test_bad_input_exits_2_with_one_line(tiny, tmp_path, capsys, name, content, 
     assert not dest.exists()
 
 
-def test_error_midway_through_stdin_leaves_no_output_file(tiny, tmp_path, monkeypatch, capsys):
+def test_error_midway_through_stdin_leaves_no_output_file(tiny_export, tmp_path, monkeypatch, capsys):
     rows = [json.dumps({"text": t}) for t in TEXTS * 100] + ['{"text": ""}']
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(rows) + "\n"))
     dest = tmp_path / "preds.jsonl"
     dest.write_text("earlier results\n")
-    code, _, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--output",
+    code, _, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--output",
                         str(dest))
     assert code == 2
     assert err.splitlines() == [
@@ -165,20 +161,20 @@ def test_error_midway_through_stdin_leaves_no_output_file(tiny, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl"]
 
 
-def test_bad_model_or_missing_input_exits_2(tiny, tmp_path, capsys):
+def test_bad_model_or_missing_input_exits_2(tiny_export, tmp_path, capsys):
     src = tmp_path / "recs.txt"
     src.write_text(TEXTS[0] + "\n")
     code, _, err = _run(capsys, "predict", "--model", str(tmp_path / "nope"), "--input", str(src))
     assert code == 2 and err.splitlines() == [
         f"scrclf: error: {tmp_path / 'nope'}: model folder not found"]
-    code, _, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--input",
+    code, _, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input",
                         str(tmp_path / "missing.txt"))
     assert code == 2 and err.splitlines() == [
         f"scrclf: error: {tmp_path / 'missing.txt'}: file not found"]
-    code, _, err = _run(capsys, "predict", "--model", str(tiny.export_dir), "--input",
+    code, _, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input",
                         str(src), "--batch-size", "0")
     assert code == 2 and "--batch-size must be >= 1" in err
-    code, _, err = _run(capsys, "info", str(tiny.run_dir))
+    code, _, err = _run(capsys, "info", str(tiny_export.run_dir))
     assert code == 2 and "a training run folder, not a model folder" in err
     (tmp_path / "empty").mkdir()
     code, _, err = _run(capsys, "info", str(tmp_path / "empty"))
@@ -188,8 +184,8 @@ def test_bad_model_or_missing_input_exits_2(tiny, tmp_path, capsys):
 # -------------------------------------------------------------------------------- info
 
 
-def test_info_reports_labels_thresholds_metrics_and_provenance(tiny, capsys):
-    code, out, err = _run(capsys, "info", str(tiny.export_dir))
+def test_info_reports_labels_thresholds_metrics_and_provenance(tiny_export, capsys):
+    code, out, err = _run(capsys, "info", str(tiny_export.export_dir))
     assert code == 0, err
     assert "tiny (export)" in out
     assert "files verified against manifest.json" in out
@@ -201,24 +197,24 @@ def test_info_reports_labels_thresholds_metrics_and_provenance(tiny, capsys):
     assert "test.jsonl: 60 items, sha256" in out
     assert "license     apache-2.0" in out
 
-    code, out, _ = _run(capsys, "info", str(tiny.export_dir), "--json")
+    code, out, _ = _run(capsys, "info", str(tiny_export.export_dir), "--json")
     info = json.loads(out)
-    metrics = json.loads((tiny.export_dir / "metrics.json").read_text())
+    metrics = json.loads((tiny_export.export_dir / "metrics.json").read_text())
     assert info["metrics"]["mean_macro_f1"] == metrics["test"]["mean_macro_f1"]
     assert info["backends"] == ["onnx fp32", "onnx int8", "torch"]
     assert info["tasks"][0]["thresholds"] == json.loads(
-        (tiny.export_dir / "config.json").read_text())["tasks"][0]["thresholds"]
+        (tiny_export.export_dir / "config.json").read_text())["tasks"][0]["thresholds"]
 
 
-def test_info_on_a_run_model_folder(tiny, capsys):
-    code, out, err = _run(capsys, "info", str(tiny.run_dir / "model"))
+def test_info_on_a_run_model_folder(tiny_export, capsys):
+    code, out, err = _run(capsys, "info", str(tiny_export.run_dir / "model"))
     assert code == 0, err
     assert "(saved model)" in out and "checksums not verified" in out
     assert "[test] mean macro-F1" in out  # metrics.json of the run
 
 
-def test_console_entry_point_runs(tiny):
-    proc = subprocess.run([sys.executable, "-m", "scrclf.cli", "info", str(tiny.export_dir)],
+def test_console_entry_point_runs(tiny_export):
+    proc = subprocess.run([sys.executable, "-m", "scrclf.cli", "info", str(tiny_export.export_dir)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "files verified" in proc.stdout

@@ -1,6 +1,6 @@
 """Exporting a trained run: folder contents, manifest, atomicity, ONNX parity, the wheel.
 
-A tiny model is trained once per session on the toy corpus and exported once (with a
+A tiny_export model is trained once per session on the toy corpus and exported once (with a
 wheel); :func:`tiny_export` is shared with the inference and CLI tests.
 """
 
@@ -14,13 +14,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from omegaconf import OmegaConf, open_dict
 
 import scrclf
 from scrclf import export as export_mod
@@ -32,7 +30,7 @@ from scrclf.export import (
     parity_inputs,
 )
 from scrclf.inference import build_manifest
-from tests.conftest import ROOT, compose_train
+from tests.conftest import ROOT
 
 EXPECTED_FILES = {
     "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -48,41 +46,6 @@ PROBE_TEXTS = [
 PROBE_FINDINGS = ["Studies show that training alone rarely changes practice.", None, "", "panel"]
 
 
-@dataclass(frozen=True)
-class TinyExport:
-    run_dir: Path
-    export_dir: Path
-    corpus: Path
-
-
-_BUILT: dict[str, TinyExport] = {}
-
-
-def tiny_export(tmp_path_factory, corpus: Path) -> TinyExport:
-    """Train the tiny model on ``corpus`` and export it with a wheel, once per session."""
-    if "tiny" not in _BUILT:
-        from scrclf.training import train
-
-        root = tmp_path_factory.mktemp("tiny_export")
-        cfg = compose_train([
-            "model=tiny", f"data.dir={corpus}", f"paths.output_dir={root / 'run'}",
-            "trainer.max_epochs=2", "trainer.learning_rate=1e-3", "trainer.batch_size=16",
-            "trainer.logging_steps=5",
-        ])
-        with open_dict(cfg):
-            cfg.paths.root_dir = str(root)
-        OmegaConf.resolve(cfg)
-        train(cfg)
-        export_dir = export_model(root / "run", root / "models" / "tiny", wheel=True)
-        _BUILT["tiny"] = TinyExport(root / "run", export_dir, corpus)
-    return _BUILT["tiny"]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory, toy_corpus) -> TinyExport:
-    return tiny_export(tmp_path_factory, toy_corpus)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -90,8 +53,8 @@ def _sha256(path: Path) -> str:
 # ------------------------------------------------------------------------- contents
 
 
-def test_export_folder_holds_every_artifact_and_manifest_lists_them(tiny):
-    root = tiny.export_dir
+def test_export_folder_holds_every_artifact_and_manifest_lists_them(tiny_export):
+    root = tiny_export.export_dir
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     wheels = {f for f in files if f.startswith("dist/")}
     assert files - wheels == EXPECTED_FILES
@@ -107,8 +70,8 @@ def test_export_folder_holds_every_artifact_and_manifest_lists_them(tiny):
     assert sorted(p.name for p in root.parent.iterdir()) == ["tiny"]
 
 
-def test_export_copies_run_metadata_and_keeps_calibration(tiny):
-    root, run = tiny.export_dir, tiny.run_dir
+def test_export_copies_run_metadata_and_keeps_calibration(tiny_export):
+    root, run = tiny_export.export_dir, tiny_export.run_dir
     assert (root / "metrics.json").read_bytes() == (run / "metrics.json").read_bytes()
     assert (root / "training_config.yaml").read_bytes() == (run / "config.yaml").read_bytes()
     exported = json.loads((root / "config.json").read_text())
@@ -119,22 +82,22 @@ def test_export_copies_run_metadata_and_keeps_calibration(tiny):
     assert all(task["temperature"] > 0 for task in exported["tasks"])
 
 
-def test_data_fingerprint_hashes_and_counts_each_split(tiny):
-    fingerprint = json.loads((tiny.export_dir / "data_fingerprint.json").read_text())
+def test_data_fingerprint_hashes_and_counts_each_split(tiny_export):
+    fingerprint = json.loads((tiny_export.export_dir / "data_fingerprint.json").read_text())
     assert set(fingerprint["splits"]) == {"train", "validation", "test"}
     for split, entry in fingerprint["splits"].items():
-        path = tiny.corpus / f"{split}.jsonl"
+        path = tiny_export.corpus / f"{split}.jsonl"
         assert entry["status"] == "ok"
         assert entry["file"] == path.name
         assert entry["sha256"] == _sha256(path)
         assert entry["n_items"] == len(path.read_text().splitlines())
     assert fingerprint["splits"]["train"]["n_reviews"] == 12
     # No machine paths in what gets published.
-    assert str(tiny.corpus) not in json.dumps(fingerprint)
+    assert str(tiny_export.corpus) not in json.dumps(fingerprint)
 
 
-def test_export_meta_records_versions_contract_and_parity(tiny):
-    meta = json.loads((tiny.export_dir / "scrclf.json").read_text())
+def test_export_meta_records_versions_contract_and_parity(tiny_export):
+    meta = json.loads((tiny_export.export_dir / "scrclf.json").read_text())
     assert meta["versions"]["scrclf"] == scrclf.__version__
     assert meta["onnx"]["opset"] == export_mod.DEFAULT_OPSET
     assert meta["label_order"]["evidence"] == ["research", "guidance", "local_data",
@@ -156,14 +119,14 @@ def test_export_meta_records_versions_contract_and_parity(tiny):
                                                       "action_strength": 1.0}
 
 
-def test_model_card_has_front_matter_results_and_sections(tiny):
-    card = (tiny.export_dir / "README.md").read_text()
+def test_model_card_has_front_matter_results_and_sections(tiny_export):
+    card = (tiny_export.export_dir / "README.md").read_text()
     match = re.match(r"^---\n(.*?)\n---\n", card, re.S)
     assert match, "model card must start with YAML front matter"
     front = yaml.safe_load(match.group(1))
     assert front["language"] == ["en"] and front["pipeline_tag"] == "text-classification"
     assert front["license"] == "apache-2.0" and "onnx" in front["tags"]
-    metrics = json.loads((tiny.export_dir / "metrics.json").read_text())
+    metrics = json.loads((tiny_export.export_dir / "metrics.json").read_text())
     results = front["model-index"][0]["results"]
     test_themes = next(r for r in results if r["dataset"]["split"] == "test"
                        and r["task"]["name"].startswith("themes"))
@@ -178,10 +141,10 @@ def test_model_card_has_front_matter_results_and_sections(tiny):
 # ----------------------------------------------------------------------------- onnx
 
 
-def test_onnx_graphs_are_single_files_with_dynamic_axes(tiny):
+def test_onnx_graphs_are_single_files_with_dynamic_axes(tiny_export):
     import onnx
 
-    onnx_dir = tiny.export_dir / "onnx"
+    onnx_dir = tiny_export.export_dir / "onnx"
     assert sorted(p.name for p in onnx_dir.iterdir()) == ["model.int8.onnx", "model.onnx"]
     for name in ("model.onnx", "model.int8.onnx"):
         graph = onnx.load(str(onnx_dir / name), load_external_data=False)
@@ -197,15 +160,15 @@ def test_onnx_graphs_are_single_files_with_dynamic_axes(tiny):
     assert (onnx_dir / "model.int8.onnx").stat().st_size < (onnx_dir / "model.onnx").stat().st_size
 
 
-def test_fp32_onnx_logits_match_torch_and_int8_labels_mostly_agree(tiny):
+def test_fp32_onnx_logits_match_torch_and_int8_labels_mostly_agree(tiny_export):
     from scrclf.data import read_records
 
-    rows = [r.data for r in read_records(tiny.corpus / "test.jsonl")]
+    rows = [r.data for r in read_records(tiny_export.corpus / "test.jsonl")]
     texts, findings = [r["text"] for r in rows] + PROBE_TEXTS, \
         [r["finding"] for r in rows] + PROBE_FINDINGS
-    torch_clf = scrclf.load(tiny.export_dir, backend="torch")
-    onnx_clf = scrclf.load(tiny.export_dir, backend="onnx")
-    int8_clf = scrclf.load(tiny.export_dir, backend="onnx", quantized=True)
+    torch_clf = scrclf.load(tiny_export.export_dir, backend="torch")
+    onnx_clf = scrclf.load(tiny_export.export_dir, backend="onnx")
+    int8_clf = scrclf.load(tiny_export.export_dir, backend="onnx", quantized=True)
     with pytest.warns(UserWarning, match="truncated"):
         reference = torch_clf.logits(texts, findings, batch_size=7)
     with pytest.warns(UserWarning, match="truncated"):
@@ -227,9 +190,9 @@ def _example_block() -> str:
     return re.search(r"```python\n(.*?)```", doc[marker:], re.S).group(1)
 
 
-def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny, tmp_path):
+def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny_export, tmp_path):
     """The documented example runs with onnxruntime, tokenizers and numpy alone."""
-    code = _example_block().replace('"models/NAME"', repr(str(tiny.export_dir)))
+    code = _example_block().replace('"models/NAME"', repr(str(tiny_export.export_dir)))
     texts, findings = PROBE_TEXTS[:3], PROBE_FINDINGS[:3]
     script = tmp_path / "consumer.py"
     script.write_text(
@@ -237,7 +200,7 @@ def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny, tmp_pat
         "for blocked in ('torch', 'transformers', 'scrclf'):\n"
         "    sys.modules[blocked] = None  # any import of these now fails\n"
         + code
-        + f"\nimport json\nprint(json.dumps(classify({str(tiny.export_dir)!r}, "
+        + f"\nimport json\nprint(json.dumps(classify({str(tiny_export.export_dir)!r}, "
           f"{texts!r}, {findings!r})))\n"
         + "assert not any(m.split('.')[0] in ('torch', 'transformers', 'scrclf')\n"
           "               for m, v in sys.modules.items() if v is not None)\n")
@@ -245,24 +208,24 @@ def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny, tmp_pat
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = scrclf.load(tiny.export_dir, backend="torch").predict(texts, findings)
+    expected = scrclf.load(tiny_export.export_dir, backend="torch").predict(texts, findings)
     for mine, theirs in zip(expected, got, strict=True):
         assert theirs["themes"] == mine["themes"]["labels"]
         assert theirs["evidence"] == mine["evidence"]["label"]
         assert theirs["action_strength"] == mine["action_strength"]["label"]
 
 
-def test_transformers_automodel_loads_the_export(tiny):
+def test_transformers_automodel_loads_the_export(tiny_export):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(tiny.export_dir, use_safetensors=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny.export_dir)
+    model = AutoModel.from_pretrained(tiny_export.export_dir, use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_export.export_dir)
     assert type(model).__name__ == "ScrClfModel"
     batch = tokenizer(PROBE_TEXTS[:2], padding=True, return_tensors="pt")
     with torch.inference_mode():
         logits = model(**batch).logits
-    expected = scrclf.load(tiny.export_dir, backend="onnx").logits(PROBE_TEXTS[:2])
+    expected = scrclf.load(tiny_export.export_dir, backend="onnx").logits(PROBE_TEXTS[:2])
     for got, ref in zip(logits, expected, strict=True):
         assert np.max(np.abs(got.numpy() - ref)) < 1e-4
 
@@ -274,27 +237,40 @@ def _boom(*args, **kwargs):
     raise RuntimeError("ONNX step failed")
 
 
-def test_failed_export_leaves_nothing_at_the_destination(tiny, tmp_path, monkeypatch):
+def test_failed_export_leaves_nothing_at_the_destination(tiny_export, tmp_path, monkeypatch):
     monkeypatch.setattr(export_mod, "export_onnx", _boom)
     dest = tmp_path / "models" / "broken"
     with pytest.raises(RuntimeError, match="ONNX step failed"):
-        export_model(tiny.run_dir, dest)
+        export_model(tiny_export.run_dir, dest)
     assert not dest.exists()
     assert list((tmp_path / "models").iterdir()) == []
 
 
-def test_failed_export_keeps_the_earlier_export_intact(tiny, tmp_path, monkeypatch):
+def test_failed_export_keeps_the_earlier_export_intact(tiny_export, tmp_path, monkeypatch):
     dest = tmp_path / "models" / "tiny"
-    shutil.copytree(tiny.export_dir, dest)
+    shutil.copytree(tiny_export.export_dir, dest)
     before = build_manifest(dest)
-    monkeypatch.setattr(export_mod, "quantize_onnx", _boom)
+    monkeypatch.setattr(export_mod, "export_onnx", _boom)
     with pytest.raises(RuntimeError):
-        export_model(tiny.run_dir, dest)
+        export_model(tiny_export.run_dir, dest)
     assert build_manifest(dest) == before
     assert sorted(p.name for p in dest.parent.iterdir()) == ["tiny"]
 
 
-def test_export_refuses_a_graph_that_is_not_faithful(tiny, tmp_path, monkeypatch):
+def _reuse_graph(tiny_export):
+    """Stand-in for the ONNX step: the graph exported by the fixture (the same model)."""
+
+    def export_onnx(model, path, opset=export_mod.DEFAULT_OPSET):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tiny_export.export_dir / "onnx" / "model.onnx", path)
+        meta = json.loads((tiny_export.export_dir / "scrclf.json").read_text())
+        return {"opset": opset, **{k: meta["onnx"]["contract"][k] for k in ("inputs", "outputs")}}
+
+    return export_onnx
+
+
+def test_export_refuses_a_graph_that_is_not_faithful(tiny_export, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_mod, "export_onnx", _reuse_graph(tiny_export))
     real = export_mod.measure_parity
 
     def skewed(*args, **kwargs):
@@ -305,14 +281,14 @@ def test_export_refuses_a_graph_that_is_not_faithful(tiny, tmp_path, monkeypatch
     monkeypatch.setattr(export_mod, "measure_parity", skewed)
     dest = tmp_path / "models" / "skewed"
     with pytest.raises(ExportError, match="max_logit_diff"):
-        export_model(tiny.run_dir, dest)
+        export_model(tiny_export.run_dir, dest)
     assert not dest.exists()
 
 
 @pytest.mark.parametrize("name", ["has space", "-dash", "bad!", "trailing."])
-def test_export_refuses_bad_names(tiny, tmp_path, name):
+def test_export_refuses_bad_names(tiny_export, tmp_path, name):
     with pytest.raises(ExportError, match="name="):
-        export_model(tiny.run_dir, tmp_path / "models" / name)
+        export_model(tiny_export.run_dir, tmp_path / "models" / name)
     assert not (tmp_path / "models").exists()
 
 
@@ -322,19 +298,19 @@ def test_check_name_refuses_paths(name):
         check_name(name)
 
 
-def test_export_names_the_missing_run_file(tiny, tmp_path):
+def test_export_names_the_missing_run_file(tiny_export, tmp_path):
     with pytest.raises(ExportError, match="not a directory"):
         export_model(tmp_path / "no_run", tmp_path / "models" / "x")
     partial = tmp_path / "partial"
-    shutil.copytree(tiny.run_dir / "model", partial / "model")
+    shutil.copytree(tiny_export.run_dir / "model", partial / "model")
     with pytest.raises(ExportError, match=r"metrics\.json: missing"):
         export_model(partial, tmp_path / "models" / "x")
 
 
-def test_parity_split_falls_back_to_validation_then_skips(tiny, tmp_path):
+def test_parity_split_falls_back_to_validation_then_skips(tiny_export, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    shutil.copy(tiny.corpus / "validation.jsonl", corpus)
+    shutil.copy(tiny_export.corpus / "validation.jsonl", corpus)
     config = {"data": {"dir": str(corpus), "text_column": "text", "pair_column": "finding",
                        "group_column": "review_id",
                        "splits": {"train": "train.jsonl", "validation": "validation.jsonl",
@@ -353,8 +329,8 @@ def test_parity_split_falls_back_to_validation_then_skips(tiny, tmp_path):
 # ---------------------------------------------------------------------------- wheel
 
 
-def test_wheel_has_consistent_record_and_metadata(tiny):
-    wheel = next((tiny.export_dir / "dist").glob("*.whl"))
+def test_wheel_has_consistent_record_and_metadata(tiny_export):
+    wheel = next((tiny_export.export_dir / "dist").glob("*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         record = zf.read("scrclf_model_tiny-1.0.0.dist-info/RECORD").decode()
@@ -374,8 +350,8 @@ def test_wheel_has_consistent_record_and_metadata(tiny):
     assert not any("/dist/" in n for n in names)
 
 
-def test_wheel_installs_offline_and_loads(tiny, tmp_path):
-    wheel = next((tiny.export_dir / "dist").glob("*.whl"))
+def test_wheel_installs_offline_and_loads(tiny_export, tmp_path):
+    wheel = next((tiny_export.export_dir / "dist").glob("*.whl"))
     target = tmp_path / "site"
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index",
@@ -393,7 +369,7 @@ def test_wheel_installs_offline_and_loads(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(out["path"]).is_relative_to(target)
-    expected = scrclf.load(tiny.export_dir, backend="onnx").predict(
+    expected = scrclf.load(tiny_export.export_dir, backend="onnx").predict(
         ["The board should audit the procedure."])
     assert out["pred"][0]["themes"]["labels"] == expected[0]["themes"]["labels"]
 
@@ -401,10 +377,10 @@ def test_wheel_installs_offline_and_loads(tiny, tmp_path):
 # ---------------------------------------------------------------------------- script
 
 
-def test_export_script_writes_the_folder(tiny, tmp_path):
+def test_export_script_writes_the_folder(tiny_export, tmp_path):
     env = {**os.environ, "PROJECT_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "export.py"), f"run_dir={tiny.run_dir}",
+        [sys.executable, str(ROOT / "scripts" / "export.py"), f"run_dir={tiny_export.run_dir}",
          "name=scripted", f"out_dir={tmp_path / 'models'}", "parity_split=validation"],
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,7 +19,6 @@ from scrclf.inference import (
     UnsafeModelError,
     build_manifest,
 )
-from tests.test_export import tiny_export
 
 TEXTS = [
     "The board should commission training and a briefing on the new procedure protocol.",
@@ -29,24 +28,21 @@ TEXTS = [
 FINDINGS = ["Studies show that training alone rarely changes practice.", None, "panel"]
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory, toy_corpus):
-    return tiny_export(tmp_path_factory, toy_corpus)
 
 
 @pytest.fixture
-def export_copy(tiny, tmp_path) -> Path:
+def export_copy(tiny_export, tmp_path) -> Path:
     """A private copy of the export (without the wheel) that a test may damage."""
     dest = tmp_path / "export"
-    shutil.copytree(tiny.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
+    shutil.copytree(tiny_export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
     _rewrite_manifest(dest)
     return dest
 
 
 @pytest.fixture
-def run_model_copy(tiny, tmp_path) -> Path:
+def run_model_copy(tiny_export, tmp_path) -> Path:
     dest = tmp_path / "run_model"
-    shutil.copytree(tiny.run_dir / "model", dest)
+    shutil.copytree(tiny_export.run_dir / "model", dest)
     return dest
 
 
@@ -65,8 +61,8 @@ def _edit_json(path: Path, change) -> None:
 
 @pytest.mark.parametrize("kwargs", [{"backend": "torch"}, {"backend": "onnx"},
                                     {"backend": "onnx", "quantized": True}])
-def test_predict_returns_decisions_per_task(tiny, kwargs, no_network):
-    clf = scrclf.load(tiny.export_dir, **kwargs)
+def test_predict_returns_decisions_per_task(tiny_export, kwargs, no_network):
+    clf = scrclf.load(tiny_export.export_dir, **kwargs)
     assert clf.backend == kwargs["backend"]
     assert clf.tasks.names == ["themes", "evidence", "action_strength"]
     out = clf.predict(TEXTS, FINDINGS, batch_size=2)
@@ -88,8 +84,8 @@ def test_predict_returns_decisions_per_task(tiny, kwargs, no_network):
             assert sum(entry["scores"].values()) == pytest.approx(1.0)
 
 
-def test_predictions_apply_the_calibration_decision_rule(tiny):
-    clf = scrclf.load(tiny.export_dir, backend="onnx")
+def test_predictions_apply_the_calibration_decision_rule(tiny_export):
+    clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     logits = clf.logits(TEXTS, FINDINGS)
     out = clf.predict(TEXTS, FINDINGS)
     themes = clf.tasks["themes"]
@@ -101,35 +97,35 @@ def test_predictions_apply_the_calibration_decision_rule(tiny):
     assert [item["evidence"]["label"] for item in out] == [evidence.labels[i] for i in picked]
 
 
-def test_auto_backend_prefers_onnx_and_torch_agrees(tiny):
-    auto = scrclf.load(tiny.export_dir)
+def test_auto_backend_prefers_onnx_and_torch_agrees(tiny_export):
+    auto = scrclf.load(tiny_export.export_dir)
     assert auto.backend == "onnx" and not auto.quantized
-    torch_clf = scrclf.load(tiny.export_dir, backend="torch")
+    torch_clf = scrclf.load(tiny_export.export_dir, backend="torch")
     a, b = auto.predict(TEXTS, FINDINGS), torch_clf.predict(TEXTS, FINDINGS)
     assert [x["themes"]["labels"] for x in a] == [x["themes"]["labels"] for x in b]
     assert [x["evidence"]["label"] for x in a] == [x["evidence"]["label"] for x in b]
 
 
-def test_run_model_folder_loads_with_torch(tiny, no_network):
-    clf = scrclf.load(tiny.run_dir / "model")
+def test_run_model_folder_loads_with_torch(tiny_export, no_network):
+    clf = scrclf.load(tiny_export.run_dir / "model")
     assert clf.backend == "torch" and clf.manifest is None
-    exported = scrclf.load(tiny.export_dir, backend="torch")
+    exported = scrclf.load(tiny_export.export_dir, backend="torch")
     for a, b in zip(clf.logits(TEXTS, FINDINGS), exported.logits(TEXTS, FINDINGS), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
     with pytest.raises(ModelLoadError, match="ONNX graph not found"):
-        scrclf.load(tiny.run_dir / "model", backend="onnx")
+        scrclf.load(tiny_export.run_dir / "model", backend="onnx")
 
 
-def test_findings_become_the_second_segment(tiny):
-    clf = scrclf.load(tiny.export_dir, backend="onnx")
+def test_findings_become_the_second_segment(tiny_export):
+    clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     enc, truncated = clf.encode(["a recommendation", "a recommendation"], ["a finding", None])
     assert truncated == 0
     assert 1 in enc["token_type_ids"][0] and 1 not in enc["token_type_ids"][1]
     assert len(enc["input_ids"][0]) > len(enc["input_ids"][1])
 
 
-def test_batch_size_and_order_do_not_change_results(tiny):
-    clf = scrclf.load(tiny.export_dir, backend="onnx")
+def test_batch_size_and_order_do_not_change_results(tiny_export):
+    clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     texts = TEXTS + ["short", "a much longer recommendation " * 10]
     one = clf.logits(texts, batch_size=1)
     many = clf.logits(texts, batch_size=32)
@@ -150,14 +146,14 @@ def test_batch_size_and_order_do_not_change_results(tiny):
     (["ok", "fine"], ["x"], "findings has 1 items for 2 texts"),
     ("a single string", None, "single string"),
 ])
-def test_invalid_inputs_name_the_item(tiny, texts, findings, match):
-    clf = scrclf.load(tiny.export_dir, backend="onnx")
+def test_invalid_inputs_name_the_item(tiny_export, texts, findings, match):
+    clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     with pytest.raises(ValueError, match=match):
         clf.predict(texts, findings)
 
 
-def test_long_text_is_truncated_with_one_warning_per_call(tiny):
-    clf = scrclf.load(tiny.export_dir, backend="onnx")
+def test_long_text_is_truncated_with_one_warning_per_call(tiny_export):
+    clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     long_text = "recommendation " * 2000
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

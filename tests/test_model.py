@@ -80,7 +80,7 @@ def test_save_load_gives_equal_logits_through_auto_classes(tasks, tiny_model_cfg
     assert isinstance(loaded, ScrClfModel)
     assert loaded.config.tasks[0]["thresholds"] == [0.4] * 11
     with torch.no_grad():
-        for x, y in zip(model(**batch).logits, loaded(**batch).logits):
+        for x, y in zip(model(**batch).logits, loaded(**batch).logits, strict=True):
             assert torch.equal(x, y)
 
 

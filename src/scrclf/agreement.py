@@ -38,8 +38,8 @@ def agreement(coder_a: Mapping[str, Mapping[str, Any]], coder_b: Mapping[str, Ma
                 }
             out[task.name] = {
                 "primary_kappa": _kappa([x[0] for x in a], [x[0] for x in b]),
-                "primary_agreement": float(np.mean([x[0] == y[0] for x, y in zip(a, b)])),
-                "exact_set_agreement": float(np.mean([set(x) == set(y) for x, y in zip(a, b)])),
+                "primary_agreement": float(np.mean([x[0] == y[0] for x, y in zip(a, b, strict=True)])),
+                "exact_set_agreement": float(np.mean([set(x) == set(y) for x, y in zip(a, b, strict=True)])),
                 "micro_f1": float(f1_score(ya, yb, average="micro", zero_division=0)),
                 "macro_f1": float(f1_score(ya, yb, average="macro", zero_division=0)),
                 "mean_label_kappa": float(np.mean([v["kappa"] for v in per_label.values()])),
@@ -48,7 +48,7 @@ def agreement(coder_a: Mapping[str, Mapping[str, Any]], coder_b: Mapping[str, Ma
         else:
             out[task.name] = {
                 "kappa": _kappa(a, b),
-                "agreement": float(np.mean([x == y for x, y in zip(a, b)])),
+                "agreement": float(np.mean([x == y for x, y in zip(a, b, strict=True)])),
                 "confusion": _confusion(a, b, task.labels),
             }
     return out
@@ -70,5 +70,5 @@ def _kappa(a: Sequence, b: Sequence) -> float:
 
 
 def _confusion(a: Sequence[str], b: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, int]]:
-    return {la: {lb: sum(1 for x, y in zip(a, b) if x == la and y == lb) for lb in labels}
+    return {la: {lb: sum(1 for x, y in zip(a, b, strict=True) if x == la and y == lb) for lb in labels}
             for la in labels}

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class OutputError(OSError):
@@ -36,6 +36,12 @@ def _explain(err: OSError, dest: Path) -> OutputError:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -45,25 +51,40 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+@contextlib.contextmanager
+def open_for_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+    """Stream into a temporary sibling of ``path``; rename it into place on success.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(errno.EISDIR, f"cannot write {path}: it is a directory")
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+        with os.fdopen(fd, mode, **open_kwargs) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
         _fsync_dir(path.parent)
+    except OutputError:
+        raise
     except OSError as err:
         raise _explain(err, path) from err
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with open_for_write(path, "wb") as fh:
+        fh.write(data)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -99,6 +120,7 @@ def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as err:
         raise _explain(err, dest) from err
     try:

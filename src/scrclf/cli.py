@@ -24,15 +24,28 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__
+from . import __version__, atomic
+from .atomic import OutputError
 from .data import DataError
+from .inference import (
+    EXPORT_META_FILE,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+    TruncationWarning,
+    finding_problem,
+    inspect_model_dir,
+    load,
+    read_tasks,
+    text_problem,
+)
 
 SUBCOMMAND_MODULES = ["scrclf.corpus", "scrclf.evaluation"]
 EXIT_USAGE = 2
@@ -66,8 +79,6 @@ def detect_format(path: str, first_line: str | None = None) -> str:
 
 
 def _check_item(source: str, line: int, text: Any, finding: Any, item_id: Any) -> Item:
-    from .inference import finding_problem, text_problem
-
     problem = text_problem(text)
     if problem:
         raise DataError(problem, source, line, "text")
@@ -174,38 +185,13 @@ def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[IO[str]]:
-    """Stream text into a temporary sibling of ``path``; rename it into place on success."""
+    """Standard output, or a file that appears complete or not at all."""
     if path == STDIO:
         yield sys.stdout
         sys.stdout.flush()
         return
-    from .atomic import OutputError
-
-    target = Path(path)
-    if target.is_dir():
-        raise OutputError(21, f"cannot write {target}: it is a directory")
-    tmp_name = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, target)
-        tmp_name = None
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic.open_for_write(path, "w", encoding="utf-8", newline="") as fh:
+        yield fh
 
 
 class JsonlWriter:
@@ -262,8 +248,6 @@ def _quiet_libraries() -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .inference import TruncationWarning, load
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     from_file = args.input != STDIO
@@ -275,7 +259,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     clf = load(args.model, backend=args.backend, quantized=args.quantized, device=args.device)
     show_progress = from_file and not args.no_progress
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", TruncationWarning)  # counted per chunk, summed below
         with atomic_output(args.output) as out, tqdm(total=total, unit="item", file=sys.stderr,
                                                      disable=not show_progress) as bar:
             writer = WRITERS[args.output_format](out, clf.tasks)
@@ -335,16 +319,6 @@ def _card_license(path: Path) -> str | None:
 
 def model_info(path: str | Path) -> dict[str, Any]:
     """What ``scrclf info`` reports, as data: checks, tasks, metrics and provenance."""
-    from .inference import (
-        EXPORT_META_FILE,
-        ONNX_FP32_FILE,
-        ONNX_INT8_FILE,
-        WEIGHTS_FILE,
-        WEIGHTS_INDEX_FILE,
-        inspect_model_dir,
-        read_tasks,
-    )
-
     root, manifest, meta = inspect_model_dir(path)
     config, tasks = read_tasks(root)
     metrics = _json_or_none(_metrics_path(root))
@@ -525,8 +499,6 @@ def _one_line(text: str) -> str:
 
 def describe_error(err: BaseException) -> str:
     """The one-line message for an error: ``<file>[:<line>]: <problem>`` where known."""
-    from .atomic import OutputError
-
     if isinstance(err, OutputError):
         return _one_line(err.strerror or str(err))
     if isinstance(err, OSError) and not isinstance(err, ValueError):

@@ -386,7 +386,7 @@ def tokenize(tokenizer, texts: Sequence[str], findings: Sequence[str | None] | N
              max_length: int) -> dict[str, list]:
     """Tokenize texts, pairing each with its finding when it has one."""
     findings = list(findings) if findings is not None else [None] * len(texts)
-    inputs = [t if not f else (t, f) for t, f in zip(texts, findings)]
+    inputs = [t if not f else (t, f) for t, f in zip(texts, findings, strict=True)]
     # "only_second" would fail when the text alone is too long; longest_first is safe.
     return tokenizer(inputs, truncation="longest_first", max_length=max_length)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -551,15 +550,6 @@ def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
     return "\n".join(lines)
 
 
-def _make_readable(root: Path) -> None:
-    """Folders 0o755 and files 0o644 (less the umask): temporary files start private."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(root, 0o755 & ~mask)
-    for path in root.rglob("*"):
-        os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~mask)
-
-
 def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
                  parity_split: str = "test", opset: int = DEFAULT_OPSET,
                  max_logit_diff: float = DEFAULT_MAX_LOGIT_DIFF, license: str = "apache-2.0",
@@ -627,7 +617,7 @@ def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
         for required in (CONFIG_FILE, WEIGHTS_FILE):
             if not (tmp / required).is_file():
                 raise ExportError(f"{dest / required}: not written by save_pretrained")
-        load(tmp, backend="onnx", quantized=True)
-        _make_readable(tmp)
+        for quantized in (False, True):
+            load(tmp, backend="onnx", quantized=quantized)
     logger.info("exported %s to %s", run_dir, dest)
     return dest

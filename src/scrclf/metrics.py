@@ -29,7 +29,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ece, bins = 0.0, []
     n = len(confidence)
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         mask = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
         count = int(mask.sum())
         if count:
@@ -101,7 +101,7 @@ def compute_metrics(tasks: TaskSet, logits: Sequence[np.ndarray], targets: Seque
     """Metrics per task plus the headline ``mean_macro_f1`` (mean over tasks of macro-F1)."""
     names = list(names) if names is not None else tasks.names
     result: dict[str, Any] = {}
-    for name, task_logits, task_targets in zip(names, logits, targets):
+    for name, task_logits, task_targets in zip(names, logits, targets, strict=True):
         result[name] = task_metrics(tasks[name], task_logits, task_targets, detailed=detailed)
     result[HEADLINE] = float(np.mean([result[n]["macro_f1"] for n in names]))
     return result

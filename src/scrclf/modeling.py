@@ -169,7 +169,7 @@ class ScrClfModel(PreTrainedModel):
         if targets:
             task_losses = {}
             loss = logits[0].new_zeros(())
-            for name, task_logits in zip(self.task_names, logits):
+            for name, task_logits in zip(self.task_names, logits, strict=True):
                 if name not in targets or targets[name] is None:
                     continue
                 spec = self._task_specs[name]
