@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -121,21 +120,18 @@ def _cue_pattern(cue: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![a-z]){re.escape(cue.lower())}", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
 class CueTable:
-    """Cue phrases per label, compiled once."""
+    """Cue phrases per label (in priority order), compiled once."""
 
-    cues: Mapping[str, tuple[str, ...]]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_compiled", {
-            label: [_cue_pattern(c) for c in cues] for label, cues in self.cues.items()})
+    def __init__(self, cues: Mapping[str, Sequence[str]]):
+        self.cues = {label: tuple(c) for label, c in cues.items()}
+        self._compiled = {label: [_cue_pattern(c) for c in phrases]
+                          for label, phrases in self.cues.items()}
 
     def hits(self, text: str) -> dict[str, int]:
         """How many distinct cues of each label occur in ``text``."""
-        compiled = self._compiled  # type: ignore[attr-defined]
         return {label: sum(1 for p in patterns if p.search(text))
-                for label, patterns in compiled.items()}
+                for label, patterns in self._compiled.items()}
 
 
 def cue_table_markdown() -> str:
@@ -237,11 +233,18 @@ class PriorBaseline(Baseline):
 
 
 class KeywordBaseline(Baseline):
+    """The cue tables as scores.
+
+    Themes: a label whose cues fire gets ``0.5 + 0.4 * hits / (hits + 1)`` (0.7 for one cue,
+    rising towards 0.9), so it passes the 0.5 threshold; labels without cues stay below 0.5
+    in the order of their training frequency, so with no cue at all the decision rule takes
+    the most frequent theme. Evidence and strength: the chosen label gets 0.6 plus a share
+    of 0.4 spread by training frequency.
+    """
+
     name = "keywords"
     description = "cue phrases per label from the codebook (rules, not a model)"
 
-    #: probability given to a label whose cues fire: 0.5 + 0.4 * hits / (hits + 1)
-    #: (0.7 for one cue, rising towards 0.9); labels without cues stay below 0.5.
     def __init__(self, tasks: TaskSet, text_column: str = "text",
                  pair_column: str | None = "finding"):
         super().__init__(tasks, text_column, pair_column)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, atomic
-from .baselines import build_baseline
+from .baselines import BASELINES, build_baseline
 from .bootstrap import ClusterBootstrap, interval
 from .data import DataError, Record
 from .evaluation import (
@@ -308,8 +308,9 @@ def _bootstrap(data: EvalData, boot_cfg: Mapping[str, Any]) -> ClusterBootstrap:
 
 
 def build_datasets(main: EvalData, cfg: Mapping[str, Any], boot_cfg: Mapping[str, Any],
-                   externals: Sequence[EvalData] = ()) -> list[BenchDataset]:
-    """The evaluation split, external files, robustness variants and slices of a suite."""
+                   externals: Sequence[EvalData] = ()) -> tuple[list[BenchDataset], list[str]]:
+    """The evaluation split, external files, robustness variants and slices of a suite,
+    and notes on slices left out."""
     s = main.settings
     boot = _bootstrap(main, boot_cfg)
     out = [BenchDataset(main, "test", f"the '{main.name}' split", boot)]
@@ -365,8 +366,7 @@ def build_datasets(main: EvalData, cfg: Mapping[str, Any], boot_cfg: Mapping[str
         data = main.with_records(name, [records[i] for i in idx])
         out.append(BenchDataset(data, "slice", description, boot.subset(idx), parent=main.name,
                                 index=idx))
-    main.notes.extend(notes)
-    return out
+    return out, notes
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -563,6 +563,9 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     if not models and not baseline_names:
         raise ValueError("the suite has no systems: set systems.models=[PATH,...] and/or "
                          "systems.baselines")
+    unknown = [b for b in baseline_names if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
 
     main = load_eval_data(files[eval_split], tasks, settings, name=eval_split)
     if not main.present:
@@ -576,13 +579,13 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         externals.append(ext)
     boot_cfg = dict(c.get("bootstrap") or {})
     confidence = float(boot_cfg.get("confidence", 0.95))
-    datasets = build_datasets(main, c.get("datasets") or {}, boot_cfg, externals)
+    datasets, slice_notes = build_datasets(main, c.get("datasets") or {}, boot_cfg, externals)
 
     systems: list[System] = []
     data_files: list[tuple[str, Path]] = [(eval_split, files[eval_split])]
     data_files += [("external", e.file) for e in externals if e.file is not None]
-    names = _unique_names([resolve_model(m).name for m in models])
-    for path, name in zip(models, names, strict=True):
+    names = _unique_names([*baseline_names, *(resolve_model(m).name for m in models)])
+    for path, name in zip(models, names[len(baseline_names):], strict=True):
         systems.append(model_system(path, tasks, str(sys_cfg.get("backend", "auto")),
                                     int(sys_cfg.get("batch_size", 32)), name=name))
     if baseline_names:
@@ -606,7 +609,8 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
                      **({"path": s.info["path"]} if "path" in s.info else {})} for s in systems],
         "datasets": [d.summary() for d in datasets],
         "entries": entries,
-        "notes": list(main.notes),
+        "notes": [note for ds in datasets if ds.kind in ("test", "external")
+                  for note in ds.data.notes] + slice_notes,
         "provenance": provenance(command, data_files, systems),
     }
 
@@ -646,6 +650,7 @@ def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, A
 
     from .reports import render_leaderboard
 
+    board = {**board, "headline_chart": "headline.png" if plots else None}
     with atomic.directory(out, overwrite=False) as tmp:
         atomic.write_json(tmp / "leaderboard.json", board)
         atomic.write_json(tmp / "results.json", results)

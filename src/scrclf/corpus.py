@@ -374,6 +374,50 @@ def format_agreement(result: Mapping[str, Any], tasks: TaskSet) -> str:
     return "\n".join(lines)
 
 
+def difficulty(corpus_dir: str | Path, tasks: TaskSet, split: str = "test") -> dict[str, Any]:
+    """Bag-of-words difficulty check: TF-IDF + logistic regression and the label prior.
+
+    Trained on the train split, scored on ``split`` at plain decisions (threshold 0.5). A
+    near-perfect bag-of-words score means the items are templated.
+    """
+    from .baselines import build_baseline
+    from .data import encode_targets
+    from .metrics import compute_metrics
+
+    corpus_dir = Path(corpus_dir)
+    train_rows = [r.data for r in read_records(corpus_dir / "train.jsonl")]
+    eval_rows = [r.data for r in read_records(corpus_dir / f"{split}.jsonl")]
+    targets = encode_targets(eval_rows, tasks)
+    out: dict[str, Any] = {"split": split, "n_train": len(train_rows), "n_eval": len(eval_rows)}
+    for name in ("prior", "keywords", "tfidf_logreg"):
+        baseline = build_baseline(name, tasks).fit(train_rows)
+        logits = baseline.logits(eval_rows)
+        metrics = compute_metrics(baseline.tasks, [logits[t] for t in tasks.names],
+                                  [targets[t] for t in tasks.names])
+        out[name] = {t: {"macro_f1": metrics[t]["macro_f1"], "micro_f1": metrics[t]["micro_f1"]}
+                     for t in tasks.names}
+        out[name]["mean_macro_f1"] = metrics["mean_macro_f1"]
+    return out
+
+
+def _cmd_difficulty(args) -> int:
+    from omegaconf import OmegaConf
+
+    tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
+    result = difficulty(args.corpus_dir, tasks, split=args.split)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"trained on train ({result['n_train']} items), scored on {args.split} "
+          f"({result['n_eval']} items); macro-F1 (micro-F1)")
+    print(f"{'system':<14}" + "".join(f"{t:>24}" for t in tasks.names) + f"{'mean macro-F1':>16}")
+    for name in ("prior", "keywords", "tfidf_logreg"):
+        cells = "".join(f"{result[name][t]['macro_f1']:>15.3f} ({result[name][t]['micro_f1']:.3f})"
+                        for t in tasks.names)
+        print(f"{name:<14}{cells}{result[name]['mean_macro_f1']:>16.3f}")
+    return 0
+
+
 def _cmd_agreement(args) -> int:
     from omegaconf import OmegaConf
 
@@ -384,7 +428,7 @@ def _cmd_agreement(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    """``scrclf data validate DIR`` and ``scrclf data agreement FILE``."""
+    """``scrclf data validate DIR``, ``scrclf data agreement FILE``, ``scrclf data difficulty DIR``."""
     data = subparsers.add_parser("data", help="corpus tools")
     sub = data.add_subparsers(dest="data_command", required=True)
     val = sub.add_parser("validate", help="check a corpus directory (schema, labels, splits, "
@@ -402,3 +446,9 @@ def register_cli(subparsers) -> None:
     agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
     agr.add_argument("--json", action="store_true", help="print the result as JSON")
     agr.set_defaults(func=_cmd_agreement)
+    dif = sub.add_parser("difficulty", help="bag-of-words baselines on a corpus (templating check)")
+    dif.add_argument("corpus_dir", type=Path)
+    dif.add_argument("--split", default="test")
+    dif.add_argument("--tasks", type=Path, default=None, help="task config YAML")
+    dif.add_argument("--json", action="store_true", help="print the result as JSON")
+    dif.set_defaults(func=_cmd_difficulty)

@@ -63,8 +63,11 @@ from .data import (
     read_records,
     validate_records,
 )
-from .metrics import HEADLINE, compute_metrics
 from .tasks import TaskSet
+
+# The headline key of scrclf.metrics.compute_metrics. That module (scikit-learn) is imported
+# only when scoring: the main command line loads this module for every command.
+HEADLINE = "mean_macro_f1"
 
 CALIBRATED = "calibrated"
 DEFAULT = "default"
@@ -227,10 +230,10 @@ class EvalData:
                        if tasks[name].is_multi_label else np.asarray(values, dtype=np.int64))
                 for name, values in raw.items()}
 
-    def with_records(self, name: str, records: list[Record], note: str | None = None) -> EvalData:
-        """The same data settings over other records (a variant or a slice)."""
-        notes = list(self.notes) + ([note] if note else [])
-        return EvalData(name, records, list(self.present), dict(self.settings), self.file, notes)
+    def with_records(self, name: str, records: list[Record]) -> EvalData:
+        """The same data settings and notes over other records (a variant or a slice)."""
+        return EvalData(name, records, list(self.present), dict(self.settings), self.file,
+                        list(self.notes))
 
     def describe(self) -> dict[str, Any]:
         ids, missing = self.clusters()
@@ -252,7 +255,10 @@ def data_settings(data_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Column names and limits from a training config's ``data`` section (or the defaults)."""
     out = dict(DEFAULT_DATA_SETTINGS)
     for key in out:
-        if data_config and data_config.get(key, None) is not None:
+        if not data_config or key not in data_config:
+            continue
+        # pair_column / group_column may be set to null on purpose (no finding, no review).
+        if data_config[key] is not None or key in ("pair_column", "group_column"):
             out[key] = data_config[key]
     out["max_chars"] = int(out["max_chars"])
     return out
@@ -287,9 +293,13 @@ def load_eval_data(data: str | Path | Sequence[Record | Mapping[str, Any]], task
              if t.name not in present]
     result = EvalData(name, records, present, settings, file, notes)
     _, missing = result.clusters()
-    if missing:
-        result.notes.append(f"{missing} items have no {settings['group_column']}: each is "
-                            "resampled on its own in the bootstrap")
+    group = settings["group_column"]
+    if missing and group:
+        result.notes.append(f"{missing} items have no {group}: each is resampled on its own "
+                            "in the bootstrap")
+    elif missing:
+        result.notes.append("no review column configured (group_column): the bootstrap "
+                            "resamples single items, so intervals ignore review clustering")
     return result
 
 
@@ -346,6 +356,8 @@ def score(tasks: TaskSet, logits: Mapping[str, np.ndarray], data: EvalData,
     Returns the metrics dict (tasks, ``mean_macro_f1`` and its ``mean_macro_f1_interval``)
     and the per-resample values, for paired comparisons.
     """
+    from .metrics import compute_metrics
+
     targets = data.targets(tasks)
     names = [n for n in data.present if n in logits and n in tasks.names]
     if not names:
@@ -491,6 +503,8 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
         plots: write PNG charts.
         backend: ``auto``, ``torch`` or ``onnx`` (see :func:`scrclf.load`).
     """
+    from .inference import read_tasks
+
     source = resolve_model(model_path)
     settings = data_settings(source.data_config)
     if data is None:
@@ -498,13 +512,22 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
         name = split
     else:
         name = None
+    # The data are read and checked before any weights are loaded.
+    _, model_tasks = read_tasks(source.model_dir)
+    dataset = load_eval_data(data, model_tasks, settings, name=name)
+    if not dataset.present:
+        raise DataError("no label column of any task (" +
+                        ", ".join(t.column for t in model_tasks) + "): nothing to evaluate; "
+                        "use `scrclf profile` to describe unlabelled recommendations",
+                        dataset.file)
+    validation = None
+    if recalibrate:
+        vsource = validation_file if validation_file is not None else \
+            split_file(source, "validation", data_dir)
+        validation = load_eval_data(vsource, model_tasks, settings, name="validation")
+        _check_not_evaluated_data(validation, dataset)
     classifier = load_classifier(source, backend)
     tasks = classifier.tasks
-    dataset = load_eval_data(data, tasks, settings, name=name)
-    if not dataset.present:
-        raise DataError("no label column of any task (" + ", ".join(t.column for t in tasks) +
-                        "): nothing to evaluate; use `scrclf profile` to describe unlabelled "
-                        "recommendations", dataset.file)
     logits, truncated = model_logits(classifier, dataset.texts, dataset.findings, batch_size)
     if truncated:
         dataset.notes.append(f"{truncated} inputs were longer than "
@@ -514,11 +537,7 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
 
     settings_tasks = {CALIBRATED: tasks, DEFAULT: default_decisions(tasks)}
     recal_log = None
-    if recalibrate:
-        vsource = validation_file if validation_file is not None else \
-            split_file(source, "validation", data_dir)
-        validation = load_eval_data(vsource, tasks, settings, name="validation")
-        _check_not_evaluated_data(validation, dataset)
+    if validation is not None:
         refit, fitted = recalibrate_on(tasks, classifier, validation, batch_size)
         settings_tasks[RECALIBRATED] = refit
         recal_log = {"validation": validation.describe(), "changes": _changes(tasks, refit,
@@ -643,7 +662,16 @@ def headline_line(result: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------- CLI
 
 
+def _quiet_libraries() -> None:
+    """Keep library logging and weight-loading bars off stderr: the command owns it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     source = resolve_model(args.model)
     out = Path(args.out) if args.out else default_report_dir(
         Path("reports") / "evaluations", source, Path(args.file).stem)
@@ -665,13 +693,14 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     predictions, tasks, settings = None, None, data_settings(None)
     if args.model:
-        from .inference import format_predictions
+        from .inference import format_predictions, read_tasks
 
+        _quiet_libraries()
         source = resolve_model(args.model)
         settings = data_settings(source.data_config)
+        data = load_eval_data(args.file, read_tasks(source.model_dir)[1], settings)
         classifier = load_classifier(source, args.backend)
         tasks = classifier.tasks
-        data = load_eval_data(args.file, tasks, settings)
         logits, _ = model_logits(classifier, data.texts, data.findings, args.batch_size)
         predictions = format_predictions(tasks, [logits[n] for n in tasks.names])
         records = data.records

@@ -42,11 +42,14 @@ def fmt_ci(value: Any, ci: Sequence[float] | None, digits: int = 3) -> str:
 
 
 def fmt_signed(value: Any, ci: Sequence[float] | None = None, digits: int = 3) -> str:
+    def signed(x: float) -> str:
+        return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0 turns -0.0 into 0.0
+
     if value is None:
         return "n/a"
-    text = f"{value:+.{digits}f}"
+    text = signed(value)
     if ci and ci[0] is not None and ci[1] is not None:
-        text += f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+        text += f" [{signed(ci[0])}, {signed(ci[1])}]"
     return text
 
 
@@ -121,6 +124,8 @@ def _reliability_rows(bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]]
     first = bins_by_setting[settings[0]]
     rows = []
     for k, b in enumerate(first):
+        if not any(bins_by_setting[s][k]["count"] for s in settings):
+            continue  # a bin no setting uses
         row = [f"{b['lower']:.1f}-{b['upper']:.1f}"]
         for s in settings:
             bk = bins_by_setting[s][k]
@@ -278,12 +283,14 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
                 e = index.get((system, ds["name"], task))
                 row.append(fmt_ci(e["macro_f1"], e.get("macro_f1_interval")) if e else "n/a")
             rows.append(row)
-        title = "Leaderboard" if ds["name"] == main else f"External data: `{ds['name']}`"
+        title = "Leaderboard" if ds["name"] == main else "External data"
         out += [f"## {title}: `{ds['name']}` ({ds['n_items']} items, {ds['n_reviews']} reviews)",
                 ""]
         out += [md_table(["system", "kind", f"{HEADLINE} [{conf}% CI]",
                           "gap to best baseline", *[f"{t} macro-F1" for t in tasks]],
                          rows, ["l", "l"] + ["r"] * (2 + len(tasks))), ""]
+        if ds["name"] == main and board.get("headline_chart"):
+            out += [f"![{HEADLINE} by system]({board['headline_chart']})", ""]
         if ds.get("notes"):
             out += [f"- {n}" for n in ds["notes"]] + [""]
         out += _detail_table(index, systems, ds)
@@ -324,9 +331,10 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
                      [[s["name"], s["kind"], s.get("description", "")] for s in board["systems"]],
                      ["l", "l", "l"]), ""]
     out += ["## Datasets", ""]
-    out += [md_table(["dataset", "kind", "items", "reviews", "tasks"],
+    out += [md_table(["dataset", "kind", "items", "reviews", "tasks", "what"],
                      [[f"`{d['name']}`", d["kind"], d["n_items"], d["n_reviews"],
-                       ", ".join(d["tasks"])] for d in datasets]), ""]
+                       ", ".join(d["tasks"]), d.get("description", "")] for d in datasets],
+                     ["l", "l", "r", "r", "l", "l"]), ""]
     notes = board.get("notes") or []
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
