@@ -163,3 +163,13 @@ def test_double_coding_covers_fifteen_percent_and_matches_the_corpus(report, tas
             assert gold[rec.data["id"]][key] == value, (rec.data["id"], key)
     for name in ("evidence", "action_strength"):
         assert -1.0 <= result[name]["kappa"] <= 1.0
+
+
+def test_bag_of_words_does_not_solve_the_corpus(tasks):
+    """A near-perfect TF-IDF score would mean templated items."""
+    from scrclf.corpus import difficulty
+
+    result = difficulty(CORPUS, tasks)
+    for name in tasks.names:
+        assert result["tfidf_logreg"][name]["macro_f1"] < 0.9, name
+        assert result["tfidf_logreg"][name]["macro_f1"] > result["prior"][name]["macro_f1"]
