@@ -43,6 +43,7 @@ from .inference import (
     finding_problem,
     inspect_model_dir,
     load,
+    quiet_libraries,
     read_tasks,
     text_problem,
 )
@@ -237,14 +238,6 @@ WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter}
 # --------------------------------------------------------------------------- commands
 
 
-def _quiet_libraries() -> None:
-    """Keep library logging and progress bars off stderr: the command owns it."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -255,7 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if from_file:
         # A first pass validates the whole file before any model is loaded or output written.
         total = sum(1 for _ in read_items(args.input, args.format))
-    _quiet_libraries()
+    quiet_libraries()
     clf = load(args.model, backend=args.backend, quantized=args.quantized, device=args.device)
     show_progress = from_file and not args.no_progress
     with warnings.catch_warnings(record=True) as caught:

@@ -63,6 +63,7 @@ from .data import (
     read_records,
     validate_records,
 )
+from .inference import quiet_libraries
 from .tasks import TaskSet
 
 # The headline key of scrclf.metrics.compute_metrics. That module (scikit-learn) is imported
@@ -662,16 +663,8 @@ def headline_line(result: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------- CLI
 
 
-def _quiet_libraries() -> None:
-    """Keep library logging and weight-loading bars off stderr: the command owns it."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     source = resolve_model(args.model)
     out = Path(args.out) if args.out else default_report_dir(
         Path("reports") / "evaluations", source, Path(args.file).stem)
@@ -695,7 +688,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.model:
         from .inference import format_predictions, read_tasks
 
-        _quiet_libraries()
+        quiet_libraries()
         source = resolve_model(args.model)
         settings = data_settings(source.data_config)
         data = load_eval_data(args.file, read_tasks(source.model_dir)[1], settings)

@@ -618,3 +618,11 @@ def load(path: str | Path, backend: str = "auto", quantized: bool = False, devic
     else:
         engine = TorchBackend(root, tasks, device)
     return Classifier(root, config, tasks, tokenizer, engine, quantized, meta, manifest)
+
+
+def quiet_libraries() -> None:
+    """Keep library logging and weight-loading bars off stderr: a command owns its output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
