@@ -4,21 +4,45 @@ Examples:
     python scripts/train.py
     python scripts/train.py model=tiny trainer.max_epochs=1 paths.output_dir=/tmp/run
     torchrun --nproc_per_node=2 scripts/train.py model=tiny
+
+Bad data, a bad setting or an unwritable destination ends the run with exit status 2 and
+one line on stderr, ``train: error: <file>:<line>: field '<name>': <problem>`` (or the
+setting at fault), before anything is written to ``model/`` or ``metrics.json``.
 """
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from scrclf.atomic import OutputError
+from scrclf.data import DataError
+from scrclf.inference import ModelLoadError
 from scrclf.launch import job_output_dir, prepare_launch
-from scrclf.training import train
+from scrclf.tasks import TaskConfigError
+from scrclf.training import TrainingConfigError, train
+
+EXIT_USAGE = 2
+# Problems with the inputs or the destination, as opposed to bugs: reported in one line.
+USER_ERRORS = (DataError, TrainingConfigError, TaskConfigError, ModelLoadError, OutputError)
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    summary = train(cfg, run_dir=job_output_dir(cfg))
+    try:
+        summary = train(cfg, run_dir=job_output_dir(cfg))
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split())
+        logging.getLogger("scrclf").error("%s", message)  # also into the run's train.log
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # one job of a sweep: Hydra records the failure and reports it
+        print(f"train: error: {message}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)
     split = "validation" if "validation" in summary else next(iter(cfg.eval_splits))
     return summary[split][summary["headline"]]
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,9 @@ from typing import IO, Any
 
 class OutputError(OSError):
     """A result could not be written; nothing partial was left behind."""
+
+    def __str__(self) -> str:  # the message alone, without "[Errno N]" and the file name
+        return self.strerror or super().__str__()
 
 
 def _explain(err: OSError, dest: Path) -> OutputError:
@@ -110,6 +114,32 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _native_os_error(err: BaseException) -> OSError | None:
+    """The OS error inside an exception of a native writer, or None.
+
+    safetensors and tokenizers write from Rust and raise their own exception types, whose
+    messages end with the OS error code, e.g. ``... No space left on device (os error 28)``.
+    """
+    if not isinstance(err, Exception) or isinstance(err, OSError):
+        return None
+    match = re.search(r"\(os error (\d+)\)", str(err))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code))
+
+
+def _names_inside(err: OSError, folder: Path) -> bool:
+    return bool(err.filename) and Path(err.filename).is_relative_to(folder)
+
+
+def _final_name(err: OSError, tmp: Path, dest: Path) -> Path:
+    """Where the file an error names will live once the temporary folder becomes ``dest``."""
+    if _names_inside(err, tmp):
+        return dest / Path(err.filename).relative_to(tmp)
+    return dest
+
+
 @contextlib.contextmanager
 def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Build a directory in a temporary sibling; on success swap it in for ``dest``.
@@ -143,9 +173,16 @@ def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         _fsync_dir(dest.parent)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, (OutputError, FileExistsError)):
+        if isinstance(err, FileExistsError):
             raise
-        raise _explain(err, dest) from err
-    except BaseException:
+        if isinstance(err, OutputError) and not _names_inside(err, tmp):
+            raise
+        # A file of the temporary folder failed: report it under its final name.
+        cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
+        raise _explain(cause, _final_name(err, tmp, dest)) from err
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        native = _native_os_error(err)
+        if native is not None:
+            raise _explain(native, dest) from err
         raise

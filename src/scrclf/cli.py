@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from . import __version__, atomic
 from .atomic import OutputError
-from .data import DataError
+from .data import CSV_FIELD_LIMIT, DataError, has_visible_text, line_of_offset
 from .inference import (
     EXPORT_META_FILE,
     ONNX_FP32_FILE,
@@ -95,8 +95,8 @@ def _check_item(source: str, line: int, text: Any, finding: Any, item_id: Any) -
 def _read_lines(lines: Iterable[str], source: str) -> Iterator[Item]:
     for number, raw in enumerate(lines, start=1):
         text = raw.rstrip("\r\n")
-        if text.strip():
-            yield Item(number, text)
+        if has_visible_text(text):  # blank lines (also invisible-only ones) separate items
+            yield _check_item(source, number, text, None, None)
 
 
 def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
@@ -108,6 +108,8 @@ def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
         except json.JSONDecodeError as err:
             raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", source,
                             number) from None
+        except RecursionError:
+            raise DataError("invalid JSON (nested too deeply)", source, number) from None
         if not isinstance(obj, dict):
             raise DataError(f"each line must be a JSON object, got {type(obj).__name__}",
                             source, number)
@@ -118,17 +120,26 @@ def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
 
 def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
     reader = csv.DictReader(lines)
-    if reader.fieldnames is None:
-        raise DataError("empty CSV file (no header row)", source, 1)
-    if "text" not in reader.fieldnames:
-        raise DataError(f"no 'text' column; the header has {reader.fieldnames}", source, 1)
-    for row in reader:
-        if None in row:
-            raise DataError("row has more cells than the header", source, reader.line_num)
-        if not any((v or "").strip() for v in row.values()):
-            continue
-        yield _check_item(source, reader.line_num, row.get("text"),
-                          row.get("finding") or None, row.get("id") or None)
+    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)  # long texts are truncated later
+    try:
+        if reader.fieldnames is None:
+            raise DataError("empty CSV file (no header row)", source, 1)
+        if "text" not in reader.fieldnames:
+            raise DataError(f"no 'text' column; the header has {reader.fieldnames}", source, 1)
+        for row in reader:
+            if None in row:
+                n_cells = len(reader.fieldnames) + len(row[None])
+                raise DataError(f"row has {n_cells} cells, the header has "
+                                f"{len(reader.fieldnames)}; quote cells that contain commas",
+                                source, reader.line_num)
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            yield _check_item(source, reader.line_num, row.get("text"),
+                              row.get("finding") or None, row.get("id") or None)
+    except csv.Error as err:
+        raise DataError(f"malformed CSV ({err})", source, reader.line_num or 1) from None
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
 READERS: dict[str, Callable[[Iterable[str], str], Iterator[Item]]] = {
@@ -171,8 +182,22 @@ def read_items(path: str, fmt: str = "auto") -> Iterator[Item]:
         try:
             yield from READERS[fmt](lines, source)
         except UnicodeDecodeError as err:
+            line = None if path == STDIO else _first_bad_utf8_line(Path(path))
             raise DataError(f"not valid UTF-8 ({err.reason}); save the input as UTF-8",
-                            source) from None
+                            source, line) from None
+
+
+def _first_bad_utf8_line(path: Path) -> int | None:
+    """The line holding the first byte that is not UTF-8 (text is decoded in blocks, so the
+    decoder's error alone does not say which line it was)."""
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        return line_of_offset(err.object, err.start)  # offsets count from after a BOM
+    except OSError:
+        return None
+    return None
 
 
 def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

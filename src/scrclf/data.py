@@ -12,6 +12,8 @@ import io
 import json
 import logging
 import math
+import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,13 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 DEFAULT_MAX_CHARS = 20_000
+# Python's csv module refuses fields over 128 KiB by default; a long cell should reach the
+# max_chars check, which names the setting, rather than fail inside the csv module.
+CSV_FIELD_LIMIT = 2**31 - 1
+# Line breaks as editors and Python's universal newlines see them. Not str.splitlines(),
+# which also breaks at U+2028, U+0085 and others that JSON strings may hold unescaped.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
 class DataError(ValueError):
@@ -59,14 +68,21 @@ class Record:
 # --------------------------------------------------------------------------- reading
 
 
+def line_of_offset(data: bytes, offset: int) -> int:
+    """The 1-based line holding byte ``offset`` of ``data``."""
+    return len(LINE_BREAK_BYTES.findall(data, 0, offset)) + 1
+
+
 def _decode(raw: bytes, path: Path) -> str:
     """Decode UTF-8 (a leading byte-order mark is accepted) or fail naming the line."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+        # With a byte-order mark the decoder's offsets count from after it.
+        data, offset = err.object, err.start + len(raw) - len(err.object)
+        line = line_of_offset(data, err.start)
         raise DataError(
-            f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {offset}); "
             "save the file as UTF-8", path, line
         ) from None
 
@@ -74,13 +90,15 @@ def _decode(raw: bytes, path: Path) -> str:
 def _read_jsonl(path: Path) -> list[Record]:
     text = _decode(path.read_bytes(), path)
     records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(LINE_BREAK.split(text), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", path, lineno) from None
+        except RecursionError:
+            raise DataError("invalid JSON (nested too deeply)", path, lineno) from None
         if not isinstance(obj, dict):
             raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", path, lineno)
         records.append(Record(obj, str(path), lineno))
@@ -93,6 +111,8 @@ def _read_json(path: Path) -> list[Record]:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON ({err.msg})", path, err.lineno) from None
+    except RecursionError:
+        raise DataError("invalid JSON (nested too deeply)", path) from None
     if isinstance(obj, dict) and "data" in obj:
         obj = obj["data"]
     if not isinstance(obj, list):
@@ -105,37 +125,37 @@ def _read_json(path: Path) -> list[Record]:
     return records
 
 
-def _csv_cell(value: str | None) -> Any:
-    if value is None:
-        return None
-    stripped = value.strip()
-    if stripped.startswith("[") and stripped.endswith("]"):
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _read_csv(path: Path) -> list[Record]:
+    """Rows of a CSV file; cells stay strings (label lists are parsed by validation)."""
     text = _decode(path.read_bytes(), path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        raise DataError("empty CSV file (no header row)", path, 1)
-    records = []
-    for row in reader:
-        lineno = reader.line_num
-        if None in row:
-            raise DataError("row has more cells than the header", path, lineno)
-        data = {key: _csv_cell(value) for key, value in row.items()}
-        # Empty cells in optional columns mean "absent".
-        data = {k: (None if v == "" else v) for k, v in data.items()}
-        records.append(Record(data, str(path), lineno))
+    previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        if reader.fieldnames is None:
+            raise DataError("empty CSV file (no header row)", path, 1)
+        records = []
+        for row in reader:
+            lineno = reader.line_num
+            if None in row:
+                n_cells = len(reader.fieldnames) + len(row[None])
+                raise DataError(f"row has {n_cells} cells, the header has "
+                                f"{len(reader.fieldnames)}; quote cells that contain commas",
+                                path, lineno)
+            # Empty cells in optional columns mean "absent".
+            data = {k: (None if v == "" else v) for k, v in row.items()}
+            records.append(Record(data, str(path), lineno))
+    except csv.Error as err:
+        raise DataError(f"malformed CSV ({err})", path, reader.line_num or 1) from None
+    finally:
+        csv.field_size_limit(previous_limit)
     return records
 
 
 def _read_parquet(path: Path) -> list[Record]:
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("reading Parquet needs pyarrow (pip install pyarrow)", path) from None
 
     try:
         table = pq.read_table(path)
@@ -174,6 +194,9 @@ def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Re
                 else f"unknown label '{value}'")
         close = _closest(value, task.labels)
         suggestion = f" (did you mean '{close}'?)" if close else ""
+        parts = [p.strip() for p in value.split(",")]
+        if task.is_multi_label and len(parts) > 1 and all(p in task.labels for p in parts):
+            suggestion = f" (separate labels with ';', e.g. '{';'.join(parts)}', or give a list)"
         raise DataError(f"{hint}{suggestion}; allowed: {', '.join(task.labels)}",
                         rec.file, rec.line, field)
 
@@ -183,6 +206,39 @@ def _closest(value: str, options: Sequence[str]) -> str | None:
 
     match = difflib.get_close_matches(value, options, n=1, cutoff=0.75)
     return match[0] if match else None
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` has a character other than whitespace and Unicode "other" characters.
+
+    Control (``\\x00``, ``\\x1b``), format (zero-width space, BOM), private-use and
+    unassigned characters are dropped by the tokenizer's normalizer, so a text made only of
+    them and whitespace reaches the model as nothing.
+    """
+    return any(not ch.isspace() and not unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded as UTF-8 (a lone surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return (f"contains a lone surrogate {text[err.start]!r} at character {err.start}, "
+                "which is not valid Unicode text")
+    return None
+
+
+def _label_list(value: str) -> list[Any]:
+    """A multi-label cell given as a string: a JSON list, or labels separated by ';'."""
+    stripped = value.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            parsed = json.loads(stripped)
+        except (json.JSONDecodeError, RecursionError):
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return [v.strip() for v in value.split(";") if v.strip()]
 
 
 def validate_records(
@@ -232,6 +288,12 @@ def validate_records(
                             rec.file, rec.line, text_column)
         if not text.strip():
             raise DataError("text is empty or whitespace only", rec.file, rec.line, text_column)
+        problem = unicode_problem(text)
+        if problem:
+            raise DataError(problem, rec.file, rec.line, text_column)
+        if not has_visible_text(text):
+            raise DataError("text has no visible characters (only whitespace, control or "
+                            "format characters)", rec.file, rec.line, text_column)
         if len(text) > max_chars:
             raise DataError(f"text has {len(text):,} characters, more than the limit of "
                             f"{max_chars:,} (data.max_chars); is this a whole document?",
@@ -244,8 +306,10 @@ def validate_records(
                 raise DataError(f"must be a string or null, got {type(finding).__name__}",
                                 rec.file, rec.line, pair_column)
             elif len(finding) > max_chars:
-                raise DataError(f"has {len(finding):,} characters, more than {max_chars:,}",
-                                rec.file, rec.line, pair_column)
+                raise DataError(f"has {len(finding):,} characters, more than {max_chars:,} "
+                                "(data.max_chars)", rec.file, rec.line, pair_column)
+            elif unicode_problem(finding):
+                raise DataError(unicode_problem(finding), rec.file, rec.line, pair_column)
         if group_column and require_group:
             group = row.get(group_column)
             if group is None or str(group).strip() == "":
@@ -260,7 +324,9 @@ def validate_records(
             value = row[task.column]
             if task.is_multi_label:
                 if isinstance(value, str):
-                    value = [v.strip() for v in value.split(";") if v.strip()]
+                    # Spreadsheets hold lists as "a;b" (or as a JSON list): accepted in every
+                    # format.
+                    value = _label_list(value)
                     row[task.column] = value
                 if not isinstance(value, list):
                     raise DataError(f"expected a list of labels, got {type(value).__name__}",
@@ -324,7 +390,12 @@ def load_splits(data_cfg: Mapping[str, Any], tasks: TaskSet,
     for split in wanted:
         if split not in files:
             raise DataError(f"unknown split '{split}'; configured: {sorted(files)}")
+        if not files[split].exists():
+            raise DataError(f"file not found (data.splits.{split} in data.dir={root})",
+                            files[split])
         records = read_records(files[split])
+        if not records:
+            raise DataError(f"split '{split}' has no records (data.splits.{split})", files[split])
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
     check_splits(out, id_column=data_cfg.get("id_column", "id"),

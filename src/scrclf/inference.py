@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import decide, probabilities
-from .data import tokenize
+from .data import has_visible_text, tokenize, unicode_problem
 from .tasks import TaskConfigError, TaskSet
 
 MANIFEST_FILE = "manifest.json"
@@ -51,6 +51,8 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_PREFIX = "logits_"
 BACKENDS = ("auto", "torch", "onnx")
 CHUNK_BYTES = 1 << 20
+# A safetensors header is JSON describing the tensors; far below this for any real model.
+MAX_SAFETENSORS_HEADER = 100 << 20
 
 
 class ModelLoadError(ValueError):
@@ -208,17 +210,68 @@ def verify_manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file that is cut short or whose header is damaged.
+
+    Only the JSON header is read. The format requires the tensors to cover the data after
+    the header exactly, so a truncated file is told apart from a complete one by its size.
+    """
+    size = path.stat().st_size
+    fix = "re-save or re-export the model"
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"truncated safetensors file ({size} bytes, no header); {fix}",
+                                 path)
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise ModelLoadError(f"truncated or damaged safetensors file: its header claims {n} "
+                                 f"bytes, the file has {size}; {fix}", path)
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, RecursionError):
+            header = None
+    if not isinstance(header, Mapping):
+        raise ModelLoadError(f"damaged safetensors file: the header is not a JSON object; {fix}",
+                             path)
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, Mapping) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and o >= 0 for o in offsets)):
+            raise ModelLoadError(f"damaged safetensors file: tensor '{name}' has no valid "
+                                 f"data_offsets; {fix}", path)
+        end = max(end, offsets[1])
+    expected = 8 + n + end
+    if size != expected:
+        raise ModelLoadError(f"truncated or damaged safetensors file: {size} bytes, its header "
+                             f"describes {expected}; {fix}", path)
+
+
 # ----------------------------------------------------------------------------- inputs
 
 
 def text_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be classified as a recommendation text (None when it can)."""
+    """Why ``value`` cannot be classified as a recommendation text (None when it can).
+
+    Control and format characters inside a text are accepted (the tokenizer drops them);
+    a text with nothing else is refused, as is one holding a lone surrogate.
+    """
     if value is None:
         return "is None; every item needs a text"
+    if isinstance(value, float) and value != value:
+        return "is NaN (a missing value); every item needs a text"
     if not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"
     if not value.strip():
         return "is empty or whitespace only"
+    problem = unicode_problem(value)
+    if problem:
+        return problem
+    if not has_visible_text(value):
+        return "has no visible characters (only whitespace, control or format characters)"
     return None
 
 
@@ -226,6 +279,8 @@ def finding_problem(value: Any) -> str | None:
     """Why ``value`` cannot be a finding (None and strings can)."""
     if value is not None and not isinstance(value, str):
         return f"must be a string or None, got {type(value).__name__}"
+    if value is not None:
+        return unicode_problem(value)
     return None
 
 
@@ -265,6 +320,7 @@ class TorchBackend:
 
     def __init__(self, root: Path, tasks: TaskSet, device: str = "cpu"):
         import torch
+        from safetensors import SafetensorError
         from transformers import AutoModel
 
         import scrclf  # noqa: F401  (registers the scrclf model type with AutoModel)
@@ -274,7 +330,7 @@ class TorchBackend:
         try:
             model = AutoModel.from_pretrained(str(root), use_safetensors=True,
                                               local_files_only=True)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SafetensorError) as err:
             raise ModelLoadError(f"cannot load the torch model: {err}", root) from None
         names = list(getattr(model, "task_names", []))
         if names != tasks.names:
@@ -611,6 +667,11 @@ def load(path: str | Path, backend: str = "auto", quantized: bool = False, devic
     _require_listed(root, manifest, [root / CONFIG_FILE, *tokenizer_files, *weights])
     for path_ in [*tokenizer_files, *weights]:
         inside(root, path_.relative_to(root).as_posix(), root)
+    for path_ in weights:
+        if path_.suffix == ".safetensors":
+            if not path_.is_file():
+                raise ModelLoadError(f"missing, but named in {WEIGHTS_INDEX_FILE}", path_)
+            check_safetensors(path_)
 
     tokenizer = _load_tokenizer(root)
     if backend == "onnx":
