@@ -6,23 +6,34 @@ Examples:
 """
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from scrclf.export import check_name, export_model
+from scrclf.atomic import OutputError
+from scrclf.data import DataError
+from scrclf.export import ExportError, check_name, export_model
+from scrclf.inference import ModelLoadError
+
+# Problems with the run, the data or the destination, as opposed to bugs: one line, exit 2.
+USER_ERRORS = (ExportError, ModelLoadError, DataError, OutputError)
 
 
 @hydra.main(config_path="../configs", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    name = check_name(str(cfg.name))
-    dest = export_model(
-        Path(str(cfg.run_dir)), Path(str(cfg.out_dir)) / name,
-        wheel=bool(cfg.wheel), parity_split=str(cfg.parity_split),
-        opset=int(cfg.onnx.opset), max_logit_diff=float(cfg.onnx.max_logit_diff),
-        license=str(cfg.license), wheel_version=str(cfg.wheel_version),
-    )
+    try:
+        name = check_name(str(cfg.name))
+        dest = export_model(
+            Path(str(cfg.run_dir)), Path(str(cfg.out_dir)) / name,
+            wheel=bool(cfg.wheel), parity_split=str(cfg.parity_split),
+            opset=int(cfg.onnx.opset), max_logit_diff=float(cfg.onnx.max_logit_diff),
+            license=str(cfg.license), wheel_version=str(cfg.wheel_version),
+        )
+    except USER_ERRORS as err:
+        print(f"export: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        sys.exit(2)
     print(f"exported to {dest}", flush=True)
     return str(dest)
 
