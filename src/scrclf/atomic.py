@@ -140,6 +140,15 @@ def _final_name(err: OSError, tmp: Path, dest: Path) -> Path:
     return dest
 
 
+def _make_ordinary(root: Path) -> None:
+    """Give a built tree the permissions of ordinary results (some writers create 0600 files)."""
+    mask = _umask()
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Build a directory in a temporary sibling; on success swap it in for ``dest``.
@@ -155,6 +164,7 @@ def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise _explain(err, dest) from err
     try:
         yield tmp
+        _make_ordinary(tmp)
         if dest.exists():
             if not overwrite:
                 raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
