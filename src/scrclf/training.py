@@ -553,6 +553,9 @@ def _train_with_trainer(inputs: RunInputs, checkpoint: Path | None, started: flo
     )
     train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trained_s = time.time() - started
+    # Calibrate and score in fp32, as the saved model runs when loaded: drop the
+    # mixed-precision wrapper that accelerate put around forward for training.
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
     def predict(split: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         out = trainer.predict(inputs.datasets[split], metric_key_prefix=split)
