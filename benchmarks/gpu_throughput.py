@@ -48,7 +48,8 @@ TARGET_SAMPLES_PER_S = 20_000
 # Dense (no sparsity) bf16 tensor-core peaks from the vendor datasheets, in FLOP/s.
 # Order matters: the first pattern found in the device name wins.
 BF16_PEAK_FLOPS: list[tuple[str, float]] = [
-    ("H200", 989.4e12),
+    ("H200 NVL", 835.0e12),
+    ("H200", 989.4e12),     # SXM
     ("H100 PCIE", 756.0e12),
     ("H100 NVL", 835.0e12),
     ("H100", 989.4e12),     # SXM5 (HBM3)
