@@ -140,3 +140,34 @@ def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
     train(cfg)
     export_dir = export_model(root / "run", root / "models" / "tiny", wheel=True)
     return TinyExport(root / "run", export_dir, toy_corpus)
+
+
+def rewrite_manifest(root: Path) -> None:
+    """Make an export's manifest vouch for its current files (after a test changed them)."""
+    from scrclf.inference import build_manifest
+
+    (root / "manifest.json").write_text(json.dumps(build_manifest(root), indent=2))
+
+
+def copy_export(export: TinyExport, dest: Path) -> Path:
+    """A private copy of the export, without its wheel, that a test may damage."""
+    import shutil
+
+    shutil.copytree(export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
+    rewrite_manifest(dest)
+    return dest
+
+
+@pytest.fixture
+def export_copy(tiny_export, tmp_path) -> Path:
+    return copy_export(tiny_export, tmp_path / "export")
+
+
+@pytest.fixture
+def run_model_copy(tiny_export, tmp_path) -> Path:
+    """A private copy of the trained run's model/ folder."""
+    import shutil
+
+    dest = tmp_path / "run_model"
+    shutil.copytree(tiny_export.run_dir / "model", dest)
+    return dest

@@ -31,11 +31,10 @@ from scrclf.inference import (
     ModelIntegrityError,
     ModelLoadError,
     UnsafeModelError,
-    build_manifest,
 )
 from scrclf.tasks import TaskSet
 from scrclf.training import train
-from tests.conftest import CONFIG_DIR, ROOT, compose_train
+from tests.conftest import CONFIG_DIR, ROOT, compose_train, copy_export, rewrite_manifest
 
 GOOD_TEXTS = ["The board should commission training on the new procedure protocol.",
               "All agencies should redesign the referral strategy."]
@@ -451,17 +450,6 @@ def test_bad_setting_stops_the_training_script_with_its_name(case, script_runs):
 # ---------------------------------------------------------------------------- model folders
 
 
-def _rewrite_manifest(root: Path) -> None:
-    (root / "manifest.json").write_text(json.dumps(build_manifest(root), indent=2))
-
-
-def _copy_export(tiny_export, dest: Path) -> Path:
-    """A private copy of the export, without its wheel, that a case may damage."""
-    shutil.copytree(tiny_export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
-    _rewrite_manifest(dest)
-    return dest
-
-
 def _edit_json(path: Path, change: Callable[[dict], None]) -> None:
     data = json.loads(path.read_text())
     change(data)
@@ -505,7 +493,7 @@ def m_no_weights(tiny_export, tmp: Path) -> Path:
 
 
 def m_pickle_present(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     (root / "pytorch_model.bin").write_bytes(b"\x80\x04\x95not a real pickle")
     return root
 
@@ -520,7 +508,7 @@ def m_pickle_in_index(tiny_export, tmp: Path) -> Path:
 
 
 def m_tampered(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     data = bytearray((root / "model.safetensors").read_bytes())
     data[len(data) // 2] ^= 0x01
     (root / "model.safetensors").write_bytes(bytes(data))
@@ -528,24 +516,24 @@ def m_tampered(tiny_export, tmp: Path) -> Path:
 
 
 def m_outside_path(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     _edit_json(root / "config.json",
                lambda c: c.__setitem__("tokenizer_file", "../../shared/tokenizer.json"))
-    _rewrite_manifest(root)
+    rewrite_manifest(root)
     return root
 
 
 def m_foreign_onnx(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     _foreign_onnx(root / "onnx" / "model.onnx")
-    _rewrite_manifest(root)
+    rewrite_manifest(root)
     return root
 
 
 def m_corrupt_onnx(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     (root / "onnx" / "model.onnx").write_bytes(b"this is not a protobuf" * 50)
-    _rewrite_manifest(root)
+    rewrite_manifest(root)
     return root
 
 
@@ -557,7 +545,7 @@ def m_truncated_run_weights(tiny_export, tmp: Path) -> Path:
 
 
 def m_truncated_export_weights(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     _truncate(root / "model.safetensors")
     return root
 
@@ -567,13 +555,13 @@ def m_run_dir(tiny_export, tmp: Path) -> Path:
 
 
 def m_manifest_not_json(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     (root / "manifest.json").write_text('{"algorithm": "sha256", "files": {')
     return root
 
 
 def m_no_manifest(tiny_export, tmp: Path) -> Path:
-    root = _copy_export(tiny_export, tmp / "model")
+    root = copy_export(tiny_export, tmp / "model")
     (root / "manifest.json").unlink()
     return root
 

@@ -17,8 +17,8 @@ from scrclf.inference import (
     ModelLoadError,
     TruncationWarning,
     UnsafeModelError,
-    build_manifest,
 )
+from tests.conftest import rewrite_manifest
 
 TEXTS = [
     "The board should commission training and a briefing on the new procedure protocol.",
@@ -30,24 +30,7 @@ FINDINGS = ["Studies show that training alone rarely changes practice.", None, "
 
 
 
-@pytest.fixture
-def export_copy(tiny_export, tmp_path) -> Path:
-    """A private copy of the export (without the wheel) that a test may damage."""
-    dest = tmp_path / "export"
-    shutil.copytree(tiny_export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
-    _rewrite_manifest(dest)
-    return dest
 
-
-@pytest.fixture
-def run_model_copy(tiny_export, tmp_path) -> Path:
-    dest = tmp_path / "run_model"
-    shutil.copytree(tiny_export.run_dir / "model", dest)
-    return dest
-
-
-def _rewrite_manifest(root: Path) -> None:
-    (root / "manifest.json").write_text(json.dumps(build_manifest(root), indent=2))
 
 
 def _edit_json(path: Path, change) -> None:
@@ -228,7 +211,7 @@ def test_paths_outside_the_model_folder_are_refused(export_copy, tmp_path):
     shutil.copy(export_copy / "onnx" / "model.onnx", tmp_path / "outside.onnx")
     _edit_json(export_copy / "scrclf.json",
                lambda m: m["onnx"]["files"].__setitem__("fp32", "../outside.onnx"))
-    _rewrite_manifest(export_copy)
+    rewrite_manifest(export_copy)
     with pytest.raises(UnsafeModelError, match="resolves outside the model folder"):
         scrclf.load(export_copy, backend="onnx")
 
@@ -255,7 +238,7 @@ def test_onnx_not_matching_the_config_is_refused(export_copy):
         config["tasks"][2]["class_weights"] = None
 
     _edit_json(export_copy / "config.json", drop_label)
-    _rewrite_manifest(export_copy)
+    rewrite_manifest(export_copy)
     with pytest.raises(ModelLoadError, match=r"model\.onnx: output 'logits_action_strength'"):
         scrclf.load(export_copy, backend="onnx")
 
@@ -263,7 +246,7 @@ def test_onnx_not_matching_the_config_is_refused(export_copy):
         config["tasks"][1]["name"] = "basis"
 
     _edit_json(export_copy / "config.json", rename_task)
-    _rewrite_manifest(export_copy)
+    rewrite_manifest(export_copy)
     with pytest.raises(ModelLoadError, match="do not match the tasks"):
         scrclf.load(export_copy, backend="onnx", quantized=True)
 

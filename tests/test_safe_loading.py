@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,15 +22,12 @@ import pytest
 
 import scrclf
 from scrclf import inference
-from scrclf.inference import ModelIntegrityError, UnsafeModelError, build_manifest
+from scrclf.inference import ModelIntegrityError, UnsafeModelError
+from tests.conftest import rewrite_manifest
 
 TEXTS = ["The board should commission training on the new procedure protocol.",
          "All agencies should redesign the referral strategy."]
 PICKLE_SUFFIXES = [".bin", ".pt", ".pth", ".pkl", ".ckpt"]
-
-
-def _rewrite_manifest(root: Path) -> None:
-    (root / "manifest.json").write_text(json.dumps(build_manifest(root), indent=2))
 
 
 def _edit_json(path: Path, change) -> None:
@@ -40,19 +36,6 @@ def _edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-@pytest.fixture
-def export_copy(tiny_export, tmp_path) -> Path:
-    dest = tmp_path / "export"
-    shutil.copytree(tiny_export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
-    _rewrite_manifest(dest)
-    return dest
-
-
-@pytest.fixture
-def run_model_copy(tiny_export, tmp_path) -> Path:
-    dest = tmp_path / "run_model"
-    shutil.copytree(tiny_export.run_dir / "model", dest)
-    return dest
 
 
 class WeightReads:
@@ -127,7 +110,7 @@ def test_a_pickle_file_in_the_folder_is_refused_before_reading(
     bad.parent.mkdir(exist_ok=True)
     bad.write_bytes(pickle.dumps({"not": "weights"}))
     if folder == "export":
-        _rewrite_manifest(root)  # even when the manifest vouches for it
+        rewrite_manifest(root)  # even when the manifest vouches for it
         weight_reads.events.clear()
     with pytest.raises(UnsafeModelError, match="pickle files can execute code") as info:
         scrclf.load(root)
@@ -144,7 +127,7 @@ def test_a_pickle_file_in_the_folder_is_refused_before_reading(
 def test_a_pickle_named_only_in_metadata_is_refused(export_copy, weight_reads, file, key,
                                                     value):
     _edit_json(export_copy / file, lambda data: data.__setitem__(key, value))
-    _rewrite_manifest(export_copy)
+    rewrite_manifest(export_copy)
     with pytest.raises(UnsafeModelError, match="pickle") as info:
         scrclf.load(export_copy)
     assert Path(info.value.file).name == file
