@@ -57,32 +57,28 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def edit(split: str, line: int, **changes) -> Callable[[Path], None]:
-    """Change fields of one row of a split file."""
+def _rewrite_row(split: str, line: int, change: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Apply ``change`` to the JSON object on one line of a split file."""
 
     def apply(corpus: Path) -> None:
         path = corpus / f"{split}.jsonl"
         lines = _lines(path)
         row = json.loads(lines[line - 1])
-        row.update(changes)
+        change(row)
         lines[line - 1] = json.dumps(row)
         _write_lines(path, lines)
 
     return apply
+
+
+def edit(split: str, line: int, **changes) -> Callable[[Path], None]:
+    """Change fields of one row of a split file."""
+    return _rewrite_row(split, line, lambda row: row.update(changes))
 
 
 def drop(split: str, line: int, key: str) -> Callable[[Path], None]:
     """Remove a field from one row of a split file."""
-
-    def apply(corpus: Path) -> None:
-        path = corpus / f"{split}.jsonl"
-        lines = _lines(path)
-        row = json.loads(lines[line - 1])
-        del row[key]
-        lines[line - 1] = json.dumps(row)
-        _write_lines(path, lines)
-
-    return apply
+    return _rewrite_row(split, line, lambda row: row.pop(key))
 
 
 def replace_line(split: str, line: int, raw: bytes) -> Callable[[Path], None]:
