@@ -435,6 +435,23 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     return name, overrides.split()
 
 
+
+def recorded_command(args: list[str]) -> str:
+    """The command line as results record it: scratch and output folders are left out,
+    since they name places on the measuring machine and do not change the figures."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--work", "--out"):
+            skip = True
+            continue
+        if arg.startswith(("--work=", "--out=")):
+            continue
+        kept.append(arg)
+    return " ".join(["python", "benchmarks/train_speed.py", *kept])
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -476,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.components:
         report = {
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python", "benchmarks/train_speed.py", *(argv or sys.argv[1:])]),
+            "command": recorded_command(argv or sys.argv[1:]),
             "machine": machine(), "load_before": os.getloadavg()[0],
             "components": measure_components(args.data, args.repeats),
         }
@@ -495,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
                    for name, overrides in plan]
     report = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/train_speed.py", *(argv or sys.argv[1:])]),
+        "command": recorded_command(argv or sys.argv[1:]),
         "machine": machine(),
         "data": {"limit": args.limit, "seed": args.seed},
         "arms": with_ratios(results),

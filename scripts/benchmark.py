@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> str:
 
 if __name__ == "__main__":
     os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[1]))
-    COMMAND = shlex.join(sys.orig_argv)
+    COMMAND = shlex.join(["python", *sys.argv])  # the interpreter by name, not its path
     suite, overrides = _pop_suite(sys.argv[1:])
     known = sorted(p.stem for p in (CONFIG_DIR / "benchmark").glob("*.yaml"))
     if suite not in known:

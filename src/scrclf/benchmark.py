@@ -544,7 +544,7 @@ def output_dir(cfg: Mapping[str, Any]) -> Path:
 def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     """Run a suite config (see ``configs/benchmark/``) and write its report folder."""
     c = _container(cfg)
-    command = command if command is not None else shlex.join(sys.orig_argv)
+    command = command if command is not None else shlex.join(["python", *sys.argv])
     suite = str(c.get("suite") or "suite")
     tasks = TaskSet.from_config(c["task"]["tasks"])
     data_cfg = dict(c["data"])
