@@ -114,6 +114,7 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int,
         "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
                     "python": platform.python_version()},
         "versions": meta.get("versions"),
+        "int8_recipe": (meta.get("onnx") or {}).get("quantization"),
         "sizes_bytes": artifact_sizes(model_dir),
         "parity": parity,
         "speed": speed,
@@ -134,20 +135,41 @@ def markdown(result: dict) -> str:
     lines += [f"| `{name}` | {size / 2**20:.2f} |" for name, size in
               result["sizes_bytes"].items()]
     tasks = list(result["parity"]["onnx fp32"]["label_agreement"])
+    torch_speed = result["speed"].get("torch fp32")
     lines += ["", "| backend | max abs logit diff vs torch | "
-              + " | ".join(f"{t} agreement" for t in tasks)
+              + " | ".join(f"{t} items equal" for t in tasks)
+              + " | " + " | ".join(f"{t} labels equal" for t in tasks)
               + " | latency p50 (ms, batch 1) | latency p95 (ms, batch 1) "
-                "| throughput (items/s, batch 32) |",
-              "|---|---|" + "---|" * len(tasks) + "---|---|---|"]
+                "| throughput (items/s, batch 32) | speed-up vs torch (p50 / throughput) |",
+              "|---|---|" + "---|" * (2 * len(tasks)) + "---|---|---|---|"]
     for name, speed in result["speed"].items():
         parity = result["parity"].get(name)
         diff = f"{parity['max_abs_logit_diff']:.2e}" if parity else "(reference)"
-        agree = [f"{parity['label_agreement'][t]:.3f}" if parity else "1.000" for t in tasks]
-        lines.append(f"| {name} | {diff} | " + " | ".join(agree) +
+        items = [f"{parity['label_agreement'][t]:.3f}" if parity else "1.000" for t in tasks]
+        labels = [f"{parity.get('decision_agreement', parity['label_agreement'])[t]:.4f}"
+                  if parity else "1.0000" for t in tasks]
+        ratio = (f"{torch_speed['latency_ms_p50'] / speed['latency_ms_p50']:.2f}x / "
+                 f"{speed['throughput_items_per_s'] / torch_speed['throughput_items_per_s']:.2f}x"
+                 if torch_speed else "")
+        lines.append(f"| {name} | {diff} | " + " | ".join(items + labels) +
                      f" | {speed['latency_ms_p50']:.2f} | {speed['latency_ms_p95']:.2f} | "
-                     f"{speed['throughput_items_per_s']:.1f} |")
-    lines += ["", "Agreement: share of items whose decisions equal torch's (multi-label: the "
-              "whole label set). Timings are end to end (tokenization, padding, forward pass)."]
+                     f"{speed['throughput_items_per_s']:.1f} | {ratio} |")
+    lines += ["", "Items equal: share of items whose decisions for the task equal torch's "
+              "(multi-label: the whole label set). Labels equal: share of single label "
+              "decisions (item x label for multi-label tasks). Timings are end to end "
+              "(tokenization, padding, forward pass)."]
+    recipe = result.get("int8_recipe")
+    if recipe:
+        smoothing = recipe.get("smoothing") or {}
+        fused = recipe.get("fused_operators") or {}
+        lines += ["", f"int8 graph: {recipe.get('graph', 'exported graph')}; operators after fusion: "
+                  + (", ".join(f"{k} x{v}" for k, v in fused.items()) or "nothing")
+                  + "; " + (f"SmoothQuant alpha {smoothing['alpha']} on "
+                            f"{smoothing.get('calibration_items')} "
+                            f"{smoothing.get('calibration_split')} items"
+                            if smoothing else "no smoothing")
+                  + f"; {recipe.get('method')} ({recipe.get('weight_type')} weights, "
+                  + ("per channel" if recipe.get("per_channel") else "per tensor") + ")."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scrclf.atomic import OutputError
 from scrclf.data import DataError
@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> str:
             wheel=bool(cfg.wheel), parity_split=str(cfg.parity_split),
             opset=int(cfg.onnx.opset), max_logit_diff=float(cfg.onnx.max_logit_diff),
             license=str(cfg.license), wheel_version=str(cfg.wheel_version),
+            quantization_options=OmegaConf.to_container(cfg.quantization, resolve=True),
         )
     except USER_ERRORS as err:
         print(f"export: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)

@@ -61,6 +61,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 DEFAULT_MAX_LOGIT_DIFF = 1e-3
 PARITY_BATCH_SIZE = 32
+# The int8 graph: SmoothQuant strength, the split and number of items it is calibrated on,
+# and onnxruntime's transformer fusion. configs/export.yaml sets the same values.
+DEFAULT_QUANTIZATION = {"smooth_alpha": 0.7, "calibration_split": "train",
+                        "calibration_items": 256, "fuse": True}
 MODEL_CARD_FILE = "README.md"
 METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.yaml"
@@ -192,13 +196,18 @@ def parity_inputs(run_config: Mapping[str, Any], preferred: str
 
 
 def _agreement(tasks: TaskSet, reference: Sequence[np.ndarray],
-               other: Sequence[np.ndarray]) -> dict[str, float]:
-    """Per task, the share of items whose decisions are identical."""
+               other: Sequence[np.ndarray], per_label: bool = False) -> dict[str, float]:
+    """Per task, the share of items whose decisions are identical; with ``per_label``, the
+    share of single label decisions (item x label for multi-label tasks; the same as per
+    item for single-label ones)."""
     out = {}
     for task, ref, oth in zip(tasks, reference, other, strict=True):
         a = decide(task, probabilities(task, ref))
         b = decide(task, probabilities(task, oth))
-        same = (a == b).all(axis=1) if task.is_multi_label else (a == b)
+        if task.is_multi_label and not per_label:
+            same = (a == b).all(axis=1)
+        else:
+            same = a == b
         out[task.name] = float(np.mean(same))
     return out
 
@@ -222,7 +231,9 @@ def measure_parity(reference: Classifier, candidates: Mapping[str, Classifier],
             per_task = _max_diff(reference.tasks, ref, got)
             results[name] = {"max_abs_logit_diff": max(per_task.values()),
                              "max_abs_logit_diff_per_task": per_task,
-                             "label_agreement": _agreement(reference.tasks, ref, got)}
+                             "label_agreement": _agreement(reference.tasks, ref, got),
+                             "decision_agreement": _agreement(reference.tasks, ref, got,
+                                                              per_label=True)}
     return results
 
 
@@ -307,14 +318,22 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str
             "outputs": describe(graph.graph.output)}
 
 
-def quantize_onnx(src: str | Path, dst: str | Path) -> dict[str, Any]:
-    """Dynamic int8 quantization: per-channel QInt8 weights, activations quantized at run time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_onnx(model, dst: str | Path, calibration_inputs: tuple | None,
+                  options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The int8 graph (see ``scrclf.quantization``), calibrated on ``calibration_inputs``:
+    ``(split, texts, findings, classifier)``, or None to quantize without smoothing."""
+    from .quantization import build_int8_graph, calibration_batches
 
-    with _quiet("root", "onnxruntime"):
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
-    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-            "per_channel": True}
+    options = dict(DEFAULT_QUANTIZATION, **(options or {}))
+    batches, split = [], None
+    if calibration_inputs is not None:
+        split, texts, findings, clf = calibration_inputs
+        batches = calibration_batches(clf, texts, findings, int(options["calibration_items"]))
+    info = build_int8_graph(model, dst, batches, smooth_alpha=options["smooth_alpha"],
+                            fuse_operators=bool(options["fuse"]))
+    if info.get("smoothing"):
+        info["smoothing"]["calibration_split"] = split
+    return info
 
 
 # ---------------------------------------------------------------------------- writing
@@ -553,7 +572,8 @@ def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
 def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
                  parity_split: str = "test", opset: int = DEFAULT_OPSET,
                  max_logit_diff: float = DEFAULT_MAX_LOGIT_DIFF, license: str = "apache-2.0",
-                 wheel_version: str = "1.0.0") -> Path:
+                 wheel_version: str = "1.0.0",
+                 quantization_options: Mapping[str, Any] | None = None) -> Path:
     """Export the training run at ``run_dir`` to the folder ``dest`` (its name is the model's).
 
     Args:
@@ -566,6 +586,9 @@ def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
         max_logit_diff: fail when fp32 ONNX and torch logits differ by more than this.
         license: the license named in the model card.
         wheel_version: the wheel's version (PEP 440).
+        quantization_options: for the int8 graph: ``smooth_alpha`` (None: no smoothing),
+            ``calibration_split``, ``calibration_items``, ``fuse``; defaults in
+            ``DEFAULT_QUANTIZATION``.
     """
     run_dir, dest = Path(run_dir), Path(dest)
     name = check_name(dest.name)
@@ -581,7 +604,15 @@ def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
         model.save_pretrained(tmp)
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
-        quantization = quantize_onnx(tmp / ONNX_FP32_FILE, tmp / ONNX_INT8_FILE)
+        options = dict(DEFAULT_QUANTIZATION, **(quantization_options or {}))
+        cal_split, cal_texts, cal_findings, cal_notes = parity_inputs(
+            run_config, str(options["calibration_split"]))
+        if cal_split is None:
+            logger.warning("int8 graph not smoothed: no calibration data (%s)",
+                           "; ".join(cal_notes))
+        quantization = quantize_onnx(
+            model, tmp / ONNX_INT8_FILE,
+            (cal_split, cal_texts, cal_findings, source) if cal_split else None, options)
 
         split, texts, findings, notes = parity_inputs(run_config, parity_split)
         if split is None:
