@@ -63,7 +63,7 @@ DEFAULT_MAX_LOGIT_DIFF = 1e-3
 PARITY_BATCH_SIZE = 32
 # The int8 graph: SmoothQuant strength, the split and number of items it is calibrated on,
 # and onnxruntime's transformer fusion. configs/export.yaml sets the same values.
-DEFAULT_QUANTIZATION = {"smooth_alpha": 0.7, "calibration_split": "train",
+DEFAULT_QUANTIZATION = {"smooth_alpha": 0.8, "calibration_split": "train",
                         "calibration_items": 256, "fuse": True}
 MODEL_CARD_FILE = "README.md"
 METRICS_FILE = "metrics.json"

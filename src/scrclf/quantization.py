@@ -249,7 +249,7 @@ def calibration_batches(clf, texts: Sequence[str], findings: Sequence[str | None
 
 def build_int8_graph(model, dst: str | Path,
                      calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
-                     smooth_alpha: float | None = 0.7, fuse_operators: bool = True
+                     smooth_alpha: float | None = 0.8, fuse_operators: bool = True
                      ) -> dict[str, Any]:
     """Write the int8 graph of ``model`` to ``dst`` and describe how it was made.
 
