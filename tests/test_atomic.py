@@ -279,6 +279,34 @@ def test_interrupted_folder_build_leaves_the_earlier_folder(tmp_path):
     _assert_clean(dest.parent, {"tiny"})
 
 
+def test_swap_killed_between_its_renames_is_recovered_by_the_next_build(tmp_path):
+    """Killed after ``dest`` was moved aside and before the new folder was moved in."""
+    dest, before = _earlier_folder(tmp_path, "tiny")
+    os.replace(dest, dest.parent / ".tiny.old")
+    # A failed rebuild leaves the earlier folder in place, not nothing.
+    with pytest.raises(KeyboardInterrupt), atomic.directory(dest) as tmp:
+        atomic.write_json(tmp / "config.json", {})
+        raise KeyboardInterrupt
+    assert _listing(dest) == before
+    _assert_clean(dest.parent, {"tiny"})
+    # And a successful one replaces it.
+    os.replace(dest, dest.parent / ".tiny.old")
+    with atomic.directory(dest) as tmp:
+        atomic.write_json(tmp / "config.json", {"new": True})
+    assert json.loads((dest / "config.json").read_text()) == {"new": True}
+    _assert_clean(dest.parent, {"tiny"})
+
+
+def test_leftover_earlier_folder_from_a_completed_swap_is_removed(tmp_path):
+    """Killed after both renames, before the earlier folder was deleted."""
+    dest, before = _earlier_folder(tmp_path, "tiny")
+    (dest.parent / ".tiny.old").mkdir()
+    (dest.parent / ".tiny.old" / "stale.json").write_text("{}")
+    atomic.recover_interrupted_swap(dest)
+    assert _listing(dest) == before
+    _assert_clean(dest.parent, {"tiny"})
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into mode-0555 folders; the "
                                                 "patched read-only variants cover this")
 def test_chmod_read_only_parent_for_a_folder(tmp_path):

@@ -56,6 +56,22 @@ def test_predict_lines_file_to_jsonl_stdout(tiny_export, expected, tmp_path, cap
     assert "item" in err  # the progress bar
 
 
+def test_csv_output_keeps_ids_with_carriage_returns_in_one_row(tiny_export, tmp_path, capsys):
+    src = tmp_path / "recs.jsonl"
+    ids = ["a\rb", "c\r\nd", "plain"]
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                           for i, t in zip(ids, TEXTS, strict=True)))
+    dest = tmp_path / "preds.csv"
+    code, _, err = _run(capsys, "predict", "--model", str(tiny_export.export_dir), "--input",
+                        str(src), "--output", str(dest), "--output-format", "csv",
+                        "--no-progress")
+    assert code == 0, err
+    rows = list(csv.DictReader(dest.open(newline="")))
+    assert [r["id"] for r in rows] == ids
+    assert [r["line"] for r in rows] == ["1", "2", "3"]
+    assert '"plain"' not in dest.read_text()  # ordinary rows stay minimally quoted
+
+
 def test_predict_csv_to_csv_file(tiny_export, expected, tmp_path, capsys):
     src = tmp_path / "recs.csv"
     with src.open("w", newline="") as fh:

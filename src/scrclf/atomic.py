@@ -149,6 +149,30 @@ def _make_ordinary(root: Path) -> None:
             os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
+def _previous(dest: Path) -> Path:
+    """Where ``directory`` parks the earlier ``dest`` while the new one is moved in."""
+    return dest.with_name(f".{dest.name}.old")
+
+
+def recover_interrupted_swap(dest: str | Path) -> None:
+    """Finish a swap that a killed process left half done.
+
+    Replacing ``dest`` takes two renames: ``dest`` to ``.<name>.old``, then the new folder to
+    ``dest``. Killed between them, only ``.<name>.old`` remains: it is moved back, so the
+    earlier version is in place again. Killed after both, ``.<name>.old`` is left over and
+    is removed.
+    """
+    dest = Path(dest)
+    old = _previous(dest)
+    if not old.is_dir():
+        return
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, dest)
+        _fsync_dir(dest.parent)
+
+
 @contextlib.contextmanager
 def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Build a directory in a temporary sibling; on success swap it in for ``dest``.
@@ -158,6 +182,7 @@ def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        recover_interrupted_swap(dest)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as err:
@@ -168,7 +193,7 @@ def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         if dest.exists():
             if not overwrite:
                 raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
-            old = dest.with_name(f".{dest.name}.old")
+            old = _previous(dest)
             if old.exists():
                 shutil.rmtree(old)
             os.replace(dest, old)

@@ -243,6 +243,9 @@ class CsvWriter:
                 header.append(f"{task.name}_primary")
             header += [f"{task.name}_score_{label}" for label in task.labels]
         self.writer = csv.writer(stream, lineterminator="\n")
+        # The csv module quotes a field for the characters of its line terminator only, so a
+        # lone carriage return would end the row early; rows holding one are fully quoted.
+        self.quoted_writer = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
         self.writer.writerow(header)
 
     def write(self, item: Item, prediction: Mapping[str, Any]) -> None:
@@ -254,7 +257,8 @@ class CsvWriter:
             else:
                 row.append(entry["label"])
             row += [f"{entry['scores'][label]:.6f}" for label in task.labels]
-        self.writer.writerow(row)
+        lone_cr = any(isinstance(value, str) and "\r" in value for value in row)
+        (self.quoted_writer if lone_cr else self.writer).writerow(row)
 
 
 WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter}
