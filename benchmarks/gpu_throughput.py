@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_throughput.py              # on a CUDA machine
     python benchmarks/gpu_throughput.py --smoke      # tiny sizes; any device, CPU included
-    python benchmarks/gpu_throughput.py --no-compile --batches 1024   # a shorter session
+    python benchmarks/gpu_throughput.py --no-compile --batches 1024   # a shorter run
 
 One prepared script for a GPU session. It builds a synthetic corpus shaped like ours
 (50,000 text pairs, about 110 tokens each, three task targets) and measures training
@@ -22,7 +22,7 @@ the bf16 peak, which is what the card could deliver). ``hfu_padded`` counts padd
 too. The 6 * N * T rule ignores attention's sequence-squared term (small at ~110 tokens).
 
 Writes ``<out>/gpu_<card>.json`` and ``.md`` (default benchmarks/results/), rewritten after
-every arm so that a session cut short keeps what it measured; compiling the static shapes
+every arm so that a run cut short keeps what it measured; compiling the static shapes
 takes most of the time of the compiled arms. Target: 20,000 training samples/s on one H100.
 """
 
