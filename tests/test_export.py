@@ -136,6 +136,9 @@ def test_model_card_has_front_matter_results_and_sections(tiny_export):
                     "## Labels", "## Limitations", "## How to load"):
         assert heading in card
     assert "docs/data_card.md" in card and "fictional" in card
+    parity = json.loads((tiny_export.export_dir / "scrclf.json").read_text())["parity"]
+    themes = parity["onnx_int8"]["decision_agreement"]["themes"]
+    assert f"single label decisions: themes {themes:.3f}" in card
 
 
 # ----------------------------------------------------------------------------- onnx

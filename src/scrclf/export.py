@@ -6,7 +6,7 @@
       config.json, model.safetensors     the model (labels, thresholds, temperatures inside)
       tokenizer.json, tokenizer_config.json
       onnx/model.onnx                    fp32 graph, one file (see docs/onnx_contract.md)
-      onnx/model.int8.onnx               dynamic int8 quantization of the same graph
+      onnx/model.int8.onnx               int8 graph for onnxruntime (scrclf.quantization)
       README.md                          model card (Hugging Face front matter)
       metrics.json                       the run's metrics, as written by training
       training_config.yaml               the run's resolved config
@@ -516,7 +516,14 @@ def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
         parity_text = (f"On the {parity['split']} split ({parity['n_items']} items) the fp32 "
                        "ONNX logits differ from torch by at most "
                        f"{parity['onnx_fp32']['max_abs_logit_diff']:.2e}; the int8 graph "
-                       f"agrees with torch's decisions on this share of items: {agreement}.")
+                       f"agrees with torch's decisions on this share of items: {agreement}")
+        per_label = parity["onnx_int8"].get("decision_agreement") or {}
+        multi = [t["name"] for t in tasks if t.get("type") == "multi_label"]
+        if per_label and multi:
+            parity_text += ("; and on this share of single label decisions: "
+                            + ", ".join(f"{t} {per_label[t]:.3f}"
+                                        for t in multi if t in per_label))
+        parity_text += "."
     tuning = ("Thresholds and temperatures were tuned on the validation split; the test "
               "split was not used for tuning." if metrics.get("calibration") else
               "The run was not calibrated: temperatures are 1 and thresholds 0.5.")
