@@ -34,6 +34,7 @@ from . import __version__, atomic
 from .atomic import OutputError
 from .data import CSV_FIELD_LIMIT, DataError, has_visible_text, line_of_offset
 from .inference import (
+    BACKENDS,
     EXPORT_META_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
@@ -468,7 +469,7 @@ def _add_predict(subparsers) -> None:
         description="Classify recommendations. Input: plain text (one per line), CSV or JSONL "
                     "with a 'text' column/key and optional 'finding' and 'id'.")
     p.add_argument("--model", required=True, help="an export folder or a run's model/ folder")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--quantized", action="store_true", help="use the int8 ONNX graph")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--input", default=STDIO, help="input file, or - for stdin (default)")

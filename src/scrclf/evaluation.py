@@ -63,7 +63,7 @@ from .data import (
     read_records,
     validate_records,
 )
-from .inference import quiet_libraries
+from .inference import BACKENDS, quiet_libraries
 from .tasks import TaskSet
 
 # The headline key of scrclf.metrics.compute_metrics. That module (scikit-learn) is imported
@@ -737,7 +737,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
                    help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
     p.set_defaults(func=_cmd_evaluate)
@@ -750,6 +750,6 @@ def register_cli(subparsers) -> None:
                                    "the annotations")
     q.add_argument("--out", help="write profile.json, profile.md and profile.png into this "
                                  "folder (default: print the tables)")
-    q.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    q.add_argument("--backend", choices=BACKENDS, default="auto")
     q.add_argument("--batch-size", type=int, default=32)
     q.set_defaults(func=_cmd_profile)

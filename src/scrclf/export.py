@@ -274,6 +274,19 @@ def _logits_module(model):
     return LogitsOnly(model).eval()
 
 
+def example_inputs():
+    """Inputs that exporters trace: two text pairs of unequal length, so that the graph
+    handles padding and both token types."""
+    import torch
+
+    input_ids = torch.full((2, 8), 1000, dtype=torch.long)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 5:] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 4:] = 1
+    return input_ids, attention_mask, token_type_ids
+
+
 def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     """Write ``model`` as one fp32 ONNX file with dynamic batch and sequence axes.
 
@@ -286,12 +299,7 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.to("cpu").eval()
-    # Two rows of unequal length: the traced graph must handle padding.
-    input_ids = torch.full((2, 8), 1000, dtype=torch.long)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 5:] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 4:] = 1
+    input_ids, attention_mask, token_type_ids = example_inputs()
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     output_names = [OUTPUT_PREFIX + name for name in model.task_names]
     with _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
@@ -318,16 +326,19 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str
             "outputs": describe(graph.graph.output)}
 
 
-def quantize_onnx(model, dst: str | Path, calibration_inputs: tuple | None,
+def quantize_onnx(model, dst: str | Path, run_config: Mapping[str, Any], clf: Classifier,
                   options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The int8 graph (see ``scrclf.quantization``), calibrated on ``calibration_inputs``:
-    ``(split, texts, findings, classifier)``, or None to quantize without smoothing."""
+    """The int8 graph of ``model`` (see ``scrclf.quantization``), calibrated on the run's
+    ``options["calibration_split"]`` as ``clf`` tokenizes it; without readable data it is
+    quantized without smoothing. ``options`` override ``DEFAULT_QUANTIZATION``."""
     from .quantization import build_int8_graph, calibration_batches
 
     options = dict(DEFAULT_QUANTIZATION, **(options or {}))
-    batches, split = [], None
-    if calibration_inputs is not None:
-        split, texts, findings, clf = calibration_inputs
+    split, texts, findings, notes = parity_inputs(run_config, str(options["calibration_split"]))
+    if split is None:
+        logger.warning("int8 graph not smoothed: no calibration data (%s)", "; ".join(notes))
+        batches = []
+    else:
         batches = calibration_batches(clf, texts, findings, int(options["calibration_items"]))
     info = build_int8_graph(model, dst, batches, smooth_alpha=options["smooth_alpha"],
                             fuse_operators=bool(options["fuse"]))
@@ -611,15 +622,8 @@ def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
         model.save_pretrained(tmp)
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
-        options = dict(DEFAULT_QUANTIZATION, **(quantization_options or {}))
-        cal_split, cal_texts, cal_findings, cal_notes = parity_inputs(
-            run_config, str(options["calibration_split"]))
-        if cal_split is None:
-            logger.warning("int8 graph not smoothed: no calibration data (%s)",
-                           "; ".join(cal_notes))
-        quantization = quantize_onnx(
-            model, tmp / ONNX_INT8_FILE,
-            (cal_split, cal_texts, cal_findings, source) if cal_split else None, options)
+        quantization = quantize_onnx(model, tmp / ONNX_INT8_FILE, run_config, source,
+                                     quantization_options)
 
         split, texts, findings, notes = parity_inputs(run_config, parity_split)
         if split is None:

@@ -38,12 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from .export import _logits_module, _quiet
+from .export import _logits_module, _quiet, example_inputs
+from .inference import INPUT_NAMES, OUTPUT_PREFIX
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_PREFIX = "logits_"
 CALIBRATION_BATCH = 32
 # Operators whose input 1 is a weight matrix [in, out] applied to input 0.
 WEIGHTED_OPS = ("MatMul", "Attention")
@@ -86,11 +85,7 @@ def export_for_runtime(model, path: str | Path, opset: int = 17) -> None:
     if hasattr(encoder, "set_attn_implementation"):
         with contextlib.suppress(Exception):  # encoders without eager attention keep theirs
             encoder.set_attn_implementation("eager")
-    input_ids = torch.full((2, 8), 1000, dtype=torch.long)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 5:] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 4:] = 1
+    input_ids, attention_mask, token_type_ids = example_inputs()
     outputs = [OUTPUT_PREFIX + name for name in model.task_names]
     with _quiet("torch.onnx", "torch.jit"), torch.no_grad():
         torch.onnx.export(
@@ -237,9 +232,9 @@ def calibration_batches(clf, texts: Sequence[str], findings: Sequence[str | None
                         items: int = 256, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Up to ``items`` texts drawn at random (fixed seed), tokenized as ``clf`` tokenizes
     them and padded in batches of 32."""
-    order = np.random.default_rng(seed).permutation(len(texts))[:max(0, int(items))]
-    chosen = [texts[i] for i in sorted(order)]
-    pairs = [findings[i] for i in sorted(order)] if findings is not None else None
+    order = sorted(np.random.default_rng(seed).permutation(len(texts))[:max(0, int(items))])
+    chosen = [texts[i] for i in order]
+    pairs = [findings[i] for i in order] if findings is not None else None
     if not chosen:
         return []
     enc, _ = clf.encode(chosen, pairs)
