@@ -76,8 +76,8 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int,
     import torch
 
     import scrclf
-    from scrclf.data import read_records
-    from scrclf.export import measure_parity
+    from scrclf.data.records import read_records
+    from scrclf.export.build import measure_parity
 
     torch.set_num_threads(threads)
     rows = [r.data for r in read_records(data)]

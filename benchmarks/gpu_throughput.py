@@ -11,7 +11,7 @@ samples per second, after a warm-up, for:
 * ``trainer fp32 b32``: the plain Hugging Face Trainer (``AutoModelForSequenceClassification``,
   dynamic padding, random order) in fp32 at batch 32;
 * ``trainer bf16 b32``: the same with ``bf16=True``;
-* ``lean bf16 b512`` / ``b1024``: scrclf's lean loop (:mod:`scrclf.gpu_training`) with
+* ``lean bf16 b512`` / ``b1024``: scrclf's lean loop (:mod:`scrclf.training.hand_loop`) with
   length-bucketed batches, bf16 autocast and fused AdamW, eager;
 * ``... compiled``: the same with ``torch.compile(dynamic=False)`` on 7 static lengths.
 
@@ -117,7 +117,7 @@ def encoder_source(smoke: bool) -> dict[str, Any]:
 
 
 def scrclf_model(model_cfg: dict[str, Any]):
-    from scrclf.encoders import build_model
+    from scrclf.modeling.encoders import build_model
     from scrclf.tasks import TaskSet
 
     tasks = TaskSet.from_config([
@@ -129,7 +129,7 @@ def scrclf_model(model_cfg: dict[str, Any]):
 def plain_classifier(model_cfg: dict[str, Any], num_labels: int):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from scrclf.encoders import resolve_path
+    from scrclf.modeling.encoders import resolve_path
 
     if model_cfg.get("encoder_config"):
         enc = dict(model_cfg["encoder_config"])
@@ -181,7 +181,7 @@ def trainer_arm(model_cfg, ids, types, targets, batch: int, bf16: bool, warmup: 
         TrainingArguments,
     )
 
-    from scrclf.encoders import resolve_path
+    from scrclf.modeling.encoders import resolve_path
 
     _reset_peak()
     tokenizer = AutoTokenizer.from_pretrained(resolve_path(model_cfg["tokenizer"]))
@@ -217,7 +217,7 @@ def trainer_arm(model_cfg, ids, types, targets, batch: int, bf16: bool, warmup: 
 def lean_arm(model_cfg, store, batch: int, bf16: bool, compile_: bool, epochs: int,
              device: str, buckets: int) -> dict[str, Any]:
     """The lean loop: one warm-up epoch (compilation included), then ``epochs`` timed."""
-    from scrclf.gpu_training import LeanSettings, LeanTrainer, choose_buckets
+    from scrclf.training.hand_loop import LeanSettings, LeanTrainer, choose_buckets
 
     _reset_peak()
     model, _ = scrclf_model(model_cfg)
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     ids, types, targets = synthetic_corpus(items, mean_len, max_len, vocab, seed=0)
 
-    from scrclf.gpu_training import TokenStore
+    from scrclf.training.hand_loop import TokenStore
 
     store = TokenStore(ids, types, targets)
     arms: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ BATCH = 32
 
 
 def split_inputs(path: Path) -> tuple[list[str], list[str | None]]:
-    from scrclf.data import read_records
+    from scrclf.data.records import read_records
 
     rows = [r.data for r in read_records(path)]
     return [r["text"] for r in rows], [r.get("finding") for r in rows]
@@ -43,7 +43,7 @@ def run_graph(path: Path, batches: list[dict], threads: int, output_names: list[
               ) -> tuple[list[np.ndarray], float]:
     import onnxruntime as ort
 
-    from scrclf.inference import DISABLED_ORT_OPTIMIZERS
+    from scrclf.inference.classifier import DISABLED_ORT_OPTIMIZERS
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -72,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from scrclf.export.quantization import build_int8_graph, calibration_batches
 
     import scrclf
     from scrclf import atomic
-    from scrclf.export import DEFAULT_QUANTIZATION, _agreement, _quiet
-    from scrclf.quantization import build_int8_graph, calibration_batches
+    from scrclf.export.build import DEFAULT_QUANTIZATION, _agreement
+    from scrclf.export.onnx import quiet_exporters as _quiet
 
     torch.set_num_threads(args.threads)
     ref = scrclf.load(args.model, backend="torch")

@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="scratch folder for checkpoints")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    from scrclf.encoders import resolve_path
+    from scrclf.modeling.encoders import resolve_path
 
     tasks = OmegaConf.to_container(OmegaConf.load(root / "configs" / "task" / "codebook.yaml"))["tasks"]
     encoder = resolve_path(str(OmegaConf.load(root / "configs" / "model" / "minilm.yaml").encoder))

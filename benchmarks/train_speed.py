@@ -94,7 +94,7 @@ def run_reference_arm(data_dir: Path, scratch: Path, seed: int) -> dict[str, Any
     from omegaconf import OmegaConf
     from reference_trainer import run_reference
 
-    from scrclf.encoders import resolve_path
+    from scrclf.modeling.encoders import resolve_path
 
     encoder = resolve_path(str(OmegaConf.load(ROOT / "configs" / "model" / "minilm.yaml").encoder))
     ref = run_reference(data_dir, _task_specs(), encoder, scratch, seed)
@@ -235,9 +235,9 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     import torch
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+    from scrclf.training.hand_loop import TokenStore
 
-    from scrclf.gpu_training import TokenStore
-    from scrclf.training import configure_threads, load_inputs
+    from scrclf.training.run import configure_threads, load_inputs
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"data.dir={data_dir}",
@@ -421,7 +421,7 @@ def machine() -> dict[str, Any]:
         pass
     import torch
 
-    from scrclf.training import physical_cores
+    from scrclf.training.run import physical_cores
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": physical_cores(), "logical_cpus": os.cpu_count(), "gpu": gpu,

@@ -16,6 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -31,13 +33,13 @@ def _pop_suite(argv: list[str]) -> tuple[str, list[str]]:
 
 
 def run(cfg: DictConfig) -> str:
-    from scrclf.benchmark import run_benchmark
+    from scrclf.evaluation.suites import run_benchmark
 
     try:
         out = run_benchmark(cfg, command=COMMAND)
-    except (ValueError, OSError) as err:  # scrclf's errors: bad data, model or output
-        print(f"benchmark: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except ScrClfError as err:  # a problem the user can fix; anything else is a bug
+        print(f"benchmark: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     print(f"leaderboard written to {out}", flush=True)
     return str(out)
 

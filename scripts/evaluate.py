@@ -16,6 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
+
 
 def _translate(argv: list[str]) -> list[str]:
     """``model=PATH`` (the documented form) -> ``model_path=PATH``: ``model`` is a config group."""
@@ -24,13 +26,13 @@ def _translate(argv: list[str]) -> list[str]:
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> str:
-    from scrclf.evaluation import evaluate_from_config, headline_line
+    from scrclf.evaluation.evaluate import evaluate_from_config, headline_line
 
     try:
         out = evaluate_from_config(cfg)
-    except (ValueError, OSError) as err:  # scrclf's errors: bad data, model or output
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except ScrClfError as err:  # a problem the user can fix; anything else is a bug
+        print(f"evaluate: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     import json
 
     print(headline_line(json.loads((out / "metrics.json").read_text(encoding="utf-8"))))

@@ -12,13 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scrclf.atomic import OutputError
-from scrclf.data import DataError
-from scrclf.export import ExportError, check_name, export_model
-from scrclf.inference import ModelLoadError
-
-# Problems with the run, the data or the destination, as opposed to bugs: one line, exit 2.
-USER_ERRORS = (ExportError, ModelLoadError, DataError, OutputError)
+from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
+from scrclf.export.build import check_name, export_model
 
 
 @hydra.main(config_path="../configs", config_name="export", version_base="1.3")
@@ -32,9 +27,9 @@ def main(cfg: DictConfig) -> str:
             license=str(cfg.license), wheel_version=str(cfg.wheel_version),
             quantization_options=OmegaConf.to_container(cfg.quantization, resolve=True),
         )
-    except USER_ERRORS as err:
-        print(f"export: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    except ScrClfError as err:  # a problem the user can fix; anything else is a bug
+        print(f"export: error: {one_line(err)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     print(f"exported to {dest}", flush=True)
     return str(dest)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from scrclf.search import run_search
+from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
+from scrclf.training.search import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,4 +65,8 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except ScrClfError as err:  # a problem the user can fix; anything else is a bug
+        print(f"search: error: {one_line(err)}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)

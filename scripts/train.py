@@ -20,29 +20,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from scrclf.atomic import OutputError
-from scrclf.data import DataError
-from scrclf.inference import ModelLoadError
-from scrclf.launch import job_output_dir, prepare_launch
-from scrclf.tasks import TaskConfigError
-from scrclf.training import TrainingConfigError, train
-
-EXIT_USAGE = 2
-# Problems with the inputs or the destination, as opposed to bugs: reported in one line.
-USER_ERRORS = (DataError, TrainingConfigError, TaskConfigError, ModelLoadError, OutputError)
+from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
+from scrclf.training.launch import job_output_dir, prepare_launch
+from scrclf.training import train
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
         summary = train(cfg, run_dir=job_output_dir(cfg))
-    except USER_ERRORS as err:
-        message = " ".join(str(err).split())
+    except ScrClfError as err:  # a problem the user can fix; anything else is a bug
+        message = one_line(err)
         logging.getLogger("scrclf").error("%s", message)  # also into the run's train.log
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # one job of a sweep: Hydra records the failure and reports it
         print(f"train: error: {message}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(EXIT_USER_ERROR)
     split = "validation" if "validation" in summary else next(iter(cfg.eval_splits))
     return summary[split][summary["headline"]]
 

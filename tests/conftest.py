@@ -125,7 +125,7 @@ class TinyExport:
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
     """The tiny model trained on the toy corpus and exported (with a wheel), once per session."""
-    from scrclf.export import export_model
+    from scrclf.export.build import export_model
     from scrclf.training import train
 
     root = tmp_path_factory.mktemp("tiny_export")
@@ -144,7 +144,7 @@ def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
 
 def rewrite_manifest(root: Path) -> None:
     """Make an export's manifest vouch for its current files (after a test changed them)."""
-    from scrclf.inference import build_manifest
+    from scrclf.inference.classifier import build_manifest
 
     (root / "manifest.json").write_text(json.dumps(build_manifest(root), indent=2))
 

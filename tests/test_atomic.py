@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 from safetensors import SafetensorError
 
-from scrclf import atomic, cli
+from scrclf import atomic
 from scrclf.atomic import OutputError
+from scrclf.cli import main as cli
 
 EARLIER_METRICS = b'{\n  "validation": {"mean_macro_f1": 0.61}\n}\n'
 NEW_METRICS = {"validation": {"mean_macro_f1": 0.74}, "test": {"mean_macro_f1": 0.70}}
@@ -322,7 +323,7 @@ def test_chmod_read_only_parent_for_a_folder(tmp_path):
 
 
 def test_evaluation_report_folder_under_a_full_disk(tmp_path, monkeypatch):
-    """Reports are written like scrclf.evaluation does: metrics, report.md, charts, one folder."""
+    """Reports are written like scrclf.evaluation.evaluate does: metrics, report.md, charts, one folder."""
     reports = tmp_path / "reports"
     dest = reports / "tiny_test"
     dest.mkdir(parents=True)

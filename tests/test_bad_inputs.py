@@ -25,9 +25,10 @@ from pathlib import Path
 import pytest
 
 import scrclf
-from scrclf import atomic, cli
-from scrclf.data import DataError, read_records, validate_records
-from scrclf.inference import (
+from scrclf import atomic
+from scrclf.cli import main as cli
+from scrclf.data.records import DataError, read_records, validate_records
+from scrclf.inference.classifier import (
     ModelIntegrityError,
     ModelLoadError,
     UnsafeModelError,

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from scrclf import benchmark
-from scrclf.baselines import (
+from scrclf.data.records import Record, read_records
+from scrclf.evaluation import suites as benchmark
+from scrclf.evaluation.baselines import (
     EVIDENCE_CUES,
     THEME_CUES,
     CueTable,
@@ -21,9 +22,8 @@ from scrclf.baselines import (
     TfidfLogRegBaseline,
     cue_table_markdown,
 )
-from scrclf.data import Record, read_records
-from scrclf.evaluation import file_sha256, load_eval_data, score
-from scrclf.inference import file_sha256 as inference_sha256
+from scrclf.evaluation.evaluate import file_sha256, load_eval_data, score
+from scrclf.inference.classifier import file_sha256 as inference_sha256
 from scrclf.tasks import TaskSet
 from tests.conftest import ROOT, compose_train, write_jsonl
 from tests.test_evaluation import trained_tiny_run
@@ -293,7 +293,7 @@ def test_suite_without_models_and_its_errors(toy_corpus, tmp_path):
 
 
 def test_a_failed_benchmark_leaves_no_folder(toy_corpus, tmp_path, monkeypatch):
-    from scrclf import plots
+    from scrclf.reporting import plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("chart failed")

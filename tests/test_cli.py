@@ -13,7 +13,7 @@ import types
 import pytest
 
 import scrclf
-from scrclf import cli
+from scrclf.cli import main as cli
 
 TEXTS = [
     "The board should commission training on the new procedure protocol.",
@@ -230,7 +230,7 @@ def test_info_on_a_run_model_folder(tiny_export, capsys):
 
 
 def test_console_entry_point_runs(tiny_export):
-    proc = subprocess.run([sys.executable, "-m", "scrclf.cli", "info", str(tiny_export.export_dir)],
+    proc = subprocess.run([sys.executable, "-m", "scrclf.cli.main", "info", str(tiny_export.export_dir)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "files verified" in proc.stdout

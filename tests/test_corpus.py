@@ -8,10 +8,10 @@ import sys
 
 import pytest
 from omegaconf import OmegaConf
+from scrclf.data.agreement import agreement
+from scrclf.data.corpus import assign_splits, label_counts, near_duplicates, validate_corpus
 
-from scrclf.agreement import agreement
-from scrclf.corpus import assign_splits, label_counts, near_duplicates, validate_corpus
-from scrclf.data import DataError
+from scrclf.data.records import DataError
 from scrclf.tasks import TaskSet
 from tests.conftest import CONFIG_DIR, ROOT, toy_rows
 
@@ -58,7 +58,7 @@ def test_other_theme_stays_rare(report):
 
 
 def test_cli_validates_the_corpus():
-    out = subprocess.run([sys.executable, "-m", "scrclf.cli", "data", "validate", str(CORPUS)],
+    out = subprocess.run([sys.executable, "-m", "scrclf.cli.main", "data", "validate", str(CORPUS)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "corpus OK" in out.stdout
@@ -149,8 +149,9 @@ def test_agreement_on_a_hand_computed_case(tasks):
 
 
 def test_double_coding_covers_fifteen_percent_and_matches_the_corpus(report, tasks):
-    from scrclf.corpus import double_coding_agreement
-    from scrclf.data import read_records
+    from scrclf.data.corpus import double_coding_agreement
+
+    from scrclf.data.records import read_records
 
     path = CORPUS / "annotation" / "double_coding.jsonl"
     result = double_coding_agreement(path, tasks)
@@ -167,7 +168,7 @@ def test_double_coding_covers_fifteen_percent_and_matches_the_corpus(report, tas
 
 def test_bag_of_words_does_not_solve_the_corpus(tasks):
     """A near-perfect TF-IDF score would mean templated items."""
-    from scrclf.corpus import difficulty
+    from scrclf.data.corpus import difficulty
 
     result = difficulty(CORPUS, tasks)
     for name in tasks.names:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scrclf import evaluation
-from scrclf.bootstrap import ClusterBootstrap, cluster_ids, interval, replicates
-from scrclf.data import DataError
+from scrclf.data.records import DataError
+from scrclf.evaluation import evaluate as evaluation
+from scrclf.evaluation.bootstrap import ClusterBootstrap, cluster_ids, interval, replicates
 from tests.conftest import ROOT, compose_train, toy_rows, write_jsonl
 
 FAST = {"resamples": 200, "plots": False}
@@ -227,7 +227,7 @@ def test_recalibration_reports_changes_and_never_fits_on_the_evaluated_data(
 
 
 def test_a_failure_mid_report_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    from scrclf import plots
+    from scrclf.reporting import plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk trouble while drawing")
@@ -263,7 +263,7 @@ def test_evaluate_config_runs_through_hydra_compose(tiny_run, toy_corpus, tmp_pa
 
 
 def test_cli_evaluate_and_its_errors(tiny_run, toy_corpus, tmp_path, capsys):
-    from scrclf import cli
+    from scrclf.cli import main as cli
 
     out = tmp_path / "cli_report"
     code = cli.main(["evaluate", "--model", str(tiny_run), "--file",

@@ -21,15 +21,15 @@ import pytest
 import yaml
 
 import scrclf
-from scrclf import export as export_mod
-from scrclf.export import (
+from scrclf.export import build as export_mod
+from scrclf.export.build import (
     ExportError,
     check_name,
     data_fingerprint,
     export_model,
     parity_inputs,
 )
-from scrclf.inference import build_manifest
+from scrclf.inference.classifier import build_manifest
 from tests.conftest import ROOT
 
 EXPECTED_FILES = {
@@ -164,7 +164,7 @@ def test_onnx_graphs_are_single_files_with_dynamic_axes(tiny_export):
 
 
 def test_fp32_onnx_logits_match_torch_and_int8_labels_mostly_agree(tiny_export):
-    from scrclf.data import read_records
+    from scrclf.data.records import read_records
 
     rows = [r.data for r in read_records(tiny_export.corpus / "test.jsonl")]
     texts, findings = [r["text"] for r in rows] + PROBE_TEXTS, \

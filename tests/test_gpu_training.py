@@ -10,11 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel
-
-import scrclf  # noqa: F401  (registers the model type)
-from scrclf.encoders import load_tokenizer
-from scrclf.gpu_training import (
+from scrclf.training.hand_loop import (
     LeanSettings,
     TokenStore,
     choose_buckets,
@@ -22,8 +18,13 @@ from scrclf.gpu_training import (
     pad_length,
     scaled_learning_rate,
 )
+from transformers import AutoModel
+
+import scrclf  # noqa: F401  (registers the model type)
+from scrclf.modeling.encoders import load_tokenizer
 from scrclf.tasks import TaskSet
-from scrclf.training import TrainingConfigError, train
+from scrclf.training import train
+from scrclf.training.run import TrainingConfigError
 from tests.conftest import ROOT, compose_train
 
 LEAN_CPU = ["model=tiny", "trainer=gpu_fast", "trainer.device=cpu", "trainer.batch_size=16",

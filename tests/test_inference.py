@@ -12,7 +12,7 @@ import pytest
 
 import scrclf
 from scrclf.calibration import decide, probabilities
-from scrclf.inference import (
+from scrclf.inference.classifier import (
     ModelIntegrityError,
     ModelLoadError,
     TruncationWarning,

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scrclf.bootstrap import multi_label_replicates, single_label_replicates
 from scrclf.calibration import fit_temperature, tune_thresholds
-from scrclf.metrics import compute_metrics, expected_calibration_error, task_metrics
+from scrclf.evaluation.bootstrap import multi_label_replicates, single_label_replicates
+from scrclf.evaluation.metrics import compute_metrics, expected_calibration_error, task_metrics
 from scrclf.tasks import TaskSet, TaskSpec
 
 ON, OFF = 4.0, -4.0
@@ -92,7 +92,8 @@ def test_a_class_absent_from_data_and_predictions_counts_as_zero_in_macro_f1():
 
 
 def test_compute_metrics_scores_only_the_named_tasks_and_averages_macro_f1():
-    from scrclf import evaluation, metrics
+    from scrclf.evaluation import evaluate as evaluation
+    from scrclf.evaluation import metrics
 
     assert evaluation.HEADLINE == metrics.HEADLINE
     tasks = TaskSet([multi_task(), single_task()])

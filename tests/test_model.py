@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel
 
 import scrclf
-from scrclf.encoders import build_model, load_tokenizer
-from scrclf.modeling import ScrClfConfig, ScrClfModel, masked_mean
+from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.modeling.model import ScrClfConfig, ScrClfModel, masked_mean
 from scrclf.tasks import TaskConfigError, TaskSet
 from tests.conftest import CONFIG_DIR
 

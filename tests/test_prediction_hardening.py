@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import scrclf
-from scrclf.inference import TruncationWarning
+from scrclf.inference.classifier import TruncationWarning
 
 BACKENDS = ["torch", "onnx"]
 GOOD = "The board should commission training on the new procedure protocol."

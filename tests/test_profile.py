@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from scrclf.profile import infer_tasks, profile, write_profile
-from scrclf.reports import render_profile
+from scrclf.evaluation.domain_profile import infer_tasks, profile, write_profile
+from scrclf.reporting.markdown import render_profile
 from scrclf.tasks import TaskSet
 from tests.conftest import write_jsonl
 
@@ -121,7 +121,7 @@ def test_written_profile_has_tables_and_chart(tmp_path):
 
 
 def test_cli_profile(tmp_path, capsys):
-    from scrclf import cli
+    from scrclf.cli import main as cli
 
     path = write_jsonl(tmp_path / "recs.jsonl", ROWS)
     assert cli.main(["profile", "--file", str(path)]) == 0
@@ -138,7 +138,7 @@ def test_cli_profile(tmp_path, capsys):
 
 
 def test_cli_profile_with_a_model(toy_corpus, tmp_path_factory, capsys):
-    from scrclf import cli
+    from scrclf.cli import main as cli
     from tests.test_evaluation import trained_tiny_run
 
     run = trained_tiny_run(str(toy_corpus), str(tmp_path_factory.getbasetemp() / "tiny_run"))

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 import scrclf
-from scrclf.data import DataError, has_visible_text, read_records, validate_records
-from scrclf.inference import text_problem
+from scrclf.data.records import DataError, has_visible_text, read_records, validate_records
+from scrclf.inference.classifier import text_problem
 from scrclf.tasks import TaskSet
 from tests.conftest import CONFIG_DIR
 
@@ -176,7 +176,7 @@ def test_a_bad_value_is_a_data_error_naming_line_and_field(tmp_path_factory, row
 
 
 def _record(row: dict):
-    from scrclf.data import Record
+    from scrclf.data.records import Record
 
     return Record(json.loads(json.dumps(row)), "probe", 1)
 

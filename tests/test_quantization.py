@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
-import scrclf
-from scrclf import quantization
-from scrclf.data import read_records
-from scrclf.export import _agreement
-from scrclf.quantization import (
+from scrclf.export.quantization import (
     activation_ranges,
     build_int8_graph,
     calibration_batches,
@@ -18,6 +13,11 @@ from scrclf.quantization import (
     fuse,
     smooth,
 )
+
+import scrclf
+from scrclf.data.records import read_records
+from scrclf.export import quantization
+from scrclf.export.build import _agreement
 
 
 @pytest.fixture(scope="module")

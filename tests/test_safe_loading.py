@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 import scrclf
-from scrclf import inference
-from scrclf.inference import ModelIntegrityError, UnsafeModelError
+from scrclf.inference import classifier as inference
+from scrclf.inference.classifier import ModelIntegrityError, UnsafeModelError
 from tests.conftest import rewrite_manifest
 
 TEXTS = ["The board should commission training on the new procedure protocol.",
@@ -156,7 +156,7 @@ def test_code_shipped_in_a_model_folder_never_runs(run_model_copy, tmp_path, no_
     marker = tmp_path / "code_ran"
     (run_model_copy / "modeling_evil.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "from scrclf.modeling import ScrClfConfig as EvilConfig, ScrClfModel as EvilModel\n")
+        "from scrclf.modeling.model import ScrClfConfig as EvilConfig, ScrClfModel as EvilModel\n")
     _edit_json(run_model_copy / "config.json", lambda c: c.__setitem__(
         "auto_map", {"AutoConfig": "modeling_evil.EvilConfig",
                      "AutoModel": "modeling_evil.EvilModel"}))

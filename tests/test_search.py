@@ -9,7 +9,13 @@ import sys
 
 import pytest
 
-from scrclf.search import SearchConfigError, as_override, check_space, metric_value, run_search
+from scrclf.training.search import (
+    SearchConfigError,
+    as_override,
+    check_space,
+    metric_value,
+    run_search,
+)
 from tests.conftest import CONFIG_DIR, ROOT
 
 TINY = ["model=tiny", "trainer.batch_size=16", "trainer.logging_steps=50",

@@ -9,10 +9,10 @@ import torch
 from transformers import AutoModel
 
 import scrclf  # noqa: F401  (registers the model type)
-from scrclf.data import read_records
-from scrclf.encoders import load_tokenizer
+from scrclf.data.records import read_records
+from scrclf.modeling.encoders import load_tokenizer
 from scrclf.tasks import TaskSet
-from scrclf.training import class_weights, last_complete_checkpoint
+from scrclf.training.run import class_weights, last_complete_checkpoint
 from tests.conftest import compose_train
 
 

@@ -6,17 +6,16 @@ or exported model loads with ``transformers.AutoModel.from_pretrained(path)``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .modeling import ScrClfConfig, ScrClfModel, register_auto_classes  # noqa: E402
-from .tasks import TaskSet, TaskSpec  # noqa: E402
+from scrclf.modeling.model import ScrClfConfig, ScrClfModel, register_auto_classes  # noqa: E402
+from scrclf.tasks import TaskSet, TaskSpec  # noqa: E402
+from scrclf.version import __version__
 
 register_auto_classes()
 
 
 def load(path, backend: str = "auto", **kwargs):
-    """Load an exported or trained model for prediction (see :mod:`scrclf.inference`)."""
-    from .inference import load as _load
+    """Load an exported or trained model for prediction (see :mod:`scrclf.inference.classifier`)."""
+    from scrclf.inference.classifier import load as _load
 
     return _load(path, backend=backend, **kwargs)
 

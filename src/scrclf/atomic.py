@@ -18,12 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-
-class OutputError(OSError):
-    """A result could not be written; nothing partial was left behind."""
-
-    def __str__(self) -> str:  # the message alone, without "[Errno N]" and the file name
-        return self.strerror or super().__str__()
+from scrclf.errors import OutputError  # noqa: F401 (re-exported)
 
 
 def _explain(err: OSError, dest: Path) -> OutputError:

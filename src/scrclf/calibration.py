@@ -9,10 +9,11 @@ highest-scoring label is taken (every recommendation has at least one theme).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .tasks import TaskSpec
+from scrclf.tasks import TaskSet, TaskSpec
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 4)
@@ -130,3 +131,24 @@ def fit_temperature(task: TaskSpec, logits: np.ndarray, targets: np.ndarray,
             d = a + ratio * (b - a)
             fd = loss(d)
     return float(np.exp((a + b) / 2))
+
+
+def calibrate(tasks: TaskSet, logits: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+              min_positives: int = 5) -> dict[str, Any]:
+    """Fit a temperature per task and per-label thresholds (multi-label) on held-out data.
+
+    Updates ``tasks`` in place and returns a record of what was fitted.
+    """
+    report: dict[str, Any] = {}
+    for task, task_logits, task_targets in zip(tasks, logits, targets, strict=True):
+        temperature = fit_temperature(task, task_logits, task_targets)
+        task.temperature = temperature
+        entry: dict[str, Any] = {"temperature": temperature}
+        if task.is_multi_label:
+            probs = probabilities(task, task_logits)
+            thresholds, how = tune_thresholds(probs, task_targets, min_positives=min_positives)
+            task.thresholds = thresholds
+            entry["thresholds"] = dict(zip(task.labels, thresholds, strict=True))
+            entry["threshold_source"] = dict(zip(task.labels, how, strict=True))
+        report[task.name] = entry
+    return report

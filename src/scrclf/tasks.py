@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scrclf.errors import TaskConfigError  # noqa: F401 (re-exported)
+
 MULTI_LABEL = "multi_label"
 SINGLE_LABEL = "single_label"
 TASK_TYPES = (MULTI_LABEL, SINGLE_LABEL)
 CLASS_WEIGHTINGS = ("none", "balanced")
 
 
-class TaskConfigError(ValueError):
-    """A task specification is malformed."""
 
 
 @dataclass

@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .tasks import TaskSet
+from scrclf.errors import EncoderNotFoundError  # noqa: F401 (re-exported)
+from scrclf.tasks import TaskSet
 
 PKG_PREFIX = "pkg:"
 
 
-class EncoderNotFoundError(FileNotFoundError):
-    pass
 
 
 def resolve_path(name: str, setting: str = "model.encoder") -> str:
@@ -51,7 +50,7 @@ def load_tokenizer(model_cfg: Mapping[str, Any]):
 
 def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     """A fresh classifier: pretrained encoder weights, or an untrained encoder from config."""
-    from .modeling import ScrClfConfig, ScrClfModel, build_encoder
+    from scrclf.modeling.model import ScrClfConfig, ScrClfModel, build_encoder
 
     common = dict(pooling=str(model_cfg.get("pooling", "mean")),
                   dropout=float(model_cfg.get("dropout", 0.1)), max_seq_length=int(max_length))

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from .tasks import TaskSet
+from scrclf.errors import DataError  # noqa: F401 (re-exported)
+from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +37,6 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
-class DataError(ValueError):
-    """Bad input data, located by file, line and field."""
-
-    def __init__(self, message: str, file: str | Path | None = None, line: int | None = None,
-                 field: str | None = None):
-        self.file = str(file) if file is not None else None
-        self.line = line
-        self.field = field
-        where = ""
-        if self.file is not None:
-            where = self.file
-            if line is not None:
-                where += f":{line}"
-            where += ": "
-        if field is not None:
-            where += f"field '{field}': "
-        super().__init__(where + message)
-        self.problem = message
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import Record
-from .tasks import MULTI_LABEL, SINGLE_LABEL, TaskSet
+from scrclf.data.records import Record
+from scrclf.tasks import MULTI_LABEL, SINGLE_LABEL, TaskSet
 
 ANNOTATED = "annotated"
 PREDICTED = "predicted"
@@ -92,7 +92,7 @@ def _as_labels(value: Any, multi: bool) -> list[str] | str | None:
     """Normalise an annotation or a prediction entry to a label list (multi) or a label."""
     if value is None:
         return None
-    if isinstance(value, Mapping):  # a prediction entry of scrclf.inference
+    if isinstance(value, Mapping):  # a prediction entry of scrclf.inference.classifier
         value = value.get("labels") if multi else value.get("label")
     if multi:
         if isinstance(value, str):
@@ -174,9 +174,9 @@ def write_profile(result: Mapping[str, Any], out_dir: str | Path, chart: bool = 
     ``out_dir`` is written file by file; callers that need the whole folder to appear at once
     pass a folder inside :func:`scrclf.atomic.directory`.
     """
-    from . import atomic
-    from .plots import profile_chart
-    from .reports import render_profile
+    from scrclf import atomic
+    from scrclf.reporting.markdown import render_profile
+    from scrclf.reporting.plots import profile_chart
 
     out_dir = Path(out_dir)
     atomic.write_json(out_dir / "profile.json", result)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .metrics import HEADLINE
+from scrclf.evaluation.metrics import HEADLINE
 
 SETTING_TITLES = {"calibrated": "stored (calibrated)", "default": "default (T=1, 0.5)",
                   "recalibrated": "re-fitted on validation"}
@@ -137,7 +137,7 @@ def _reliability_rows(bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]]
 
 def render_evaluation(result: Mapping[str, Any],
                       images: Mapping[str, Mapping[str, str]] | None = None) -> str:
-    """The ``report.md`` of an evaluation (see :func:`scrclf.evaluation.evaluate`)."""
+    """The ``report.md`` of an evaluation (see :func:`scrclf.evaluation.evaluate.evaluate`)."""
     images = images or {}
     model, data, boot = result["model"], result["data"], result["bootstrap"]
     decisions = result["decisions"]
@@ -249,7 +249,7 @@ def _entry_index(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, s
 
 
 def render_leaderboard(board: Mapping[str, Any]) -> str:
-    """``leaderboard.md`` of a benchmark run (see :mod:`scrclf.benchmark`)."""
+    """``leaderboard.md`` of a benchmark run (see :mod:`scrclf.evaluation.suites`)."""
     entries = board["entries"]
     index = _entry_index(entries)
     systems = [s["name"] for s in board["systems"]]

@@ -6,7 +6,7 @@
       config.json, model.safetensors     the model (labels, thresholds, temperatures inside)
       tokenizer.json, tokenizer_config.json
       onnx/model.onnx                    fp32 graph, one file (see docs/onnx_contract.md)
-      onnx/model.int8.onnx               int8 graph for onnxruntime (scrclf.quantization)
+      onnx/model.int8.onnx               int8 graph for onnxruntime (scrclf.export.quantization)
       README.md                          model card (Hugging Face front matter)
       metrics.json                       the run's metrics, as written by training
       training_config.yaml               the run's resolved config
@@ -23,25 +23,26 @@ model on held-out data; logits that differ by more than ``max_logit_diff`` fail 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic
-from .calibration import decide, probabilities
-from .data import DataError, read_records
-from .inference import (
+from scrclf import atomic
+from scrclf.calibration import decide, probabilities
+from scrclf.data.records import DataError, read_records
+from scrclf.errors import ExportError  # noqa: F401 (re-exported)
+from scrclf.export.onnx import DEFAULT_OPSET, export_onnx
+from scrclf.export.wheel import build_wheel, check_version, module_name
+from scrclf.inference.classifier import (
     CONFIG_FILE,
     EXPORT_META_FILE,
-    INPUT_NAMES,
     MANIFEST_FILE,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
@@ -53,12 +54,11 @@ from .inference import (
     file_sha256,
     load,
 )
-from .packaging import build_wheel, check_version, module_name
-from .tasks import TaskSet
+from scrclf.tasks import TaskSet
+from scrclf.version import __version__
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
 DEFAULT_MAX_LOGIT_DIFF = 1e-3
 PARITY_BATCH_SIZE = 32
 # The int8 graph: SmoothQuant strength, the split and number of items it is calibrated on,
@@ -78,8 +78,6 @@ DECISION_RULE = (
 )
 
 
-class ExportError(ValueError):
-    """An export cannot be made; the message names the file or setting at fault."""
 
 
 # ------------------------------------------------------------------------------- run
@@ -237,101 +235,12 @@ def measure_parity(reference: Classifier, candidates: Mapping[str, Classifier],
     return results
 
 
-# ------------------------------------------------------------------------------ onnx
-
-
-@contextlib.contextmanager
-def _quiet(*logger_names: str) -> Iterator[None]:
-    """Silence exporter chatter (warnings, log lines) that asks nothing of the user."""
-    loggers = [logging.getLogger(n) for n in logger_names]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _logits_module(model):
-    import torch
-
-    class LogitsOnly(torch.nn.Module):
-        """The classifier with positional token inputs and a tuple of logits as output."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids, return_dict=True)
-            return tuple(out.logits)
-
-    return LogitsOnly(model).eval()
-
-
-def example_inputs():
-    """Inputs that exporters trace: two text pairs of unequal length, so that the graph
-    handles padding and both token types."""
-    import torch
-
-    input_ids = torch.full((2, 8), 1000, dtype=torch.long)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 5:] = 0
-    token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, 4:] = 1
-    return input_ids, attention_mask, token_type_ids
-
-
-def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Write ``model`` as one fp32 ONNX file with dynamic batch and sequence axes.
-
-    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, ``[batch,
-    sequence]``); outputs ``logits_<task>`` (float32, ``[batch, labels]``) in task order.
-    """
-    import onnx
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu").eval()
-    input_ids, attention_mask, token_type_ids = example_inputs()
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    output_names = [OUTPUT_PREFIX + name for name in model.task_names]
-    with _quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
-        torch.onnx.export(
-            _logits_module(model), (input_ids, attention_mask, token_type_ids), str(path),
-            input_names=list(INPUT_NAMES), output_names=output_names,
-            dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
-            opset_version=int(opset), dynamo=True, external_data=False, verbose=False,
-        )
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    opsets = {o.domain or "ai.onnx": o.version for o in graph.opset_import}
-
-    def describe(values) -> list[dict[str, Any]]:
-        out = []
-        for v in values:
-            tensor = v.type.tensor_type
-            out.append({"name": v.name,
-                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
-                        "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]})
-        return out
-
-    return {"opset": opsets.get("ai.onnx"), "inputs": describe(graph.graph.input),
-            "outputs": describe(graph.graph.output)}
-
-
 def quantize_onnx(model, dst: str | Path, run_config: Mapping[str, Any], clf: Classifier,
                   options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The int8 graph of ``model`` (see ``scrclf.quantization``), calibrated on the run's
+    """The int8 graph of ``model`` (see ``scrclf.export.quantization``), calibrated on the run's
     ``options["calibration_split"]`` as ``clf`` tokenizes it; without readable data it is
     quantized without smoothing. ``options`` override ``DEFAULT_QUANTIZATION``."""
-    from .quantization import build_int8_graph, calibration_batches
+    from scrclf.export.quantization import build_int8_graph, calibration_batches
 
     options = dict(DEFAULT_QUANTIZATION, **(options or {}))
     split, texts, findings, notes = parity_inputs(run_config, str(options["calibration_split"]))

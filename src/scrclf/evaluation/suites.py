@@ -3,14 +3,14 @@
 A suite (``configs/benchmark/<suite>.yaml``) names
 
 * **systems**: trained models (run directories or export folders, ``systems.models``) and
-  baselines (:mod:`scrclf.baselines`: ``prior``, ``keywords``, ``tfidf_logreg``), the
+  baselines (:mod:`scrclf.evaluation.baselines`: ``prior``, ``keywords``, ``tfidf_logreg``), the
   baselines fitted on the train split of ``data``;
 * **datasets**: the evaluation split; an external annotated file (``data.external``);
   robustness variants of the evaluation split (finding removed, lower-cased, seeded typos,
   truncated to the first N words); slices of it by addressee and by review era;
 * **metrics**: which scores go into the leaderboard beside the headline macro-F1.
 
-Every system is scored on every dataset by :func:`scrclf.evaluation.score` (the one
+Every system is scored on every dataset by :func:`scrclf.evaluation.evaluate.score` (the one
 decision rule, the one set of metrics) with cluster-bootstrap intervals over reviews. All
 systems on one dataset share the same resamples, so the gap of a system to the best
 baseline gets a paired interval; robustness variants share the resamples of the clean
@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic
-from .baselines import BASELINES, build_baseline
-from .bootstrap import ClusterBootstrap, interval
-from .data import DataError, Record
-from .evaluation import (
+from scrclf import atomic
+from scrclf.data.records import DataError, Record
+from scrclf.evaluation.baselines import BASELINES, build_baseline
+from scrclf.evaluation.bootstrap import ClusterBootstrap, interval
+from scrclf.evaluation.evaluate import (
     EvalData,
     data_settings,
     file_sha256,
@@ -56,8 +56,9 @@ from .evaluation import (
     resolve_model,
     score,
 )
-from .metrics import HEADLINE
-from .tasks import TaskSet
+from scrclf.evaluation.metrics import HEADLINE
+from scrclf.tasks import TaskSet
+from scrclf.version import __version__
 
 MEAN = "mean"
 DEFAULT_METRICS = ("macro_f1", "micro_f1", "weighted_f1", "accuracy", "subset_accuracy",
@@ -616,8 +617,8 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
 
     profile_result = None
     if c.get("profile", True):
-        from .inference import format_predictions
-        from .profile import profile as build_profile
+        from scrclf.evaluation.domain_profile import profile as build_profile
+        from scrclf.inference.classifier import format_predictions
 
         model_names = [s for s in systems if s.kind == "model"]
         best = max(model_names, key=lambda s: next(
@@ -648,7 +649,7 @@ def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, A
     """Write the report folder atomically (complete, or not there at all)."""
     import yaml
 
-    from .reports import render_leaderboard
+    from scrclf.reporting.markdown import render_leaderboard
 
     board = {**board, "headline_chart": "headline.png" if plots else None}
     with atomic.directory(out, overwrite=False) as tmp:
@@ -658,7 +659,7 @@ def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, A
         atomic.write_text(tmp / "suite.yaml", yaml.safe_dump(suite_cfg, sort_keys=False))
         atomic.write_text(tmp / "leaderboard.md", render_leaderboard(board))
         if plots:
-            from .plots import headline_chart
+            from scrclf.reporting.plots import headline_chart
 
             rows = [{"system": e["system"], "kind": e["kind"], "value": e["macro_f1"],
                      "interval": e.get("macro_f1_interval")} for e in board["entries"]
@@ -667,7 +668,7 @@ def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, A
             headline_chart(rows, f"{board['suite']}: {HEADLINE} on {board['main_dataset']}",
                            tmp / "headline.png")
         if profile_result is not None:
-            from .profile import write_profile
+            from scrclf.evaluation.domain_profile import write_profile
 
             write_profile(profile_result, tmp / "profile", chart=plots)
     return out

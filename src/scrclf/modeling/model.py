@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .tasks import TaskSet
+from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 

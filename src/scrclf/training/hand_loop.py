@@ -17,7 +17,7 @@ overhead:
 * no host synchronisation inside an epoch except every ``logging_steps`` steps.
 
 It keeps no checkpoints (the best weights are held in memory), runs on one process and
-ends with :func:`scrclf.training.finish_run`, so the run directory has the same
+ends with :func:`scrclf.training.run.finish_run`, so the run directory has the same
 ``model/``, ``metrics.json`` and ``config.yaml`` as a Trainer run. On a CPU it runs in
 fp32 without compilation, which is how the tests exercise it.
 """
@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics import HEADLINE, compute_metrics, flatten
-from .tasks import TaskSet
-from .training import (
+from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
+from scrclf.tasks import TaskSet
+from scrclf.training.run import (
     ReportFn,
     RunInputs,
     TrainingConfigError,
@@ -203,7 +203,7 @@ class TokenStore:
 
     @classmethod
     def from_dataset(cls, dataset, tasks: TaskSet, pad_id: int = 0) -> TokenStore:
-        """From a dataset built by :func:`scrclf.data.build_dataset`."""
+        """From a dataset built by :func:`scrclf.data.records.build_dataset`."""
         columns = dataset.column_names
         targets = {}
         for task in tasks:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, f1_score
 
-from .tasks import TaskSet
+from scrclf.tasks import TaskSet
 
 
 def agreement(coder_a: Mapping[str, Mapping[str, Any]], coder_b: Mapping[str, Mapping[str, Any]],

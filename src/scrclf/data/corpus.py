@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataError, Record, check_splits, read_records, validate_records
-from .tasks import TaskSet
+from scrclf.data.records import DataError, Record, check_splits, read_records, validate_records
+from scrclf.tasks import TaskSet
 
 SPLITS = ("train", "validation", "test")
 REVIEW_TYPES = ("SCR", "LCSPR")
@@ -118,7 +118,7 @@ def _split_score(assignment, by_review, tasks, fractions, n_total, min_test, min
 
 
 def write_splits(rows: Sequence[Mapping[str, Any]], assignment: Mapping[str, str], out_dir: Path) -> None:
-    from . import atomic
+    from scrclf import atomic
 
     for split in SPLITS:
         chosen = [r for r in rows if assignment[str(r["review_id"])] == split]
@@ -340,7 +340,7 @@ def double_coding_agreement(path: str | Path, tasks: TaskSet) -> dict[str, Any]:
     Each line holds ``id``, ``coder_a`` and ``coder_b`` (label mappings), and optionally the
     ``adjudicated`` labels; agreement is measured before adjudication.
     """
-    from .agreement import agreement
+    from scrclf.data.agreement import agreement
 
     records = read_records(path)
     coder_a, coder_b = {}, {}
@@ -374,36 +374,12 @@ def format_agreement(result: Mapping[str, Any], tasks: TaskSet) -> str:
     return "\n".join(lines)
 
 
-def difficulty(corpus_dir: str | Path, tasks: TaskSet, split: str = "test") -> dict[str, Any]:
-    """Bag-of-words difficulty check: TF-IDF + logistic regression and the label prior.
-
-    Trained on the train split, scored on ``split`` at plain decisions (threshold 0.5). A
-    near-perfect bag-of-words score means the items are templated.
-    """
-    from .baselines import build_baseline
-    from .data import encode_targets
-    from .metrics import compute_metrics
-
-    corpus_dir = Path(corpus_dir)
-    train_rows = [r.data for r in read_records(corpus_dir / "train.jsonl")]
-    eval_rows = [r.data for r in read_records(corpus_dir / f"{split}.jsonl")]
-    targets = encode_targets(eval_rows, tasks)
-    out: dict[str, Any] = {"split": split, "n_train": len(train_rows), "n_eval": len(eval_rows)}
-    for name in ("prior", "keywords", "tfidf_logreg"):
-        baseline = build_baseline(name, tasks).fit(train_rows)
-        logits = baseline.logits(eval_rows)
-        metrics = compute_metrics(baseline.tasks, [logits[t] for t in tasks.names],
-                                  [targets[t] for t in tasks.names])
-        out[name] = {t: {"macro_f1": metrics[t]["macro_f1"], "micro_f1": metrics[t]["micro_f1"]}
-                     for t in tasks.names}
-        out[name]["mean_macro_f1"] = metrics["mean_macro_f1"]
-    return out
-
-
 def _cmd_difficulty(args) -> int:
     from omegaconf import OmegaConf
 
     tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
+    from scrclf.evaluation.difficulty import difficulty
+
     result = difficulty(args.corpus_dir, tasks, split=args.split)
     if args.json:
         print(json.dumps(result, indent=2))

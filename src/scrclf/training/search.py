@@ -38,7 +38,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from scrclf import atomic
+from scrclf.errors import SearchConfigError  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("maximize", "minimize")
 
 
-class SearchConfigError(ValueError):
-    pass
 
 
 # ------------------------------------------------------------------------- the space
@@ -175,7 +174,7 @@ def run_search(search_cfg: Mapping[str, Any], train_overrides: Sequence[str] = (
     """
     import optuna
 
-    from .training import train
+    from scrclf.training import train
 
     config_dir = Path(config_dir) if config_dir else Path(__file__).resolve().parents[2] / "configs"
     params = dict(search_cfg.get("params") or {})

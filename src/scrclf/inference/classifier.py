@@ -1,6 +1,6 @@
 """Loading a saved or exported model safely, and turning texts into decisions.
 
-``scrclf.load(path)`` accepts an export folder (``models/NAME/``, see :mod:`scrclf.export`)
+``scrclf.load(path)`` accepts an export folder (``models/NAME/``, see :mod:`scrclf.export.build`)
 or the ``model/`` folder of a training run. Before any weights are read the folder is
 checked:
 
@@ -13,7 +13,7 @@ checked:
 
 Two backends compute the same logits: ``torch`` (the Hugging Face model, safetensors
 weights) and ``onnx`` (``onnx/model.onnx``, or ``onnx/model.int8.onnx`` with
-``quantized=True``, run by onnxruntime). Both tokenize with :func:`scrclf.data.tokenize` and
+``quantized=True``, run by onnxruntime). Both tokenize with :func:`scrclf.data.records.tokenize` and
 turn logits into decisions with :mod:`scrclf.calibration`, so they apply one rule.
 Nothing is downloaded: every file is read from the folder.
 """
@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import decide, probabilities
-from .data import has_visible_text, tokenize, unicode_problem
-from .tasks import TaskConfigError, TaskSet
+from scrclf.calibration import decide, probabilities
+from scrclf.data.records import has_visible_text, tokenize, unicode_problem
+from scrclf.errors import ModelIntegrityError, ModelLoadError, UnsafeModelError  # noqa: F401 (re-exported)
+from scrclf.tasks import TaskConfigError, TaskSet
 
 MANIFEST_FILE = "manifest.json"
 EXPORT_META_FILE = "scrclf.json"
@@ -55,21 +56,10 @@ CHUNK_BYTES = 1 << 20
 MAX_SAFETENSORS_HEADER = 100 << 20
 
 
-class ModelLoadError(ValueError):
-    """A model folder cannot be loaded; the message starts with the file at fault."""
-
-    def __init__(self, message: str, file: str | Path | None = None):
-        self.file = str(file) if file is not None else None
-        self.problem = message
-        super().__init__(f"{file}: {message}" if file is not None else message)
 
 
-class ModelIntegrityError(ModelLoadError):
-    """A file differs from what ``manifest.json`` records (changed, truncated or missing)."""
 
 
-class UnsafeModelError(ModelLoadError):
-    """The folder holds or names a pickle file, or names a path outside itself."""
 
 
 class TruncationWarning(UserWarning):

@@ -23,16 +23,16 @@ import re
 import zipfile
 from pathlib import Path
 
-from . import __version__, atomic
-from .inference import MANIFEST_FILE, inside
+from scrclf import atomic
+from scrclf.errors import PackagingError  # noqa: F401 (re-exported)
+from scrclf.inference.classifier import MANIFEST_FILE, inside
+from scrclf.version import __version__
 
 # 1980-01-01, the earliest timestamp a zip entry can hold.
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
-class PackagingError(ValueError):
-    """The wheel cannot be built; the message names the setting or file at fault."""
 
 
 def module_name(name: str) -> str:
@@ -103,7 +103,7 @@ def _metadata(dist: str, version: str, name: str, card: str) -> str:
 def _wheel_file() -> str:
     return "\n".join([
         "Wheel-Version: 1.0",
-        f"Generator: scrclf.packaging {__version__}",
+        f"Generator: scrclf.export.wheel {__version__}",
         "Root-Is-Purelib: true",
         "Tag: py3-none-any",
     ]) + "\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
+from scrclf import atomic
 
 DPI = 110
 CALIBRATED_COLOUR = "#1f77b4"

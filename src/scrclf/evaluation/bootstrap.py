@@ -178,7 +178,7 @@ def single_label_replicates(weights: np.ndarray, y_true: np.ndarray, y_pred: np.
     """Metrics of a single-label task for every row of ``weights``; classes are indices.
 
     Every one of the ``n_labels`` classes counts in the macro average, as in
-    :func:`scrclf.metrics.task_metrics`.
+    :func:`scrclf.evaluation.metrics.task_metrics`.
     """
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     y = np.asarray(y_true, dtype=np.int64)

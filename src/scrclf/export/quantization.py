@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .export import _logits_module, _quiet, example_inputs
-from .inference import INPUT_NAMES, OUTPUT_PREFIX
+from scrclf.export.onnx import example_inputs, logits_module, quiet_exporters
+from scrclf.inference.classifier import INPUT_NAMES, OUTPUT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def export_for_runtime(model, path: str | Path, opset: int = 17) -> None:
             encoder.set_attn_implementation("eager")
     input_ids, attention_mask, token_type_ids = example_inputs()
     outputs = [OUTPUT_PREFIX + name for name in model.task_names]
-    with _quiet("torch.onnx", "torch.jit"), torch.no_grad():
+    with quiet_exporters("torch.onnx", "torch.jit"), torch.no_grad():
         torch.onnx.export(
-            _logits_module(model), (input_ids, attention_mask, token_type_ids), str(path),
+            logits_module(model), (input_ids, attention_mask, token_type_ids), str(path),
             input_names=list(INPUT_NAMES), output_names=outputs,
             dynamic_axes={name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
             opset_version=int(opset), dynamo=False,
@@ -111,7 +111,7 @@ def fuse(src: str | Path, dst: str | Path, num_heads: int, hidden_size: int,
         # Residual + LayerNorm stay two operators: onnxruntime's SkipLayerNormalization CPU
         # kernel measured 6x slower than Add + LayerNormalization (benchmarks/README.md).
         options.enable_skip_layer_norm = False
-        with _quiet("onnxruntime", "onnxruntime.transformers", "root"):
+        with quiet_exporters("onnxruntime", "onnxruntime.transformers", "root"):
             fused = optimize_model(str(src), model_type="bert", num_heads=int(num_heads),
                                    hidden_size=int(hidden_size),
                                    optimization_options=options)
@@ -287,7 +287,7 @@ def build_int8_graph(model, dst: str | Path,
             current = smoothed
         else:
             info["smoothing"] = None
-        with _quiet("root", "onnxruntime"):
+        with quiet_exporters("root", "onnxruntime"):
             quantize_dynamic(str(current), str(dst), per_channel=True,
                              weight_type=QuantType.QInt8,
                              extra_options={"DefaultTensorType": TensorProto.FLOAT})

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__, atomic
-from .atomic import OutputError
-from .data import CSV_FIELD_LIMIT, DataError, has_visible_text, line_of_offset
-from .inference import (
+from scrclf import atomic
+from scrclf.atomic import OutputError
+from scrclf.data.records import CSV_FIELD_LIMIT, DataError, has_visible_text, line_of_offset
+from scrclf.inference.classifier import (
     BACKENDS,
     EXPORT_META_FILE,
     ONNX_FP32_FILE,
@@ -48,8 +48,9 @@ from .inference import (
     read_tasks,
     text_problem,
 )
+from scrclf.version import __version__
 
-SUBCOMMAND_MODULES = ["scrclf.corpus", "scrclf.evaluation"]
+SUBCOMMAND_MODULES = ["scrclf.data.corpus", "scrclf.evaluation.evaluate"]
 EXIT_USAGE = 2
 INPUT_FORMATS = ("auto", "lines", "csv", "jsonl")
 OUTPUT_FORMATS = ("jsonl", "csv")
@@ -516,18 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def describe_error(err: BaseException) -> str:
     """The one-line message for an error: ``<file>[:<line>]: <problem>`` where known."""
-    if isinstance(err, OutputError):
-        return _one_line(err.strerror or str(err))
-    if isinstance(err, OSError) and not isinstance(err, ValueError):
-        where = f"{err.filename}: " if err.filename else ""
-        return _one_line(where + (err.strerror or str(err)))
-    return _one_line(str(err))
+    return one_line(err)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -546,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, OSError) as err:  # scrclf's own errors are ValueError or OSError
+    except ScrClfError as err:  # a problem the user can fix; anything else is a bug
         print(f"scrclf: error: {describe_error(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,8 +15,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .calibration import decide, probabilities
-from .tasks import TaskSet, TaskSpec
+from scrclf.calibration import decide, probabilities
+from scrclf.tasks import TaskSet, TaskSpec
 
 HEADLINE = "mean_macro_f1"
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .tasks import TaskSet, TaskSpec
+from scrclf.tasks import TaskSet, TaskSpec
 
 PROB_FLOOR = 1e-6
 

@@ -9,7 +9,7 @@ writes one report folder:
     confusion_<task>.png         confusion matrices
     reliability_<task>.png       reliability diagrams (stored vs default decisions)
     per_label_f1_<task>.png      F1 per label with bootstrap intervals
-    profile/                     with ``profile=True``: the domain profile (scrclf.profile)
+    profile/                     with ``profile=True``: the domain profile (scrclf.evaluation.domain_profile)
 
 Scores are computed at three decision settings:
 
@@ -23,7 +23,7 @@ Scores are computed at three decision settings:
   data is refused.
 
 Every scalar metric carries a 95% interval from a cluster bootstrap over reviews
-(:mod:`scrclf.bootstrap`). The folder is built aside and moved into place at the end
+(:mod:`scrclf.evaluation.bootstrap`). The folder is built aside and moved into place at the end
 (:func:`scrclf.atomic.directory`): it appears complete or not at all.
 """
 
@@ -42,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, atomic
-from .bootstrap import (
+from scrclf import atomic
+from scrclf.calibration import decide, probabilities
+from scrclf.data.records import DataError, Record, encode_targets, read_records, validate_records
+from scrclf.evaluation.bootstrap import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -55,18 +57,11 @@ from .bootstrap import (
     intervals,
     replicates,
 )
-from .calibration import decide, probabilities
-from .data import (
-    DataError,
-    Record,
-    encode_targets,
-    read_records,
-    validate_records,
-)
-from .inference import BACKENDS, quiet_libraries
-from .tasks import TaskSet
+from scrclf.inference.classifier import BACKENDS, quiet_libraries
+from scrclf.tasks import TaskSet
+from scrclf.version import __version__
 
-# The headline key of scrclf.metrics.compute_metrics. That module (scikit-learn) is imported
+# The headline key of scrclf.evaluation.metrics.compute_metrics. That module (scikit-learn) is imported
 # only when scoring: the main command line loads this module for every command.
 HEADLINE = "mean_macro_f1"
 
@@ -125,7 +120,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def resolve_model(path: str | Path) -> ModelSource:
     """Recognise a run directory, a run's ``model/`` folder, an export or a bare model."""
-    from .inference import ModelLoadError
+    from scrclf.inference.classifier import ModelLoadError
 
     path = Path(path)
     if not path.exists():
@@ -147,8 +142,8 @@ def resolve_model(path: str | Path) -> ModelSource:
 
 
 def load_classifier(source: ModelSource, backend: str = "auto"):
-    """The model as a :class:`scrclf.inference.Classifier`."""
-    from .inference import load
+    """The model as a :class:`scrclf.inference.classifier.Classifier`."""
+    from scrclf.inference.classifier import load
 
     return load(source.model_dir, backend=backend)
 
@@ -163,7 +158,7 @@ def model_logits(classifier, texts: Sequence[str], findings: Sequence[str | None
     """
     from tqdm.auto import tqdm
 
-    from .inference import TruncationWarning
+    from scrclf.inference.classifier import TruncationWarning
 
     names = classifier.tasks.names
     parts: list[list[np.ndarray]] = [[] for _ in names]
@@ -247,7 +242,7 @@ class EvalData:
 
 
 def file_sha256(path: str | Path) -> str:
-    from .inference import file_sha256 as _sha
+    from scrclf.inference.classifier import file_sha256 as _sha
 
     return _sha(path)
 
@@ -338,7 +333,7 @@ def split_file(source: ModelSource, split: str, data_dir: str | Path | None = No
 
 def default_decisions(tasks: TaskSet) -> TaskSet:
     """The same tasks at temperature 1 and thresholds 0.5."""
-    from .baselines import plain_decisions
+    from scrclf.evaluation.baselines import plain_decisions
 
     return plain_decisions(tasks)
 
@@ -351,13 +346,13 @@ def score(tasks: TaskSet, logits: Mapping[str, np.ndarray], data: EvalData,
           boot: ClusterBootstrap | None = None, confidence: float = DEFAULT_CONFIDENCE,
           detailed: bool = True, index: np.ndarray | None = None
           ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Metrics per task (``scrclf.metrics``) with bootstrap intervals, and the replicates.
+    """Metrics per task (``scrclf.evaluation.metrics``) with bootstrap intervals, and the replicates.
 
     ``logits`` may cover more items than ``data`` when ``index`` picks the rows (a slice).
     Returns the metrics dict (tasks, ``mean_macro_f1`` and its ``mean_macro_f1_interval``)
     and the per-resample values, for paired comparisons.
     """
-    from .metrics import compute_metrics
+    from scrclf.evaluation.metrics import compute_metrics
 
     targets = data.targets(tasks)
     names = [n for n in data.present if n in logits and n in tasks.names]
@@ -439,7 +434,7 @@ def recalibrate_on(tasks: TaskSet, classifier, validation: EvalData, batch_size:
 
     Tasks without labels in the validation data keep their stored settings.
     """
-    from .training import calibrate
+    from scrclf.calibration import calibrate
 
     logits, _ = model_logits(classifier, validation.texts, validation.findings, batch_size,
                              desc="recalibrating")
@@ -504,7 +499,7 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
         plots: write PNG charts.
         backend: ``auto``, ``torch`` or ``onnx`` (see :func:`scrclf.load`).
     """
-    from .inference import read_tasks
+    from scrclf.inference.classifier import read_tasks
 
     source = resolve_model(model_path)
     settings = data_settings(source.data_config)
@@ -573,8 +568,8 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
 
     profile_result = None
     if profile:
-        from .inference import format_predictions
-        from .profile import profile as build_profile
+        from scrclf.evaluation.domain_profile import profile as build_profile
+        from scrclf.inference.classifier import format_predictions
 
         predictions = format_predictions(tasks, [logits[n] for n in tasks.names])
         profile_result = build_profile(dataset.records, predictions, tasks,
@@ -588,8 +583,8 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
 def write_report(result: Mapping[str, Any], out_dir: str | Path, tasks: TaskSet,
                  plots: bool = True, profile_result: Mapping[str, Any] | None = None) -> Path:
     """Write metrics.json, report.md, charts and the profile into ``out_dir`` atomically."""
-    from . import plots as charts
-    from .reports import render_evaluation
+    from scrclf.reporting import plots as charts
+    from scrclf.reporting.markdown import render_evaluation
 
     out_dir = Path(out_dir)
     with atomic.directory(out_dir) as tmp:
@@ -615,7 +610,7 @@ def write_report(result: Mapping[str, Any], out_dir: str | Path, tasks: TaskSet,
                 images[name] = files
         atomic.write_text(tmp / "report.md", render_evaluation(result, images))
         if profile_result is not None:
-            from .profile import write_profile
+            from scrclf.evaluation.domain_profile import write_profile
 
             write_profile(profile_result, tmp / "profile", chart=plots)
     return out_dir
@@ -680,13 +675,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from .profile import infer_tasks, write_profile
-    from .profile import profile as build_profile
-    from .reports import render_profile
+    from scrclf.evaluation.domain_profile import infer_tasks, write_profile
+    from scrclf.evaluation.domain_profile import profile as build_profile
+    from scrclf.reporting.markdown import render_profile
 
     predictions, tasks, settings = None, None, data_settings(None)
     if args.model:
-        from .inference import format_predictions, read_tasks
+        from scrclf.inference.classifier import format_predictions, read_tasks
 
         quiet_libraries()
         source = resolve_model(args.model)

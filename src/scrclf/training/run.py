@@ -1,0 +1,333 @@
+"""Fine-tuning with the Hugging Face Trainer: from a composed config to a run directory.
+
+A run directory holds:
+  model/          the best model (save_pretrained, safetensors) with its tokenizer; loads alone
+  metrics.json    per split and per task, at the calibrated decisions and at the defaults
+  config.yaml     the resolved config that produced the run
+  checkpoints/    Trainer checkpoints (training state for ``resume=true``; never shipped)
+  tensorboard/    training curves
+
+``trainer.loop`` picks the training loop: ``trainer`` (the Hugging Face Trainer, this
+module; checkpoints, resume and DDP) or ``lean`` (the hand-written loop of
+:mod:`scrclf.training.hand_loop` for large corpora on a GPU). Both read their inputs with
+:func:`load_inputs` and end with :func:`finish_run`, so they write the same run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scrclf import atomic
+from scrclf.calibration import calibrate
+from scrclf.data.records import Record, build_dataset, load_splits
+from scrclf.errors import TrainingConfigError  # noqa: F401 (re-exported)
+from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
+from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.tasks import TaskSet
+
+logger = logging.getLogger(__name__)
+
+MAX_POS_WEIGHT = 30.0
+LOOPS = ("trainer", "lean")
+
+# Called after each evaluation on the validation split with (epoch, value of
+# trainer.metric_for_best); it may raise to stop the run (e.g. optuna.TrialPruned).
+ReportFn = Callable[[int, float], None]
+# Returns (logits per task, targets per task) for one split, in any item order.
+PredictFn = Callable[[str], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]]
+
+
+
+
+def _container(cfg: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def class_weights(task, rows: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Balanced weights from train frequencies.
+
+    Multi-label: ``pos_weight = negatives / positives`` per label (capped at 30).
+    Single-label: ``n / (k * count)``, as scikit-learn's "balanced".
+    """
+    n = len(rows)
+    if task.is_multi_label:
+        pos = Counter(label for row in rows for label in row[task.column])
+        out = []
+        for label in task.labels:
+            p = pos.get(label, 0)
+            out.append(MAX_POS_WEIGHT if p == 0 else min(MAX_POS_WEIGHT, (n - p) / p))
+        return out
+    counts = Counter(row[task.column] for row in rows)
+    k = task.num_labels
+    return [n / (k * counts[label]) if counts.get(label) else 1.0 for label in task.labels]
+
+
+def prepare_tasks(task_cfg: Any, train_records: Sequence[Record]) -> TaskSet:
+    tasks = TaskSet.from_config(_container(task_cfg))
+    rows = [r.data for r in train_records]
+    for task in tasks:
+        if task.class_weighting == "balanced":
+            task.class_weights = class_weights(task, rows)
+    return tasks
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+def last_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose state and weights were fully written."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for path in root.glob("checkpoint-*"):
+        step = path.name.split("-")[-1]
+        if step.isdigit() and (path / "trainer_state.json").is_file() and \
+                (path / "model.safetensors").is_file() and (path / "optimizer.pt").is_file():
+            found.append((int(step), path))
+    return max(found)[1] if found else None
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by a cgroup v2 quota (containers), or None when unlimited or unknown."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return float(quota) / float(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (SMT siblings counted once; cgroup quota applied).
+
+    Falls back to the number of usable logical CPUs where the topology is not readable.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topo.joinpath("physical_package_id").read_text().strip(),
+                       topo.joinpath("core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    n = len(cores) or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, max(1, math.floor(limit)))
+    return n
+
+
+def configure_threads(trainer_cfg: Mapping[str, Any]) -> int:
+    """Set torch's intra-op threads and return the number used.
+
+    ``trainer.num_threads``: a number, or null for automatic: the physical cores shared out
+    between the processes of this node (torchrun's ``LOCAL_WORLD_SIZE``). Automatic leaves
+    an explicit ``OMP_NUM_THREADS`` alone. Hyper-threads add nothing to GEMM-bound training
+    and oversubscribed OpenMP threads spin against each other.
+    """
+    import torch
+
+    n = trainer_cfg.get("num_threads")
+    if n:
+        n = int(n)
+    elif os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    else:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        n = max(1, physical_cores() // local)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+# ---------------------------------------------------------------------------- precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 arithmetic in hardware (AVX512-BF16 or AMX-BF16).
+
+    Elsewhere bf16 autocast is emulated and slower than fp32.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` becomes bf16 where the hardware computes it natively, else fp32."""
+    if precision != "auto":
+        return precision
+    if device == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class RunInputs:
+    """Everything a training loop needs, read and encoded once."""
+
+    cfg: dict[str, Any]
+    run_dir: Path
+    seed: int
+    eval_splits: list[str]
+    splits: dict[str, list[Record]]
+    tasks: TaskSet
+    tokenizer: Any
+    model: Any
+    datasets: dict[str, Any]
+
+    @property
+    def trainer_cfg(self) -> dict[str, Any]:
+        return self.cfg["trainer"]
+
+
+def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
+    """Read and validate the splits, prepare the tasks, build the model and encode the data.
+
+    Evaluation splits are sorted by token length, so evaluation batches carry little padding
+    (metrics do not depend on item order).
+    """
+    data_cfg, model_cfg = cfg_dict["data"], cfg_dict["model"]
+    eval_splits = list(cfg_dict.get("eval_splits") or [])
+    wanted = ["train", "validation"] + [s for s in eval_splits if s not in ("train", "validation")]
+    raw_tasks = cfg_dict["task"]["tasks"]
+    splits = load_splits(data_cfg, TaskSet.from_config(raw_tasks), splits=wanted)
+    tasks = prepare_tasks(raw_tasks, splits["train"])
+
+    tokenizer = load_tokenizer(model_cfg)
+    model = build_model(model_cfg, tasks, int(data_cfg.get("max_length", 256)))
+    datasets = {}
+    for name, records in splits.items():
+        ds = build_dataset(records, tokenizer, tasks, data_cfg)
+        if name != "train":
+            ds = ds.select(np.argsort(np.asarray(ds["length"]), kind="stable").tolist())
+        datasets[name] = ds
+    return RunInputs(cfg=dict(cfg_dict), run_dir=run_dir, seed=int(cfg_dict.get("seed", 42)),
+                     eval_splits=eval_splits, splits=splits, tasks=tasks, tokenizer=tokenizer,
+                     model=model, datasets=datasets)
+
+
+# ---------------------------------------------------------------------------- finishing
+
+
+def _as_tuple(x: Any) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def metrics_fn(tasks: TaskSet):
+    def compute(eval_pred) -> dict[str, float]:
+        logits = _as_tuple(eval_pred.predictions)
+        labels = _as_tuple(eval_pred.label_ids)
+        return flatten(compute_metrics(tasks, logits, labels))
+
+    return compute
+
+
+def finish_run(inputs: RunInputs, predict: PredictFn, training: dict[str, Any],
+               started: float, is_main: bool = True) -> dict[str, Any]:
+    """Evaluate the best model, calibrate on validation, and write the run directory.
+
+    ``predict`` runs the best model on a split. Metrics are computed at the default
+    decisions (T=1, thresholds 0.5) and, after fitting temperatures and thresholds on
+    validation, at the calibrated decisions. ``training["wall_time_s"]`` is set to the time
+    since ``started`` (before the model is saved). Only the main process writes.
+    """
+    cfg_dict, tasks, eval_splits = inputs.cfg, inputs.tasks, inputs.eval_splits
+    predictions = {split: predict(split) for split in ["validation"] + [
+        s for s in eval_splits if s != "validation"]}
+    default_metrics = {s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions}
+    calibration = None
+    if cfg_dict.get("calibrate", True):
+        calibration = calibrate(tasks, *predictions["validation"])
+        inputs.model.config.tasks = tasks.to_list()
+    final_metrics = {s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions
+                     if s in eval_splits}
+    summary = {
+        "headline": HEADLINE,
+        **{s: final_metrics[s] for s in final_metrics},
+        "at_default_decisions": {s: default_metrics[s] for s in eval_splits if s in default_metrics},
+        "calibration": calibration,
+        "training": {**training, "wall_time_s": time.time() - started,
+                     "n_items": {s: len(r) for s, r in inputs.splits.items()}},
+    }
+    if is_main:
+        run_dir = inputs.run_dir
+        with atomic.directory(run_dir / "model") as tmp:
+            inputs.model.save_pretrained(tmp)
+            inputs.tokenizer.save_pretrained(tmp)
+        from omegaconf import OmegaConf
+
+        atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg_dict)))
+        atomic.write_json(run_dir / "metrics.json", _finite(summary))
+        logger.info("run written to %s", run_dir)
+        for split in eval_splits:
+            if split in final_metrics:
+                m = final_metrics[split]
+                line = ", ".join(f"{t} macro-F1 {m[t]['macro_f1']:.3f}" for t in tasks.names)
+                print(f"[{split}] {HEADLINE} {m[HEADLINE]:.3f} ({line})", flush=True)
+    return summary
+
+
+def head_learning_rate(trainer_cfg: Mapping[str, Any]) -> float | None:
+    """The heads' learning rate: ``learning_rate x head_lr_scale`` (None: the same as the encoder).
+
+    A scale rather than a rate, so that ``learning_rate=0`` freezes the whole model and a
+    search over ``learning_rate`` moves both together.
+    """
+    scale = trainer_cfg.get("head_lr_scale")
+    if scale is None or float(scale) == 1.0:
+        return None
+    if float(scale) < 0:
+        raise TrainingConfigError(f"trainer.head_lr_scale must be >= 0, got {scale}")
+    return float(trainer_cfg["learning_rate"]) * float(scale)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: write null instead."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
