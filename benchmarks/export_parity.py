@@ -31,16 +31,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = {"torch fp32": {"backend": "torch"}, "onnx fp32": {"backend": "onnx"},
-            "onnx int8": {"backend": "onnx", "quantized": True}}
+BACKENDS = {
+    "torch fp32": {"backend": "torch"},
+    "onnx fp32": {"backend": "onnx"},
+    "onnx int8": {"backend": "onnx", "quantized": True},
+}
 THROUGHPUT_BATCH = 32
 
 
 def artifact_sizes(model_dir: Path) -> dict[str, int]:
     """Bytes per artifact: weights, each ONNX graph, tokenizer, wheel(s), and the whole folder."""
     sizes = {}
-    for rel in ("model.safetensors", "onnx/model.onnx", "onnx/model.int8.onnx",
-                "tokenizer.json"):
+    for rel in ("model.safetensors", "onnx/model.onnx", "onnx/model.int8.onnx", "tokenizer.json"):
         if (model_dir / rel).is_file():
             sizes[rel] = (model_dir / rel).stat().st_size
     for wheel in sorted(model_dir.glob("dist/*.whl")):
@@ -71,8 +73,7 @@ def time_calls(fn, calls: list, warmup: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int,
-              warmup: int) -> dict:
+def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, warmup: int) -> dict:
     import torch
 
     import scrclf
@@ -85,22 +86,29 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int,
     findings = [r.get("finding") for r in rows]
     clfs = {name: scrclf.load(model_dir, threads=threads, **kw) for name, kw in BACKENDS.items()}
 
-    parity = measure_parity(clfs["torch fp32"], {"onnx fp32": clfs["onnx fp32"],
-                                                 "onnx int8": clfs["onnx int8"]},
-                            texts, findings)
+    parity = measure_parity(
+        clfs["torch fp32"],
+        {"onnx fp32": clfs["onnx fp32"], "onnx int8": clfs["onnx int8"]},
+        texts,
+        findings,
+    )
     speed = {}
-    single = [([t], [f]) for t, f in zip(texts[:latency_items], findings[:latency_items],
-                                           strict=True)]
-    batches = [(texts[i:i + THROUGHPUT_BATCH], findings[i:i + THROUGHPUT_BATCH])
-               for i in range(0, len(texts), THROUGHPUT_BATCH)]
+    single = [
+        ([t], [f]) for t, f in zip(texts[:latency_items], findings[:latency_items], strict=True)
+    ]
+    batches = [
+        (texts[i : i + THROUGHPUT_BATCH], findings[i : i + THROUGHPUT_BATCH])
+        for i in range(0, len(texts), THROUGHPUT_BATCH)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation warnings: the same for every backend
         for name, clf in clfs.items():
-            latency = time_calls(lambda t, f, c=clf: c.logits(t, f, batch_size=1), single,
-                                 warmup)
+            latency = time_calls(lambda t, f, c=clf: c.logits(t, f, batch_size=1), single, warmup)
             per_batch = time_calls(
-                lambda t, f, c=clf: c.logits(t, f, batch_size=THROUGHPUT_BATCH), batches,
-                min(warmup, len(batches)))
+                lambda t, f, c=clf: c.logits(t, f, batch_size=THROUGHPUT_BATCH),
+                batches,
+                min(warmup, len(batches)),
+            )
             speed[name] = {
                 "latency_ms_p50": float(np.percentile(latency, 50) * 1000),
                 "latency_ms_p95": float(np.percentile(latency, 95) * 1000),
@@ -111,77 +119,118 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int,
         "model": meta.get("name", model_dir.name),
         "data": {"file": data.name, "n_items": len(texts)},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
-                    "python": platform.python_version()},
+        "machine": {
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "threads": threads,
+            "python": platform.python_version(),
+        },
         "versions": meta.get("versions"),
         "int8_recipe": (meta.get("onnx") or {}).get("quantization"),
         "sizes_bytes": artifact_sizes(model_dir),
         "parity": parity,
         "speed": speed,
-        "settings": {"latency_items": len(single), "warmup_calls": warmup,
-                     "throughput_batch": THROUGHPUT_BATCH,
-                     "timed": "Classifier.logits: tokenization + padding + forward"},
+        "settings": {
+            "latency_items": len(single),
+            "warmup_calls": warmup,
+            "throughput_batch": THROUGHPUT_BATCH,
+            "timed": "Classifier.logits: tokenization + padding + forward",
+        },
     }
 
 
 def markdown(result: dict) -> str:
     """The benchmark as Markdown tables."""
     machine = result["machine"]
-    lines = [f"# Export parity and speed: {result['model']}", "",
-             f"{result['data']['n_items']} items of `{result['data']['file']}`; "
-             f"{machine['cpu']}, {machine['threads']} intra-op thread(s) for torch and onnxruntime; "
-             f"measured {result['created']}.", "",
-             "| artifact | size (MiB) |", "|---|---|"]
-    lines += [f"| `{name}` | {size / 2**20:.2f} |" for name, size in
-              result["sizes_bytes"].items()]
+    lines = [
+        f"# Export parity and speed: {result['model']}",
+        "",
+        f"{result['data']['n_items']} items of `{result['data']['file']}`; "
+        f"{machine['cpu']}, {machine['threads']} intra-op thread(s) for torch and onnxruntime; "
+        f"measured {result['created']}.",
+        "",
+        "| artifact | size (MiB) |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {size / 2**20:.2f} |" for name, size in result["sizes_bytes"].items()]
     tasks = list(result["parity"]["onnx fp32"]["label_agreement"])
     torch_speed = result["speed"].get("torch fp32")
-    lines += ["", "| backend | max abs logit diff vs torch | "
-              + " | ".join(f"{t} items equal" for t in tasks)
-              + " | " + " | ".join(f"{t} labels equal" for t in tasks)
-              + " | latency p50 (ms, batch 1) | latency p95 (ms, batch 1) "
-                "| throughput (items/s, batch 32) | speed-up vs torch (p50 / throughput) |",
-              "|---|---|" + "---|" * (2 * len(tasks)) + "---|---|---|---|"]
+    lines += [
+        "",
+        "| backend | max abs logit diff vs torch | "
+        + " | ".join(f"{t} items equal" for t in tasks)
+        + " | "
+        + " | ".join(f"{t} labels equal" for t in tasks)
+        + " | latency p50 (ms, batch 1) | latency p95 (ms, batch 1) "
+        "| throughput (items/s, batch 32) | speed-up vs torch (p50 / throughput) |",
+        "|---|---|" + "---|" * (2 * len(tasks)) + "---|---|---|---|",
+    ]
     for name, speed in result["speed"].items():
         parity = result["parity"].get(name)
         diff = f"{parity['max_abs_logit_diff']:.2e}" if parity else "(reference)"
         items = [f"{parity['label_agreement'][t]:.3f}" if parity else "1.000" for t in tasks]
-        labels = [f"{parity.get('decision_agreement', parity['label_agreement'])[t]:.4f}"
-                  if parity else "1.0000" for t in tasks]
-        ratio = (f"{torch_speed['latency_ms_p50'] / speed['latency_ms_p50']:.2f}x / "
-                 f"{speed['throughput_items_per_s'] / torch_speed['throughput_items_per_s']:.2f}x"
-                 if torch_speed else "")
-        lines.append(f"| {name} | {diff} | " + " | ".join(items + labels) +
-                     f" | {speed['latency_ms_p50']:.2f} | {speed['latency_ms_p95']:.2f} | "
-                     f"{speed['throughput_items_per_s']:.1f} | {ratio} |")
-    lines += ["", "Items equal: share of items whose decisions for the task equal torch's "
-              "(multi-label: the whole label set). Labels equal: share of single label "
-              "decisions (item x label for multi-label tasks). Timings are end to end "
-              "(tokenization, padding, forward pass)."]
+        labels = [
+            f"{parity.get('decision_agreement', parity['label_agreement'])[t]:.4f}"
+            if parity
+            else "1.0000"
+            for t in tasks
+        ]
+        ratio = (
+            f"{torch_speed['latency_ms_p50'] / speed['latency_ms_p50']:.2f}x / "
+            f"{speed['throughput_items_per_s'] / torch_speed['throughput_items_per_s']:.2f}x"
+            if torch_speed
+            else ""
+        )
+        lines.append(
+            f"| {name} | {diff} | "
+            + " | ".join(items + labels)
+            + f" | {speed['latency_ms_p50']:.2f} | {speed['latency_ms_p95']:.2f} | "
+            f"{speed['throughput_items_per_s']:.1f} | {ratio} |"
+        )
+    lines += [
+        "",
+        "Items equal: share of items whose decisions for the task equal torch's "
+        "(multi-label: the whole label set). Labels equal: share of single label "
+        "decisions (item x label for multi-label tasks). Timings are end to end "
+        "(tokenization, padding, forward pass).",
+    ]
     recipe = result.get("int8_recipe")
     if recipe:
         smoothing = recipe.get("smoothing") or {}
         fused = recipe.get("fused_operators") or {}
-        lines += ["", f"int8 graph: {recipe.get('graph', 'exported graph')}; operators after fusion: "
-                  + (", ".join(f"{k} x{v}" for k, v in fused.items()) or "nothing")
-                  + "; " + (f"SmoothQuant alpha {smoothing['alpha']} on "
-                            f"{smoothing.get('calibration_items')} "
-                            f"{smoothing.get('calibration_split')} items"
-                            if smoothing else "no smoothing")
-                  + f"; {recipe.get('method')} ({recipe.get('weight_type')} weights, "
-                  + ("per channel" if recipe.get("per_channel") else "per tensor") + ")."]
+        lines += [
+            "",
+            f"int8 graph: {recipe.get('graph', 'exported graph')}; operators after fusion: "
+            + (", ".join(f"{k} x{v}" for k, v in fused.items()) or "nothing")
+            + "; "
+            + (
+                f"SmoothQuant alpha {smoothing['alpha']} on "
+                f"{smoothing.get('calibration_items')} "
+                f"{smoothing.get('calibration_split')} items"
+                if smoothing
+                else "no smoothing"
+            )
+            + f"; {recipe.get('method')} ({recipe.get('weight_type')} weights, "
+            + ("per channel" if recipe.get("per_channel") else "per tensor")
+            + ").",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="an export folder")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="a data file with a 'text' (and optional 'finding') column")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="a data file with a 'text' (and optional 'finding') column",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
-    parser.add_argument("--latency-items", type=int, default=200,
-                        help="single-item calls timed for latency")
+    parser.add_argument(
+        "--latency-items", type=int, default=200, help="single-item calls timed for latency"
+    )
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls first")
     args = parser.parse_args(argv)
     if not (args.model / "scrclf.json").is_file():

@@ -49,15 +49,18 @@ TARGET_SAMPLES_PER_S = 20_000
 # Order matters: the first pattern found in the device name wins.
 BF16_PEAK_FLOPS: list[tuple[str, float]] = [
     ("H200 NVL", 835.0e12),
-    ("H200", 989.4e12),     # SXM
+    ("H200", 989.4e12),  # SXM
     ("H100 PCIE", 756.0e12),
     ("H100 NVL", 835.0e12),
-    ("H100", 989.4e12),     # SXM5 (HBM3)
-    ("A100", 312.0e12),     # SXM4 and PCIe
+    ("H100", 989.4e12),  # SXM5 (HBM3)
+    ("A100", 312.0e12),  # SXM4 and PCIe
 ]
 
-TASK_SHAPES = [("themes", "multi_label", 11), ("evidence", "single_label", 5),
-               ("action_strength", "single_label", 3)]
+TASK_SHAPES = [
+    ("themes", "multi_label", 11),
+    ("evidence", "single_label", 5),
+    ("action_strength", "single_label", 3),
+]
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -75,7 +78,9 @@ def card_slug(device_name: str) -> str:
 # --------------------------------------------------------------------------- corpus
 
 
-def synthetic_lengths(n: int, mean: float, low: int, high: int, rng: np.random.Generator) -> np.ndarray:
+def synthetic_lengths(
+    n: int, mean: float, low: int, high: int, rng: np.random.Generator
+) -> np.ndarray:
     """Token counts with a right-skewed spread like our text pairs (gamma, shape 4)."""
     shape = 4.0
     lengths = rng.gamma(shape, mean / shape, size=n)
@@ -120,9 +125,12 @@ def scrclf_model(model_cfg: dict[str, Any]):
     from scrclf.modeling.encoders import build_model
     from scrclf.tasks import TaskSet
 
-    tasks = TaskSet.from_config([
-        {"name": name, "type": kind, "labels": [f"{name}_{i}" for i in range(k)]}
-        for name, kind, k in TASK_SHAPES])
+    tasks = TaskSet.from_config(
+        [
+            {"name": name, "type": kind, "labels": [f"{name}_{i}" for i in range(k)]}
+            for name, kind, k in TASK_SHAPES
+        ]
+    )
     return build_model(model_cfg, tasks, 512), tasks
 
 
@@ -136,7 +144,8 @@ def plain_classifier(model_cfg: dict[str, Any], num_labels: int):
         config = AutoConfig.for_model(enc.pop("model_type"), num_labels=num_labels, **enc)
         return AutoModelForSequenceClassification.from_config(config)
     return AutoModelForSequenceClassification.from_pretrained(
-        resolve_path(model_cfg["encoder"]), num_labels=num_labels)
+        resolve_path(model_cfg["encoder"]), num_labels=num_labels
+    )
 
 
 def n_params(model) -> int:
@@ -168,8 +177,9 @@ def _peak_mib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def trainer_arm(model_cfg, ids, types, targets, batch: int, bf16: bool, warmup: int, steps: int,
-                tmp: Path) -> dict[str, Any]:
+def trainer_arm(
+    model_cfg, ids, types, targets, batch: int, bf16: bool, warmup: int, steps: int, tmp: Path
+) -> dict[str, Any]:
     """The plain Trainer on the evidence task; timed between two step boundaries."""
     import datasets
     import torch
@@ -186,9 +196,14 @@ def trainer_arm(model_cfg, ids, types, targets, batch: int, bf16: bool, warmup: 
     _reset_peak()
     tokenizer = AutoTokenizer.from_pretrained(resolve_path(model_cfg["tokenizer"]))
     n = (warmup + steps) * batch
-    data = datasets.Dataset.from_dict({"input_ids": ids[:n], "token_type_ids": types[:n],
-                                       "attention_mask": [[1] * len(x) for x in ids[:n]],
-                                       "labels": targets["evidence"][:n].tolist()})
+    data = datasets.Dataset.from_dict(
+        {
+            "input_ids": ids[:n],
+            "token_type_ids": types[:n],
+            "attention_mask": [[1] * len(x) for x in ids[:n]],
+            "labels": targets["evidence"][:n].tolist(),
+        }
+    )
     model = plain_classifier(model_cfg, 5)
     marks: dict[int, float] = {}
 
@@ -198,34 +213,69 @@ def trainer_arm(model_cfg, ids, types, targets, batch: int, bf16: bool, warmup: 
                 _sync()
                 marks[state.global_step] = time.perf_counter()
 
-    args = TrainingArguments(output_dir=str(tmp / "trainer"), per_device_train_batch_size=batch,
-                             max_steps=warmup + steps, bf16=bf16, save_strategy="no",
-                             eval_strategy="no", report_to="none", logging_steps=10**9,
-                             disable_tqdm=True, use_cpu=not torch.cuda.is_available())
-    trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[Clock()])
+    args = TrainingArguments(
+        output_dir=str(tmp / "trainer"),
+        per_device_train_batch_size=batch,
+        max_steps=warmup + steps,
+        bf16=bf16,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        logging_steps=10**9,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[Clock()],
+    )
     trainer.train()
     seconds = marks[warmup + steps] - marks[warmup]
     samples = steps * batch
     mean_len = float(np.mean([len(x) for x in ids[:n]]))
-    return {"samples_per_second": samples / seconds, "tokens_per_second": samples * mean_len / seconds,
-            "padded_tokens_per_second": None, "seconds": seconds, "steps": steps,
-            "params": n_params(model), "peak_cuda_mib": _peak_mib(), "warmup_s": None,
-            "tokens_note": "tokens/s = samples/s x mean item length (random order)"}
+    return {
+        "samples_per_second": samples / seconds,
+        "tokens_per_second": samples * mean_len / seconds,
+        "padded_tokens_per_second": None,
+        "seconds": seconds,
+        "steps": steps,
+        "params": n_params(model),
+        "peak_cuda_mib": _peak_mib(),
+        "warmup_s": None,
+        "tokens_note": "tokens/s = samples/s x mean item length (random order)",
+    }
 
 
-def lean_arm(model_cfg, store, batch: int, bf16: bool, compile_: bool, epochs: int,
-             device: str, buckets: int) -> dict[str, Any]:
+def lean_arm(
+    model_cfg, store, batch: int, bf16: bool, compile_: bool, epochs: int, device: str, buckets: int
+) -> dict[str, Any]:
     """The lean loop: one warm-up epoch (compilation included), then ``epochs`` timed."""
+    from omegaconf import OmegaConf
+
+    from scrclf.settings import compose
     from scrclf.training.hand_loop import LeanSettings, LeanTrainer, choose_buckets
 
     _reset_peak()
     model, _ = scrclf_model(model_cfg)
-    settings = LeanSettings.from_config({
-        "device": device, "batch_size": batch, "eval_batch_size": batch, "learning_rate": 1e-4,
-        "lr_reference_batch_size": 32, "lr_scaling": "sqrt", "warmup_ratio": 0.05,
-        "max_epochs": epochs + 1, "precision": "bf16" if bf16 else "fp32",
-        "optim": "adamw_torch_fused", "compile": compile_, "logging_steps": 10**9})
+    trainer = compose(
+        overrides=[
+            "trainer=gpu_fast",
+            f"trainer.device={device}",
+            f"trainer.batch_size={batch}",
+            f"trainer.eval_batch_size={batch}",
+            "trainer.learning_rate=1e-4",
+            "trainer.warmup_ratio=0.05",
+            f"trainer.max_epochs={epochs + 1}",
+            f"trainer.precision={'bf16' if bf16 else 'fp32'}",
+            f"trainer.compile={compile_}",
+            "trainer.logging_steps=1000000000",
+        ]
+    ).trainer
+    settings = LeanSettings.from_config(OmegaConf.to_container(trainer, resolve=True))
     bucket_list = choose_buckets(store.lengths, buckets) if settings.compile else None
     steps = math.ceil(len(store) / batch) * (epochs + 1)
     trainer = LeanTrainer(model, settings, steps, bucket_list)
@@ -241,12 +291,20 @@ def lean_arm(model_cfg, store, batch: int, bf16: bool, compile_: bool, epochs: i
         tokens += stats.tokens
         padded += stats.padded_tokens
         seconds += stats.seconds
-    return {"samples_per_second": items / seconds, "tokens_per_second": tokens / seconds,
-            "padded_tokens_per_second": padded / seconds, "seconds": seconds,
-            "steps": trainer.step_count, "params": n_params(model), "peak_cuda_mib": _peak_mib(),
-            "warmup_s": warmup_s, "buckets": bucket_list,
-            "effective_precision": settings.precision, "compiled": settings.compile,
-            "learning_rate": settings.learning_rate}
+    return {
+        "samples_per_second": items / seconds,
+        "tokens_per_second": tokens / seconds,
+        "padded_tokens_per_second": padded / seconds,
+        "seconds": seconds,
+        "steps": trainer.step_count,
+        "params": n_params(model),
+        "peak_cuda_mib": _peak_mib(),
+        "warmup_s": warmup_s,
+        "buckets": bucket_list,
+        "effective_precision": settings.precision,
+        "compiled": settings.compile,
+        "learning_rate": settings.learning_rate,
+    }
 
 
 def with_mfu(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
@@ -265,40 +323,59 @@ def with_mfu(result: dict[str, Any], peak: float | None) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     peak = report["peak_bf16_flops"]
     peak_text = f"{peak / 1e12:.0f} TFLOP/s dense bf16" if peak else "unknown for this device"
-    lines = [f"# Training throughput on {report['device']}", "",
-             f"Measured {report['measured_at']} with `{report['command']}`; synthetic corpus of "
-             f"{report['corpus']['items']:,} items, mean {report['corpus']['mean_tokens']:.0f} "
-             f"tokens. MFU = 6 x N x T / (t x peak), N = {report['arms'][0]['params']:,} "
-             f"parameters, peak {peak_text}.", "",
-             "| arm | samples/s | tokens/s | MFU | warm-up (s) | peak CUDA MiB | x Trainer fp32 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Training throughput on {report['device']}",
+        "",
+        f"Measured {report['measured_at']} with `{report['command']}`; synthetic corpus of "
+        f"{report['corpus']['items']:,} items, mean {report['corpus']['mean_tokens']:.0f} "
+        f"tokens. MFU = 6 x N x T / (t x peak), N = {report['arms'][0]['params']:,} "
+        f"parameters, peak {peak_text}.",
+        "",
+        "| arm | samples/s | tokens/s | MFU | warm-up (s) | peak CUDA MiB | x Trainer fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     base = report["arms"][0]["samples_per_second"] if report["arms"] else None
     for arm in report["arms"]:
         mfu = f"{arm['mfu']:.1%}" if arm.get("mfu") is not None else "n/a"
         warm = f"{arm['warmup_s']:.1f}" if arm.get("warmup_s") is not None else ""
         peak = f"{arm['peak_cuda_mib']:.0f}" if arm.get("peak_cuda_mib") is not None else ""
-        lines.append(f"| {arm['name']} | {arm['samples_per_second']:,.0f} | "
-                     f"{arm['tokens_per_second']:,.0f} | {mfu} | {warm} | {peak} | "
-                     f"{arm['samples_per_second'] / base:.2f}x |")
+        lines.append(
+            f"| {arm['name']} | {arm['samples_per_second']:,.0f} | "
+            f"{arm['tokens_per_second']:,.0f} | {mfu} | {warm} | {peak} | "
+            f"{arm['samples_per_second'] / base:.2f}x |"
+        )
     best = max(report["arms"], key=lambda a: a["samples_per_second"])
     if report["smoke"]:
         verdict = "smoke run (tiny model and corpus): not comparable with the target"
     else:
         met = best["samples_per_second"] >= TARGET_SAMPLES_PER_S
-        verdict = f"target {TARGET_SAMPLES_PER_S:,} samples/s on one H100: {'met' if met else 'not met'}"
-    lines += ["", f"Best: {best['name']} at {best['samples_per_second']:,.0f} samples/s; {verdict}.", ""]
+        verdict = (
+            f"target {TARGET_SAMPLES_PER_S:,} samples/s on one H100: {'met' if met else 'not met'}"
+        )
+    lines += [
+        "",
+        f"Best: {best['name']} at {best['samples_per_second']:,.0f} samples/s; {verdict}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny model and corpus, few steps; runs on CPU (checks the script)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny model and corpus, few steps; runs on CPU (checks the script)",
+    )
     parser.add_argument("--items", type=int, default=None, help="synthetic items (default 50,000)")
     parser.add_argument("--batches", default=None, help="lean-loop batch sizes (default 512,1024)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled arms")
-    parser.add_argument("--buckets", type=int, default=7,
-                        help="static sequence lengths for the compiled arms (default 7)")
+    parser.add_argument(
+        "--buckets",
+        type=int,
+        default=7,
+        help="static sequence lengths for the compiled arms (default 7)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
@@ -340,8 +417,11 @@ def main(argv: list[str] | None = None) -> None:
         "mfu_formula": "6 * N * T / (t * peak); N = all model parameters, T = non-padding tokens",
         "torch": torch.__version__,
         "smoke": args.smoke,
-        "corpus": {"items": items, "mean_tokens": float(store.lengths.mean()),
-                   "max_tokens": int(store.lengths.max())},
+        "corpus": {
+            "items": items,
+            "mean_tokens": float(store.lengths.mean()),
+            "max_tokens": int(store.lengths.max()),
+        },
         "target_samples_per_second": TARGET_SAMPLES_PER_S,
         "arms": arms,
     }
@@ -351,26 +431,60 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
         (args.out / f"{stem}.md").write_text(markdown(report))
 
-    plan = [(f"trainer fp32 b{ref_batch}", lambda tmp: trainer_arm(
-        model_cfg, ids, types, targets, ref_batch, False, trainer_warmup, trainer_steps, tmp))]
+    plan = [
+        (
+            f"trainer fp32 b{ref_batch}",
+            lambda tmp: trainer_arm(
+                model_cfg, ids, types, targets, ref_batch, False, trainer_warmup, trainer_steps, tmp
+            ),
+        )
+    ]
     if cuda:
-        plan.append((f"trainer bf16 b{ref_batch}", lambda tmp: trainer_arm(
-            model_cfg, ids, types, targets, ref_batch, True, trainer_warmup, trainer_steps, tmp)))
+        plan.append(
+            (
+                f"trainer bf16 b{ref_batch}",
+                lambda tmp: trainer_arm(
+                    model_cfg,
+                    ids,
+                    types,
+                    targets,
+                    ref_batch,
+                    True,
+                    trainer_warmup,
+                    trainer_steps,
+                    tmp,
+                ),
+            )
+        )
     for batch in batches:
-        plan.append((f"lean {'bf16' if cuda else 'fp32'} b{batch}", lambda tmp, b=batch: lean_arm(
-            model_cfg, store, b, cuda, False, lean_epochs, device, args.buckets)))
+        plan.append(
+            (
+                f"lean {'bf16' if cuda else 'fp32'} b{batch}",
+                lambda tmp, b=batch: lean_arm(
+                    model_cfg, store, b, cuda, False, lean_epochs, device, args.buckets
+                ),
+            )
+        )
     if cuda and not args.no_compile:
         for batch in batches:
-            plan.append((f"lean bf16 b{batch} compiled", lambda tmp, b=batch: lean_arm(
-                model_cfg, store, b, True, True, lean_epochs, device, args.buckets)))
+            plan.append(
+                (
+                    f"lean bf16 b{batch} compiled",
+                    lambda tmp, b=batch: lean_arm(
+                        model_cfg, store, b, True, True, lean_epochs, device, args.buckets
+                    ),
+                )
+            )
     with tempfile.TemporaryDirectory(prefix="gpu_throughput_") as tmp:
         for name, run in plan:
             result = with_mfu(run(Path(tmp)), peak)
             result["name"] = name
             arms.append(result)
-            print(f"{name}: {result['samples_per_second']:,.0f} samples/s"
-                  + (f", MFU {result['mfu']:.1%}" if result.get("mfu") is not None else ""),
-                  flush=True)
+            print(
+                f"{name}: {result['samples_per_second']:,.0f} samples/s"
+                + (f", MFU {result['mfu']:.1%}" if result.get("mfu") is not None else ""),
+                flush=True,
+            )
             write()
     print(markdown(report))
     print(f"written: {args.out / (stem + '.json')}", file=sys.stderr)

@@ -41,16 +41,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def plain_macro_f1(multi_label: bool, logits: np.ndarray, targets: np.ndarray,
-                   num_labels: int) -> float:
+def plain_macro_f1(
+    multi_label: bool, logits: np.ndarray, targets: np.ndarray, num_labels: int
+) -> float:
     """Macro-F1 at the decisions a plain fine-tune makes (argmax, or sigmoid >= 0.5)."""
     from sklearn.metrics import f1_score
 
     if multi_label:
         pred = (1.0 / (1.0 + np.exp(-logits)) >= 0.5).astype(np.int64)
         return float(f1_score(targets.astype(np.int64), pred, average="macro", zero_division=0))
-    return float(f1_score(targets, logits.argmax(-1), labels=list(range(num_labels)),
-                          average="macro", zero_division=0))
+    return float(
+        f1_score(
+            targets,
+            logits.argmax(-1),
+            labels=list(range(num_labels)),
+            average="macro",
+            zero_division=0,
+        )
+    )
 
 
 def _step_timer():
@@ -81,9 +89,15 @@ def _step_timer():
     return StepTimer()
 
 
-def fine_tune_task(task: Mapping[str, Any], splits: Mapping[str, list[dict[str, Any]]],
-                   encoder_path: str, out_dir: Path, seed: int = 42,
-                   text_column: str = "text", pair_column: str = "finding") -> dict[str, Any]:
+def fine_tune_task(
+    task: Mapping[str, Any],
+    splits: Mapping[str, list[dict[str, Any]]],
+    encoder_path: str,
+    out_dir: Path,
+    seed: int = 42,
+    text_column: str = "text",
+    pair_column: str = "finding",
+) -> dict[str, Any]:
     """Fine-tune one model for one task (``{name, type, labels, column}``); report cost and F1."""
     import datasets
     from transformers import (
@@ -104,34 +118,63 @@ def fine_tune_task(task: Mapping[str, Any], splits: Mapping[str, list[dict[str, 
     def encode(rows: Sequence[dict[str, Any]]) -> datasets.Dataset:
         texts = [r[text_column] for r in rows]
         pairs = [r.get(pair_column) for r in rows]
-        enc = tokenizer([t if not p else (t, p) for t, p in zip(texts, pairs, strict=True)], truncation=True)
+        enc = tokenizer(
+            [t if not p else (t, p) for t, p in zip(texts, pairs, strict=True)], truncation=True
+        )
         columns = dict(enc)
         if multi:
-            columns["labels"] = [[1.0 if label in r[column] else 0.0 for label in labels]
-                                 for r in rows]
+            columns["labels"] = [
+                [1.0 if label in r[column] else 0.0 for label in labels] for r in rows
+            ]
         else:
             columns["labels"] = [label2id[r[column]] for r in rows]
         return datasets.Dataset.from_dict(columns)
 
     data = {split: encode(rows) for split, rows in splits.items()}
     model = AutoModelForSequenceClassification.from_pretrained(
-        encoder_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
-        problem_type="multi_label_classification" if multi else "single_label_classification")
+        encoder_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label2id,
+        problem_type="multi_label_classification" if multi else "single_label_classification",
+    )
 
     def metrics(eval_pred) -> dict[str, float]:
-        return {"macro_f1": plain_macro_f1(multi, np.asarray(eval_pred.predictions),
-                                           np.asarray(eval_pred.label_ids), len(labels))}
+        return {
+            "macro_f1": plain_macro_f1(
+                multi,
+                np.asarray(eval_pred.predictions),
+                np.asarray(eval_pred.label_ids),
+                len(labels),
+            )
+        }
 
     args = TrainingArguments(
-        output_dir=str(out_dir / name), num_train_epochs=EPOCHS, learning_rate=LEARNING_RATE,
-        per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=BATCH_SIZE,
-        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-        metric_for_best_model="macro_f1", save_total_limit=1, report_to="none", seed=seed,
-        use_cpu=not _cuda(), disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=data["train"],
-                      eval_dataset=data["validation"], processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics,
-                      callbacks=[timer])
+        output_dir=str(out_dir / name),
+        num_train_epochs=EPOCHS,
+        learning_rate=LEARNING_RATE,
+        per_device_train_batch_size=BATCH_SIZE,
+        per_device_eval_batch_size=BATCH_SIZE,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        save_total_limit=1,
+        report_to="none",
+        seed=seed,
+        use_cpu=not _cuda(),
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=metrics,
+        callbacks=[timer],
+    )
     output = trainer.train()
     train_end = time.time() - timer.started
     test = trainer.predict(data["test"])
@@ -156,11 +199,14 @@ def fine_tune_task(task: Mapping[str, Any], splits: Mapping[str, list[dict[str, 
     }
     if multi:
         result["test_macro_f1_at_least_one_label"] = _at_least_one_label_f1(
-            test_logits, test_targets, task.get("max_labels"))
+            test_logits, test_targets, task.get("max_labels")
+        )
     return result
 
 
-def _at_least_one_label_f1(logits: np.ndarray, targets: np.ndarray, max_labels: int | None) -> float:
+def _at_least_one_label_f1(
+    logits: np.ndarray, targets: np.ndarray, max_labels: int | None
+) -> float:
     """Multi-label macro-F1 with scrclf's default rule (top label when none passes 0.5)."""
     from sklearn.metrics import f1_score
 
@@ -168,8 +214,9 @@ def _at_least_one_label_f1(logits: np.ndarray, targets: np.ndarray, max_labels: 
 
     probs = sigmoid(logits)
     pred = decide_multi_label(probs, [0.5] * probs.shape[1], max_labels=max_labels)
-    return float(f1_score(targets.astype(np.int64), pred.astype(np.int64), average="macro",
-                          zero_division=0))
+    return float(
+        f1_score(targets.astype(np.int64), pred.astype(np.int64), average="macro", zero_division=0)
+    )
 
 
 def _cuda() -> bool:
@@ -178,15 +225,28 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def run_reference(data_dir: Path, tasks: Sequence[Mapping[str, Any]], encoder_path: str,
-                  out_dir: Path, seed: int = 42) -> dict[str, Any]:
+def run_reference(
+    data_dir: Path,
+    tasks: Sequence[Mapping[str, Any]],
+    encoder_path: str,
+    out_dir: Path,
+    seed: int = 42,
+) -> dict[str, Any]:
     """All tasks, one after the other; totals are sums over the fine-tunes."""
     started = time.time()
     splits = {s: read_jsonl(Path(data_dir) / f"{s}.jsonl") for s in ("train", "validation", "test")}
     per_task = [fine_tune_task(task, splits, encoder_path, out_dir, seed) for task in tasks]
-    total = {key: sum(r[key] for r in per_task) for key in (
-        "train_samples", "train_tokens", "step_time_s", "time_to_best_s", "training_end_s",
-        "wall_time_s")}
+    total = {
+        key: sum(r[key] for r in per_task)
+        for key in (
+            "train_samples",
+            "train_tokens",
+            "step_time_s",
+            "time_to_best_s",
+            "training_end_s",
+            "wall_time_s",
+        )
+    }
     scores = {r["task"]: r["test_macro_f1"] for r in per_task}
     return {
         "per_task": per_task,
@@ -210,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from scrclf.modeling.encoders import resolve_path
 
-    tasks = OmegaConf.to_container(OmegaConf.load(root / "configs" / "task" / "codebook.yaml"))["tasks"]
+    tasks = OmegaConf.to_container(OmegaConf.load(root / "configs" / "task" / "codebook.yaml"))[
+        "tasks"
+    ]
     encoder = resolve_path(str(OmegaConf.load(root / "configs" / "model" / "minilm.yaml").encoder))
     print(json.dumps(run_reference(args.data, tasks, encoder, args.out, args.seed), indent=2))
 

@@ -53,15 +53,26 @@ TASKS = ("themes", "evidence", "action_strength")
 # configuration before tuning (the previous configs/trainer/cpu.yaml, on the current code:
 # threads set to the physical cores, evaluation sorted by length); the last is the shipped
 # default (no overrides).
-PREVIOUS_DEFAULTS = ["trainer.max_epochs=8", "trainer.learning_rate=1e-4",
-                     "trainer.early_stopping_patience=2", "trainer.head_lr_scale=null",
-                     "trainer.optim=adamw_torch", "trainer.precision=fp32"]
-FEW_EPOCHS = ["trainer.max_epochs=4", "trainer.learning_rate=8e-5",
-              "trainer.early_stopping_patience=null", "trainer.head_lr_scale=40"]
+PREVIOUS_DEFAULTS = [
+    "trainer.max_epochs=8",
+    "trainer.learning_rate=1e-4",
+    "trainer.early_stopping_patience=2",
+    "trainer.head_lr_scale=null",
+    "trainer.optim=adamw_torch",
+    "trainer.precision=fp32",
+]
+FEW_EPOCHS = [
+    "trainer.max_epochs=4",
+    "trainer.learning_rate=8e-5",
+    "trainer.early_stopping_patience=null",
+    "trainer.head_lr_scale=40",
+]
 ABLATION: list[tuple[str, list[str]]] = [
     ("previous defaults", PREVIOUS_DEFAULTS),
-    ("+ 4 epochs, heads x40 (lr 8e-5)", [*FEW_EPOCHS, "trainer.optim=adamw_torch",
-                                         "trainer.precision=fp32"]),
+    (
+        "+ 4 epochs, heads x40 (lr 8e-5)",
+        [*FEW_EPOCHS, "trainer.optim=adamw_torch", "trainer.precision=fp32"],
+    ),
     ("+ fused AdamW", [*FEW_EPOCHS, "trainer.precision=fp32"]),
     ("+ bf16 autocast (shipped default)", []),
 ]
@@ -72,7 +83,8 @@ def peak_memory() -> dict[str, float | None]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     out: dict[str, float | None] = {
         "peak_rss_mib": rss / 2**20 if sys.platform == "darwin" else rss / 1024,
-        "cuda_max_allocated_mib": None}
+        "cuda_max_allocated_mib": None,
+    }
     import torch
 
     if torch.cuda.is_available():
@@ -86,7 +98,9 @@ def peak_memory() -> dict[str, float | None]:
 def _task_specs() -> list[dict[str, Any]]:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "task" / "codebook.yaml"))["tasks"]
+    return OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "task" / "codebook.yaml"))[
+        "tasks"
+    ]
 
 
 def run_reference_arm(data_dir: Path, scratch: Path, seed: int) -> dict[str, Any]:
@@ -116,8 +130,10 @@ def run_candidate_arm(overrides: list[str], data_dir: Path, scratch: Path) -> di
     from scrclf.training import train
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            f"data.dir={data_dir}", f"paths.output_dir={scratch / 'run'}", *overrides])
+        cfg = compose(
+            config_name="train",
+            overrides=[f"data.dir={data_dir}", f"paths.output_dir={scratch / 'run'}", *overrides],
+        )
     summary = train(cfg)
     t = summary["training"]
     return {
@@ -130,9 +146,11 @@ def run_candidate_arm(overrides: list[str], data_dir: Path, scratch: Path) -> di
         "test_macro_f1": {k: summary["test"][k]["macro_f1"] for k in TASKS},
         "test_mean_macro_f1": summary["test"]["mean_macro_f1"],
         "test_macro_f1_default_decisions": {
-            k: summary["at_default_decisions"]["test"][k]["macro_f1"] for k in TASKS},
-        "test_mean_macro_f1_default_decisions":
-            summary["at_default_decisions"]["test"]["mean_macro_f1"],
+            k: summary["at_default_decisions"]["test"][k]["macro_f1"] for k in TASKS
+        },
+        "test_mean_macro_f1_default_decisions": summary["at_default_decisions"]["test"][
+            "mean_macro_f1"
+        ],
         "validation_mean_macro_f1": summary["validation"]["mean_macro_f1"],
         "detail": t,
     }
@@ -148,9 +166,14 @@ def child_main(spec: dict[str, Any]) -> None:
         result = run_candidate_arm(spec["overrides"], Path(spec["data"]), scratch)
     import torch
 
-    result.update(name=spec["arm"], **peak_memory(), load_before=load_before,
-                  load_after=os.getloadavg()[0], torch_threads=torch.get_num_threads(),
-                  process_s=time.time() - PROCESS_START)
+    result.update(
+        name=spec["arm"],
+        **peak_memory(),
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+        torch_threads=torch.get_num_threads(),
+        process_s=time.time() - PROCESS_START,
+    )
     Path(spec["result"]).write_text(json.dumps(result, indent=2, default=float))
 
 
@@ -189,19 +212,36 @@ def wait_until_quiet(max_wait_s: float, idle_share: float = 0.9, window_s: float
         print(f"   waiting for a quiet machine (CPUs {busy:.0%} busy)", flush=True)
 
 
-def run_arm(name: str, overrides: list[str], data_dir: Path, seed: int, work: Path,
-            quiet_wait_s: float = 0.0) -> dict[str, Any]:
+def run_arm(
+    name: str,
+    overrides: list[str],
+    data_dir: Path,
+    seed: int,
+    work: Path,
+    quiet_wait_s: float = 0.0,
+) -> dict[str, Any]:
     scratch = work / name.replace(" ", "_").replace("/", "_")
     scratch.mkdir(parents=True, exist_ok=True)
-    spec = {"arm": name, "overrides": overrides, "data": str(data_dir), "seed": seed,
-            "scratch": str(scratch), "result": str(scratch / "result.json")}
+    spec = {
+        "arm": name,
+        "overrides": overrides,
+        "data": str(data_dir),
+        "seed": seed,
+        "scratch": str(scratch),
+        "result": str(scratch / "result.json"),
+    }
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), "PYTHONUNBUFFERED": "1"}
     env.pop("SCRCLF_RUN_ID", None)
     busy_before = wait_until_quiet(quiet_wait_s) if quiet_wait_s > 0 else None
     print(f"== {name} (load {os.getloadavg()[0]:.2f})", flush=True)
     machine_before, own_before, t0 = _cpu_busy_seconds(), _children_cpu_seconds(), time.time()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT,
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.time() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"arm {name!r} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -212,9 +252,12 @@ def run_arm(name: str, overrides: list[str], data_dir: Path, seed: int, work: Pa
         foreign = (machine_after - machine_before) - (_children_cpu_seconds() - own_before)
         result["other_cpu_share"] = max(0.0, foreign) / (elapsed * (os.cpu_count() or 1))
     result["cpu_busy_before"] = busy_before
-    print(f"   time to best {result['time_to_best_s']:.1f} s, wall {result['wall_time_s']:.1f} s, "
-          f"{result['samples_per_second']:.1f} samples/s, test mean macro-F1 "
-          f"{result['test_mean_macro_f1']:.3f}", flush=True)
+    print(
+        f"   time to best {result['time_to_best_s']:.1f} s, wall {result['wall_time_s']:.1f} s, "
+        f"{result['samples_per_second']:.1f} samples/s, test mean macro-F1 "
+        f"{result['test_mean_macro_f1']:.3f}",
+        flush=True,
+    )
     return result
 
 
@@ -235,13 +278,14 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     import torch
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from scrclf.training.hand_loop import TokenStore
 
+    from scrclf.training.hand_loop import TokenStore
     from scrclf.training.run import configure_threads, load_inputs
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"data.dir={data_dir}",
-                                                      "paths.output_dir=unused"])
+        cfg = compose(
+            config_name="train", overrides=[f"data.dir={data_dir}", "paths.output_dir=unused"]
+        )
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     threads = configure_threads(cfg_dict["trainer"])
     inputs = load_inputs(cfg_dict, Path("unused"))
@@ -254,7 +298,7 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     initial = {k: v.clone() for k, v in model.state_dict().items()}
 
     def batches(order: np.ndarray, size: int) -> list[np.ndarray]:
-        return [order[i:i + size] for i in range(0, len(order), size)]
+        return [order[i : i + size] for i in range(0, len(order), size)]
 
     def fwd_bwd(store, groups, bf16: bool) -> float:
         model.train()
@@ -269,8 +313,9 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
 
     def optimizer_step(fused: bool, steps: int = 8) -> float:
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-9, foreach=False if not fused else None,
-                                fused=True if fused else None)
+        opt = torch.optim.AdamW(
+            params, lr=1e-9, foreach=False if not fused else None, fused=True if fused else None
+        )
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3
         opt.step()  # state allocation outside the timing
@@ -288,8 +333,13 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
         start = time.perf_counter()
         for idx in batches(order, 64):
             batch = valid.collate(idx, int(valid.lengths[idx].max()))
-            model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                               "token_type_ids")})
+            model(
+                **{
+                    k: v
+                    for k, v in batch.items()
+                    if k in ("input_ids", "attention_mask", "token_type_ids")
+                }
+            )
         return time.perf_counter() - start
 
     grouped, shuffled = batches(by_length, 16), batches(rng.permutation(chosen), 16)
@@ -310,15 +360,21 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     padded = {
         "grouped": sum(len(b) * int(train.lengths[b].max()) for b in grouped),
         "random": sum(len(b) * int(train.lengths[b].max()) for b in shuffled),
-        "real": int(train.lengths[chosen].sum())}
+        "real": int(train.lengths[chosen].sum()),
+    }
     return {
-        "threads": threads, "items": n, "repeats": repeats, "seconds": median, "all": samples,
+        "threads": threads,
+        "items": n,
+        "repeats": repeats,
+        "seconds": median,
+        "all": samples,
         "per_sample_ms": {k: 1000 * median[k] / n for k in median if k.startswith("fwd_bwd")},
         "padding_share": {k: 1 - padded["real"] / padded[k] for k in ("grouped", "random")},
         "ratios": {
             "bf16_speedup": median["fwd_bwd_fp32_grouped_s"] / median["fwd_bwd_bf16_grouped_s"],
             "grouping_speedup": median["fwd_bwd_fp32_random_s"] / median["fwd_bwd_fp32_grouped_s"],
-            "fused_adamw_speedup": median["adamw_single_tensor_step_s"] / median["adamw_fused_step_s"],
+            "fused_adamw_speedup": median["adamw_single_tensor_step_s"]
+            / median["adamw_fused_step_s"],
             "sorted_eval_speedup": median["eval_random_order_s"] / median["eval_sorted_s"],
         },
     }
@@ -327,21 +383,28 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
 def components_markdown(report: dict[str, Any]) -> str:
     c = report["components"]
     s, r = c["seconds"], c["ratios"]
-    return "\n".join([
-        f"# Training step components ({report['machine']['cpu']}, {c['threads']} threads)", "",
-        f"Measured {report['measured_at']} with `{report['command']}`: {c['items']} training "
-        f"items, median of {c['repeats']} alternating repeats.", "",
-        "| part | option A | option B | A / B |", "|---|---:|---:|---:|",
-        f"| forward+backward, {c['items']} items, batch 16 | fp32 {s['fwd_bwd_fp32_grouped_s']:.2f} s "
-        f"| bf16 autocast {s['fwd_bwd_bf16_grouped_s']:.2f} s | {r['bf16_speedup']:.2f}x |",
-        f"| forward+backward, fp32, batch 16 | random batches {s['fwd_bwd_fp32_random_s']:.2f} s "
-        f"(padding {c['padding_share']['random']:.0%}) | length-grouped "
-        f"{s['fwd_bwd_fp32_grouped_s']:.2f} s (padding {c['padding_share']['grouped']:.0%}) "
-        f"| {r['grouping_speedup']:.2f}x |",
-        f"| AdamW update, all parameters | single-tensor {1000 * s['adamw_single_tensor_step_s']:.0f} ms "
-        f"| fused {1000 * s['adamw_fused_step_s']:.0f} ms | {r['fused_adamw_speedup']:.2f}x |",
-        f"| evaluation pass over validation, batch 64 | random order {s['eval_random_order_s']:.2f} s "
-        f"| sorted by length {s['eval_sorted_s']:.2f} s | {r['sorted_eval_speedup']:.2f}x |", ""])
+    return "\n".join(
+        [
+            f"# Training step components ({report['machine']['cpu']}, {c['threads']} threads)",
+            "",
+            f"Measured {report['measured_at']} with `{report['command']}`: {c['items']} training "
+            f"items, median of {c['repeats']} alternating repeats.",
+            "",
+            "| part | option A | option B | A / B |",
+            "|---|---:|---:|---:|",
+            f"| forward+backward, {c['items']} items, batch 16 | fp32 {s['fwd_bwd_fp32_grouped_s']:.2f} s "
+            f"| bf16 autocast {s['fwd_bwd_bf16_grouped_s']:.2f} s | {r['bf16_speedup']:.2f}x |",
+            f"| forward+backward, fp32, batch 16 | random batches {s['fwd_bwd_fp32_random_s']:.2f} s "
+            f"(padding {c['padding_share']['random']:.0%}) | length-grouped "
+            f"{s['fwd_bwd_fp32_grouped_s']:.2f} s (padding {c['padding_share']['grouped']:.0%}) "
+            f"| {r['grouping_speedup']:.2f}x |",
+            f"| AdamW update, all parameters | single-tensor {1000 * s['adamw_single_tensor_step_s']:.0f} ms "
+            f"| fused {1000 * s['adamw_fused_step_s']:.0f} ms | {r['fused_adamw_speedup']:.2f}x |",
+            f"| evaluation pass over validation, batch 64 | random order {s['eval_random_order_s']:.2f} s "
+            f"| sorted by length {s['eval_sorted_s']:.2f} s | {r['sorted_eval_speedup']:.2f}x |",
+            "",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- report
@@ -367,20 +430,25 @@ def with_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "samples_per_second_ratio": r["samples_per_second"] / ref["samples_per_second"],
             "tokens_per_second_ratio": r["tokens_per_second"] / ref["tokens_per_second"],
             "test_mean_macro_f1_delta": r["test_mean_macro_f1"] - ref["test_mean_macro_f1"],
-            "test_macro_f1_delta": {k: r["test_macro_f1"][k] - ref["test_macro_f1"][k]
-                                    for k in TASKS},
+            "test_macro_f1_delta": {
+                k: r["test_macro_f1"][k] - ref["test_macro_f1"][k] for k in TASKS
+            },
         }
     return results
 
 
 def markdown(report: dict[str, Any]) -> str:
     rows = report["arms"]
-    lines = [f"# Training speed and quality ({report['machine']['cpu']}, "
-             f"{report['machine']['cores']} cores{', ' + report['machine']['gpu'] if report['machine']['gpu'] else ''})",
-             "", f"Measured {report['measured_at']} with `{report['command']}`.", "",
-             "| arm | time to best (s) | wall (s) | samples/s | tokens/s | peak RSS (MiB) | "
-             "themes | evidence | action_strength | mean | load before/after | other CPU |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Training speed and quality ({report['machine']['cpu']}, "
+        f"{report['machine']['cores']} cores{', ' + report['machine']['gpu'] if report['machine']['gpu'] else ''})",
+        "",
+        f"Measured {report['measured_at']} with `{report['command']}`.",
+        "",
+        "| arm | time to best (s) | wall (s) | samples/s | tokens/s | peak RSS (MiB) | "
+        "themes | evidence | action_strength | mean | load before/after | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         f1 = r["test_macro_f1"]
         lines.append(
@@ -388,25 +456,35 @@ def markdown(report: dict[str, Any]) -> str:
             f"{r['samples_per_second']:.1f} | {r['tokens_per_second']:.0f} | "
             f"{r['peak_rss_mib']:.0f} | {f1['themes']:.3f} | {f1['evidence']:.3f} | "
             f"{f1['action_strength']:.3f} | {r['test_mean_macro_f1']:.3f} | "
-            f"{r['load_before']:.2f}/{r['load_after']:.2f} | {r.get('other_cpu_share', float('nan')):.0%} |")
+            f"{r['load_before']:.2f}/{r['load_after']:.2f} | {r.get('other_cpu_share', float('nan')):.0%} |"
+        )
     ratios = [r for r in rows if "vs_reference" in r]
     if ratios:
-        lines += ["", "| arm | speed-up to best | wall speed-up | samples/s ratio | "
-                  "Δ mean macro-F1 | Δ themes | Δ evidence | Δ action_strength |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| arm | speed-up to best | wall speed-up | samples/s ratio | "
+            "Δ mean macro-F1 | Δ themes | Δ evidence | Δ action_strength |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in ratios:
             v = r["vs_reference"]
             d = v["test_macro_f1_delta"]
-            lines.append(f"| {r['name']} | {v['time_to_best_speedup']:.2f}x | "
-                         f"{v['wall_time_speedup']:.2f}x | {v['samples_per_second_ratio']:.2f}x | "
-                         f"{v['test_mean_macro_f1_delta']:+.3f} | {d['themes']:+.3f} | "
-                         f"{d['evidence']:+.3f} | {d['action_strength']:+.3f} |")
-    lines += ["", "Other CPU: the share of all cores used by other processes while the arm ran "
-              "(timings are comparable when it is near 0%). "
-              "Test macro-F1: scrclf at its calibrated decisions; the reference at argmax "
-              "(single-label) and sigmoid >= 0.5 (multi-label). The reference is three "
-              "fine-tunes (one per task); its times are their sum. Throughput counts optimizer "
-              "steps only; one scrclf sample trains all three heads.", ""]
+            lines.append(
+                f"| {r['name']} | {v['time_to_best_speedup']:.2f}x | "
+                f"{v['wall_time_speedup']:.2f}x | {v['samples_per_second_ratio']:.2f}x | "
+                f"{v['test_mean_macro_f1_delta']:+.3f} | {d['themes']:+.3f} | "
+                f"{d['evidence']:+.3f} | {d['action_strength']:+.3f} |"
+            )
+    lines += [
+        "",
+        "Other CPU: the share of all cores used by other processes while the arm ran "
+        "(timings are comparable when it is near 0%). "
+        "Test macro-F1: scrclf at its calibrated decisions; the reference at argmax "
+        "(single-label) and sigmoid >= 0.5 (multi-label). The reference is three "
+        "fine-tunes (one per task); its times are their sum. Throughput counts optimizer "
+        "steps only; one scrclf sample trains all three heads.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -424,8 +502,14 @@ def machine() -> dict[str, Any]:
     from scrclf.training.run import physical_cores
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": physical_cores(), "logical_cpus": os.cpu_count(), "gpu": gpu,
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": physical_cores(),
+        "logical_cpus": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def parse_arm(text: str) -> tuple[str, list[str]]:
@@ -433,7 +517,6 @@ def parse_arm(text: str) -> tuple[str, list[str]]:
     if not name or not _:
         raise argparse.ArgumentTypeError(f"--arm takes NAME=OVERRIDES, got {text!r}")
     return name, overrides.split()
-
 
 
 def recorded_command(args: list[str]) -> str:
@@ -452,28 +535,57 @@ def recorded_command(args: list[str]) -> str:
         kept.append(arg)
     return " ".join(["python", "benchmarks/train_speed.py", *kept])
 
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--arms", default="reference,default",
-                        help="comma-separated arm names: reference, default, or names given by --arm")
-    parser.add_argument("--arm", action="append", default=[], type=parse_arm,
-                        metavar="NAME=OVERRIDES", help="a named arm: space-separated Hydra overrides")
-    parser.add_argument("--ablation", action="store_true",
-                        help="run the ablation ladder (ABLATION in this file) instead of --arms")
-    parser.add_argument("--components", action="store_true",
-                        help="time the parts of a training step instead (see measure_components)")
+    parser.add_argument(
+        "--arms",
+        default="reference,default",
+        help="comma-separated arm names: reference, default, or names given by --arm",
+    )
+    parser.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        type=parse_arm,
+        metavar="NAME=OVERRIDES",
+        help="a named arm: space-separated Hydra overrides",
+    )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="run the ablation ladder (ABLATION in this file) instead of --arms",
+    )
+    parser.add_argument(
+        "--components",
+        action="store_true",
+        help="time the parts of a training step instead (see measure_components)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="repeats for --components")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "scr_recs")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="keep only the first N items of each split (checks the script)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="keep only the first N items of each split (checks the script)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--tag", default=None, help="suffix of the output file names")
-    parser.add_argument("--work", type=Path, default=None,
-                        help="keep the arms' run folders here (default: a temporary folder)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                        help="before each arm, wait up to this long for idle CPUs")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the arms' run folders here (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each arm, wait up to this long for idle CPUs",
+    )
     args = parser.parse_args(argv)
     if args.child:
         child_main(json.loads(args.child))
@@ -494,7 +606,8 @@ def main(argv: list[str] | None = None) -> None:
         report = {
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": recorded_command(argv or sys.argv[1:]),
-            "machine": machine(), "load_before": os.getloadavg()[0],
+            "machine": machine(),
+            "load_before": os.getloadavg()[0],
             "components": measure_components(args.data, args.repeats),
         }
         report["load_after"] = os.getloadavg()[0]
@@ -508,8 +621,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
         work = args.work or Path(tmp)
         data_dir = limited_copy(args.data, args.limit, work / "data") if args.limit else args.data
-        results = [run_arm(name, overrides, data_dir, args.seed, work, args.wait_quiet)
-                   for name, overrides in plan]
+        results = [
+            run_arm(name, overrides, data_dir, args.seed, work, args.wait_quiet)
+            for name, overrides in plan
+        ]
     report = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": recorded_command(argv or sys.argv[1:]),

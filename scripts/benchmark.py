@@ -50,9 +50,12 @@ if __name__ == "__main__":
     suite, overrides = _pop_suite(sys.argv[1:])
     known = sorted(p.stem for p in (CONFIG_DIR / "benchmark").glob("*.yaml"))
     if suite not in known:
-        print(f"benchmark: error: unknown suite '{suite}'; suites: {', '.join(known)}",
-              file=sys.stderr)
+        print(
+            f"benchmark: error: unknown suite '{suite}'; suites: {', '.join(known)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     sys.argv = [sys.argv[0], *overrides]
-    hydra.main(config_path="../configs", config_name=f"benchmark/{suite}",
-               version_base="1.3")(run)()
+    hydra.main(config_path="../configs", config_name=f"benchmark/{suite}", version_base="1.3")(
+        run
+    )()

@@ -21,10 +21,14 @@ def main(cfg: DictConfig) -> str:
     try:
         name = check_name(str(cfg.name))
         dest = export_model(
-            Path(str(cfg.run_dir)), Path(str(cfg.out_dir)) / name,
-            wheel=bool(cfg.wheel), parity_split=str(cfg.parity_split),
-            opset=int(cfg.onnx.opset), max_logit_diff=float(cfg.onnx.max_logit_diff),
-            license=str(cfg.license), wheel_version=str(cfg.wheel_version),
+            Path(str(cfg.run_dir)),
+            Path(str(cfg.out_dir)) / name,
+            wheel=bool(cfg.wheel),
+            parity_split=str(cfg.parity_split),
+            opset=int(cfg.onnx.opset),
+            max_logit_diff=float(cfg.onnx.max_logit_diff),
+            license=str(cfg.license),
+            wheel_version=str(cfg.wheel_version),
             quantization_options=OmegaConf.to_container(cfg.quantization, resolve=True),
         )
     except ScrClfError as err:  # a problem the user can fix; anything else is a bug

@@ -30,7 +30,7 @@ def split_args(argv: list[str]) -> tuple[str, list[str], list[str]]:
         if arg.startswith("search="):
             name = arg.split("=", 1)[1]
         elif arg.startswith("search."):
-            search_args.append(arg[len("search."):])
+            search_args.append(arg[len("search.") :])
         else:
             train_args.append(arg)
     return name, search_args, train_args
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     search_cfg = OmegaConf.to_container(cfg, resolve=True)
     for arg in search_args:
         if arg.startswith("params."):
-            key, _, value = arg[len("params."):].partition("=")
+            key, _, value = arg[len("params.") :].partition("=")
             name, _, field = key.rpartition(".")
             if not name:
                 sys.exit(f"search.params.{key}: give search.params.NAME.FIELD=VALUE")

@@ -21,8 +21,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
-from scrclf.training.launch import job_output_dir, prepare_launch
 from scrclf.training import train
+from scrclf.training.launch import job_output_dir, prepare_launch
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")

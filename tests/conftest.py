@@ -18,19 +18,30 @@ CONFIG_DIR = ROOT / "configs"
 
 # Each label is signalled by its own words; the rest of the text is shared filler.
 THEME_WORDS = {
-    "procedures_policy": "procedure protocol", "training_learning": "training briefing",
-    "supervision_support": "supervision reflective", "assessment_risk": "assessment curiosity",
-    "information_sharing": "referral strategy", "records_systems": "chronology flag",
-    "audit_assurance": "audit assurance", "workforce_resources": "caseload recruitment",
-    "child_family_engagement": "voice fathers", "national_structural": "department legislation",
+    "procedures_policy": "procedure protocol",
+    "training_learning": "training briefing",
+    "supervision_support": "supervision reflective",
+    "assessment_risk": "assessment curiosity",
+    "information_sharing": "referral strategy",
+    "records_systems": "chronology flag",
+    "audit_assurance": "audit assurance",
+    "workforce_resources": "caseload recruitment",
+    "child_family_engagement": "voice fathers",
+    "national_structural": "department legislation",
     "other": "publication disciplinary",
 }
-EVIDENCE_WORDS = {"research": "studies show", "guidance": "statutory guidance",
-                  "local_data": "local audit found", "single_case": "in this case",
-                  "none_stated": "panel"}
+EVIDENCE_WORDS = {
+    "research": "studies show",
+    "guidance": "statutory guidance",
+    "local_data": "local audit found",
+    "single_case": "in this case",
+    "none_stated": "panel",
+}
 STRENGTH_WORDS = {"weak": "remind", "intermediate": "checklist", "strong": "redesign"}
-FILLER = ("the board agencies should ensure that practitioners partners children families "
-          "services work together with respect to safeguarding practice across the area").split()
+FILLER = (
+    "the board agencies should ensure that practitioners partners children families "
+    "services work together with respect to safeguarding practice across the area"
+).split()
 
 
 def toy_rows(n_reviews: int, per_review: int, seed: int, prefix: str) -> list[dict]:
@@ -53,12 +64,20 @@ def toy_rows(n_reviews: int, per_review: int, seed: int, prefix: str) -> list[di
             words += STRENGTH_WORDS[st].split()
             rnd.shuffle(words)
             finding = " ".join(EVIDENCE_WORDS[ev].split() + rnd.sample(FILLER, 4))
-            rows.append({
-                "id": f"{review}-{i + 1:02d}", "review_id": review, "text": " ".join(words),
-                "finding": finding if k % 4 else None, "themes": chosen, "evidence": ev,
-                "action_strength": st, "addressee": rnd.choice(["board", "police", "health"]),
-                "review_year": 2010 + k % 14, "review_type": "SCR",
-            })
+            rows.append(
+                {
+                    "id": f"{review}-{i + 1:02d}",
+                    "review_id": review,
+                    "text": " ".join(words),
+                    "finding": finding if k % 4 else None,
+                    "themes": chosen,
+                    "evidence": ev,
+                    "action_strength": st,
+                    "addressee": rnd.choice(["board", "police", "health"]),
+                    "review_year": 2010 + k % 14,
+                    "review_type": "SCR",
+                }
+            )
             if ev == "none_stated":
                 rows[-1]["finding"] = None
     return rows
@@ -89,10 +108,16 @@ def compose_train(overrides: list[str] | None = None, config_name: str = "train"
 @pytest.fixture
 def tiny_cfg(toy_corpus, tmp_path):
     """A tiny-model config on the toy corpus writing into a temporary run dir."""
-    cfg = compose_train([
-        "model=tiny", f"data.dir={toy_corpus}", f"paths.output_dir={tmp_path / 'run'}",
-        "trainer.max_epochs=1", "trainer.batch_size=16", "trainer.logging_steps=5",
-    ])
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={toy_corpus}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "trainer.max_epochs=1",
+            "trainer.batch_size=16",
+            "trainer.logging_steps=5",
+        ]
+    )
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
     OmegaConf.resolve(cfg)
@@ -129,11 +154,17 @@ def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
     from scrclf.training import train
 
     root = tmp_path_factory.mktemp("tiny_export")
-    cfg = compose_train([
-        "model=tiny", f"data.dir={toy_corpus}", f"paths.output_dir={root / 'run'}",
-        "trainer.max_epochs=2", "trainer.learning_rate=1e-3", "trainer.batch_size=16",
-        "trainer.logging_steps=5",
-    ])
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={toy_corpus}",
+            f"paths.output_dir={root / 'run'}",
+            "trainer.max_epochs=2",
+            "trainer.learning_rate=1e-3",
+            "trainer.batch_size=16",
+            "trainer.logging_steps=5",
+        ]
+    )
     with open_dict(cfg):
         cfg.paths.root_dir = str(root)
     OmegaConf.resolve(cfg)

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 
 from scrclf import atomic
 from scrclf.atomic import OutputError
-from scrclf.cli import main as cli
+from scrclf.cli import app as cli
 
 EARLIER_METRICS = b'{\n  "validation": {"mean_macro_f1": 0.61}\n}\n'
 NEW_METRICS = {"validation": {"mean_macro_f1": 0.74}, "test": {"mean_macro_f1": 0.70}}
@@ -87,8 +87,11 @@ def _refuse(code: int):
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _earlier_run(tmp_path: Path) -> Path:
@@ -116,8 +119,10 @@ def test_full_disk_while_writing_metrics_keeps_the_earlier_file(tmp_path, monkey
     assert disk.opened == 1
     err = info.value
     assert err.errno == errno.ENOSPC and err.filename == str(run / "metrics.json")
-    assert str(err) == (f"cannot write {run / 'metrics.json'}: no space left on the device; "
-                        "earlier results there are unchanged")
+    assert str(err) == (
+        f"cannot write {run / 'metrics.json'}: no space left on the device; "
+        "earlier results there are unchanged"
+    )
     assert (run / "metrics.json").read_bytes() == EARLIER_METRICS
     _assert_clean(run, {"metrics.json"})
 
@@ -141,12 +146,15 @@ def test_metrics_written_when_there_is_room(tmp_path, monkeypatch):
     _assert_clean(run, {"metrics.json"})
 
 
-@pytest.mark.parametrize(("target", "code", "reason"), [
-    ("mkstemp", errno.EROFS, "the destination is on a read-only file system"),
-    ("mkstemp", errno.EACCES, "permission denied"),
-    ("replace", errno.EROFS, "the destination is on a read-only file system"),
-    ("replace", errno.EACCES, "permission denied"),
-])
+@pytest.mark.parametrize(
+    ("target", "code", "reason"),
+    [
+        ("mkstemp", errno.EROFS, "the destination is on a read-only file system"),
+        ("mkstemp", errno.EACCES, "permission denied"),
+        ("replace", errno.EROFS, "the destination is on a read-only file system"),
+        ("replace", errno.EACCES, "permission denied"),
+    ],
+)
 def test_read_only_destination_for_metrics(tmp_path, monkeypatch, target, code, reason):
     run = _earlier_run(tmp_path)
     if target == "mkstemp":
@@ -155,14 +163,17 @@ def test_read_only_destination_for_metrics(tmp_path, monkeypatch, target, code, 
         monkeypatch.setattr(atomic.os, "replace", _refuse(code))
     with pytest.raises(OutputError) as info:
         atomic.write_json(run / "metrics.json", NEW_METRICS)
-    assert str(info.value) == (f"cannot write {run / 'metrics.json'}: {reason}; earlier "
-                               "results there are unchanged")
+    assert str(info.value) == (
+        f"cannot write {run / 'metrics.json'}: {reason}; earlier results there are unchanged"
+    )
     assert (run / "metrics.json").read_bytes() == EARLIER_METRICS
     _assert_clean(run, {"metrics.json"})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into mode-0555 folders; the "
-                                                "patched read-only variants cover this")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes into mode-0555 folders; the patched read-only variants cover this",
+)
 def test_chmod_read_only_folder_for_metrics(tmp_path):
     run = _earlier_run(tmp_path)
     run.chmod(0o555)
@@ -210,8 +221,10 @@ def test_full_disk_during_an_export_keeps_the_earlier_export(tmp_path, monkeypat
     with pytest.raises(OutputError) as info, atomic.directory(dest) as tmp:
         _build_export(tmp)
     # The message names the file under its final name, not the temporary folder's.
-    assert str(info.value) == (f"cannot write {dest / 'onnx' / 'model.onnx'}: no space left "
-                               "on the device; earlier results there are unchanged")
+    assert str(info.value) == (
+        f"cannot write {dest / 'onnx' / 'model.onnx'}: no space left "
+        "on the device; earlier results there are unchanged"
+    )
     assert _listing(dest) == before
     _assert_clean(dest.parent, {"tiny"})
 
@@ -221,8 +234,9 @@ def test_full_disk_in_a_native_writer_is_an_output_error(tmp_path):
     dest, before = _earlier_folder(tmp_path, "tiny")
     with pytest.raises(OutputError) as info, atomic.directory(dest) as tmp:
         atomic.write_json(tmp / "config.json", {"model_type": "scrclf"})
-        raise SafetensorError("Error while serializing: I/O error: No space left on device "
-                              "(os error 28)")
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
     assert info.value.errno == errno.ENOSPC
     assert str(info.value).startswith(f"cannot write {dest}: no space left on the device")
     assert isinstance(info.value.__cause__, SafetensorError)
@@ -239,10 +253,13 @@ def test_other_errors_inside_a_folder_build_are_not_disguised(tmp_path):
     _assert_clean(dest.parent, {"tiny"})
 
 
-@pytest.mark.parametrize(("code", "reason"), [
-    (errno.EROFS, "the destination is on a read-only file system"),
-    (errno.EACCES, "permission denied"),
-])
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.EROFS, "the destination is on a read-only file system"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
 def test_read_only_destination_for_a_folder(tmp_path, monkeypatch, code, reason):
     dest, before = _earlier_folder(tmp_path, "tiny")
     monkeypatch.setattr(atomic.tempfile, "mkdtemp", _refuse(code))
@@ -264,8 +281,10 @@ def test_failed_swap_puts_the_earlier_folder_back(tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
-    with pytest.raises(OutputError, match=f"cannot write {dest}: permission denied"), \
-            atomic.directory(dest) as tmp:
+    with (
+        pytest.raises(OutputError, match=f"cannot write {dest}: permission denied"),
+        atomic.directory(dest) as tmp,
+    ):
         _build_export(tmp)
     assert _listing(dest) == before
     _assert_clean(dest.parent, {"tiny"})
@@ -308,14 +327,15 @@ def test_leftover_earlier_folder_from_a_completed_swap_is_removed(tmp_path):
     _assert_clean(dest.parent, {"tiny"})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into mode-0555 folders; the "
-                                                "patched read-only variants cover this")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes into mode-0555 folders; the patched read-only variants cover this",
+)
 def test_chmod_read_only_parent_for_a_folder(tmp_path):
     dest, before = _earlier_folder(tmp_path, "tiny")
     dest.parent.chmod(0o555)
     try:
-        with pytest.raises(OutputError, match="permission denied"), \
-                atomic.directory(dest) as tmp:
+        with pytest.raises(OutputError, match="permission denied"), atomic.directory(dest) as tmp:
             _build_export(tmp)
     finally:
         dest.parent.chmod(0o755)
@@ -345,12 +365,21 @@ def test_evaluation_report_folder_under_a_full_disk(tmp_path, monkeypatch):
 def _predict_args(tiny_export, tmp_path: Path, dest: Path) -> list[str]:
     src = tmp_path / "recs.txt"
     src.write_text("The board should commission training.\n" * 40)
-    return ["predict", "--model", str(tiny_export.export_dir), "--input", str(src),
-            "--output", str(dest), "--no-progress"]
+    return [
+        "predict",
+        "--model",
+        str(tiny_export.export_dir),
+        "--input",
+        str(src),
+        "--output",
+        str(dest),
+        "--no-progress",
+    ]
 
 
 def test_full_disk_during_predict_output_exits_2_and_keeps_earlier_output(
-        tiny_export, tmp_path, monkeypatch, capsys):
+    tiny_export, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "out"
     out.mkdir()
     dest = out / "preds.jsonl"
@@ -362,14 +391,14 @@ def test_full_disk_during_predict_output_exits_2_and_keeps_earlier_output(
     assert code == 2
     assert captured.err.splitlines() == [
         f"scrclf: error: cannot write {dest}: no space left on the device; earlier results "
-        "there are unchanged"]
+        "there are unchanged"
+    ]
     assert dest.read_text() == "earlier predictions\n"
     _assert_clean(out, {"preds.jsonl"})
 
 
 @pytest.mark.parametrize("target", ["mkstemp", "replace"])
-def test_read_only_predict_destination_exits_2(tiny_export, tmp_path, monkeypatch, capsys,
-                                               target):
+def test_read_only_predict_destination_exits_2(tiny_export, tmp_path, monkeypatch, capsys, target):
     out = tmp_path / "out"
     out.mkdir()
     dest = out / "preds.jsonl"
@@ -384,7 +413,8 @@ def test_read_only_predict_destination_exits_2(tiny_export, tmp_path, monkeypatc
     assert code == 2
     assert captured.err.splitlines() == [
         f"scrclf: error: cannot write {dest}: the destination is on a read-only file system; "
-        "earlier results there are unchanged"]
+        "earlier results there are unchanged"
+    ]
     assert dest.read_text() == "earlier predictions\n"
     _assert_clean(out, {"preds.jsonl"})
 
@@ -412,8 +442,11 @@ else:
 
 
 def _kill_while_writing(kind: str, dest: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, atomic.__file__, kind,
-                             str(dest)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, atomic.__file__, kind, str(dest)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline() == "writing\n"
         os.kill(proc.pid, signal.SIGKILL)
@@ -458,7 +491,9 @@ def test_full_disk_at_the_end_of_training_leaves_no_metrics(tiny_cfg, monkeypatc
     monkeypatch.setattr(atomic.os, "replace", replace)
     with pytest.raises(OutputError) as info:
         train(tiny_cfg)
-    assert str(info.value) == (f"cannot write {run / 'metrics.json'}: no space left on the "
-                               "device; earlier results there are unchanged")
+    assert str(info.value) == (
+        f"cannot write {run / 'metrics.json'}: no space left on the "
+        "device; earlier results there are unchanged"
+    )
     assert not (run / "metrics.json").exists()
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]

@@ -26,7 +26,7 @@ import pytest
 
 import scrclf
 from scrclf import atomic
-from scrclf.cli import main as cli
+from scrclf.cli import app as cli
 from scrclf.data.records import DataError, read_records, validate_records
 from scrclf.inference.classifier import (
     ModelIntegrityError,
@@ -37,8 +37,10 @@ from scrclf.tasks import TaskSet
 from scrclf.training import train
 from tests.conftest import CONFIG_DIR, ROOT, compose_train, copy_export, rewrite_manifest
 
-GOOD_TEXTS = ["The board should commission training on the new procedure protocol.",
-              "All agencies should redesign the referral strategy."]
+GOOD_TEXTS = [
+    "The board should commission training on the new procedure protocol.",
+    "All agencies should redesign the referral strategy.",
+]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -116,13 +118,18 @@ def csv_rows(rows: list[dict]) -> list[list[str]]:
     header = list(rows[0])
     out = [header]
     for row in rows:
-        out.append([";".join(v) if isinstance(v, list) else "" if v is None else str(v)
-                    for v in (row[k] for k in header)])
+        out.append(
+            [
+                ";".join(v) if isinstance(v, list) else "" if v is None else str(v)
+                for v in (row[k] for k in header)
+            ]
+        )
     return out
 
 
-def as_csv(split: str, change: Callable[[list[list[str]]], None] | None = None,
-           encoding: str = "utf-8") -> Callable[[Path], None]:
+def as_csv(
+    split: str, change: Callable[[list[list[str]]], None] | None = None, encoding: str = "utf-8"
+) -> Callable[[Path], None]:
     """Convert a split to CSV (``data.splits.<split>=<split>.csv``), then apply ``change``."""
 
     def apply(corpus: Path) -> None:
@@ -187,115 +194,340 @@ class DataCase:
 
 
 DATA_CASES = [
-    DataCase("invalid_json_line", "a JSONL line cut off mid-object",
-             replace_line("train", 7, b'{"id": "TR000-07", "text": "unterminated'),
-             "train.jsonl", 7, None, "invalid JSON"),
-    DataCase("line_not_an_object", "a JSONL line holding a list, not an object",
-             replace_line("validation", 2, b'["a", "list"]'),
-             "validation.jsonl", 2, None, "each line must be a JSON object, got list"),
-    DataCase("deeply_nested_json", "a line of 100,000 opening brackets (no RecursionError)",
-             replace_line("train", 3, b"[" * 100_000),
-             "train.jsonl", 3, None, "invalid JSON (nested too deeply)"),
-    DataCase("non_utf8_bytes", "a Latin-1 byte inside a UTF-8 file",
-             replace_line("test", 4, b'{"id": "x", "text": "caf\xe9"}'),
-             "test.jsonl", 4, None, "not valid UTF-8 (byte 0xe9"),
-    DataCase("missing_label_field", "a row without its evidence label",
-             drop("train", 5, "evidence"),
-             "train.jsonl", 5, "evidence", "missing label for task 'evidence'"),
-    DataCase("missing_text_field", "a row without a text",
-             drop("train", 6, "text"), "train.jsonl", 6, "text", "missing text"),
-    DataCase("missing_id", "a row without an id",
-             drop("validation", 4, "id"), "validation.jsonl", 4, "id", "missing id"),
-    DataCase("missing_review_id", "a row without the review it belongs to",
-             drop("train", 8, "review_id"),
-             "train.jsonl", 8, "review_id", "missing review id"),
-    DataCase("empty_text", "an empty text",
-             edit("train", 9, text=""), "train.jsonl", 9, "text", "empty or whitespace only"),
-    DataCase("whitespace_only_text", "a text of spaces, a tab and an ideographic space",
-             edit("train", 10, text=" \t\u3000 "),
-             "train.jsonl", 10, "text", "empty or whitespace only"),
-    DataCase("invisible_only_text", "a text of zero-width spaces and control characters",
-             edit("train", 11, text="\u200b\x00\x1b\u200b"),
-             "train.jsonl", 11, "text", "no visible characters"),
-    DataCase("lone_surrogate_text", "a JSON \\ud800 escape: not valid Unicode text",
-             edit("validation", 5, text="Agencies should\ud800 act"),
-             "validation.jsonl", 5, "text", "lone surrogate"),
-    DataCase("label_typo", "a misspelt evidence label gets a suggestion",
-             edit("train", 12, evidence="reserch"),
-             "train.jsonl", 12, "evidence", "unknown label 'reserch' (did you mean 'research'?)"),
-    DataCase("theme_typo", "a misspelt theme gets a suggestion",
-             edit("train", 13, themes=["trainng_learning"]),
-             "train.jsonl", 13, "themes", "did you mean 'training_learning'?"),
-    DataCase("label_of_another_task", "an action-strength label given as the evidence",
-             edit("test", 6, evidence="strong"),
-             "test.jsonl", 6, "evidence",
-             "'strong' is a label of task 'action_strength', not of 'evidence'"),
-    DataCase("theme_of_another_task", "an evidence label given as a theme",
-             edit("train", 14, themes=["guidance"]),
-             "train.jsonl", 14, "themes", "'guidance' is a label of task 'evidence'"),
-    DataCase("number_as_text", "a number where the text should be",
-             edit("train", 15, text=42), "train.jsonl", 15, "text",
-             "text must be a string, got int"),
-    DataCase("number_as_themes", "a number where the list of themes should be",
-             edit("train", 16, themes=3), "train.jsonl", 16, "themes",
-             "expected a list of labels, got int"),
-    DataCase("comma_separated_themes", "themes as one comma-separated string",
-             edit("train", 17, themes="procedures_policy, training_learning"),
-             "train.jsonl", 17, "themes", "separate labels with ';'"),
-    DataCase("list_as_single_label", "a list where one evidence label should be",
-             edit("validation", 6, evidence=["research"]),
-             "validation.jsonl", 6, "evidence", "expected a label string, got list"),
-    DataCase("number_as_finding", "a number where the finding should be",
-             edit("train", 18, finding=7), "train.jsonl", 18, "finding",
-             "must be a string or null, got int"),
-    DataCase("float_id", "an id that is a decimal number",
-             edit("train", 19, id=1.5), "train.jsonl", 19, "id",
-             "id must be a string or integer, got float"),
-    DataCase("more_than_three_themes", "four themes where at most three are allowed",
-             edit("train", 20, themes=["procedures_policy", "training_learning",
-                                       "audit_assurance", "other"]),
-             "train.jsonl", 20, "themes", "has 4 labels, at most 3 allowed"),
-    DataCase("repeated_theme", "the same theme twice",
-             edit("train", 21, themes=["audit_assurance", "audit_assurance"]),
-             "train.jsonl", 21, "themes", "repeats a label"),
-    DataCase("no_theme", "an empty list of themes",
-             edit("test", 7, themes=[]), "test.jsonl", 7, "themes", "needs at least one label"),
-    DataCase("duplicate_id", "two rows of one file with the same id",
-             copy_field("train", 22, "id", "train", 2),
-             "train.jsonl", 22, "id", "duplicate id 'TR000-02'"),
-    DataCase("review_in_two_splits", "a validation row from a review that is in train",
-             copy_field("validation", 3, "review_id", "train", 1),
-             "validation.jsonl", 3, "review_id",
-             "review 'TR000' is in split 'validation' and in split 'train'"),
-    DataCase("id_in_two_splits", "a test row with the id of a train row",
-             copy_field("test", 2, "id", "train", 1),
-             "test.jsonl", 2, "id", "id 'TR000-01' is in split 'test' and in split 'train'"),
-    DataCase("empty_split_file", "a split file with nothing in it",
-             empty_file("test"), "test.jsonl", None, None,
-             "split 'test' has no records (data.splits.test)"),
-    DataCase("one_megabyte_text", "a whole document (1 MB) pasted into one text",
-             edit("train", 23, text="word " * 200_000), "train.jsonl", 23, "text",
-             "1,000,000 characters, more than the limit of 20,000 (data.max_chars)"),
-    DataCase("one_megabyte_csv_cell", "the same 1 MB text in a CSV cell (past csv's limit)",
-             chain(edit("train", 24, text="word " * 200_000), as_csv("train")),
-             "train.csv", 25, "text", "more than the limit of 20,000 (data.max_chars)",
-             ("data.splits.train=train.csv",)),
-    DataCase("csv_row_with_too_many_cells", "a CSV row with an unquoted comma",
-             as_csv("train", _extra_cell), "train.csv", 4, None,
-             "row has 11 cells, the header has 10", ("data.splits.train=train.csv",)),
-    DataCase("csv_saved_as_windows_1252", "a CSV saved by a spreadsheet in Windows-1252",
-             as_csv("train", _latin1_text, encoding="cp1252"), "train.csv", 5, None,
-             "not valid UTF-8 (byte 0xe9", ("data.splits.train=train.csv",)),
-    DataCase("csv_without_a_label_column", "a CSV whose header lacks action_strength",
-             as_csv("validation", _drop_column("action_strength")), "validation.csv", 2,
-             "action_strength", "missing label for task 'action_strength'",
-             ("data.splits.validation=validation.csv",)),
-    DataCase("unsupported_file_type", "a split given as an Excel workbook",
-             touch("train.xlsx", b"PK\x03\x04"), "train.xlsx", None, None,
-             "unsupported file type '.xlsx'", ("data.splits.train=train.xlsx",)),
-    DataCase("missing_split_file", "a split file name with a typo",
-             lambda corpus: None, "tests.jsonl", None, None,
-             "file not found (data.splits.test in data.dir=", ("data.splits.test=tests.jsonl",)),
+    DataCase(
+        "invalid_json_line",
+        "a JSONL line cut off mid-object",
+        replace_line("train", 7, b'{"id": "TR000-07", "text": "unterminated'),
+        "train.jsonl",
+        7,
+        None,
+        "invalid JSON",
+    ),
+    DataCase(
+        "line_not_an_object",
+        "a JSONL line holding a list, not an object",
+        replace_line("validation", 2, b'["a", "list"]'),
+        "validation.jsonl",
+        2,
+        None,
+        "each line must be a JSON object, got list",
+    ),
+    DataCase(
+        "deeply_nested_json",
+        "a line of 100,000 opening brackets (no RecursionError)",
+        replace_line("train", 3, b"[" * 100_000),
+        "train.jsonl",
+        3,
+        None,
+        "invalid JSON (nested too deeply)",
+    ),
+    DataCase(
+        "non_utf8_bytes",
+        "a Latin-1 byte inside a UTF-8 file",
+        replace_line("test", 4, b'{"id": "x", "text": "caf\xe9"}'),
+        "test.jsonl",
+        4,
+        None,
+        "not valid UTF-8 (byte 0xe9",
+    ),
+    DataCase(
+        "missing_label_field",
+        "a row without its evidence label",
+        drop("train", 5, "evidence"),
+        "train.jsonl",
+        5,
+        "evidence",
+        "missing label for task 'evidence'",
+    ),
+    DataCase(
+        "missing_text_field",
+        "a row without a text",
+        drop("train", 6, "text"),
+        "train.jsonl",
+        6,
+        "text",
+        "missing text",
+    ),
+    DataCase(
+        "missing_id",
+        "a row without an id",
+        drop("validation", 4, "id"),
+        "validation.jsonl",
+        4,
+        "id",
+        "missing id",
+    ),
+    DataCase(
+        "missing_review_id",
+        "a row without the review it belongs to",
+        drop("train", 8, "review_id"),
+        "train.jsonl",
+        8,
+        "review_id",
+        "missing review id",
+    ),
+    DataCase(
+        "empty_text",
+        "an empty text",
+        edit("train", 9, text=""),
+        "train.jsonl",
+        9,
+        "text",
+        "empty or whitespace only",
+    ),
+    DataCase(
+        "whitespace_only_text",
+        "a text of spaces, a tab and an ideographic space",
+        edit("train", 10, text=" \t\u3000 "),
+        "train.jsonl",
+        10,
+        "text",
+        "empty or whitespace only",
+    ),
+    DataCase(
+        "invisible_only_text",
+        "a text of zero-width spaces and control characters",
+        edit("train", 11, text="\u200b\x00\x1b\u200b"),
+        "train.jsonl",
+        11,
+        "text",
+        "no visible characters",
+    ),
+    DataCase(
+        "lone_surrogate_text",
+        "a JSON \\ud800 escape: not valid Unicode text",
+        edit("validation", 5, text="Agencies should\ud800 act"),
+        "validation.jsonl",
+        5,
+        "text",
+        "lone surrogate",
+    ),
+    DataCase(
+        "label_typo",
+        "a misspelt evidence label gets a suggestion",
+        edit("train", 12, evidence="reserch"),
+        "train.jsonl",
+        12,
+        "evidence",
+        "unknown label 'reserch' (did you mean 'research'?)",
+    ),
+    DataCase(
+        "theme_typo",
+        "a misspelt theme gets a suggestion",
+        edit("train", 13, themes=["trainng_learning"]),
+        "train.jsonl",
+        13,
+        "themes",
+        "did you mean 'training_learning'?",
+    ),
+    DataCase(
+        "label_of_another_task",
+        "an action-strength label given as the evidence",
+        edit("test", 6, evidence="strong"),
+        "test.jsonl",
+        6,
+        "evidence",
+        "'strong' is a label of task 'action_strength', not of 'evidence'",
+    ),
+    DataCase(
+        "theme_of_another_task",
+        "an evidence label given as a theme",
+        edit("train", 14, themes=["guidance"]),
+        "train.jsonl",
+        14,
+        "themes",
+        "'guidance' is a label of task 'evidence'",
+    ),
+    DataCase(
+        "number_as_text",
+        "a number where the text should be",
+        edit("train", 15, text=42),
+        "train.jsonl",
+        15,
+        "text",
+        "text must be a string, got int",
+    ),
+    DataCase(
+        "number_as_themes",
+        "a number where the list of themes should be",
+        edit("train", 16, themes=3),
+        "train.jsonl",
+        16,
+        "themes",
+        "expected a list of labels, got int",
+    ),
+    DataCase(
+        "comma_separated_themes",
+        "themes as one comma-separated string",
+        edit("train", 17, themes="procedures_policy, training_learning"),
+        "train.jsonl",
+        17,
+        "themes",
+        "separate labels with ';'",
+    ),
+    DataCase(
+        "list_as_single_label",
+        "a list where one evidence label should be",
+        edit("validation", 6, evidence=["research"]),
+        "validation.jsonl",
+        6,
+        "evidence",
+        "expected a label string, got list",
+    ),
+    DataCase(
+        "number_as_finding",
+        "a number where the finding should be",
+        edit("train", 18, finding=7),
+        "train.jsonl",
+        18,
+        "finding",
+        "must be a string or null, got int",
+    ),
+    DataCase(
+        "float_id",
+        "an id that is a decimal number",
+        edit("train", 19, id=1.5),
+        "train.jsonl",
+        19,
+        "id",
+        "id must be a string or integer, got float",
+    ),
+    DataCase(
+        "more_than_three_themes",
+        "four themes where at most three are allowed",
+        edit(
+            "train",
+            20,
+            themes=["procedures_policy", "training_learning", "audit_assurance", "other"],
+        ),
+        "train.jsonl",
+        20,
+        "themes",
+        "has 4 labels, at most 3 allowed",
+    ),
+    DataCase(
+        "repeated_theme",
+        "the same theme twice",
+        edit("train", 21, themes=["audit_assurance", "audit_assurance"]),
+        "train.jsonl",
+        21,
+        "themes",
+        "repeats a label",
+    ),
+    DataCase(
+        "no_theme",
+        "an empty list of themes",
+        edit("test", 7, themes=[]),
+        "test.jsonl",
+        7,
+        "themes",
+        "needs at least one label",
+    ),
+    DataCase(
+        "duplicate_id",
+        "two rows of one file with the same id",
+        copy_field("train", 22, "id", "train", 2),
+        "train.jsonl",
+        22,
+        "id",
+        "duplicate id 'TR000-02'",
+    ),
+    DataCase(
+        "review_in_two_splits",
+        "a validation row from a review that is in train",
+        copy_field("validation", 3, "review_id", "train", 1),
+        "validation.jsonl",
+        3,
+        "review_id",
+        "review 'TR000' is in split 'validation' and in split 'train'",
+    ),
+    DataCase(
+        "id_in_two_splits",
+        "a test row with the id of a train row",
+        copy_field("test", 2, "id", "train", 1),
+        "test.jsonl",
+        2,
+        "id",
+        "id 'TR000-01' is in split 'test' and in split 'train'",
+    ),
+    DataCase(
+        "empty_split_file",
+        "a split file with nothing in it",
+        empty_file("test"),
+        "test.jsonl",
+        None,
+        None,
+        "split 'test' has no records (data.splits.test)",
+    ),
+    DataCase(
+        "one_megabyte_text",
+        "a whole document (1 MB) pasted into one text",
+        edit("train", 23, text="word " * 200_000),
+        "train.jsonl",
+        23,
+        "text",
+        "1,000,000 characters, more than the limit of 20,000 (data.max_chars)",
+    ),
+    DataCase(
+        "one_megabyte_csv_cell",
+        "the same 1 MB text in a CSV cell (past csv's limit)",
+        chain(edit("train", 24, text="word " * 200_000), as_csv("train")),
+        "train.csv",
+        25,
+        "text",
+        "more than the limit of 20,000 (data.max_chars)",
+        ("data.splits.train=train.csv",),
+    ),
+    DataCase(
+        "csv_row_with_too_many_cells",
+        "a CSV row with an unquoted comma",
+        as_csv("train", _extra_cell),
+        "train.csv",
+        4,
+        None,
+        "row has 11 cells, the header has 10",
+        ("data.splits.train=train.csv",),
+    ),
+    DataCase(
+        "csv_saved_as_windows_1252",
+        "a CSV saved by a spreadsheet in Windows-1252",
+        as_csv("train", _latin1_text, encoding="cp1252"),
+        "train.csv",
+        5,
+        None,
+        "not valid UTF-8 (byte 0xe9",
+        ("data.splits.train=train.csv",),
+    ),
+    DataCase(
+        "csv_without_a_label_column",
+        "a CSV whose header lacks action_strength",
+        as_csv("validation", _drop_column("action_strength")),
+        "validation.csv",
+        2,
+        "action_strength",
+        "missing label for task 'action_strength'",
+        ("data.splits.validation=validation.csv",),
+    ),
+    DataCase(
+        "unsupported_file_type",
+        "a split given as an Excel workbook",
+        touch("train.xlsx", b"PK\x03\x04"),
+        "train.xlsx",
+        None,
+        None,
+        "unsupported file type '.xlsx'",
+        ("data.splits.train=train.xlsx",),
+    ),
+    DataCase(
+        "missing_split_file",
+        "a split file name with a typo",
+        lambda corpus: None,
+        "tests.jsonl",
+        None,
+        None,
+        "file not found (data.splits.test in data.dir=",
+        ("data.splits.test=tests.jsonl",),
+    ),
 ]
 
 
@@ -310,8 +542,15 @@ def corpus_copy(toy_corpus, tmp_path) -> Path:
 def test_bad_training_data_stops_the_run_before_any_output(case, corpus_copy, tmp_path):
     case.damage(corpus_copy)
     run_dir = tmp_path / "run"
-    cfg = compose_train(["model=tiny", f"data.dir={corpus_copy}",
-                         f"paths.output_dir={run_dir}", "trainer.max_epochs=1", *case.overrides])
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={corpus_copy}",
+            f"paths.output_dir={run_dir}",
+            "trainer.max_epochs=1",
+            *case.overrides,
+        ]
+    )
     with pytest.raises(DataError) as info:
         train(cfg)
     err = info.value
@@ -335,14 +574,19 @@ def test_bad_training_data_stops_the_run_before_any_output(case, corpus_copy, tm
 def _variants(plain: bytes) -> dict[str, bytes]:
     bom = b"\xef\xbb\xbf"
     crlf = plain.replace(b"\n", b"\r\n")
-    return {"bom": bom + plain, "crlf": crlf, "bom_and_crlf": bom + crlf,
-            "cr_only": plain.replace(b"\n", b"\r")}
+    return {
+        "bom": bom + plain,
+        "crlf": crlf,
+        "bom_and_crlf": bom + crlf,
+        "cr_only": plain.replace(b"\n", b"\r"),
+    }
 
 
 @pytest.mark.parametrize("variant", ["bom", "crlf", "bom_and_crlf", "cr_only"])
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_byte_order_mark_and_crlf_are_accepted_and_parse_identically(toy_corpus, tmp_path,
-                                                                      fmt, variant):
+def test_byte_order_mark_and_crlf_are_accepted_and_parse_identically(
+    toy_corpus, tmp_path, fmt, variant
+):
     """A UTF-8 byte-order mark and Windows (or old Mac) line endings are accepted: same rows,
     same line numbers."""
     plain_path = tmp_path / f"plain.{fmt}"
@@ -368,15 +612,29 @@ def test_cli_reads_bom_and_crlf_input_like_the_plain_file(tiny_export, tmp_path,
     plain = tmp_path / "plain.csv"
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
-        [["id", "text"]] + [[f"R{i}", t] for i, t in enumerate(GOOD_TEXTS)])
+        [["id", "text"]] + [[f"R{i}", t] for i, t in enumerate(GOOD_TEXTS)]
+    )
     plain.write_bytes(buffer.getvalue().encode("utf-8"))
     odd = tmp_path / "odd.csv"
     odd.write_bytes(_variants(plain.read_bytes())["bom_and_crlf"])
     outputs = []
     for src in (plain, odd):
         dest = tmp_path / f"{src.stem}.jsonl"
-        assert cli.main(["predict", "--model", str(tiny_export.export_dir), "--input", str(src),
-                         "--output", str(dest), "--no-progress"]) == 0
+        assert (
+            cli.main(
+                [
+                    "predict",
+                    "--model",
+                    str(tiny_export.export_dir),
+                    "--input",
+                    str(src),
+                    "--output",
+                    str(dest),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         outputs.append(dest.read_bytes())
     assert capsys.readouterr().err == ""
     assert outputs[0] == outputs[1]
@@ -398,14 +656,27 @@ class ScriptCase:
 
 
 SCRIPT_CASES = [
-    ScriptCase("unknown_hydra_key", "a misspelt setting (Hydra refuses it, naming the key)",
-               ("trainer.epochz=2",), 1, ("trainer.epochz",)),
-    ScriptCase("bad_precision", "trainer.precision=fp8, which no loop supports",
-               ("trainer.precision=fp8",), 2,
-               ("train: error: trainer.precision must be ", "got 'fp8'")),
-    ScriptCase("missing_data_dir", "data.dir pointing at a folder that does not exist",
-               ("data.dir={tmp}/no_such_corpus",), 2,
-               ("train: error: data directory not found (data.dir=",)),
+    ScriptCase(
+        "unknown_hydra_key",
+        "a misspelt setting (Hydra refuses it, naming the key)",
+        ("trainer.epochz=2",),
+        1,
+        ("trainer.epochz",),
+    ),
+    ScriptCase(
+        "bad_precision",
+        "trainer.precision=fp8, which no loop supports",
+        ("trainer.precision=fp8",),
+        2,
+        ("train: error: trainer.precision must be ", "got 'fp8'"),
+    ),
+    ScriptCase(
+        "missing_data_dir",
+        "data.dir pointing at a folder that does not exist",
+        ("data.dir={tmp}/no_such_corpus",),
+        2,
+        ("train: error: data directory not found (data.dir=",),
+    ),
 ]
 
 
@@ -419,16 +690,24 @@ def script_runs(toy_corpus, tmp_path_factory):
     for case in SCRIPT_CASES:
         run_dir = root / case.id
         overrides = [o.format(tmp=root) for o in case.overrides]
-        argv = [sys.executable, str(ROOT / "scripts" / "train.py"), "model=tiny",
-                f"data.dir={toy_corpus}", f"paths.output_dir={run_dir}", *overrides]
-        procs[case.id] = (subprocess.Popen(argv, cwd=ROOT, env=env, text=True,
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE),
-                          run_dir)
+        argv = [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "model=tiny",
+            f"data.dir={toy_corpus}",
+            f"paths.output_dir={run_dir}",
+            *overrides,
+        ]
+        procs[case.id] = (
+            subprocess.Popen(
+                argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            ),
+            run_dir,
+        )
     results = {}
     for name, (proc, run_dir) in procs.items():
         out, err = proc.communicate(timeout=300)
-        results[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
-                         run_dir)
+        results[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_dir)
     return results
 
 
@@ -464,9 +743,11 @@ def _foreign_onnx(path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "foreign",
+        [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)],
+        "foreign",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence"])])
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence"])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -498,9 +779,16 @@ def m_pickle_present(tiny_export, tmp: Path) -> Path:
 def m_pickle_in_index(tiny_export, tmp: Path) -> Path:
     root = tmp / "model"
     shutil.copytree(tiny_export.run_dir / "model", root)
-    (root / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {"encoder.embeddings.word_embeddings.weight":
-                                        "pytorch_model-00001-of-00002.bin"}}))
+    (root / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "metadata": {},
+                "weight_map": {
+                    "encoder.embeddings.word_embeddings.weight": "pytorch_model-00001-of-00002.bin"
+                },
+            }
+        )
+    )
     return root
 
 
@@ -514,8 +802,10 @@ def m_tampered(tiny_export, tmp: Path) -> Path:
 
 def m_outside_path(tiny_export, tmp: Path) -> Path:
     root = copy_export(tiny_export, tmp / "model")
-    _edit_json(root / "config.json",
-               lambda c: c.__setitem__("tokenizer_file", "../../shared/tokenizer.json"))
+    _edit_json(
+        root / "config.json",
+        lambda c: c.__setitem__("tokenizer_file", "../../shared/tokenizer.json"),
+    )
     rewrite_manifest(root)
     return root
 
@@ -584,46 +874,120 @@ class ModelCase:
 
 
 MODEL_CASES = [
-    ModelCase("missing_model_dir", "--model names a folder that does not exist", m_missing,
-              "no_such_model", "model folder not found"),
-    ModelCase("model_path_is_a_file", "--model names the weights file, not the folder",
-              m_file, "model.safetensors", "expected a model folder, got a file"),
-    ModelCase("model_dir_without_weights", "a model folder whose weights were not copied",
-              m_no_weights, "model", "no weights: model.safetensors not found"),
-    ModelCase("pickled_weights_present", "a pytorch_model.bin next to the safetensors",
-              m_pickle_present, "pytorch_model.bin", "pickle files can execute code",
-              error=UnsafeModelError),
-    ModelCase("pickle_named_in_weight_index", "a weight index pointing at .bin shards",
-              m_pickle_in_index, "model.safetensors.index.json",
-              "'weight_map' names the pickle file 'pytorch_model-00001-of-00002.bin'",
-              error=UnsafeModelError),
-    ModelCase("tampered_checksum", "one bit of the weights flipped after export", m_tampered,
-              "model.safetensors", "SHA-256 differs from the one recorded in manifest.json",
-              backend="torch", error=ModelIntegrityError),
-    ModelCase("config_path_outside_the_folder", "config.json naming ../../shared/...",
-              m_outside_path, "config.json", "resolves outside the model folder",
-              error=UnsafeModelError),
-    ModelCase("onnx_not_matching_the_config", "the ONNX graph of some other model",
-              m_foreign_onnx, "model.onnx",
-              "graph outputs ['logits'] do not match the tasks in config.json", backend="onnx"),
-    ModelCase("onnx_not_a_graph", "bytes that are not an ONNX graph (checksums updated)",
-              m_corrupt_onnx, "model.onnx", "onnxruntime cannot load the graph",
-              backend="onnx"),
-    ModelCase("truncated_safetensors", "a run's model.safetensors cut in half (no manifest)",
-              m_truncated_run_weights, "model.safetensors",
-              "truncated or damaged safetensors file"),
-    ModelCase("truncated_safetensors_in_export", "an export's weights cut in half",
-              m_truncated_export_weights, "model.safetensors",
-              "the file was changed or truncated", error=ModelIntegrityError),
-    ModelCase("training_run_dir", "the run folder given instead of its model/", m_run_dir,
-              "run", "a training run folder, not a model folder"),
-    ModelCase("manifest_not_json", "a manifest.json cut off mid-object", m_manifest_not_json,
-              "manifest.json", "invalid JSON"),
-    ModelCase("export_without_manifest", "an export whose manifest.json was deleted",
-              m_no_manifest, "manifest.json", "must have manifest.json",
-              error=ModelIntegrityError),
-    ModelCase("config_of_another_model", "config.json of a plain BERT model",
-              m_other_model_type, "config.json", "model_type is 'bert', expected 'scrclf'"),
+    ModelCase(
+        "missing_model_dir",
+        "--model names a folder that does not exist",
+        m_missing,
+        "no_such_model",
+        "model folder not found",
+    ),
+    ModelCase(
+        "model_path_is_a_file",
+        "--model names the weights file, not the folder",
+        m_file,
+        "model.safetensors",
+        "expected a model folder, got a file",
+    ),
+    ModelCase(
+        "model_dir_without_weights",
+        "a model folder whose weights were not copied",
+        m_no_weights,
+        "model",
+        "no weights: model.safetensors not found",
+    ),
+    ModelCase(
+        "pickled_weights_present",
+        "a pytorch_model.bin next to the safetensors",
+        m_pickle_present,
+        "pytorch_model.bin",
+        "pickle files can execute code",
+        error=UnsafeModelError,
+    ),
+    ModelCase(
+        "pickle_named_in_weight_index",
+        "a weight index pointing at .bin shards",
+        m_pickle_in_index,
+        "model.safetensors.index.json",
+        "'weight_map' names the pickle file 'pytorch_model-00001-of-00002.bin'",
+        error=UnsafeModelError,
+    ),
+    ModelCase(
+        "tampered_checksum",
+        "one bit of the weights flipped after export",
+        m_tampered,
+        "model.safetensors",
+        "SHA-256 differs from the one recorded in manifest.json",
+        backend="torch",
+        error=ModelIntegrityError,
+    ),
+    ModelCase(
+        "config_path_outside_the_folder",
+        "config.json naming ../../shared/...",
+        m_outside_path,
+        "config.json",
+        "resolves outside the model folder",
+        error=UnsafeModelError,
+    ),
+    ModelCase(
+        "onnx_not_matching_the_config",
+        "the ONNX graph of some other model",
+        m_foreign_onnx,
+        "model.onnx",
+        "graph outputs ['logits'] do not match the tasks in config.json",
+        backend="onnx",
+    ),
+    ModelCase(
+        "onnx_not_a_graph",
+        "bytes that are not an ONNX graph (checksums updated)",
+        m_corrupt_onnx,
+        "model.onnx",
+        "onnxruntime cannot load the graph",
+        backend="onnx",
+    ),
+    ModelCase(
+        "truncated_safetensors",
+        "a run's model.safetensors cut in half (no manifest)",
+        m_truncated_run_weights,
+        "model.safetensors",
+        "truncated or damaged safetensors file",
+    ),
+    ModelCase(
+        "truncated_safetensors_in_export",
+        "an export's weights cut in half",
+        m_truncated_export_weights,
+        "model.safetensors",
+        "the file was changed or truncated",
+        error=ModelIntegrityError,
+    ),
+    ModelCase(
+        "training_run_dir",
+        "the run folder given instead of its model/",
+        m_run_dir,
+        "run",
+        "a training run folder, not a model folder",
+    ),
+    ModelCase(
+        "manifest_not_json",
+        "a manifest.json cut off mid-object",
+        m_manifest_not_json,
+        "manifest.json",
+        "invalid JSON",
+    ),
+    ModelCase(
+        "export_without_manifest",
+        "an export whose manifest.json was deleted",
+        m_no_manifest,
+        "manifest.json",
+        "must have manifest.json",
+        error=ModelIntegrityError,
+    ),
+    ModelCase(
+        "config_of_another_model",
+        "config.json of a plain BERT model",
+        m_other_model_type,
+        "config.json",
+        "model_type is 'bert', expected 'scrclf'",
+    ),
 ]
 
 
@@ -646,8 +1010,20 @@ def test_bad_model_folder_is_refused_by_api_and_cli(case, tiny_export, tmp_path,
     src = tmp_path / "recs.txt"
     src.write_text("\n".join(GOOD_TEXTS) + "\n")
     out_dir = tmp_path / "out"
-    code = cli.main(["predict", "--model", str(model), "--backend", case.backend, "--input",
-                     str(src), "--output", str(out_dir / "preds.jsonl"), "--no-progress"])
+    code = cli.main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--backend",
+            case.backend,
+            "--input",
+            str(src),
+            "--output",
+            str(out_dir / "preds.jsonl"),
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2
     line = _one_error_line(captured.err)
@@ -682,8 +1058,17 @@ class CliCase:
 
 
 def _predict(export: Path, src: Path, dest: Path, *more: str) -> list[str]:
-    return ["predict", "--model", str(export), "--input", str(src), "--output", str(dest),
-            "--no-progress", *more]
+    return [
+        "predict",
+        "--model",
+        str(export),
+        "--input",
+        str(src),
+        "--output",
+        str(dest),
+        "--no-progress",
+        *more,
+    ]
 
 
 def _shipped_corpus_with(tmp: Path, split: str, line: int, **changes) -> Path:
@@ -696,45 +1081,85 @@ def _shipped_corpus_with(tmp: Path, split: str, line: int, **changes) -> Path:
 
 
 CLI_CASES = [
-    CliCase("input_is_a_directory", "--input names a folder",
-            lambda m, t: _predict(m, _folder(t, "folder.csv"), t / "out" / "p.jsonl"),
-            lambda t: f"{t / 'folder.csv'}: expected a file, got a directory"),
-    CliCase("output_is_a_directory", "--output names an existing folder",
-            lambda m, t: _predict(m, _recs(t, "r.txt", GOOD_TEXTS[0].encode()),
-                                  _folder(t, "out")),
-            lambda t: f"cannot write {t / 'out'}: it is a directory"),
-    CliCase("input_not_utf8", "a text file saved as Windows-1252, bad byte on line 3",
-            lambda m, t: _predict(m, _recs(t, "r.txt", b"one\ntwo\nthe caf\xe9 hub\n"),
-                                  t / "out" / "p.jsonl"),
-            lambda t: f"{t / 'r.txt'}:3: not valid UTF-8"),
-    CliCase("csv_row_with_too_many_cells", "a CSV row with an unquoted comma",
-            lambda m, t: _predict(m, _recs(t, "r.csv", b"id,text\n1,fine\n2,one, two\n"),
-                                  t / "out" / "p.jsonl"),
-            lambda t: f"{t / 'r.csv'}:3: row has 3 cells, the header has 2"),
-    CliCase("deeply_nested_jsonl", "a JSONL line of 100,000 brackets",
-            lambda m, t: _predict(m, _recs(t, "r.jsonl", b'{"text": "ok"}\n' + b"[" * 100_000),
-                                  t / "out" / "p.jsonl"),
-            lambda t: f"{t / 'r.jsonl'}:2: invalid JSON (nested too deeply)"),
-    CliCase("lone_surrogate_in_jsonl", "a \\ud800 escape in a text",
-            lambda m, t: _predict(m, _recs(t, "r.jsonl",
-                                           b'{"text": "ok"}\n{"text": "bad \\ud800 text"}\n'),
-                                  t / "out" / "p.jsonl"),
-            lambda t: f"{t / 'r.jsonl'}:2: field 'text': contains a lone surrogate"),
-    CliCase("invisible_text_in_csv", "a CSV text made of a zero-width space and a NUL",
-            lambda m, t: _predict(m, _recs(t, "r.csv", "text\nfine\n\u200b\x00\n".encode()),
-                                  t / "out" / "p.jsonl"),
-            lambda t: f"{t / 'r.csv'}:3: field 'text': has no visible characters"),
-    CliCase("data_validate_missing_corpus", "scrclf data validate on a folder that is not there",
-            lambda m, t: ["data", "validate", str(t / "no_corpus")],
-            lambda t: f"{t / 'no_corpus' / 'train.jsonl'}: file not found"),
-    CliCase("data_validate_label_typo", "scrclf data validate on a corpus with a typo",
-            lambda m, t: ["data", "validate", str(_shipped_corpus_with(
-                t, "validation", 3, evidence="guidence"))],
-            lambda t: f"{t / 'corpus' / 'validation.jsonl'}:3: field 'evidence': unknown label "
-                      "'guidence' (did you mean 'guidance'?)"),
-    CliCase("info_on_tampered_export", "scrclf info on an export with a changed file",
-            lambda m, t: ["info", str(m_tampered(_ExportOnly(m), t))],
-            lambda t: f"{t / 'model' / 'model.safetensors'}: SHA-256 differs"),
+    CliCase(
+        "input_is_a_directory",
+        "--input names a folder",
+        lambda m, t: _predict(m, _folder(t, "folder.csv"), t / "out" / "p.jsonl"),
+        lambda t: f"{t / 'folder.csv'}: expected a file, got a directory",
+    ),
+    CliCase(
+        "output_is_a_directory",
+        "--output names an existing folder",
+        lambda m, t: _predict(m, _recs(t, "r.txt", GOOD_TEXTS[0].encode()), _folder(t, "out")),
+        lambda t: f"cannot write {t / 'out'}: it is a directory",
+    ),
+    CliCase(
+        "input_not_utf8",
+        "a text file saved as Windows-1252, bad byte on line 3",
+        lambda m, t: _predict(
+            m, _recs(t, "r.txt", b"one\ntwo\nthe caf\xe9 hub\n"), t / "out" / "p.jsonl"
+        ),
+        lambda t: f"{t / 'r.txt'}:3: not valid UTF-8",
+    ),
+    CliCase(
+        "csv_row_with_too_many_cells",
+        "a CSV row with an unquoted comma",
+        lambda m, t: _predict(
+            m, _recs(t, "r.csv", b"id,text\n1,fine\n2,one, two\n"), t / "out" / "p.jsonl"
+        ),
+        lambda t: f"{t / 'r.csv'}:3: row has 3 cells, the header has 2",
+    ),
+    CliCase(
+        "deeply_nested_jsonl",
+        "a JSONL line of 100,000 brackets",
+        lambda m, t: _predict(
+            m, _recs(t, "r.jsonl", b'{"text": "ok"}\n' + b"[" * 100_000), t / "out" / "p.jsonl"
+        ),
+        lambda t: f"{t / 'r.jsonl'}:2: invalid JSON (nested too deeply)",
+    ),
+    CliCase(
+        "lone_surrogate_in_jsonl",
+        "a \\ud800 escape in a text",
+        lambda m, t: _predict(
+            m,
+            _recs(t, "r.jsonl", b'{"text": "ok"}\n{"text": "bad \\ud800 text"}\n'),
+            t / "out" / "p.jsonl",
+        ),
+        lambda t: f"{t / 'r.jsonl'}:2: field 'text': contains a lone surrogate",
+    ),
+    CliCase(
+        "invisible_text_in_csv",
+        "a CSV text made of a zero-width space and a NUL",
+        lambda m, t: _predict(
+            m, _recs(t, "r.csv", "text\nfine\n\u200b\x00\n".encode()), t / "out" / "p.jsonl"
+        ),
+        lambda t: f"{t / 'r.csv'}:3: field 'text': has no visible characters",
+    ),
+    CliCase(
+        "data_validate_missing_corpus",
+        "scrclf data validate on a folder that is not there",
+        lambda m, t: ["data", "validate", str(t / "no_corpus")],
+        lambda t: f"{t / 'no_corpus' / 'train.jsonl'}: file not found",
+    ),
+    CliCase(
+        "data_validate_label_typo",
+        "scrclf data validate on a corpus with a typo",
+        lambda m, t: [
+            "data",
+            "validate",
+            str(_shipped_corpus_with(t, "validation", 3, evidence="guidence")),
+        ],
+        lambda t: (
+            f"{t / 'corpus' / 'validation.jsonl'}:3: field 'evidence': unknown label "
+            "'guidence' (did you mean 'guidance'?)"
+        ),
+    ),
+    CliCase(
+        "info_on_tampered_export",
+        "scrclf info on an export with a changed file",
+        lambda m, t: ["info", str(m_tampered(_ExportOnly(m), t))],
+        lambda t: f"{t / 'model' / 'model.safetensors'}: SHA-256 differs",
+    ),
 ]
 
 
@@ -769,8 +1194,9 @@ def test_output_into_a_read_only_directory_exits_2(tiny_export, tmp_path, monkey
     locked = tmp_path / "locked"
     locked.mkdir()
     (locked / "p.jsonl").write_text("earlier results\n")
-    monkeypatch.setattr(atomic.tempfile, "mkstemp",
-                        _refuse(PermissionError(errno.EACCES, "Permission denied")))
+    monkeypatch.setattr(
+        atomic.tempfile, "mkstemp", _refuse(PermissionError(errno.EACCES, "Permission denied"))
+    )
     code = cli.main(_predict(tiny_export.export_dir, src, locked / "p.jsonl"))
     captured = capsys.readouterr()
     assert code == 2
@@ -780,8 +1206,10 @@ def test_output_into_a_read_only_directory_exits_2(tiny_export, tmp_path, monkey
     assert os.listdir(locked) == ["p.jsonl"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into mode-0555 folders; the "
-                                                "monkeypatched variant above covers it")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes into mode-0555 folders; the monkeypatched variant above covers it",
+)
 def test_output_into_a_chmod_read_only_directory_exits_2(tiny_export, tmp_path, capsys):
     src = _recs(tmp_path, "r.txt", GOOD_TEXTS[0].encode())
     locked = tmp_path / "locked"
@@ -797,4 +1225,3 @@ def test_output_into_a_chmod_read_only_directory_exits_2(tiny_export, tmp_path, 
     assert "permission denied" in _one_error_line(captured.err)
     assert (locked / "p.jsonl").read_text() == "earlier results\n"
     assert os.listdir(locked) == ["p.jsonl"]
-

@@ -44,18 +44,43 @@ def _records(rows: list[dict]) -> list[Record]:
     return [Record(dict(r), "mem.jsonl", i) for i, r in enumerate(rows, start=1)]
 
 
-SAMPLE = _records([
-    {"id": "a1", "review_id": "R1", "text": "The Board should Review its Escalation procedure.",
-     "finding": "Practitioners Disagreed about thresholds.", "addressee": "board",
-     "review_year": 2011},
-    {"id": "a2", "review_id": "R1", "text": "Health visitors should record every contact "
-     "with the father in the electronic record.", "finding": None, "addressee": "health",
-     "review_year": "2015"},
-    {"id": "a3", "review_id": "R2", "text": "Police should attend strategy discussions.",
-     "finding": "Police were absent.", "addressee": "police", "review_year": 2019},
-    {"id": "a4", "review_id": "R3", "text": "All agencies should remind staff.",
-     "finding": None, "addressee": None, "review_year": "unknown"},
-])
+SAMPLE = _records(
+    [
+        {
+            "id": "a1",
+            "review_id": "R1",
+            "text": "The Board should Review its Escalation procedure.",
+            "finding": "Practitioners Disagreed about thresholds.",
+            "addressee": "board",
+            "review_year": 2011,
+        },
+        {
+            "id": "a2",
+            "review_id": "R1",
+            "text": "Health visitors should record every contact "
+            "with the father in the electronic record.",
+            "finding": None,
+            "addressee": "health",
+            "review_year": "2015",
+        },
+        {
+            "id": "a3",
+            "review_id": "R2",
+            "text": "Police should attend strategy discussions.",
+            "finding": "Police were absent.",
+            "addressee": "police",
+            "review_year": 2019,
+        },
+        {
+            "id": "a4",
+            "review_id": "R3",
+            "text": "All agencies should remind staff.",
+            "finding": None,
+            "addressee": None,
+            "review_year": "unknown",
+        },
+    ]
+)
 
 
 # -------------------------------------------------------------------- robustness variants
@@ -101,17 +126,21 @@ def test_typos_are_seeded_per_item_and_keep_word_edges():
 def test_slices_by_addressee_skip_small_groups_with_a_note():
     rows = [{"addressee": a} for a in ["board"] * 3 + ["police"] * 2 + ["health"] + [None]]
     slices, notes = benchmark.slices_by_value(rows, "addressee", min_items=2)
-    assert [(name, idx.tolist()) for name, idx in slices] == [("board", [0, 1, 2]),
-                                                              ("police", [3, 4])]
+    assert [(name, idx.tolist()) for name, idx in slices] == [
+        ("board", [0, 1, 2]),
+        ("police", [3, 4]),
+    ]
     assert any("health" in n for n in notes) and any("1 items without" in n for n in notes)
 
 
 def test_slices_by_era_use_inclusive_bins():
     rows = [r.data for r in SAMPLE]
     slices, notes = benchmark.slices_by_era(rows, "review_year")
-    assert [(name, idx.tolist()) for name, idx in slices] == [("<=2012", [0]),
-                                                              ("2013-2017", [1]),
-                                                              (">=2018", [2])]
+    assert [(name, idx.tolist()) for name, idx in slices] == [
+        ("<=2012", [0]),
+        ("2013-2017", [1]),
+        (">=2018", [2]),
+    ]
     assert any("not a year" in n for n in notes)
     custom, _ = benchmark.slices_by_era(rows, bins=[{"min": 2011, "max": 2015}])
     assert custom[0][0] == "2011-2015" and custom[0][1].tolist() == [0, 1]
@@ -144,15 +173,20 @@ def test_keyword_rules_follow_the_codebook(tasks):
     rows = [
         {"text": "Practitioners should receive regular supervision.", "finding": None},
         {"text": "Agencies should follow NICE guidance on neglect.", "finding": None},
-        {"text": "Research shows fathers are overlooked; services should engage fathers.",
-         "finding": None},
+        {
+            "text": "Research shows fathers are overlooked; services should engage fathers.",
+            "finding": None,
+        },
         {"text": "The board should remind staff.", "finding": "In this case the GP knew."},
         {"text": "The board should remind staff.", "finding": None},
-        {"text": "Redesign the system so that a referral cannot be closed without a visit.",
-         "finding": None},
+        {
+            "text": "Redesign the system so that a referral cannot be closed without a visit.",
+            "finding": None,
+        },
     ]
-    train = [{"themes": ["procedures_policy"], "evidence": "single_case",
-              "action_strength": "weak"}] * 3
+    train = [
+        {"themes": ["procedures_policy"], "evidence": "single_case", "action_strength": "weak"}
+    ] * 3
     kw = KeywordBaseline(tasks).fit(train)
     logits = kw.logits(rows)
     from scrclf.calibration import decide, probabilities
@@ -167,8 +201,14 @@ def test_keyword_rules_follow_the_codebook(tasks):
     assert themes[2, labels.index("child_family_engagement")] == 1
     assert themes[4].sum() == 1 and themes[4, labels.index("procedures_policy")] == 1
     evidence = [tasks["evidence"].labels[i] for i in decisions("evidence")]
-    assert evidence == ["none_stated", "guidance", "research", "single_case", "none_stated",
-                        "none_stated"]
+    assert evidence == [
+        "none_stated",
+        "guidance",
+        "research",
+        "single_case",
+        "none_stated",
+        "none_stated",
+    ]
     strength = [tasks["action_strength"].labels[i] for i in decisions("action_strength")]
     assert strength[0] == "intermediate" and strength[4] == "weak" and strength[5] == "strong"
 
@@ -188,8 +228,13 @@ def test_baselines_on_the_toy_corpus(toy_corpus, tasks):
     # The prior predicts the majority label everywhere.
     majority = tasks["action_strength"].labels[int(np.argmax(prior.freq["action_strength"]))]
     assert p["action_strength"] == pytest.approx(
-        (2 * sum(r["action_strength"] == majority for r in test.rows) /
-         (len(test.rows) + sum(r["action_strength"] == majority for r in test.rows))) / 3)
+        (
+            2
+            * sum(r["action_strength"] == majority for r in test.rows)
+            / (len(test.rows) + sum(r["action_strength"] == majority for r in test.rows))
+        )
+        / 3
+    )
     for task in tasks.names:
         assert t[task] > p[task] + 0.3, (task, t, p)
     # The toy labels are signalled by words some cue phrases share.
@@ -201,9 +246,15 @@ def test_baselines_on_the_toy_corpus(toy_corpus, tasks):
 
 
 def _smoke_cfg(corpus, out, models=(), extra=()):
-    return compose_train([f"data.dir={corpus}", f"out_dir={out}",
-                          f"systems.models=[{','.join(str(m) for m in models)}]", *extra],
-                         config_name="benchmark/smoke")
+    return compose_train(
+        [
+            f"data.dir={corpus}",
+            f"out_dir={out}",
+            f"systems.models=[{','.join(str(m) for m in models)}]",
+            *extra,
+        ],
+        config_name="benchmark/smoke",
+    )
 
 
 def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
@@ -216,9 +267,15 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
     assert cfg.suite == "smoke" and cfg.bootstrap.resamples == 100
     written = benchmark.run_benchmark(cfg, command="pytest smoke")
     assert written == out
-    assert {p.name for p in out.iterdir()} == {"leaderboard.md", "leaderboard.json",
-                                                "results.json", "provenance.json",
-                                                "suite.yaml", "headline.png", "profile"}
+    assert {p.name for p in out.iterdir()} == {
+        "leaderboard.md",
+        "leaderboard.json",
+        "results.json",
+        "provenance.json",
+        "suite.yaml",
+        "headline.png",
+        "profile",
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
     board = json.loads((out / "leaderboard.json").read_text())
@@ -226,8 +283,9 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
     assert systems == [tiny_run.name, "prior", "keywords", "tfidf_logreg"]
     names = [d["name"] for d in board["datasets"]]
     assert names[:2] == ["test", "external:other_annotations"]
-    assert {"test:no_finding", "test:lowercase", "test:typos_20pct",
-            "test:first_8_words"} <= set(names)
+    assert {"test:no_finding", "test:lowercase", "test:typos_20pct", "test:first_8_words"} <= set(
+        names
+    )
     assert any(n.startswith("test[addressee=") for n in names)
     assert any(n.startswith("test[era ") for n in names)
     ext = next(d for d in board["datasets"] if d["kind"] == "external")
@@ -242,12 +300,15 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
             assert low <= e["macro_f1"] + 1e-9 and e["macro_f1"] <= high + 1e-9
             assert e["gap_to_best_baseline"]["baseline"] in ("prior", "keywords", "tfidf_logreg")
         assert (system, "external:other_annotations", "evidence") not in entries
-    best = max(("prior", "keywords", "tfidf_logreg"),
-               key=lambda b: entries[(b, "test", "mean")]["macro_f1"])
+    best = max(
+        ("prior", "keywords", "tfidf_logreg"),
+        key=lambda b: entries[(b, "test", "mean")]["macro_f1"],
+    )
     model_mean = entries[(tiny_run.name, "test", "mean")]
     assert model_mean["gap_to_best_baseline"]["baseline"] == best
     assert model_mean["gap_to_best_baseline"]["value"] == pytest.approx(
-        model_mean["macro_f1"] - entries[(best, "test", "mean")]["macro_f1"])
+        model_mean["macro_f1"] - entries[(best, "test", "mean")]["macro_f1"]
+    )
     lower = entries[("tfidf_logreg", "test:lowercase", "mean")]
     assert lower["change_vs_clean"]["value"] == pytest.approx(0.0)  # toy text is lower case
     assert "subset_accuracy" in entries[("prior", "test", "themes")]
@@ -265,7 +326,8 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
     assert files["test"]["sha256"] == inference_sha256(toy_corpus / "test.jsonl")
     assert files["external"]["path"] == str(external)
     assert prov["models"][0]["files"]["model.safetensors"] == inference_sha256(
-        tiny_run / "model" / "model.safetensors")
+        tiny_run / "model" / "model.safetensors"
+    )
 
     md = (out / "leaderboard.md").read_text()
     assert "## Leaderboard: `test`" in md and "## Robustness" in md and "## Slices" in md
@@ -277,8 +339,16 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
 
 def test_suite_without_models_and_its_errors(toy_corpus, tmp_path):
     out = tmp_path / "baselines_only"
-    cfg = _smoke_cfg(toy_corpus, out, extra=["systems.baselines=[prior]", "plots=false",
-                                             "bootstrap.resamples=20", "datasets.slices={}"])
+    cfg = _smoke_cfg(
+        toy_corpus,
+        out,
+        extra=[
+            "systems.baselines=[prior]",
+            "plots=false",
+            "bootstrap.resamples=20",
+            "datasets.slices={}",
+        ],
+    )
     benchmark.run_benchmark(cfg, command="x")
     board = json.loads((out / "leaderboard.json").read_text())
     assert [s["name"] for s in board["systems"]] == ["prior"]
@@ -300,39 +370,61 @@ def test_a_failed_benchmark_leaves_no_folder(toy_corpus, tmp_path, monkeypatch):
 
     monkeypatch.setattr(plots, "headline_chart", broken)
     out = tmp_path / "failed"
-    cfg = _smoke_cfg(toy_corpus, out, extra=["systems.baselines=[prior]",
-                                             "bootstrap.resamples=20", "datasets.slices={}"])
+    cfg = _smoke_cfg(
+        toy_corpus,
+        out,
+        extra=["systems.baselines=[prior]", "bootstrap.resamples=20", "datasets.slices={}"],
+    )
     with pytest.raises(RuntimeError, match="chart failed"):
         benchmark.run_benchmark(cfg, command="x")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_default_output_folder_is_timestamped_per_suite(tmp_path):
-    path = benchmark.output_dir({"suite": "default", "report_root": str(tmp_path),
-                                 "out_dir": None})
+    path = benchmark.output_dir({"suite": "default", "report_root": str(tmp_path), "out_dir": None})
     assert path.parent == tmp_path and path.name.startswith("default-")
     path.mkdir()
-    again = benchmark.output_dir({"suite": "default", "report_root": str(tmp_path),
-                                  "out_dir": None})
+    again = benchmark.output_dir(
+        {"suite": "default", "report_root": str(tmp_path), "out_dir": None}
+    )
     assert again != path
 
 
 def test_benchmark_script(toy_corpus, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     script = str(ROOT / "scripts" / "benchmark.py")
-    done = subprocess.run([sys.executable, script, "suite=nonexistent"], capture_output=True,
-                          text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, script, "suite=nonexistent"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2 and "unknown suite 'nonexistent'" in done.stderr
     assert "smoke" in done.stderr and "default" in done.stderr
 
     out = tmp_path / "scripted"
     done = subprocess.run(
-        [sys.executable, script, "suite=smoke", f"data.dir={toy_corpus}", f"out_dir={out}",
-         "systems.baselines=[prior,keywords]", "bootstrap.resamples=20", "plots=false",
-         f"hydra.run.dir={tmp_path / 'hydra'}"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            script,
+            "suite=smoke",
+            f"data.dir={toy_corpus}",
+            f"out_dir={out}",
+            "systems.baselines=[prior,keywords]",
+            "bootstrap.resamples=20",
+            "plots=false",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     prov = json.loads((out / "provenance.json").read_text())
     assert "suite=smoke" in prov["command"] and "benchmark.py" in prov["command"]
-    assert len(read_records(toy_corpus / "test.jsonl")) == json.loads(
-        (out / "leaderboard.json").read_text())["datasets"][0]["n_items"]
+    assert (
+        len(read_records(toy_corpus / "test.jsonl"))
+        == json.loads((out / "leaderboard.json").read_text())["datasets"][0]["n_items"]
+    )

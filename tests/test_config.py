@@ -30,13 +30,22 @@ def test_default_config_composes():
     assert tasks["themes"].is_multi_label and tasks["themes"].max_labels == 3
 
 
-@pytest.mark.parametrize("overrides,check", [
-    (["model=tiny"], lambda c: c.model.encoder_config.hidden_size == 32),
-    (["trainer=gpu"], lambda c: c.trainer.precision == "bf16" and c.trainer.optim == "adamw_torch_fused"
-     and c.trainer.max_epochs == 8),
-    (["experiment=quick"], lambda c: c.model.name == "tiny" and c.trainer.max_epochs == 2),
-    (["trainer.max_epochs=1", "paths.output_dir=/x/y"], lambda c: c.paths.output_dir == "/x/y"),
-])
+@pytest.mark.parametrize(
+    "overrides,check",
+    [
+        (["model=tiny"], lambda c: c.model.encoder_config.hidden_size == 32),
+        (
+            ["trainer=gpu"],
+            lambda c: (
+                c.trainer.precision == "bf16"
+                and c.trainer.optim == "adamw_torch_fused"
+                and c.trainer.max_epochs == 8
+            ),
+        ),
+        (["experiment=quick"], lambda c: c.model.name == "tiny" and c.trainer.max_epochs == 2),
+        (["trainer.max_epochs=1", "paths.output_dir=/x/y"], lambda c: c.paths.output_dir == "/x/y"),
+    ],
+)
 def test_groups_and_overrides(overrides, check):
     assert check(compose_train(overrides))
 
@@ -55,7 +64,9 @@ def test_output_dir_is_unique_per_launch():
 def test_run_id_env_fixes_output_dir(monkeypatch):
     monkeypatch.setenv("SCRCLF_RUN_ID", "shared-id")
     cfg = compose_train()
-    assert OmegaConf.to_container(cfg, resolve=True)["paths"]["output_dir"].endswith("train/shared-id")
+    assert OmegaConf.to_container(cfg, resolve=True)["paths"]["output_dir"].endswith(
+        "train/shared-id"
+    )
 
 
 def _codebook_labels(heading: str) -> list[str]:
@@ -74,11 +85,16 @@ def test_task_labels_match_the_codebook():
 
 def test_cli_prints_config_and_rejects_unknown_key():
     script = str(Path(ROOT) / "scripts" / "train.py")
-    out = subprocess.run([sys.executable, script, "--cfg", "job", "model=tiny"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, script, "--cfg", "job", "model=tiny"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "hidden_size: 32" in out.stdout and "action_strength" in out.stdout
-    bad = subprocess.run([sys.executable, script, "trainer.epochz=2"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, script, "trainer.epochz=2"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode != 0
     assert "epochz" in bad.stderr

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 from omegaconf import OmegaConf
+
 from scrclf.data.agreement import agreement
 from scrclf.data.corpus import assign_splits, label_counts, near_duplicates, validate_corpus
-
 from scrclf.data.records import DataError
 from scrclf.tasks import TaskSet
 from tests.conftest import CONFIG_DIR, ROOT, toy_rows
@@ -58,8 +58,12 @@ def test_other_theme_stays_rare(report):
 
 
 def test_cli_validates_the_corpus():
-    out = subprocess.run([sys.executable, "-m", "scrclf.cli.main", "data", "validate", str(CORPUS)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "scrclf.cli", "data", "validate", str(CORPUS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "corpus OK" in out.stdout
 
@@ -78,18 +82,27 @@ def _edit_line(path, line_no, **changes):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@pytest.mark.parametrize("split,changes,field,match", [
-    ("test", {"review_type": "LCSPR", "review_year": 2010}, "review_type", "does not fit"),
-    ("train", {"addressee": "the council"}, "addressee", "unknown addressee"),
-    ("validation", {"text": "Too short."}, "text", "words"),
-    ("train", {"review_year": "2010"}, "review_year", "integer"),
-])
-def test_corpus_field_errors_name_file_line_and_field(tasks, tmp_path, split, changes, field, match):
+@pytest.mark.parametrize(
+    "split,changes,field,match",
+    [
+        ("test", {"review_type": "LCSPR", "review_year": 2010}, "review_type", "does not fit"),
+        ("train", {"addressee": "the council"}, "addressee", "unknown addressee"),
+        ("validation", {"text": "Too short."}, "text", "words"),
+        ("train", {"review_year": "2010"}, "review_year", "integer"),
+    ],
+)
+def test_corpus_field_errors_name_file_line_and_field(
+    tasks, tmp_path, split, changes, field, match
+):
     corpus = _copy_corpus(tmp_path)
     _edit_line(corpus / f"{split}.jsonl", 3, **changes)
     with pytest.raises(DataError, match=match) as err:
         validate_corpus(corpus, tasks)
-    assert err.value.file.endswith(f"{split}.jsonl") and err.value.line == 3 and err.value.field == field
+    assert (
+        err.value.file.endswith(f"{split}.jsonl")
+        and err.value.line == 3
+        and err.value.field == field
+    )
 
 
 def test_exact_duplicate_text_is_an_error(tasks, tmp_path):
@@ -109,9 +122,20 @@ def test_review_count_mismatch_is_an_error(tasks, tmp_path):
 
 
 def test_near_duplicates_found_and_ranked():
-    rows = [{"id": "a", "text": "The board should ask every agency to report on supervision each quarter."},
-            {"id": "b", "text": "The board should ask every agency to report on supervision each year."},
-            {"id": "c", "text": "Police to review the handling of missing episodes for looked-after children."}]
+    rows = [
+        {
+            "id": "a",
+            "text": "The board should ask every agency to report on supervision each quarter.",
+        },
+        {
+            "id": "b",
+            "text": "The board should ask every agency to report on supervision each year.",
+        },
+        {
+            "id": "c",
+            "text": "Police to review the handling of missing episodes for looked-after children.",
+        },
+    ]
     pairs = near_duplicates(rows, threshold=0.5)
     assert [(p["a"], p["b"]) for p in pairs] == [("a", "b")]
     assert 0.5 <= pairs[0]["jaccard"] < 1.0
@@ -130,14 +154,22 @@ def test_assign_splits_keeps_reviews_whole_and_meets_minimums(tasks):
 
 
 def test_agreement_on_a_hand_computed_case(tasks):
-    a = {"1": {"themes": ["audit_assurance"], "evidence": "research", "action_strength": "weak"},
-         "2": {"themes": ["other"], "evidence": "guidance", "action_strength": "weak"},
-         "3": {"themes": ["audit_assurance", "other"], "evidence": "research", "action_strength": "strong"},
-         "4": {"themes": ["other"], "evidence": "guidance", "action_strength": "strong"}}
-    b = {"1": {"themes": ["audit_assurance"], "evidence": "research", "action_strength": "weak"},
-         "2": {"themes": ["other"], "evidence": "guidance", "action_strength": "weak"},
-         "3": {"themes": ["other"], "evidence": "guidance", "action_strength": "strong"},
-         "4": {"themes": ["other"], "evidence": "guidance", "action_strength": "strong"}}
+    a = {
+        "1": {"themes": ["audit_assurance"], "evidence": "research", "action_strength": "weak"},
+        "2": {"themes": ["other"], "evidence": "guidance", "action_strength": "weak"},
+        "3": {
+            "themes": ["audit_assurance", "other"],
+            "evidence": "research",
+            "action_strength": "strong",
+        },
+        "4": {"themes": ["other"], "evidence": "guidance", "action_strength": "strong"},
+    }
+    b = {
+        "1": {"themes": ["audit_assurance"], "evidence": "research", "action_strength": "weak"},
+        "2": {"themes": ["other"], "evidence": "guidance", "action_strength": "weak"},
+        "3": {"themes": ["other"], "evidence": "guidance", "action_strength": "strong"},
+        "4": {"themes": ["other"], "evidence": "guidance", "action_strength": "strong"},
+    }
     res = agreement(a, b, tasks)
     # evidence: observed 3/4; expected (2/4*1/4 + 2/4*3/4) = 1/2 -> kappa = (0.75-0.5)/(1-0.5)
     assert res["evidence"]["kappa"] == pytest.approx(0.5)
@@ -147,17 +179,18 @@ def test_agreement_on_a_hand_computed_case(tasks):
     assert res["themes"]["exact_set_agreement"] == pytest.approx(0.75)
 
 
-
 def test_double_coding_covers_fifteen_percent_and_matches_the_corpus(report, tasks):
     from scrclf.data.corpus import double_coding_agreement
-
     from scrclf.data.records import read_records
 
     path = CORPUS / "annotation" / "double_coding.jsonl"
     result = double_coding_agreement(path, tasks)
     assert result["n_items"] >= 0.15 * report.counts["all"]
-    gold = {r.data["id"]: r.data for s in ("train", "validation", "test")
-            for r in read_records(CORPUS / f"{s}.jsonl")}
+    gold = {
+        r.data["id"]: r.data
+        for s in ("train", "validation", "test")
+        for r in read_records(CORPUS / f"{s}.jsonl")
+    }
     for rec in read_records(path):
         final = rec.data["adjudicated"]
         for key, value in final.items():
@@ -168,7 +201,7 @@ def test_double_coding_covers_fifteen_percent_and_matches_the_corpus(report, tas
 
 def test_bag_of_words_does_not_solve_the_corpus(tasks):
     """A near-perfect TF-IDF score would mean templated items."""
-    from scrclf.data.corpus import difficulty
+    from scrclf.evaluation.difficulty import difficulty
 
     result = difficulty(CORPUS, tasks)
     for name in tasks.names:

@@ -16,10 +16,18 @@ from tests.conftest import ROOT
 # one epoch depends only on the items seen: it must be equal with 1 process x batch 16 and
 # 2 processes x batch 8. Logging every step: the Trainer gathers the loss across ranks only
 # when it logs, and adds the unlogged remainder of rank 0 alone at the end.
-FROZEN = ["trainer.logging_steps=1", "model=tiny", "trainer.max_epochs=1", "trainer.learning_rate=0.0", "model.dropout=0.0",
-          "+model.encoder_config.hidden_dropout_prob=0.0",
-          "+model.encoder_config.attention_probs_dropout_prob=0.0",
-          "trainer.early_stopping_patience=null", "eval_splits=[validation]", "calibrate=false"]
+FROZEN = [
+    "trainer.logging_steps=1",
+    "model=tiny",
+    "trainer.max_epochs=1",
+    "trainer.learning_rate=0.0",
+    "model.dropout=0.0",
+    "+model.encoder_config.hidden_dropout_prob=0.0",
+    "+model.encoder_config.attention_probs_dropout_prob=0.0",
+    "trainer.early_stopping_patience=null",
+    "eval_splits=[validation]",
+    "calibrate=false",
+]
 
 
 def _run(cmd, env_extra=None):
@@ -34,15 +42,35 @@ def _run(cmd, env_extra=None):
 def test_two_process_ddp_matches_single_process(toy_corpus, tmp_path):
     script = str(ROOT / "scripts" / "train.py")
     single = tmp_path / "single"
-    _run([sys.executable, script, *FROZEN, f"data.dir={toy_corpus}", "trainer.batch_size=16",
-          f"paths.output_dir={single}"])
+    _run(
+        [
+            sys.executable,
+            script,
+            *FROZEN,
+            f"data.dir={toy_corpus}",
+            "trainer.batch_size=16",
+            f"paths.output_dir={single}",
+        ]
+    )
     log_dir = tmp_path / "logs"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-          script, *FROZEN, f"data.dir={toy_corpus}", "trainer.batch_size=8",
-          f"paths.log_dir={log_dir}", "run_name=ddp"])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={port}",
+            script,
+            *FROZEN,
+            f"data.dir={toy_corpus}",
+            "trainer.batch_size=8",
+            f"paths.log_dir={log_dir}",
+            "run_name=ddp",
+        ]
+    )
     runs = list((log_dir / "ddp").iterdir())
     assert len(runs) == 1, f"ranks wrote to several run dirs: {runs}"
     ddp = runs[0]

@@ -26,9 +26,18 @@ def trained_tiny_run(corpus: str, run_dir: str) -> Path:
     tests)."""
     from scrclf.training import train
 
-    train(compose_train(["model=tiny", f"data.dir={corpus}", f"paths.output_dir={run_dir}",
-                         "trainer.max_epochs=3", "trainer.learning_rate=5e-3",
-                         "trainer.logging_steps=50"]))
+    train(
+        compose_train(
+            [
+                "model=tiny",
+                f"data.dir={corpus}",
+                f"paths.output_dir={run_dir}",
+                "trainer.max_epochs=3",
+                "trainer.learning_rate=5e-3",
+                "trainer.logging_steps=50",
+            ]
+        )
+    )
     return Path(run_dir)
 
 
@@ -101,11 +110,17 @@ def test_evaluate_a_run_writes_a_complete_report(tiny_run, tmp_path, no_network)
     names = {p.name for p in out.iterdir()}
     assert {"metrics.json", "report.md", "profile"} <= names
     for task in ("themes", "evidence", "action_strength"):
-        assert {f"confusion_{task}.png", f"reliability_{task}.png",
-                f"per_label_f1_{task}.png"} <= names
+        assert {
+            f"confusion_{task}.png",
+            f"reliability_{task}.png",
+            f"per_label_f1_{task}.png",
+        } <= names
     assert (out / "confusion_themes.png").read_bytes()[:4] == b"\x89PNG"
-    assert {p.name for p in (out / "profile").iterdir()} == {"profile.json", "profile.md",
-                                                              "profile.png"}
+    assert {p.name for p in (out / "profile").iterdir()} == {
+        "profile.json",
+        "profile.md",
+        "profile.png",
+    }
     assert json.loads((out / "metrics.json").read_text()) == result
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
@@ -115,8 +130,13 @@ def test_evaluate_a_run_writes_a_complete_report(tiny_run, tmp_path, no_network)
     for key in ("micro_f1", "macro_f1", "weighted_f1", "subset_accuracy", "hamming_loss"):
         low, high = themes["intervals"][key]
         assert low <= themes[key] + 1e-9 and themes[key] <= high + 1e-9
-    assert set(themes["per_label"]["other"]) >= {"precision", "recall", "f1", "support",
-                                                   "f1_interval"}
+    assert set(themes["per_label"]["other"]) >= {
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "f1_interval",
+    }
     assert "accuracy" in stored["evidence"]["intervals"]
     assert len(stored["evidence"]["confusion"]) == 5
     assert len(stored["themes"]["reliability"]) == 10
@@ -138,7 +158,8 @@ def test_stored_decisions_are_applied_exactly(tiny_run, no_network):
         for key in ("macro_f1", "micro_f1", "ece"):
             assert stored[task][key] == pytest.approx(trained["test"][task][key], abs=1e-6)
             assert default[task][key] == pytest.approx(
-                trained["at_default_decisions"]["test"][task][key], abs=1e-6)
+                trained["at_default_decisions"]["test"][task][key], abs=1e-6
+            )
     config = json.loads((tiny_run / "model" / "config.json").read_text())
     themes_cfg = next(t for t in config["tasks"] if t["name"] == "themes")
     summary = next(t for t in result["decisions"]["calibrated"]["tasks"] if t["name"] == "themes")
@@ -178,7 +199,8 @@ def test_a_missing_task_column_is_skipped_with_a_note(tiny_run, toy_corpus, tmp_
     metrics = result["decisions"]["calibrated"]["metrics"]
     assert "evidence" not in metrics
     assert metrics["mean_macro_f1"] == pytest.approx(
-        (metrics["themes"]["macro_f1"] + metrics["action_strength"]["macro_f1"]) / 2)
+        (metrics["themes"]["macro_f1"] + metrics["action_strength"]["macro_f1"]) / 2
+    )
 
 
 def test_a_bad_row_names_file_line_and_field(tiny_run, toy_corpus, tmp_path):
@@ -194,28 +216,34 @@ def test_a_bad_row_names_file_line_and_field(tiny_run, toy_corpus, tmp_path):
 
 
 def test_unlabelled_data_cannot_be_evaluated(tiny_run, toy_corpus, tmp_path):
-    rows = [{"id": r["id"], "review_id": r["review_id"], "text": r["text"]}
-            for r in _rows(toy_corpus / "test.jsonl")[:4]]
+    rows = [
+        {"id": r["id"], "review_id": r["review_id"], "text": r["text"]}
+        for r in _rows(toy_corpus / "test.jsonl")[:4]
+    ]
     path = write_jsonl(tmp_path / "plain.jsonl", rows)
     with pytest.raises(DataError, match="no label column"):
         evaluation.evaluate(tiny_run, path, **FAST)
 
 
 def test_recalibration_reports_changes_and_never_fits_on_the_evaluated_data(
-        tiny_run, toy_corpus, tmp_path):
+    tiny_run, toy_corpus, tmp_path
+):
     test_file = toy_corpus / "test.jsonl"
     with pytest.raises(DataError, match="never tuned on the data they are scored on"):
-        evaluation.evaluate(tiny_run, test_file, recalibrate=True, validation_file=test_file,
-                            **FAST)
+        evaluation.evaluate(
+            tiny_run, test_file, recalibrate=True, validation_file=test_file, **FAST
+        )
     overlapping = write_jsonl(tmp_path / "overlap.jsonl", _rows(test_file)[:20])
     with pytest.raises(DataError, match="shares 2 reviews"):
-        evaluation.evaluate(tiny_run, test_file, recalibrate=True,
-                            validation_file=overlapping, **FAST)
+        evaluation.evaluate(
+            tiny_run, test_file, recalibrate=True, validation_file=overlapping, **FAST
+        )
     # Re-fitting on the validation split the model was calibrated on changes nothing.
     same = evaluation.evaluate(tiny_run, recalibrate=True, **FAST)
     changes = same["recalibration"]["changes"]
     assert changes["evidence"]["temperature"]["stored"] == pytest.approx(
-        changes["evidence"]["temperature"]["refit"])
+        changes["evidence"]["temperature"]["refit"]
+    )
     assert same["recalibration"]["delta"]["mean_macro_f1"] == pytest.approx(0.0)
     # A different held-out file gives new settings, reported beside the stored ones.
     other = write_jsonl(tmp_path / "other_validation.jsonl", toy_rows(5, 12, 99, "OV"))
@@ -254,26 +282,45 @@ def test_a_failure_mid_report_leaves_nothing(tiny_run, tmp_path, monkeypatch):
 
 
 def test_evaluate_config_runs_through_hydra_compose(tiny_run, toy_corpus, tmp_path):
-    cfg = compose_train([f"model_path={tiny_run}", f"file={toy_corpus / 'validation.jsonl'}",
-                         f"report_dir={tmp_path / 'r'}", "plots=false",
-                         "bootstrap.resamples=50"], config_name="evaluate")
+    cfg = compose_train(
+        [
+            f"model_path={tiny_run}",
+            f"file={toy_corpus / 'validation.jsonl'}",
+            f"report_dir={tmp_path / 'r'}",
+            "plots=false",
+            "bootstrap.resamples=50",
+        ],
+        config_name="evaluate",
+    )
     out = evaluation.evaluate_from_config(cfg)
     result = json.loads((out / "metrics.json").read_text())
     assert result["data"]["name"] == "validation" and result["bootstrap"]["resamples"] == 50
 
 
 def test_cli_evaluate_and_its_errors(tiny_run, toy_corpus, tmp_path, capsys):
-    from scrclf.cli import main as cli
+    from scrclf.cli import app as cli
 
     out = tmp_path / "cli_report"
-    code = cli.main(["evaluate", "--model", str(tiny_run), "--file",
-                     str(toy_corpus / "test.jsonl"), "--out", str(out), "--resamples", "50",
-                     "--no-plots"])
+    code = cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_run),
+            "--file",
+            str(toy_corpus / "test.jsonl"),
+            "--out",
+            str(out),
+            "--resamples",
+            "50",
+            "--no-plots",
+        ]
+    )
     assert code == 0 and (out / "report.md").is_file()
     assert "mean_macro_f1: calibrated" in capsys.readouterr().out
 
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "x1", "review_id": "R", "text": "",
-                                                "themes": ["other"]}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"id": "x1", "review_id": "R", "text": "", "themes": ["other"]}]
+    )
     code = cli.main(["evaluate", "--model", str(tiny_run), "--file", str(bad)])
     assert code == 2
     err = capsys.readouterr().err
@@ -290,10 +337,21 @@ def test_evaluate_script_accepts_model_equals_path(tiny_run, tmp_path):
     out = tmp_path / "script_report"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"model={tiny_run}",
-         "split=validation", f"report_dir={out}", "plots=false", "bootstrap.resamples=50",
-         f"hydra.run.dir={tmp_path / 'hydra'}"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate.py"),
+            f"model={tiny_run}",
+            "split=validation",
+            f"report_dir={out}",
+            "plots=false",
+            "bootstrap.resamples=50",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"report written to {out}" in done.stdout
     assert json.loads((out / "metrics.json").read_text())["data"]["name"] == "validation"

@@ -33,9 +33,18 @@ from scrclf.inference.classifier import build_manifest
 from tests.conftest import ROOT
 
 EXPECTED_FILES = {
-    "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-    "onnx/model.onnx", "onnx/model.int8.onnx", "metrics.json", "training_config.yaml",
-    "data_fingerprint.json", "scrclf.json", "manifest.json",
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "onnx/model.onnx",
+    "onnx/model.int8.onnx",
+    "metrics.json",
+    "training_config.yaml",
+    "data_fingerprint.json",
+    "scrclf.json",
+    "manifest.json",
 }
 PROBE_TEXTS = [
     "The board should commission training and a briefing on the new procedure protocol.",
@@ -100,23 +109,37 @@ def test_export_meta_records_versions_contract_and_parity(tiny_export):
     meta = json.loads((tiny_export.export_dir / "scrclf.json").read_text())
     assert meta["versions"]["scrclf"] == scrclf.__version__
     assert meta["onnx"]["opset"] == export_mod.DEFAULT_OPSET
-    assert meta["label_order"]["evidence"] == ["research", "guidance", "local_data",
-                                               "single_case", "none_stated"]
+    assert meta["label_order"]["evidence"] == [
+        "research",
+        "guidance",
+        "local_data",
+        "single_case",
+        "none_stated",
+    ]
     contract = meta["onnx"]["contract"]
-    assert [i["name"] for i in contract["inputs"]] == ["input_ids", "attention_mask",
-                                                       "token_type_ids"]
-    assert all(i["dtype"] == "int64" and i["shape"] == ["batch", "sequence"]
-               for i in contract["inputs"])
+    assert [i["name"] for i in contract["inputs"]] == [
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+    ]
+    assert all(
+        i["dtype"] == "int64" and i["shape"] == ["batch", "sequence"] for i in contract["inputs"]
+    )
     assert [(o["name"], o["shape"]) for o in contract["outputs"]] == [
-        ("logits_themes", ["batch", 11]), ("logits_evidence", ["batch", 5]),
-        ("logits_action_strength", ["batch", 3])]
+        ("logits_themes", ["batch", 11]),
+        ("logits_evidence", ["batch", 5]),
+        ("logits_action_strength", ["batch", 3]),
+    ]
     parity = meta["parity"]
     assert parity["skipped"] is False and parity["split"] == "test" and parity["n_items"] == 60
     assert parity["onnx_fp32"]["max_abs_logit_diff"] < 1e-4
     assert set(parity["onnx_int8"]["label_agreement"]) == {"themes", "evidence", "action_strength"}
     assert all(0.0 <= v <= 1.0 for v in parity["onnx_int8"]["label_agreement"].values())
-    assert parity["onnx_fp32"]["label_agreement"] == {"themes": 1.0, "evidence": 1.0,
-                                                      "action_strength": 1.0}
+    assert parity["onnx_fp32"]["label_agreement"] == {
+        "themes": 1.0,
+        "evidence": 1.0,
+        "action_strength": 1.0,
+    }
 
 
 def test_model_card_has_front_matter_results_and_sections(tiny_export):
@@ -128,12 +151,21 @@ def test_model_card_has_front_matter_results_and_sections(tiny_export):
     assert front["license"] == "apache-2.0" and "onnx" in front["tags"]
     metrics = json.loads((tiny_export.export_dir / "metrics.json").read_text())
     results = front["model-index"][0]["results"]
-    test_themes = next(r for r in results if r["dataset"]["split"] == "test"
-                       and r["task"]["name"].startswith("themes"))
+    test_themes = next(
+        r
+        for r in results
+        if r["dataset"]["split"] == "test" and r["task"]["name"].startswith("themes")
+    )
     macro = next(m for m in test_themes["metrics"] if m["name"].startswith("macro"))
     assert macro["value"] == pytest.approx(metrics["test"]["themes"]["macro_f1"], abs=1e-4)
-    for heading in ("## Intended use", "## Out-of-scope use", "## Training data provenance",
-                    "## Labels", "## Limitations", "## How to load"):
+    for heading in (
+        "## Intended use",
+        "## Out-of-scope use",
+        "## Training data provenance",
+        "## Labels",
+        "## Limitations",
+        "## How to load",
+    ):
         assert heading in card
     assert "docs/data_card.md" in card and "fictional" in card
     parity = json.loads((tiny_export.export_dir / "scrclf.json").read_text())["parity"]
@@ -151,15 +183,17 @@ def test_onnx_graphs_are_single_files_with_dynamic_axes(tiny_export):
     assert sorted(p.name for p in onnx_dir.iterdir()) == ["model.int8.onnx", "model.onnx"]
     for name in ("model.onnx", "model.int8.onnx"):
         graph = onnx.load(str(onnx_dir / name), load_external_data=False)
-        assert not any(t.data_location == onnx.TensorProto.EXTERNAL
-                       for t in graph.graph.initializer)
+        assert not any(
+            t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer
+        )
         for value in graph.graph.input:
             assert value.type.tensor_type.elem_type == onnx.TensorProto.INT64
-            assert [d.dim_param for d in value.type.tensor_type.shape.dim] == ["batch",
-                                                                                "sequence"]
+            assert [d.dim_param for d in value.type.tensor_type.shape.dim] == ["batch", "sequence"]
     int8 = onnx.load(str(onnx_dir / "model.int8.onnx"))
-    assert any(node.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul")
-               for node in int8.graph.node)
+    assert any(
+        node.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul")
+        for node in int8.graph.node
+    )
     assert (onnx_dir / "model.int8.onnx").stat().st_size < (onnx_dir / "model.onnx").stat().st_size
 
 
@@ -167,8 +201,10 @@ def test_fp32_onnx_logits_match_torch_and_int8_labels_mostly_agree(tiny_export):
     from scrclf.data.records import read_records
 
     rows = [r.data for r in read_records(tiny_export.corpus / "test.jsonl")]
-    texts, findings = [r["text"] for r in rows] + PROBE_TEXTS, \
-        [r["finding"] for r in rows] + PROBE_FINDINGS
+    texts, findings = (
+        [r["text"] for r in rows] + PROBE_TEXTS,
+        [r["finding"] for r in rows] + PROBE_FINDINGS,
+    )
     torch_clf = scrclf.load(tiny_export.export_dir, backend="torch")
     onnx_clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     int8_clf = scrclf.load(tiny_export.export_dir, backend="onnx", quantized=True)
@@ -182,8 +218,12 @@ def test_fp32_onnx_logits_match_torch_and_int8_labels_mostly_agree(tiny_export):
         int8 = int8_clf.predict(texts, findings)
     with pytest.warns(UserWarning, match="truncated"):
         labels = torch_clf.predict(texts, findings)
-    agree = np.mean([a["evidence"]["label"] == b["evidence"]["label"]
-                     for a, b in zip(labels, int8, strict=True)])
+    agree = np.mean(
+        [
+            a["evidence"]["label"] == b["evidence"]["label"]
+            for a, b in zip(labels, int8, strict=True)
+        ]
+    )
     assert agree >= 0.8
 
 
@@ -204,11 +244,13 @@ def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny_export, 
         "    sys.modules[blocked] = None  # any import of these now fails\n"
         + code
         + f"\nimport json\nprint(json.dumps(classify({str(tiny_export.export_dir)!r}, "
-          f"{texts!r}, {findings!r})))\n"
+        f"{texts!r}, {findings!r})))\n"
         + "assert not any(m.split('.')[0] in ('torch', 'transformers', 'scrclf')\n"
-          "               for m, v in sys.modules.items() if v is not None)\n")
-    proc = subprocess.run([sys.executable, "-I", str(script)], capture_output=True, text=True,
-                          timeout=120)
+        "               for m, v in sys.modules.items() if v is not None)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = scrclf.load(tiny_export.export_dir, backend="torch").predict(texts, findings)
@@ -314,10 +356,19 @@ def test_parity_split_falls_back_to_validation_then_skips(tiny_export, tmp_path)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shutil.copy(tiny_export.corpus / "validation.jsonl", corpus)
-    config = {"data": {"dir": str(corpus), "text_column": "text", "pair_column": "finding",
-                       "group_column": "review_id",
-                       "splits": {"train": "train.jsonl", "validation": "validation.jsonl",
-                                  "test": "test.jsonl"}}}
+    config = {
+        "data": {
+            "dir": str(corpus),
+            "text_column": "text",
+            "pair_column": "finding",
+            "group_column": "review_id",
+            "splits": {
+                "train": "train.jsonl",
+                "validation": "validation.jsonl",
+                "test": "test.jsonl",
+            },
+        }
+    }
     split, texts, findings, notes = parity_inputs(config, "test")
     assert split == "validation" and len(texts) == len(findings) == 60
     assert notes and notes[0].startswith("test (test.jsonl)")
@@ -357,9 +408,23 @@ def test_wheel_installs_offline_and_loads(tiny_export, tmp_path):
     wheel = next((tiny_export.export_dir / "dist").glob("*.whl"))
     target = tmp_path / "site"
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index",
-                    "--target", str(target), str(wheel)], check=True, capture_output=True,
-                   env=env, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     code = (
         "import sys, json; sys.path.insert(0, sys.argv[1])\n"
         "import scrclf_model_tiny as bundled\n"
@@ -367,13 +432,19 @@ def test_wheel_installs_offline_and_loads(tiny_export, tmp_path):
         "print(json.dumps({'path': bundled.get_model_path(),\n"
         "                  'pred': clf.predict(['The board should audit the procedure.'])}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(out["path"]).is_relative_to(target)
     expected = scrclf.load(tiny_export.export_dir, backend="onnx").predict(
-        ["The board should audit the procedure."])
+        ["The board should audit the procedure."]
+    )
     assert out["pred"][0]["themes"]["labels"] == expected[0]["themes"]["labels"]
 
 
@@ -383,9 +454,20 @@ def test_wheel_installs_offline_and_loads(tiny_export, tmp_path):
 def test_export_script_writes_the_folder(tiny_export, tmp_path):
     env = {**os.environ, "PROJECT_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "export.py"), f"run_dir={tiny_export.run_dir}",
-         "name=scripted", f"out_dir={tmp_path / 'models'}", "parity_split=validation"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "export.py"),
+            f"run_dir={tiny_export.run_dir}",
+            "name=scripted",
+            f"out_dir={tmp_path / 'models'}",
+            "parity_split=validation",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     dest = tmp_path / "models" / "scripted"
     meta = json.loads((dest / "scrclf.json").read_text())

@@ -10,6 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModel
+
+import scrclf  # noqa: F401  (registers the model type)
+from scrclf.modeling.encoders import load_tokenizer
+from scrclf.tasks import TaskSet
+from scrclf.training import train
 from scrclf.training.hand_loop import (
     LeanSettings,
     TokenStore,
@@ -18,19 +24,22 @@ from scrclf.training.hand_loop import (
     pad_length,
     scaled_learning_rate,
 )
-from transformers import AutoModel
-
-import scrclf  # noqa: F401  (registers the model type)
-from scrclf.modeling.encoders import load_tokenizer
-from scrclf.tasks import TaskSet
-from scrclf.training import train
 from scrclf.training.run import TrainingConfigError
 from tests.conftest import ROOT, compose_train
 
-LEAN_CPU = ["model=tiny", "trainer=gpu_fast", "trainer.device=cpu", "trainer.batch_size=16",
-            "trainer.lr_scaling=none", "trainer.learning_rate=5e-3", "trainer.max_epochs=10",
-            "trainer.early_stopping_patience=null", "model.dropout=0.0", "trainer.num_threads=1",
-            "trainer.head_lr_scale=null"]
+LEAN_CPU = [
+    "model=tiny",
+    "trainer=gpu_fast",
+    "trainer.device=cpu",
+    "trainer.batch_size=16",
+    "trainer.lr_scaling=none",
+    "trainer.learning_rate=5e-3",
+    "trainer.max_epochs=10",
+    "trainer.early_stopping_patience=null",
+    "model.dropout=0.0",
+    "trainer.num_threads=1",
+    "trainer.head_lr_scale=null",
+]
 
 
 def test_lean_loop_learns_the_toy_signal_and_writes_the_run_dir(toy_corpus, tmp_path, no_network):
@@ -61,8 +70,9 @@ def test_lean_loop_learns_the_toy_signal_and_writes_the_run_dir(toy_corpus, tmp_
 
 
 def test_lean_loop_refuses_resume(toy_corpus, tmp_path):
-    cfg = compose_train([*LEAN_CPU, f"data.dir={toy_corpus}", f"paths.output_dir={tmp_path}",
-                         "resume=true"])
+    cfg = compose_train(
+        [*LEAN_CPU, f"data.dir={toy_corpus}", f"paths.output_dir={tmp_path}", "resume=true"]
+    )
     with pytest.raises(TrainingConfigError, match="lean loop"):
         train(cfg)
 
@@ -91,9 +101,15 @@ def test_collate_matches_tokenizer_padding():
     targets = {"evidence": np.array([1, 3])}
     store = TokenStore(enc["input_ids"], enc["token_type_ids"], targets, tok.pad_token_id)
     batch = store.collate(np.array([1, 0]), 16)
-    ref = tok.pad({"input_ids": [enc["input_ids"][1], enc["input_ids"][0]],
-                   "token_type_ids": [enc["token_type_ids"][1], enc["token_type_ids"][0]]},
-                  padding="max_length", max_length=16, return_tensors="pt")
+    ref = tok.pad(
+        {
+            "input_ids": [enc["input_ids"][1], enc["input_ids"][0]],
+            "token_type_ids": [enc["token_type_ids"][1], enc["token_type_ids"][0]],
+        },
+        padding="max_length",
+        max_length=16,
+        return_tensors="pt",
+    )
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         assert torch.equal(batch[key], ref[key]), key
     assert batch["evidence"].tolist() == [3, 1]
@@ -112,9 +128,19 @@ def test_learning_rate_scaling_and_cpu_settings():
 
 
 def test_gpu_throughput_script_smoke_run(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_throughput.py"), "--smoke",
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_throughput.py"),
+            "--smoke",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     written = list(tmp_path.glob("gpu_*.json"))
     assert len(written) == 1 and written[0].with_suffix(".md").exists()

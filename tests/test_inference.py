@@ -28,11 +28,6 @@ TEXTS = [
 FINDINGS = ["Studies show that training alone rarely changes practice.", None, "panel"]
 
 
-
-
-
-
-
 def _edit_json(path: Path, change) -> None:
     data = json.loads(path.read_text())
     change(data)
@@ -42,8 +37,9 @@ def _edit_json(path: Path, change) -> None:
 # ----------------------------------------------------------------------- predictions
 
 
-@pytest.mark.parametrize("kwargs", [{"backend": "torch"}, {"backend": "onnx"},
-                                    {"backend": "onnx", "quantized": True}])
+@pytest.mark.parametrize(
+    "kwargs", [{"backend": "torch"}, {"backend": "onnx"}, {"backend": "onnx", "quantized": True}]
+)
 def test_predict_returns_decisions_per_task(tiny_export, kwargs, no_network):
     clf = scrclf.load(tiny_export.export_dir, **kwargs)
     assert clf.backend == kwargs["backend"]
@@ -59,7 +55,8 @@ def test_predict_returns_decisions_per_task(tiny_export, kwargs, no_network):
         scores = themes["scores"]
         assert list(scores) == clf.tasks["themes"].labels
         assert [scores[lab] for lab in themes["labels"]] == sorted(
-            (scores[lab] for lab in themes["labels"]), reverse=True)
+            (scores[lab] for lab in themes["labels"]), reverse=True
+        )
         for name in ("evidence", "action_strength"):
             entry = item[name]
             assert set(entry) == {"label", "scores"}
@@ -120,15 +117,18 @@ def test_batch_size_and_order_do_not_change_results(tiny_export):
 # ----------------------------------------------------------------------------- inputs
 
 
-@pytest.mark.parametrize(("texts", "findings", "match"), [
-    (["ok", None], None, r"texts\[1\]: is None"),
-    (["ok", 3], None, r"texts\[1\]: must be a string, got int"),
-    (["", "ok"], None, r"texts\[0\]: is empty"),
-    (["ok", " \n\t"], None, r"texts\[1\]: is empty or whitespace only"),
-    (["ok", "fine"], ["x", 5], r"findings\[1\]: must be a string or None"),
-    (["ok", "fine"], ["x"], "findings has 1 items for 2 texts"),
-    ("a single string", None, "single string"),
-])
+@pytest.mark.parametrize(
+    ("texts", "findings", "match"),
+    [
+        (["ok", None], None, r"texts\[1\]: is None"),
+        (["ok", 3], None, r"texts\[1\]: must be a string, got int"),
+        (["", "ok"], None, r"texts\[0\]: is empty"),
+        (["ok", " \n\t"], None, r"texts\[1\]: is empty or whitespace only"),
+        (["ok", "fine"], ["x", 5], r"findings\[1\]: must be a string or None"),
+        (["ok", "fine"], ["x"], "findings has 1 items for 2 texts"),
+        ("a single string", None, "single string"),
+    ],
+)
 def test_invalid_inputs_name_the_item(tiny_export, texts, findings, match):
     clf = scrclf.load(tiny_export.export_dir, backend="onnx")
     with pytest.raises(ValueError, match=match):
@@ -183,14 +183,14 @@ def test_export_without_manifest_is_refused(export_copy):
 
 
 def test_unlisted_weights_are_refused(export_copy):
-    _edit_json(export_copy / "manifest.json",
-               lambda m: m["files"].pop("model.safetensors"))
+    _edit_json(export_copy / "manifest.json", lambda m: m["files"].pop("model.safetensors"))
     with pytest.raises(ModelIntegrityError, match=r"model\.safetensors: not listed"):
         scrclf.load(export_copy, backend="torch")
 
 
-@pytest.mark.parametrize("name", ["pytorch_model.bin", "extra/head.pkl", "model.pt",
-                                  "state.pth", "last.ckpt"])
+@pytest.mark.parametrize(
+    "name", ["pytorch_model.bin", "extra/head.pkl", "model.pt", "state.pth", "last.ckpt"]
+)
 def test_pickle_files_are_refused(export_copy, run_model_copy, name):
     for root in (export_copy, run_model_copy):
         path = root / name
@@ -201,24 +201,29 @@ def test_pickle_files_are_refused(export_copy, run_model_copy, name):
 
 
 def test_pickle_named_in_config_is_refused(run_model_copy):
-    _edit_json(run_model_copy / "tokenizer_config.json",
-               lambda c: c.__setitem__("vocab_file", "vocab.pkl"))
+    _edit_json(
+        run_model_copy / "tokenizer_config.json", lambda c: c.__setitem__("vocab_file", "vocab.pkl")
+    )
     with pytest.raises(UnsafeModelError, match=r"tokenizer_config\.json: 'vocab_file' names"):
         scrclf.load(run_model_copy)
 
 
 def test_paths_outside_the_model_folder_are_refused(export_copy, tmp_path):
     shutil.copy(export_copy / "onnx" / "model.onnx", tmp_path / "outside.onnx")
-    _edit_json(export_copy / "scrclf.json",
-               lambda m: m["onnx"]["files"].__setitem__("fp32", "../outside.onnx"))
+    _edit_json(
+        export_copy / "scrclf.json",
+        lambda m: m["onnx"]["files"].__setitem__("fp32", "../outside.onnx"),
+    )
     rewrite_manifest(export_copy)
     with pytest.raises(UnsafeModelError, match="resolves outside the model folder"):
         scrclf.load(export_copy, backend="onnx")
 
 
 def test_manifest_entry_outside_the_folder_is_refused(export_copy):
-    _edit_json(export_copy / "manifest.json",
-               lambda m: m["files"].__setitem__("/etc/hostname", {"sha256": "0", "size": 1}))
+    _edit_json(
+        export_copy / "manifest.json",
+        lambda m: m["files"].__setitem__("/etc/hostname", {"sha256": "0", "size": 1}),
+    )
     with pytest.raises(UnsafeModelError, match="'/etc/hostname' resolves outside"):
         scrclf.load(export_copy)
 

@@ -109,16 +109,16 @@ def test_compute_metrics_scores_only_the_named_tasks_and_averages_macro_f1():
 def test_expected_calibration_error_by_hand():
     # 2 bins: [0, 0.5] holds 0.3 and 0.25 (mean 0.275, accuracy 0.5): gap 0.225
     #         (0.5, 1] holds 0.95 and 0.85 (mean 0.9, accuracy 0.5): gap 0.4
-    ece, bins = expected_calibration_error(np.array([0.95, 0.85, 0.3, 0.25]),
-                                           np.array([1, 0, 1, 0]), n_bins=2)
+    ece, bins = expected_calibration_error(
+        np.array([0.95, 0.85, 0.3, 0.25]), np.array([1, 0, 1, 0]), n_bins=2
+    )
     assert ece == pytest.approx(0.5 * 0.225 + 0.5 * 0.4)
     assert [b["count"] for b in bins] == [2, 2]
     assert bins[1]["confidence"] == pytest.approx(0.9)
 
 
 def test_single_label_ece_uses_the_top_probability():
-    probs = np.array([[0.85, 0.1, 0.05], [0.55, 0.3, 0.15], [0.2, 0.75, 0.05],
-                      [0.05, 0.1, 0.85]])
+    probs = np.array([[0.85, 0.1, 0.05], [0.55, 0.3, 0.15], [0.2, 0.75, 0.05], [0.05, 0.1, 0.85]])
     y = np.array([0, 1, 1, 2])  # second item wrong
     m = task_metrics(single_task(), np.log(probs), y)
     # 10 bins: 0.55 alone (accuracy 0), 0.75 alone (accuracy 1), 0.85 twice (accuracy 1)
@@ -137,8 +137,9 @@ def test_tune_thresholds_finds_the_known_best_and_falls_back_for_rare_labels():
     col1 = np.linspace(0.1, 0.9, len(col0))
     y1 = np.zeros(len(col0), dtype=int)
     y1[[3, 9]] = 1
-    thresholds, how = tune_thresholds(np.column_stack([col0, col1]),
-                                      np.column_stack([y0, y1]), min_positives=5)
+    thresholds, how = tune_thresholds(
+        np.column_stack([col0, col1]), np.column_stack([y0, y1]), min_positives=5
+    )
     assert thresholds[0] == pytest.approx(0.6)
     assert how[0] == "tuned"
     assert thresholds[1] == 0.5
@@ -175,8 +176,14 @@ def test_vectorised_multi_label_metrics_match_scikit_learn(seed, n):
     p[np.arange(n), rng.integers(0, 4, n)] = 1
     expected = task_metrics(multi_task(4), logits_for(p), y)
     got = multi_label_replicates(np.ones((1, n)), y, p)
-    for key in ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "subset_accuracy",
-                "hamming_loss"):
+    for key in (
+        "micro_f1",
+        "macro_f1",
+        "weighted_f1",
+        "samples_f1",
+        "subset_accuracy",
+        "hamming_loss",
+    ):
         assert got[key][0] == pytest.approx(expected[key]), key
 
 

@@ -56,16 +56,28 @@ def _valid(clf, items) -> None:
 
 REFUSED = [
     ("empty_string", [GOOD, ""], None, r"texts\[1\]: is empty or whitespace only"),
-    ("whitespace_only", [GOOD, OTHER, " \t\n\u3000"], None,
-     r"texts\[2\]: is empty or whitespace only"),
-    ("invisible_only", ["\u200b\x00\x1b\ufeff", GOOD], None,
-     r"texts\[0\]: has no visible characters"),
+    (
+        "whitespace_only",
+        [GOOD, OTHER, " \t\n\u3000"],
+        None,
+        r"texts\[2\]: is empty or whitespace only",
+    ),
+    (
+        "invisible_only",
+        ["\u200b\x00\x1b\ufeff", GOOD],
+        None,
+        r"texts\[0\]: has no visible characters",
+    ),
     ("none_in_batch", [GOOD, OTHER, None], None, r"texts\[2\]: is None"),
     ("int_in_batch", [GOOD, 7], None, r"texts\[1\]: must be a string, got int"),
     ("bytes_in_batch", [GOOD.encode()], None, r"texts\[0\]: must be a string, got bytes"),
     ("nan_in_batch", [GOOD, float("nan")], None, r"texts\[1\]: is NaN \(a missing value\)"),
-    ("lone_surrogate", [GOOD, "bad \ud800 text"], None,
-     r"texts\[1\]: contains a lone surrogate '\\ud800' at character 4"),
+    (
+        "lone_surrogate",
+        [GOOD, "bad \ud800 text"],
+        None,
+        r"texts\[1\]: contains a lone surrogate '\\ud800' at character 4",
+    ),
     ("findings_too_short", [GOOD, OTHER, GOOD], ["a finding"], "findings has 1 items for 3 texts"),
     ("findings_too_long", [GOOD], ["a", "b"], "findings has 2 items for 1 texts"),
     ("int_finding", [GOOD, OTHER], [None, 3], r"findings\[1\]: must be a string or None, got int"),
@@ -76,10 +88,12 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("texts", "findings", "match"), [r[1:] for r in REFUSED],
-                         ids=[r[0] for r in REFUSED])
+@pytest.mark.parametrize(
+    ("texts", "findings", "match"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED]
+)
 def test_bad_item_is_refused_naming_its_index_before_any_computation(
-        classifiers, backend, texts, findings, match, monkeypatch):
+    classifiers, backend, texts, findings, match, monkeypatch
+):
     clf = classifiers[backend]
     calls = []
     monkeypatch.setattr(clf.engine, "run", lambda batch: calls.append(batch))
@@ -107,8 +121,11 @@ def test_long_inputs_are_truncated_with_one_warning_per_call(classifiers, backen
     for _ in range(2):  # one warning per call, however many calls and items
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = clf.predict([long_text, GOOD, long_text, OTHER],
-                              [None, long_finding, long_finding, None], batch_size=2)
+            out = clf.predict(
+                [long_text, GOOD, long_text, OTHER],
+                [None, long_finding, long_finding, None],
+                batch_size=2,
+            )
         truncation = [w for w in caught if issubclass(w.category, TruncationWarning)]
         assert len(truncation) == 1
         assert truncation[0].message.count == 3
@@ -151,8 +168,11 @@ def test_other_languages_give_the_same_result_on_both_backends(classifiers):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("char", ["\x00", "\x1b", "\u200b", "\ufeff", "\x7f", "\u00ad"],
-                         ids=["nul", "escape", "zero_width_space", "bom", "delete", "soft_hyphen"])
+@pytest.mark.parametrize(
+    "char",
+    ["\x00", "\x1b", "\u200b", "\ufeff", "\x7f", "\u00ad"],
+    ids=["nul", "escape", "zero_width_space", "bom", "delete", "soft_hyphen"],
+)
 def test_control_and_format_characters_inside_a_text_are_dropped(classifiers, backend, char):
     clf = classifiers[backend]
     dirty = f"{char}The board should{char} commission train{char}ing on the protocol.{char}"

@@ -11,39 +11,86 @@ from scrclf.reporting.markdown import render_profile
 from scrclf.tasks import TaskSet
 from tests.conftest import write_jsonl
 
-TASKS = TaskSet.from_config([
-    {"name": "themes", "type": "multi_label", "labels": ["procedures_policy",
-                                                         "training_learning",
-                                                         "supervision_support"]},
-    {"name": "evidence", "type": "single_label", "labels": ["research", "single_case",
-                                                            "none_stated"]},
-])
+TASKS = TaskSet.from_config(
+    [
+        {
+            "name": "themes",
+            "type": "multi_label",
+            "labels": ["procedures_policy", "training_learning", "supervision_support"],
+        },
+        {
+            "name": "evidence",
+            "type": "single_label",
+            "labels": ["research", "single_case", "none_stated"],
+        },
+    ]
+)
 
 # Three reviews with 1, 2 and 5 recommendations.
 ROWS = [
-    {"id": "1", "review_id": "A", "text": "t", "themes": ["procedures_policy"],
-     "evidence": "single_case"},
-    {"id": "2", "review_id": "B", "text": "t", "themes": ["training_learning",
-                                                         "procedures_policy"],
-     "evidence": "none_stated"},
-    {"id": "3", "review_id": "B", "text": "t", "themes": ["procedures_policy"],
-     "evidence": "none_stated"},
-    {"id": "4", "review_id": "C", "text": "t", "themes": ["procedures_policy",
-                                                         "training_learning"],
-     "evidence": "single_case"},
-    {"id": "5", "review_id": "C", "text": "t", "themes": ["training_learning"],
-     "evidence": "none_stated"},
-    {"id": "6", "review_id": "C", "text": "t", "themes": ["supervision_support"],
-     "evidence": "research"},
-    {"id": "7", "review_id": "C", "text": "t", "themes": ["procedures_policy"],
-     "evidence": "none_stated"},
-    {"id": "8", "review_id": "C", "text": "t", "themes": ["training_learning"],
-     "evidence": "single_case"},
+    {
+        "id": "1",
+        "review_id": "A",
+        "text": "t",
+        "themes": ["procedures_policy"],
+        "evidence": "single_case",
+    },
+    {
+        "id": "2",
+        "review_id": "B",
+        "text": "t",
+        "themes": ["training_learning", "procedures_policy"],
+        "evidence": "none_stated",
+    },
+    {
+        "id": "3",
+        "review_id": "B",
+        "text": "t",
+        "themes": ["procedures_policy"],
+        "evidence": "none_stated",
+    },
+    {
+        "id": "4",
+        "review_id": "C",
+        "text": "t",
+        "themes": ["procedures_policy", "training_learning"],
+        "evidence": "single_case",
+    },
+    {
+        "id": "5",
+        "review_id": "C",
+        "text": "t",
+        "themes": ["training_learning"],
+        "evidence": "none_stated",
+    },
+    {
+        "id": "6",
+        "review_id": "C",
+        "text": "t",
+        "themes": ["supervision_support"],
+        "evidence": "research",
+    },
+    {
+        "id": "7",
+        "review_id": "C",
+        "text": "t",
+        "themes": ["procedures_policy"],
+        "evidence": "none_stated",
+    },
+    {
+        "id": "8",
+        "review_id": "C",
+        "text": "t",
+        "themes": ["training_learning"],
+        "evidence": "single_case",
+    },
 ]
 # Predictions: one as Classifier.predict gives them, the rest as plain labels.
 PREDICTIONS = [
-    {"themes": {"labels": ["procedures_policy"], "primary": "procedures_policy",
-                "scores": {}}, "evidence": {"label": "single_case", "scores": {}}},
+    {
+        "themes": {"labels": ["procedures_policy"], "primary": "procedures_policy", "scores": {}},
+        "evidence": {"label": "single_case", "scores": {}},
+    },
     *[{"themes": ["procedures_policy"], "evidence": "none_stated"} for _ in range(7)],
 ]
 
@@ -62,21 +109,33 @@ def test_theme_shares_primary_and_any_position():
     themes = profile(ROWS, tasks=TASKS)["tasks"]["themes"]["annotated"]
     assert themes["n"] == 8
     # primary: procedures 4 (items 1, 3, 4, 7), training 3 (2, 5, 8), supervision 1
-    assert themes["primary"] == {"procedures_policy": 0.5, "training_learning": 3 / 8,
-                                 "supervision_support": 1 / 8}
+    assert themes["primary"] == {
+        "procedures_policy": 0.5,
+        "training_learning": 3 / 8,
+        "supervision_support": 1 / 8,
+    }
     # any position: procedures 5 (adds item 2), training 4 (adds item 4), supervision 1
-    assert themes["any"] == {"procedures_policy": 5 / 8, "training_learning": 0.5,
-                             "supervision_support": 1 / 8}
+    assert themes["any"] == {
+        "procedures_policy": 5 / 8,
+        "training_learning": 0.5,
+        "supervision_support": 1 / 8,
+    }
     assert themes["labels_per_item"] == pytest.approx(10 / 8)
 
 
 def test_single_label_shares_and_predicted_beside_annotated():
     result = profile(ROWS, PREDICTIONS, tasks=TASKS)
     evidence = result["tasks"]["evidence"]
-    assert evidence["annotated"]["share"] == {"research": 1 / 8, "single_case": 3 / 8,
-                                              "none_stated": 0.5}
-    assert evidence["predicted"]["share"] == {"research": 0.0, "single_case": 1 / 8,
-                                              "none_stated": 7 / 8}
+    assert evidence["annotated"]["share"] == {
+        "research": 1 / 8,
+        "single_case": 3 / 8,
+        "none_stated": 0.5,
+    }
+    assert evidence["predicted"]["share"] == {
+        "research": 0.0,
+        "single_case": 1 / 8,
+        "none_stated": 7 / 8,
+    }
     assert result["tasks"]["themes"]["predicted"]["primary"]["procedures_policy"] == 1.0
     assert result["sources"] == ["annotated", "predicted"]
 
@@ -121,7 +180,7 @@ def test_written_profile_has_tables_and_chart(tmp_path):
 
 
 def test_cli_profile(tmp_path, capsys):
-    from scrclf.cli import main as cli
+    from scrclf.cli import app as cli
 
     path = write_jsonl(tmp_path / "recs.jsonl", ROWS)
     assert cli.main(["profile", "--file", str(path)]) == 0
@@ -131,18 +190,19 @@ def test_cli_profile(tmp_path, capsys):
     assert cli.main(["profile", "--file", str(path), "--out", str(folder)]) == 0
     assert {p.name for p in folder.iterdir()} == {"profile.json", "profile.md", "profile.png"}
 
-    bad = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"id": "2", "review_id": "B",
-                                                         "themes": ["training_learning"]}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [ROWS[0], {"id": "2", "review_id": "B", "themes": ["training_learning"]}],
+    )
     assert cli.main(["profile", "--file", str(bad)]) == 2
     assert "bad.jsonl:2: field 'text'" in capsys.readouterr().err
 
 
 def test_cli_profile_with_a_model(toy_corpus, tmp_path_factory, capsys):
-    from scrclf.cli import main as cli
+    from scrclf.cli import app as cli
     from tests.test_evaluation import trained_tiny_run
 
     run = trained_tiny_run(str(toy_corpus), str(tmp_path_factory.getbasetemp() / "tiny_run"))
-    assert cli.main(["profile", "--file", str(toy_corpus / "test.jsonl"), "--model",
-                     str(run)]) == 0
+    assert cli.main(["profile", "--file", str(toy_corpus / "test.jsonl"), "--model", str(run)]) == 0
     out = capsys.readouterr().out
     assert "primary (annotated)" in out and "primary (predicted)" in out

@@ -31,9 +31,15 @@ from tests.conftest import CONFIG_DIR
 
 TASKS = TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
 COLUMNS = ["id", "review_id", "text", "finding", "themes", "evidence", "action_strength"]
-BOUNDED = settings(max_examples=40, deadline=None,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                          HealthCheck.filter_too_much])
+BOUNDED = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 # Any Unicode text a person could type or paste: no surrogates (they cannot be written as
 # UTF-8), with at least one visible character.
@@ -44,24 +50,40 @@ record_id = st.one_of(st.integers(min_value=0, max_value=10**9), visible_text)
 
 @st.composite
 def records(draw, min_size: int = 1, max_size: int = 12) -> list[dict]:
-    rows = draw(st.lists(st.fixed_dictionaries({
-        "id": record_id,
-        "review_id": record_id,
-        "text": visible_text,
-        "finding": st.none() | visible_text,
-        "themes": st.lists(st.sampled_from(TASKS["themes"].labels), min_size=1, max_size=3,
-                           unique=True),
-        "evidence": st.sampled_from(TASKS["evidence"].labels),
-        "action_strength": st.sampled_from(TASKS["action_strength"].labels),
-    }), min_size=min_size, max_size=max_size, unique_by=lambda r: str(r["id"])))
+    rows = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "id": record_id,
+                    "review_id": record_id,
+                    "text": visible_text,
+                    "finding": st.none() | visible_text,
+                    "themes": st.lists(
+                        st.sampled_from(TASKS["themes"].labels), min_size=1, max_size=3, unique=True
+                    ),
+                    "evidence": st.sampled_from(TASKS["evidence"].labels),
+                    "action_strength": st.sampled_from(TASKS["action_strength"].labels),
+                }
+            ),
+            min_size=min_size,
+            max_size=max_size,
+            unique_by=lambda r: str(r["id"]),
+        )
+    )
     return rows
 
 
 def _row(**changes) -> dict:
     """A valid row, for the explicit examples below."""
-    row = {"id": "R1", "review_id": "V1", "text": "The board should audit supervision.",
-           "finding": None, "themes": ["audit_assurance"], "evidence": "local_data",
-           "action_strength": "weak"}
+    row = {
+        "id": "R1",
+        "review_id": "V1",
+        "text": "The board should audit supervision.",
+        "finding": None,
+        "themes": ["audit_assurance"],
+        "evidence": "local_data",
+        "action_strength": "weak",
+    }
     return {**row, **changes}
 
 
@@ -103,15 +125,21 @@ def _csv_bytes(rows: list[dict], newline: str) -> bytes:
     writer = csv.writer(buffer, lineterminator=newline, quoting=quoting)
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow([";".join(row[c]) if c == "themes" else
-                         "" if row[c] is None else str(row[c]) for c in COLUMNS])
+        writer.writerow(
+            [
+                ";".join(row[c]) if c == "themes" else "" if row[c] is None else str(row[c])
+                for c in COLUMNS
+            ]
+        )
     return buffer.getvalue().encode("utf-8")
 
 
 @BOUNDED
 @given(rows=records(), newline=st.sampled_from(["\n", "\r\n"]))
-@example(rows=[_row(text="[1, 2]", finding='["a finding"]'), _row(id="R2", text=LINE_LIKE)],
-         newline="\r\n")
+@example(
+    rows=[_row(text="[1, 2]", finding='["a finding"]'), _row(id="R2", text=LINE_LIKE)],
+    newline="\r\n",
+)
 def test_csv_round_trip_gives_back_the_same_rows(tmp_path_factory, rows, newline):
     path = tmp_path_factory.mktemp("csv") / "split.csv"
     path.write_bytes(_csv_bytes(rows, newline))
@@ -130,14 +158,17 @@ def _is_blank(line: bytes) -> bool:
 
 # One physical line: no "\n" or "\r" (both end a line, as in editors).
 junk_text = st.text(any_char, min_size=1, max_size=80).filter(
-    lambda t: "\n" not in t and "\r" not in t)
-junk_bytes = st.binary(min_size=1, max_size=80).filter(
-    lambda b: b"\n" not in b and b"\r" not in b)
+    lambda t: "\n" not in t and "\r" not in t
+)
+junk_bytes = st.binary(min_size=1, max_size=80).filter(lambda b: b"\n" not in b and b"\r" not in b)
 
 
 @BOUNDED
-@given(rows=records(max_size=6), data=st.data(),
-       junk=st.one_of(junk_text.map(lambda t: t.encode("utf-8")), junk_bytes))
+@given(
+    rows=records(max_size=6),
+    data=st.data(),
+    junk=st.one_of(junk_text.map(lambda t: t.encode("utf-8")), junk_bytes),
+)
 def test_a_junk_line_is_a_data_error_naming_that_line(tmp_path_factory, rows, data, junk):
     assume(not _is_blank(junk))
     position = data.draw(st.integers(min_value=0, max_value=len(rows)), label="position")
@@ -153,12 +184,21 @@ def test_a_junk_line_is_a_data_error_naming_that_line(tmp_path_factory, rows, da
 
 
 @BOUNDED
-@given(rows=records(max_size=6), data=st.data(),
-       field=st.sampled_from(["text", "themes", "evidence", "id"]),
-       value=st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(),
-                       st.lists(st.integers(), max_size=2), st.text(any_char, max_size=20)))
-def test_a_bad_value_is_a_data_error_naming_line_and_field(tmp_path_factory, rows, data,
-                                                           field, value):
+@given(
+    rows=records(max_size=6),
+    data=st.data(),
+    field=st.sampled_from(["text", "themes", "evidence", "id"]),
+    value=st.one_of(
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.lists(st.integers(), max_size=2),
+        st.text(any_char, max_size=20),
+    ),
+)
+def test_a_bad_value_is_a_data_error_naming_line_and_field(
+    tmp_path_factory, rows, data, field, value
+):
     index = data.draw(st.integers(min_value=0, max_value=len(rows) - 1), label="index")
     bad = {**rows[index], field: value}
     try:  # the value may happen to be valid there: then there is nothing to refuse
@@ -166,7 +206,7 @@ def test_a_bad_value_is_a_data_error_naming_line_and_field(tmp_path_factory, row
         assume(False)
     except DataError:
         pass
-    rows = [*rows[:index], bad, *rows[index + 1:]]
+    rows = [*rows[:index], bad, *rows[index + 1 :]]
     path = tmp_path_factory.mktemp("bad") / "split.jsonl"
     path.write_bytes(_jsonl_bytes(rows))
     with pytest.raises(DataError) as info:
@@ -198,8 +238,7 @@ def _check_item(clf, item: dict) -> None:
     assert 1 <= len(labels) <= themes_task.max_labels
     assert len(set(labels)) == len(labels) and set(labels) <= set(themes_task.labels)
     assert themes["primary"] == labels[0]
-    assert [scores[lab] for lab in labels] == sorted((scores[lab] for lab in labels),
-                                                     reverse=True)
+    assert [scores[lab] for lab in labels] == sorted((scores[lab] for lab in labels), reverse=True)
     thresholds = dict(zip(themes_task.labels, themes_task.decision_thresholds(), strict=True))
     margin = {lab: scores[lab] - thresholds[lab] for lab in themes_task.labels}
     above = {lab for lab in themes_task.labels if margin[lab] >= 0}
@@ -221,8 +260,9 @@ def _check_item(clf, item: dict) -> None:
         assert probs[entry["label"]] == max(probs.values())
 
 
-texts_strategy = st.lists(st.text(st.characters(), min_size=1, max_size=2000),
-                          min_size=1, max_size=4)
+texts_strategy = st.lists(
+    st.text(st.characters(), min_size=1, max_size=2000), min_size=1, max_size=4
+)
 
 
 def _predict_or_refuse(clf, texts: list[str]) -> None:
@@ -251,8 +291,11 @@ def test_torch_predictions_are_valid_for_any_text(classifiers, texts):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts=st.lists(st.text(any_char, min_size=1, max_size=300).filter(has_visible_text),
-                      min_size=1, max_size=3))
+@given(
+    texts=st.lists(
+        st.text(any_char, min_size=1, max_size=300).filter(has_visible_text), min_size=1, max_size=3
+    )
+)
 def test_backends_agree_on_any_text(classifiers, texts):
     a, b = classifiers["onnx"].logits(texts), classifiers["torch"].logits(texts)
     for x, y in zip(a, b, strict=True):

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
+import scrclf
+from scrclf.data.records import read_records
+from scrclf.export import quantization
+from scrclf.export.build import _agreement
 from scrclf.export.quantization import (
     activation_ranges,
     build_int8_graph,
@@ -13,11 +18,6 @@ from scrclf.export.quantization import (
     fuse,
     smooth,
 )
-
-import scrclf
-from scrclf.data.records import read_records
-from scrclf.export import quantization
-from scrclf.export.build import _agreement
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,12 @@ def test_calibration_batches_are_a_fixed_sample_padded_per_batch(tiny, tiny_expo
         assert batch["input_ids"].dtype == np.int64
         assert batch["attention_mask"].shape == batch["input_ids"].shape
     rows = [r.data for r in read_records(tiny_export.corpus / "train.jsonl")]
-    again = calibration_batches(clf, [r["text"] for r in rows],
-                                [r.get("finding") for r in rows], items=64)
-    assert all(np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again, strict=True))
+    again = calibration_batches(
+        clf, [r["text"] for r in rows], [r.get("finding") for r in rows], items=64
+    )
+    assert all(
+        np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again, strict=True)
+    )
     assert calibration_batches(clf, [], [], items=64) == []
 
 
@@ -66,8 +69,7 @@ def test_runtime_export_reproduces_torch_logits(tiny, runtime_graph):
         assert np.max(np.abs(a.numpy() - b)) < 1e-4
 
 
-def test_smoothing_keeps_the_function_and_flattens_activation_ranges(tiny, runtime_graph,
-                                                                       tmp_path):
+def test_smoothing_keeps_the_function_and_flattens_activation_ranges(tiny, runtime_graph, tmp_path):
     _, batches = tiny
     out = tmp_path / "smoothed.onnx"
     count = smooth(runtime_graph, out, batches, alpha=0.7)
@@ -94,13 +96,26 @@ def test_smoothing_rejects_an_alpha_outside_zero_to_one(runtime_graph, tiny, tmp
 def test_fusion_is_kept_only_when_the_logits_hold(tiny, runtime_graph, tmp_path, monkeypatch):
     clf, batches = tiny
     config = clf.engine.model.encoder.config
-    counts = fuse(runtime_graph, tmp_path / "fused.onnx", config.num_attention_heads,
-                  config.hidden_size, batches[:1])
+    counts = fuse(
+        runtime_graph,
+        tmp_path / "fused.onnx",
+        config.num_attention_heads,
+        config.hidden_size,
+        batches[:1],
+    )
     assert counts and counts.get("Attention", 0) == config.num_hidden_layers
     assert "SkipLayerNormalization" not in counts  # the slower CPU kernel stays out
     monkeypatch.setattr(quantization, "FUSION_TOLERANCE", -1.0)
-    assert fuse(runtime_graph, tmp_path / "refused.onnx", config.num_attention_heads,
-                config.hidden_size, batches[:1]) is None
+    assert (
+        fuse(
+            runtime_graph,
+            tmp_path / "refused.onnx",
+            config.num_attention_heads,
+            config.hidden_size,
+            batches[:1],
+        )
+        is None
+    )
     assert not (tmp_path / "refused.onnx").exists()
 
 
@@ -114,8 +129,7 @@ def test_int8_graph_with_and_without_calibration(tiny, tmp_path):
     ref = _logits(tmp_path / "q.onnx", batches[:1])
     assert all(np.isfinite(x).all() for x in ref)
 
-    plain = build_int8_graph(clf.engine.model, tmp_path / "plain.onnx", None,
-                             fuse_operators=False)
+    plain = build_int8_graph(clf.engine.model, tmp_path / "plain.onnx", None, fuse_operators=False)
     assert plain["smoothing"] is None and "fused_operators" not in plain
     ops = {n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node}
     assert "QAttention" not in ops and not any(o.startswith("smooth_") for o in ops)

@@ -25,8 +25,10 @@ from scrclf.inference import classifier as inference
 from scrclf.inference.classifier import ModelIntegrityError, UnsafeModelError
 from tests.conftest import rewrite_manifest
 
-TEXTS = ["The board should commission training on the new procedure protocol.",
-         "All agencies should redesign the referral strategy."]
+TEXTS = [
+    "The board should commission training on the new procedure protocol.",
+    "All agencies should redesign the referral strategy.",
+]
 PICKLE_SUFFIXES = [".bin", ".pt", ".pth", ".pkl", ".ckpt"]
 
 
@@ -34,8 +36,6 @@ def _edit_json(path: Path, change) -> None:
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data, indent=2))
-
-
 
 
 class WeightReads:
@@ -85,26 +85,36 @@ def no_pickle(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_weights_come_from_safetensors_or_onnx_only(tiny_export, backend, weight_reads,
-                                                    no_pickle):
+def test_weights_come_from_safetensors_or_onnx_only(tiny_export, backend, weight_reads, no_pickle):
     clf = scrclf.load(tiny_export.export_dir, backend=backend)
     assert len(clf.predict(TEXTS)) == 2
     expected = "model.safetensors" if backend == "torch" else "model.onnx"
     assert weight_reads.of("weights") == [expected]
 
 
-def test_a_run_model_folder_loads_from_safetensors_without_pickle(tiny_export, weight_reads,
-                                                                  no_pickle):
+def test_a_run_model_folder_loads_from_safetensors_without_pickle(
+    tiny_export, weight_reads, no_pickle
+):
     clf = scrclf.load(tiny_export.run_dir / "model")
     assert clf.backend == "torch" and len(clf.predict(TEXTS)) == 2
     assert weight_reads.of("weights") == ["model.safetensors"]
 
 
-@pytest.mark.parametrize("name", ["pytorch_model.bin", "extra/model.pt", "extra/MODEL.PT",
-                                  "rng_state.pth", "head.pkl", "last.ckpt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pytorch_model.bin",
+        "extra/model.pt",
+        "extra/MODEL.PT",
+        "rng_state.pth",
+        "head.pkl",
+        "last.ckpt",
+    ],
+)
 @pytest.mark.parametrize("folder", ["export", "run_model"])
 def test_a_pickle_file_in_the_folder_is_refused_before_reading(
-        export_copy, run_model_copy, folder, name, weight_reads):
+    export_copy, run_model_copy, folder, name, weight_reads
+):
     root = export_copy if folder == "export" else run_model_copy
     bad = root / name
     bad.parent.mkdir(exist_ok=True)
@@ -118,14 +128,16 @@ def test_a_pickle_file_in_the_folder_is_refused_before_reading(
     assert weight_reads.events == []
 
 
-@pytest.mark.parametrize(("file", "key", "value"), [
-    ("config.json", "checkpoint_path", "last.ckpt"),
-    ("config.json", "weights_file", "pytorch_model.bin"),
-    ("tokenizer_config.json", "vocab_file", "vocab.pkl"),
-    ("scrclf.json", "onnx", {"files": {"fp32": "onnx/model.pth"}}),
-])
-def test_a_pickle_named_only_in_metadata_is_refused(export_copy, weight_reads, file, key,
-                                                    value):
+@pytest.mark.parametrize(
+    ("file", "key", "value"),
+    [
+        ("config.json", "checkpoint_path", "last.ckpt"),
+        ("config.json", "weights_file", "pytorch_model.bin"),
+        ("tokenizer_config.json", "vocab_file", "vocab.pkl"),
+        ("scrclf.json", "onnx", {"files": {"fp32": "onnx/model.pth"}}),
+    ],
+)
+def test_a_pickle_named_only_in_metadata_is_refused(export_copy, weight_reads, file, key, value):
     _edit_json(export_copy / file, lambda data: data.__setitem__(key, value))
     rewrite_manifest(export_copy)
     with pytest.raises(UnsafeModelError, match="pickle") as info:
@@ -135,8 +147,11 @@ def test_a_pickle_named_only_in_metadata_is_refused(export_copy, weight_reads, f
 
 
 def test_a_weight_index_naming_pickle_shards_is_refused(run_model_copy, weight_reads):
-    (run_model_copy / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {"heads.0.weight": "pytorch_model-00001-of-00001.bin"}}))
+    (run_model_copy / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {"metadata": {}, "weight_map": {"heads.0.weight": "pytorch_model-00001-of-00001.bin"}}
+        )
+    )
     with pytest.raises(UnsafeModelError, match="'weight_map' names the pickle file"):
         scrclf.load(run_model_copy)
     assert weight_reads.events == []
@@ -156,10 +171,15 @@ def test_code_shipped_in_a_model_folder_never_runs(run_model_copy, tmp_path, no_
     marker = tmp_path / "code_ran"
     (run_model_copy / "modeling_evil.py").write_text(
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "from scrclf.modeling.model import ScrClfConfig as EvilConfig, ScrClfModel as EvilModel\n")
-    _edit_json(run_model_copy / "config.json", lambda c: c.__setitem__(
-        "auto_map", {"AutoConfig": "modeling_evil.EvilConfig",
-                     "AutoModel": "modeling_evil.EvilModel"}))
+        "from scrclf.modeling.model import ScrClfConfig as EvilConfig, ScrClfModel as EvilModel\n"
+    )
+    _edit_json(
+        run_model_copy / "config.json",
+        lambda c: c.__setitem__(
+            "auto_map",
+            {"AutoConfig": "modeling_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"},
+        ),
+    )
     clf = scrclf.load(run_model_copy, backend="torch")
     clf.predict(TEXTS)
     assert not marker.exists()
@@ -180,8 +200,9 @@ def test_checksums_are_verified_before_any_weight_is_read(tiny_export, weight_re
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 @pytest.mark.parametrize("tamper", ["weights_changed", "manifest_changed", "size_changed"])
-def test_a_tampered_export_fails_before_any_weight_is_read(export_copy, weight_reads,
-                                                           backend, tamper):
+def test_a_tampered_export_fails_before_any_weight_is_read(
+    export_copy, weight_reads, backend, tamper
+):
     weights = "model.safetensors" if backend == "torch" else "onnx/model.onnx"
     if tamper == "weights_changed":
         data = bytearray((export_copy / weights).read_bytes())
@@ -189,8 +210,10 @@ def test_a_tampered_export_fails_before_any_weight_is_read(export_copy, weight_r
         (export_copy / weights).write_bytes(bytes(data))
         match = "SHA-256 differs"
     elif tamper == "manifest_changed":
-        _edit_json(export_copy / "manifest.json",
-                   lambda m: m["files"][weights].__setitem__("sha256", "0" * 64))
+        _edit_json(
+            export_copy / "manifest.json",
+            lambda m: m["files"][weights].__setitem__("sha256", "0" * 64),
+        )
         match = "SHA-256 differs"
     else:
         with open(export_copy / weights, "ab") as fh:
@@ -206,8 +229,11 @@ def test_a_tampered_export_fails_before_any_weight_is_read(export_copy, weight_r
 
 
 def test_load_and_predict_open_no_connection(tiny_export, no_network):
-    for kwargs in ({"backend": "torch"}, {"backend": "onnx"},
-                   {"backend": "onnx", "quantized": True}):
+    for kwargs in (
+        {"backend": "torch"},
+        {"backend": "onnx"},
+        {"backend": "onnx", "quantized": True},
+    ):
         assert len(scrclf.load(tiny_export.export_dir, **kwargs).predict(TEXTS)) == 2
     assert len(scrclf.load(tiny_export.run_dir / "model").predict(TEXTS)) == 2
 
@@ -241,12 +267,18 @@ print(json.dumps({"attempts": during_use, "probe_caught": len(attempts) == 1 + l
 
 def test_import_load_and_predict_in_a_fresh_process_open_no_connection(tiny_export, tmp_path):
     """Sockets are refused from the start, and nothing tells the libraries to stay offline."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
     env["HF_HOME"] = str(tmp_path / "empty_hf_home")  # nothing cached to fall back on
     proc = subprocess.run(
-        [sys.executable, "-c", NO_NETWORK_PREAMBLE + NO_NETWORK_BODY,
-         str(tiny_export.export_dir)],
-        capture_output=True, text=True, timeout=300, env=env)
+        [sys.executable, "-c", NO_NETWORK_PREAMBLE + NO_NETWORK_BODY, str(tiny_export.export_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"attempts": [], "probe_caught": True}

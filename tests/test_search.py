@@ -18,23 +18,34 @@ from scrclf.training.search import (
 )
 from tests.conftest import CONFIG_DIR, ROOT
 
-TINY = ["model=tiny", "trainer.batch_size=16", "trainer.logging_steps=50",
-        "trainer.early_stopping_patience=null"]
+TINY = [
+    "model=tiny",
+    "trainer.batch_size=16",
+    "trainer.logging_steps=50",
+    "trainer.early_stopping_patience=null",
+]
 
 
 def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
     search = {
-        "study_name": "toy", "n_trials": 2, "direction": "maximize",
-        "metric": "at_default_decisions.validation.mean_macro_f1", "seed": 0,
-        "storage": str(tmp_path / "study.db"), "pruning": False,
+        "study_name": "toy",
+        "n_trials": 2,
+        "direction": "maximize",
+        "metric": "at_default_decisions.validation.mean_macro_f1",
+        "seed": 0,
+        "storage": str(tmp_path / "study.db"),
+        "pruning": False,
         "overrides": ["eval_splits=[validation]"],
-        "params": {"trainer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-                   "trainer.max_epochs": {"type": "int", "low": 1, "high": 2},
-                   "model.dropout": {"type": "categorical", "choices": [0.0, 0.1]}},
+        "params": {
+            "trainer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+            "trainer.max_epochs": {"type": "int", "low": 1, "high": 2},
+            "model.dropout": {"type": "categorical", "choices": [0.0, 0.1]},
+        },
     }
     out = tmp_path / "search"
-    summary = run_search(search, [*TINY, f"data.dir={toy_corpus}"], config_dir=CONFIG_DIR,
-                         out_dir=out)
+    summary = run_search(
+        search, [*TINY, f"data.dir={toy_corpus}"], config_dir=CONFIG_DIR, out_dir=out
+    )
     assert summary["n_complete"] == 2
     run_dirs = {t["run_dir"] for t in summary["trials"]}
     assert len(run_dirs) == 2
@@ -44,7 +55,8 @@ def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
         metrics = json.loads((run / "metrics.json").read_text())
         assert "test" not in metrics  # the search never evaluates on test
         assert t["value"] == pytest.approx(
-            metrics["at_default_decisions"]["validation"]["mean_macro_f1"])
+            metrics["at_default_decisions"]["validation"]["mean_macro_f1"]
+        )
         assert (run / "model" / "model.safetensors").exists()
         assert 1e-3 <= t["params"]["trainer.learning_rate"] <= 1e-2
     best = summary["best"]
@@ -59,7 +71,9 @@ def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
 
 def test_search_space_errors_name_the_parameter():
     with pytest.raises(SearchConfigError, match="trainer.learning_rate"):
-        check_space({"trainer.learning_rate": {"type": "float", "low": 0.0, "high": 1.0, "log": True}})
+        check_space(
+            {"trainer.learning_rate": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}
+        )
     with pytest.raises(SearchConfigError, match="model.dropout: type"):
         check_space({"model.dropout": {"type": "uniform", "low": 0, "high": 1}})
     with pytest.raises(SearchConfigError, match="choices"):
@@ -69,7 +83,10 @@ def test_search_space_errors_name_the_parameter():
 
 
 def test_a_bad_key_fails_before_any_training(tmp_path):
-    search = {"n_trials": 1, "params": {"trainer.not_a_setting": {"type": "int", "low": 1, "high": 2}}}
+    search = {
+        "n_trials": 1,
+        "params": {"trainer.not_a_setting": {"type": "int", "low": 1, "high": 2}},
+    }
     with pytest.raises(Exception, match="not_a_setting"):
         run_search(search, ["model=tiny"], config_dir=CONFIG_DIR, out_dir=tmp_path / "s")
     assert not list((tmp_path / "s").glob("trial_*"))
@@ -87,10 +104,22 @@ def test_search_script_runs_one_trial(toy_corpus, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SCRCLF_RUN_ID", None)
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), "search.n_trials=1",
-         f"search.out_dir={tmp_path / 'cli'}", "search.params.trainer.max_epochs.high=1",
-         "search.params.trainer.max_epochs.low=1", *TINY, f"data.dir={toy_corpus}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "search.py"),
+            "search.n_trials=1",
+            f"search.out_dir={tmp_path / 'cli'}",
+            "search.params.trainer.max_epochs.high=1",
+            "search.params.trainer.max_epochs.low=1",
+            *TINY,
+            f"data.dir={toy_corpus}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| 0 | COMPLETE |" in out.stdout
     assert (tmp_path / "cli" / "trial_000" / "metrics.json").exists()

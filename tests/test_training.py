@@ -22,8 +22,13 @@ def _prior_macro_f1(labels_train: list, labels_test: list) -> float:
 
     values, counts = np.unique(labels_train, return_counts=True)
     majority = values[counts.argmax()]
-    return f1_score(labels_test, [majority] * len(labels_test), average="macro",
-                    labels=sorted(set(labels_train) | set(labels_test)), zero_division=0)
+    return f1_score(
+        labels_test,
+        [majority] * len(labels_test),
+        average="macro",
+        labels=sorted(set(labels_train) | set(labels_test)),
+        zero_division=0,
+    )
 
 
 def _prior_micro_f1_multilabel(train: list, test: list) -> float:
@@ -40,10 +45,18 @@ def test_tiny_model_learns_the_toy_signal_offline(toy_corpus, tmp_path, no_netwo
     from scrclf.training import train
 
     run = tmp_path / "run"
-    cfg = compose_train(["model=tiny", f"data.dir={toy_corpus}", f"paths.output_dir={run}",
-                         "trainer.max_epochs=10", "trainer.learning_rate=5e-3",
-                         "trainer.early_stopping_patience=null", "model.dropout=0.0",
-                         "trainer.logging_steps=50"])
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={toy_corpus}",
+            f"paths.output_dir={run}",
+            "trainer.max_epochs=10",
+            "trainer.learning_rate=5e-3",
+            "trainer.early_stopping_patience=null",
+            "model.dropout=0.0",
+            "trainer.logging_steps=50",
+        ]
+    )
     summary = train(cfg)
     test = summary["test"]
     train_rows = [r.data for r in read_records(toy_corpus / "train.jsonl")]
@@ -52,9 +65,13 @@ def test_tiny_model_learns_the_toy_signal_offline(toy_corpus, tmp_path, no_netwo
         prior = _prior_macro_f1([r[task] for r in train_rows], [r[task] for r in test_rows])
         assert test[task]["macro_f1"] > prior + 0.4, (task, test[task]["macro_f1"], prior)
     # Themes: the prior predicts the most frequent training theme for every item.
-    themes_prior = _prior_micro_f1_multilabel([r["themes"] for r in train_rows],
-                                              [r["themes"] for r in test_rows])
-    assert test["themes"]["micro_f1"] > themes_prior + 0.15, (test["themes"]["micro_f1"], themes_prior)
+    themes_prior = _prior_micro_f1_multilabel(
+        [r["themes"] for r in train_rows], [r["themes"] for r in test_rows]
+    )
+    assert test["themes"]["micro_f1"] > themes_prior + 0.15, (
+        test["themes"]["micro_f1"],
+        themes_prior,
+    )
     assert test["mean_macro_f1"] > 0.55
 
     # The run directory: model that loads alone, metrics per split and task, resolved config.
@@ -77,11 +94,17 @@ def test_tiny_model_learns_the_toy_signal_offline(toy_corpus, tmp_path, no_netwo
 
 
 def test_balanced_class_weights():
-    tasks = TaskSet.from_config([
-        {"name": "s", "type": "single_label", "labels": ["a", "b"]},
-        {"name": "m", "type": "multi_label", "labels": ["x", "y", "z"]},
-    ])
-    rows = [{"s": "a", "m": ["x"]}, {"s": "a", "m": ["x", "y"]}, {"s": "a", "m": ["x"]},
-            {"s": "b", "m": ["x"]}]
+    tasks = TaskSet.from_config(
+        [
+            {"name": "s", "type": "single_label", "labels": ["a", "b"]},
+            {"name": "m", "type": "multi_label", "labels": ["x", "y", "z"]},
+        ]
+    )
+    rows = [
+        {"s": "a", "m": ["x"]},
+        {"s": "a", "m": ["x", "y"]},
+        {"s": "a", "m": ["x"]},
+        {"s": "b", "m": ["x"]},
+    ]
     assert class_weights(tasks["s"], rows) == [4 / (2 * 3), 4 / (2 * 1)]
     assert class_weights(tasks["m"], rows) == [0.0, 3.0, 30.0]

@@ -30,7 +30,9 @@ def _explain(err: OSError, dest: Path) -> OutputError:
         errno.EDQUOT: "disk quota exceeded",
     }
     reason = reasons.get(err.errno, err.strerror or str(err))
-    out = OutputError(err.errno or 0, f"cannot write {dest}: {reason}; earlier results there are unchanged")
+    out = OutputError(
+        err.errno or 0, f"cannot write {dest}: {reason}; earlier results there are unchanged"
+    )
     out.filename = str(dest)
     return out
 

@@ -30,14 +30,20 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def probabilities(task: TaskSpec, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+def probabilities(
+    task: TaskSpec, logits: np.ndarray, temperature: float | None = None
+) -> np.ndarray:
     t = task.temperature if temperature is None else temperature
     scaled = np.asarray(logits, dtype=np.float64) / float(t)
     return sigmoid(scaled) if task.is_multi_label else softmax(scaled)
 
 
-def decide_multi_label(probs: np.ndarray, thresholds: Sequence[float],
-                       at_least_one: bool = True, max_labels: int | None = None) -> np.ndarray:
+def decide_multi_label(
+    probs: np.ndarray,
+    thresholds: Sequence[float],
+    at_least_one: bool = True,
+    max_labels: int | None = None,
+) -> np.ndarray:
     """A 0/1 matrix: on where ``p >= threshold``; the top label when nothing is on."""
     probs = np.asarray(probs, dtype=np.float64)
     on = probs >= np.asarray(thresholds, dtype=np.float64)[None, :]
@@ -67,9 +73,13 @@ def _f1(tp: float, fp: float, fn: float) -> float:
     return 0.0 if denom == 0 else 2 * tp / denom
 
 
-def tune_thresholds(probs: np.ndarray, targets: np.ndarray, min_positives: int = 5,
-                    grid: np.ndarray = THRESHOLD_GRID,
-                    default: float = DEFAULT_THRESHOLD) -> tuple[list[float], list[str]]:
+def tune_thresholds(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    min_positives: int = 5,
+    grid: np.ndarray = THRESHOLD_GRID,
+    default: float = DEFAULT_THRESHOLD,
+) -> tuple[list[float], list[str]]:
     """Per-label thresholds that maximise each label's F1 on held-out data.
 
     Labels with fewer than ``min_positives`` positives keep ``default`` (too few to tune
@@ -109,8 +119,12 @@ def _nll(task: TaskSpec, logits: np.ndarray, targets: np.ndarray, temperature: f
     return float(-np.log(probs[np.arange(len(idx)), idx] + eps).mean())
 
 
-def fit_temperature(task: TaskSpec, logits: np.ndarray, targets: np.ndarray,
-                    bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+def fit_temperature(
+    task: TaskSpec,
+    logits: np.ndarray,
+    targets: np.ndarray,
+    bounds: tuple[float, float] = (0.05, 20.0),
+) -> float:
     """The temperature minimising negative log-likelihood (golden-section search on log T)."""
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
     ratio = (np.sqrt(5) - 1) / 2
@@ -133,8 +147,12 @@ def fit_temperature(task: TaskSpec, logits: np.ndarray, targets: np.ndarray,
     return float(np.exp((a + b) / 2))
 
 
-def calibrate(tasks: TaskSet, logits: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-              min_positives: int = 5) -> dict[str, Any]:
+def calibrate(
+    tasks: TaskSet,
+    logits: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    min_positives: int = 5,
+) -> dict[str, Any]:
     """Fit a temperature per task and per-label thresholds (multi-label) on held-out data.
 
     Updates ``tasks`` in place and returns a record of what was fitted.

@@ -21,8 +21,13 @@ class ScrClfError(Exception):
 class DataError(ScrClfError, ValueError):
     """Bad input data, located by file, line and field."""
 
-    def __init__(self, message: str, file: str | Path | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        file: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ):
         self.file = str(file) if file is not None else None
         self.line = line
         self.field = field

@@ -13,12 +13,13 @@ from typing import Any
 
 from scrclf.errors import TaskConfigError  # noqa: F401 (re-exported)
 
+# The headline score of every report: the mean over tasks of each task's macro-F1.
+HEADLINE = "mean_macro_f1"
+
 MULTI_LABEL = "multi_label"
 SINGLE_LABEL = "single_label"
 TASK_TYPES = (MULTI_LABEL, SINGLE_LABEL)
 CLASS_WEIGHTINGS = ("none", "balanced")
-
-
 
 
 @dataclass
@@ -134,7 +135,9 @@ class TaskSet:
                 raise TaskConfigError(f"tasks[{i}] must be a mapping, got {type(raw).__name__}")
             unknown = set(raw) - known
             if unknown:
-                raise TaskConfigError(f"tasks[{i}] has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+                raise TaskConfigError(
+                    f"tasks[{i}] has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+                )
             try:
                 specs.append(TaskSpec(**dict(raw)))
             except TypeError as err:

@@ -1,5 +1,5 @@
 """Command-line front ends: argument parsing only; each command calls one library function."""
 
-from scrclf.cli.main import main
+from scrclf.cli.app import main
 
 __all__ = ["main"]

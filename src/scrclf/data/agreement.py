@@ -13,15 +13,19 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, f1_score
 
+from scrclf.errors import DataError
 from scrclf.tasks import TaskSet
 
 
-def agreement(coder_a: Mapping[str, Mapping[str, Any]], coder_b: Mapping[str, Mapping[str, Any]],
-              tasks: TaskSet) -> dict[str, Any]:
+def agreement(
+    coder_a: Mapping[str, Mapping[str, Any]],
+    coder_b: Mapping[str, Mapping[str, Any]],
+    tasks: TaskSet,
+) -> dict[str, Any]:
     """Agreement per task over the ids both coders labelled."""
     ids = sorted(set(coder_a) & set(coder_b))
     if not ids:
-        raise ValueError("the two codings share no item ids")
+        raise DataError("the two codings share no item ids")
     out: dict[str, Any] = {"n_items": len(ids)}
     for task in tasks:
         a = [coder_a[i][task.column] for i in ids]
@@ -34,12 +38,17 @@ def agreement(coder_a: Mapping[str, Mapping[str, Any]], coder_b: Mapping[str, Ma
                 per_label[label] = {
                     "f1": float(f1_score(ya[:, j], yb[:, j], zero_division=0)),
                     "kappa": _kappa(ya[:, j], yb[:, j]),
-                    "n_a": int(ya[:, j].sum()), "n_b": int(yb[:, j].sum()),
+                    "n_a": int(ya[:, j].sum()),
+                    "n_b": int(yb[:, j].sum()),
                 }
             out[task.name] = {
                 "primary_kappa": _kappa([x[0] for x in a], [x[0] for x in b]),
-                "primary_agreement": float(np.mean([x[0] == y[0] for x, y in zip(a, b, strict=True)])),
-                "exact_set_agreement": float(np.mean([set(x) == set(y) for x, y in zip(a, b, strict=True)])),
+                "primary_agreement": float(
+                    np.mean([x[0] == y[0] for x, y in zip(a, b, strict=True)])
+                ),
+                "exact_set_agreement": float(
+                    np.mean([set(x) == set(y) for x, y in zip(a, b, strict=True)])
+                ),
                 "micro_f1": float(f1_score(ya, yb, average="micro", zero_division=0)),
                 "macro_f1": float(f1_score(ya, yb, average="macro", zero_division=0)),
                 "mean_label_kappa": float(np.mean([v["kappa"] for v in per_label.values()])),
@@ -69,6 +78,10 @@ def _kappa(a: Sequence, b: Sequence) -> float:
     return float(cohen_kappa_score(a, b))
 
 
-def _confusion(a: Sequence[str], b: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, int]]:
-    return {la: {lb: sum(1 for x, y in zip(a, b, strict=True) if x == la and y == lb) for lb in labels}
-            for la in labels}
+def _confusion(
+    a: Sequence[str], b: Sequence[str], labels: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    return {
+        la: {lb: sum(1 for x, y in zip(a, b, strict=True) if x == la and y == lb) for lb in labels}
+        for la in labels
+    }

@@ -24,14 +24,36 @@ from scrclf.tasks import TaskSet
 SPLITS = ("train", "validation", "test")
 REVIEW_TYPES = ("SCR", "LCSPR")
 ADDRESSEES = (
-    "board", "children_social_care", "health", "commissioners", "primary_care", "police",
-    "education", "early_years", "probation", "housing", "adult_mental_health",
-    "substance_misuse", "youth_justice", "voluntary_sector", "national", "all_agencies",
+    "board",
+    "children_social_care",
+    "health",
+    "commissioners",
+    "primary_care",
+    "police",
+    "education",
+    "early_years",
+    "probation",
+    "housing",
+    "adult_mental_health",
+    "substance_misuse",
+    "youth_justice",
+    "voluntary_sector",
+    "national",
+    "all_agencies",
 )
 LCSPR_FROM_YEAR = 2019
 MIN_WORDS, MAX_WORDS = 8, 150
-REVIEW_FIELDS = ("review_id", "review_type", "review_year", "area", "child", "harm", "synopsis",
-                 "agencies", "n_recommendations")
+REVIEW_FIELDS = (
+    "review_id",
+    "review_type",
+    "review_year",
+    "area",
+    "child",
+    "harm",
+    "synopsis",
+    "agencies",
+    "n_recommendations",
+)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -55,10 +77,17 @@ def _words(text: str) -> list[str]:
 # -------------------------------------------------------------------------- splitting
 
 
-def assign_splits(rows: Sequence[Mapping[str, Any]], tasks: TaskSet, *,
-                  fractions: Mapping[str, float] | None = None, min_test: int = 8,
-                  min_validation: int = 5, strata: Mapping[str, str] | None = None,
-                  seed: int = 0, tries: int = 4000) -> dict[str, str]:
+def assign_splits(
+    rows: Sequence[Mapping[str, Any]],
+    tasks: TaskSet,
+    *,
+    fractions: Mapping[str, float] | None = None,
+    min_test: int = 8,
+    min_validation: int = 5,
+    strata: Mapping[str, str] | None = None,
+    seed: int = 0,
+    tries: int = 4000,
+) -> dict[str, str]:
     """Assign whole reviews to splits.
 
     Searches seeded random assignments for one where every label of every task has at least
@@ -87,17 +116,22 @@ def assign_splits(rows: Sequence[Mapping[str, Any]], tasks: TaskSet, *,
             n_val = max(1, int(k * fractions["validation"] + rng.random()))
             n_test = max(1, int(k * fractions["test"] + rng.random()))
             for i, rid in enumerate(members):
-                assignment[rid] = "test" if i < n_test else "validation" if i < n_test + n_val else "train"
-        ok, score = _split_score(assignment, by_review, tasks, fractions, n_total, min_test,
-                                 min_validation)
+                assignment[rid] = (
+                    "test" if i < n_test else "validation" if i < n_test + n_val else "train"
+                )
+        ok, score = _split_score(
+            assignment, by_review, tasks, fractions, n_total, min_test, min_validation
+        )
         if (ok, score) > (best_ok, best_score):
             best, best_score, best_ok = assignment, score, ok
     if not best_ok:
-        raise ValueError("no assignment of reviews met the label minimums; lower them or add items")
+        raise DataError("no assignment of reviews met the label minimums; lower them or add items")
     return best
 
 
-def _split_score(assignment, by_review, tasks, fractions, n_total, min_test, min_validation) -> float:
+def _split_score(
+    assignment, by_review, tasks, fractions, n_total, min_test, min_validation
+) -> float:
     rows_by_split: dict[str, list] = defaultdict(list)
     for rid, split in assignment.items():
         rows_by_split[split].extend(by_review[rid])
@@ -117,13 +151,17 @@ def _split_score(assignment, by_review, tasks, fractions, n_total, min_test, min
     return True, min(slack) * 0.05 - share_error * 10
 
 
-def write_splits(rows: Sequence[Mapping[str, Any]], assignment: Mapping[str, str], out_dir: Path) -> None:
+def write_splits(
+    rows: Sequence[Mapping[str, Any]], assignment: Mapping[str, str], out_dir: Path
+) -> None:
     from scrclf import atomic
 
     for split in SPLITS:
         chosen = [r for r in rows if assignment[str(r["review_id"])] == split]
-        atomic.write_text(out_dir / f"{split}.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen))
+        atomic.write_text(
+            out_dir / f"{split}.jsonl",
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen),
+        )
 
 
 # ------------------------------------------------------------------------- validation
@@ -149,30 +187,48 @@ def _check_corpus_fields(rec: Record) -> None:
     row = rec.data
     year = row.get("review_year")
     if not isinstance(year, int) or isinstance(year, bool) or not 1990 <= year <= 2100:
-        raise DataError(f"must be a year as an integer, got {year!r}", rec.file, rec.line, "review_year")
+        raise DataError(
+            f"must be a year as an integer, got {year!r}", rec.file, rec.line, "review_year"
+        )
     rtype = row.get("review_type")
     if rtype not in REVIEW_TYPES:
-        raise DataError(f"must be one of {REVIEW_TYPES}, got {rtype!r}", rec.file, rec.line, "review_type")
+        raise DataError(
+            f"must be one of {REVIEW_TYPES}, got {rtype!r}", rec.file, rec.line, "review_type"
+        )
     expected = "LCSPR" if year >= LCSPR_FROM_YEAR else "SCR"
     if rtype != expected:
-        raise DataError(f"{rtype} does not fit review_year {year} (SCR up to "
-                        f"{LCSPR_FROM_YEAR - 1}, LCSPR after)", rec.file, rec.line, "review_type")
+        raise DataError(
+            f"{rtype} does not fit review_year {year} (SCR up to "
+            f"{LCSPR_FROM_YEAR - 1}, LCSPR after)",
+            rec.file,
+            rec.line,
+            "review_type",
+        )
     if row.get("addressee") not in ADDRESSEES:
-        raise DataError(f"unknown addressee {row.get('addressee')!r}; allowed: {', '.join(ADDRESSEES)}",
-                        rec.file, rec.line, "addressee")
+        raise DataError(
+            f"unknown addressee {row.get('addressee')!r}; allowed: {', '.join(ADDRESSEES)}",
+            rec.file,
+            rec.line,
+            "addressee",
+        )
     n_words = len(row["text"].split())
     if not MIN_WORDS <= n_words <= MAX_WORDS:
-        raise DataError(f"has {n_words} words; recommendations are {MIN_WORDS}-{MAX_WORDS} words",
-                        rec.file, rec.line, "text")
+        raise DataError(
+            f"has {n_words} words; recommendations are {MIN_WORDS}-{MAX_WORDS} words",
+            rec.file,
+            rec.line,
+            "text",
+        )
 
 
-def near_duplicates(rows: Sequence[Mapping[str, Any]], threshold: float = 0.6,
-                    ngram: int = 3) -> list[dict[str, Any]]:
+def near_duplicates(
+    rows: Sequence[Mapping[str, Any]], threshold: float = 0.6, ngram: int = 3
+) -> list[dict[str, Any]]:
     """Pairs of texts whose word n-gram sets overlap (Jaccard) at or above ``threshold``."""
     shingles = []
     for row in rows:
         w = _words(row["text"])
-        shingles.append({tuple(w[i:i + ngram]) for i in range(max(1, len(w) - ngram + 1))})
+        shingles.append({tuple(w[i : i + ngram]) for i in range(max(1, len(w) - ngram + 1))})
     index: dict[tuple, list[int]] = defaultdict(list)
     for i, sh in enumerate(shingles):
         for s in sh:
@@ -193,8 +249,13 @@ def near_duplicates(rows: Sequence[Mapping[str, Any]], threshold: float = 0.6,
     return sorted(pairs, key=lambda p: -p["jaccard"])
 
 
-def validate_corpus(corpus_dir: str | Path, tasks: TaskSet, *, near_dup_threshold: float = 0.6,
-                    max_near_duplicates: int = 0) -> CorpusReport:
+def validate_corpus(
+    corpus_dir: str | Path,
+    tasks: TaskSet,
+    *,
+    near_dup_threshold: float = 0.6,
+    max_near_duplicates: int = 0,
+) -> CorpusReport:
     """Validate a corpus directory; raise :class:`DataError` on the first hard problem."""
     corpus_dir = Path(corpus_dir)
     splits: dict[str, list[Record]] = {}
@@ -223,11 +284,20 @@ def validate_corpus(corpus_dir: str | Path, tasks: TaskSet, *, near_dup_threshol
                 raise DataError(f"review '{rid}' listed twice", rec.file, rec.line, "review_id")
             seen.add(rid)
             if rid not in review_ids:
-                raise DataError(f"review '{rid}' has no recommendations in any split",
-                                rec.file, rec.line, "review_id")
+                raise DataError(
+                    f"review '{rid}' has no recommendations in any split",
+                    rec.file,
+                    rec.line,
+                    "review_id",
+                )
             if rec.data["n_recommendations"] != per_review[rid]:
-                raise DataError(f"says {rec.data['n_recommendations']} recommendations, the splits "
-                                f"hold {per_review[rid]}", rec.file, rec.line, "n_recommendations")
+                raise DataError(
+                    f"says {rec.data['n_recommendations']} recommendations, the splits "
+                    f"hold {per_review[rid]}",
+                    rec.file,
+                    rec.line,
+                    "n_recommendations",
+                )
         missing = review_ids - seen
         if missing:
             raise DataError(f"no synopsis for reviews {sorted(missing)[:5]}", reviews_file)
@@ -241,8 +311,12 @@ def validate_corpus(corpus_dir: str | Path, tasks: TaskSet, *, near_dup_threshol
             key = (rec.data["review_year"], rec.data["review_type"])
             rid = str(rec.data["review_id"])
             if meta.setdefault(rid, key) != key:
-                raise DataError(f"review '{rid}' has items with different year/type {meta[rid]} vs {key}",
-                                rec.file, rec.line, "review_year")
+                raise DataError(
+                    f"review '{rid}' has items with different year/type {meta[rid]} vs {key}",
+                    rec.file,
+                    rec.line,
+                    "review_year",
+                )
 
     texts: dict[str, Record] = {}
     for split in SPLITS:
@@ -250,48 +324,71 @@ def validate_corpus(corpus_dir: str | Path, tasks: TaskSet, *, near_dup_threshol
             norm = " ".join(_words(rec.data["text"]))
             if norm in texts:
                 first = texts[norm]
-                raise DataError(f"exact duplicate of the text at {first.file}:{first.line}",
-                                rec.file, rec.line, "text")
+                raise DataError(
+                    f"exact duplicate of the text at {first.file}:{first.line}",
+                    rec.file,
+                    rec.line,
+                    "text",
+                )
             texts[norm] = rec
 
     report.near_duplicates = near_duplicates(rows, threshold=near_dup_threshold)
     if len(report.near_duplicates) > max_near_duplicates:
-        report.warnings.append(f"{len(report.near_duplicates)} near-duplicate pairs at Jaccard >= "
-                               f"{near_dup_threshold}")
+        report.warnings.append(
+            f"{len(report.near_duplicates)} near-duplicate pairs at Jaccard >= {near_dup_threshold}"
+        )
     report.counts = {s: len(splits[s]) for s in SPLITS} | {"all": len(rows)}
-    report.reviews = {s: len({r.data["review_id"] for r in splits[s]}) for s in SPLITS} | \
-        {"all": len(review_ids)}
+    report.reviews = {s: len({r.data["review_id"] for r in splits[s]}) for s in SPLITS} | {
+        "all": len(review_ids)
+    }
     for split in (*SPLITS, "all"):
         data = rows if split == "all" else [r.data for r in splits[split]]
         counts = label_counts(data, tasks)
-        report.labels[split] = {t.name: {label: counts[t.name][label] for label in t.labels}
-                                for t in tasks}
+        report.labels[split] = {
+            t.name: {label: counts[t.name][label] for label in t.labels} for t in tasks
+        }
         if split == "all":
             primary = Counter(r["themes"][0] for r in data if "themes" in r)
             report.labels["all_primary_theme"] = {"themes": dict(primary)}
     words = np.array([len(r["text"].split()) for r in rows])
-    report.lengths = {"min": int(words.min()), "median": float(np.median(words)),
-                      "mean": round(float(words.mean()), 1), "p95": float(np.percentile(words, 95)),
-                      "max": int(words.max())}
+    report.lengths = {
+        "min": int(words.min()),
+        "median": float(np.median(words)),
+        "mean": round(float(words.mean()), 1),
+        "p95": float(np.percentile(words, 95)),
+        "max": int(words.max()),
+    }
     with_finding = [r for r in rows if r.get("finding")]
     report.finding_share = round(len(with_finding) / len(rows), 3)
     if "evidence" in tasks.names:
         ev = tasks["evidence"]
         report.evidence_by_finding = {
-            label: {"with_finding": sum(1 for r in rows if r["evidence"] == label and r.get("finding")),
-                    "without_finding": sum(1 for r in rows if r["evidence"] == label and not r.get("finding"))}
-            for label in ev.labels}
+            label: {
+                "with_finding": sum(1 for r in rows if r["evidence"] == label and r.get("finding")),
+                "without_finding": sum(
+                    1 for r in rows if r["evidence"] == label and not r.get("finding")
+                ),
+            }
+            for label in ev.labels
+        }
     per_review = np.array(list(Counter(r["review_id"] for r in rows).values()))
-    report.recs_per_review = {"mean": round(float(per_review.mean()), 1),
-                              "median": float(np.median(per_review)),
-                              "min": int(per_review.min()), "max": int(per_review.max())}
+    report.recs_per_review = {
+        "mean": round(float(per_review.mean()), 1),
+        "median": float(np.median(per_review)),
+        "min": int(per_review.min()),
+        "max": int(per_review.max()),
+    }
     return report
 
 
 def format_report(report: CorpusReport) -> str:
-    lines = [f"items: {report.counts}", f"reviews: {report.reviews}",
-             f"recommendations per review: {report.recs_per_review}",
-             f"text words: {report.lengths}", f"share with a finding: {report.finding_share}"]
+    lines = [
+        f"items: {report.counts}",
+        f"reviews: {report.reviews}",
+        f"recommendations per review: {report.recs_per_review}",
+        f"text words: {report.lengths}",
+        f"share with a finding: {report.finding_share}",
+    ]
     for task, per_label in report.labels["all"].items():
         lines.append(f"{task}:")
         for label, n in per_label.items():
@@ -303,35 +400,6 @@ def format_report(report: CorpusReport) -> str:
             lines.append(f"  {pair['a']} ~ {pair['b']} (Jaccard {pair['jaccard']})")
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------- CLI
-
-
-def _default_tasks() -> TaskSet:
-    """The task config shipped with the project, or the one stored in a model directory."""
-    from omegaconf import OmegaConf
-
-    config = Path(__file__).resolve().parents[2] / "configs" / "task" / "codebook.yaml"
-    if not config.exists():
-        raise FileNotFoundError(f"task config not found at {config}; pass --tasks FILE")
-    return TaskSet.from_config(OmegaConf.load(config).tasks)
-
-
-def _cmd_validate(args) -> int:
-    from omegaconf import OmegaConf
-
-    tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
-    report = validate_corpus(args.corpus_dir, tasks, near_dup_threshold=args.near_dup)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(format_report(report))
-    if args.strict and report.near_duplicates:
-        print(f"scrclf: error: {len(report.near_duplicates)} near-duplicate pairs (--strict)")
-        return 1
-    print("corpus OK")
-    return 0
 
 
 def double_coding_agreement(path: str | Path, tasks: TaskSet) -> dict[str, Any]:
@@ -361,70 +429,20 @@ def format_agreement(result: Mapping[str, Any], tasks: TaskSet) -> str:
     for task in tasks:
         r = result[task.name]
         if task.is_multi_label:
-            lines.append(f"{task.name}: primary-label kappa {r['primary_kappa']:.3f}, "
-                         f"micro-F1 {r['micro_f1']:.3f}, macro-F1 {r['macro_f1']:.3f}, "
-                         f"exact set agreement {r['exact_set_agreement']:.3f}")
+            lines.append(
+                f"{task.name}: primary-label kappa {r['primary_kappa']:.3f}, "
+                f"micro-F1 {r['micro_f1']:.3f}, macro-F1 {r['macro_f1']:.3f}, "
+                f"exact set agreement {r['exact_set_agreement']:.3f}"
+            )
             for label, v in r["per_label"].items():
-                lines.append(f"  {label:<26} F1 {v['f1']:.3f}  kappa {v['kappa']:.3f}  "
-                             f"(A {v['n_a']}, B {v['n_b']})")
+                lines.append(
+                    f"  {label:<26} F1 {v['f1']:.3f}  kappa {v['kappa']:.3f}  "
+                    f"(A {v['n_a']}, B {v['n_b']})"
+                )
         else:
-            lines.append(f"{task.name}: Cohen's kappa {r['kappa']:.3f}, agreement {r['agreement']:.3f}")
+            lines.append(
+                f"{task.name}: Cohen's kappa {r['kappa']:.3f}, agreement {r['agreement']:.3f}"
+            )
     if "adjudication" in result:
         lines.append(f"adjudication: {result['adjudication']}")
     return "\n".join(lines)
-
-
-def _cmd_difficulty(args) -> int:
-    from omegaconf import OmegaConf
-
-    tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
-    from scrclf.evaluation.difficulty import difficulty
-
-    result = difficulty(args.corpus_dir, tasks, split=args.split)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"trained on train ({result['n_train']} items), scored on {args.split} "
-          f"({result['n_eval']} items); macro-F1 (micro-F1)")
-    print(f"{'system':<14}" + "".join(f"{t:>24}" for t in tasks.names) + f"{'mean macro-F1':>16}")
-    for name in ("prior", "keywords", "tfidf_logreg"):
-        cells = "".join(f"{result[name][t]['macro_f1']:>15.3f} ({result[name][t]['micro_f1']:.3f})"
-                        for t in tasks.names)
-        print(f"{name:<14}{cells}{result[name]['mean_macro_f1']:>16.3f}")
-    return 0
-
-
-def _cmd_agreement(args) -> int:
-    from omegaconf import OmegaConf
-
-    tasks = TaskSet.from_config(OmegaConf.load(args.tasks).tasks) if args.tasks else _default_tasks()
-    result = double_coding_agreement(args.file, tasks)
-    print(json.dumps(result, indent=2) if args.json else format_agreement(result, tasks))
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """``scrclf data validate DIR``, ``scrclf data agreement FILE``, ``scrclf data difficulty DIR``."""
-    data = subparsers.add_parser("data", help="corpus tools")
-    sub = data.add_subparsers(dest="data_command", required=True)
-    val = sub.add_parser("validate", help="check a corpus directory (schema, labels, splits, "
-                                          "duplicates, lengths)")
-    val.add_argument("corpus_dir", type=Path)
-    val.add_argument("--tasks", type=Path, default=None,
-                     help="task config YAML (default: the project's configs/task/codebook.yaml)")
-    val.add_argument("--near-dup", type=float, default=0.6,
-                     help="Jaccard threshold on word 3-grams for near-duplicate pairs (default 0.6)")
-    val.add_argument("--strict", action="store_true", help="fail when near-duplicates are found")
-    val.add_argument("--json", action="store_true", help="print the report as JSON")
-    val.set_defaults(func=_cmd_validate)
-    agr = sub.add_parser("agreement", help="inter-annotator agreement of a double-coding file")
-    agr.add_argument("file", type=Path)
-    agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
-    agr.add_argument("--json", action="store_true", help="print the result as JSON")
-    agr.set_defaults(func=_cmd_agreement)
-    dif = sub.add_parser("difficulty", help="bag-of-words baselines on a corpus (templating check)")
-    dif.add_argument("corpus_dir", type=Path)
-    dif.add_argument("--split", default="test")
-    dif.add_argument("--tasks", type=Path, default=None, help="task config YAML")
-    dif.add_argument("--json", action="store_true", help="print the result as JSON")
-    dif.set_defaults(func=_cmd_difficulty)

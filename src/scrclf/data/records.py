@@ -37,8 +37,6 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
-
-
 @dataclass
 class Record:
     """One row as read from a file, with where it came from."""
@@ -66,7 +64,9 @@ def _decode(raw: bytes, path: Path) -> str:
         line = line_of_offset(data, err.start)
         raise DataError(
             f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {offset}); "
-            "save the file as UTF-8", path, line
+            "save the file as UTF-8",
+            path,
+            line,
         ) from None
 
 
@@ -79,11 +79,15 @@ def _read_jsonl(path: Path) -> list[Record]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", path, lineno) from None
+            raise DataError(
+                f"invalid JSON ({err.msg} at column {err.colno})", path, lineno
+            ) from None
         except RecursionError:
             raise DataError("invalid JSON (nested too deeply)", path, lineno) from None
         if not isinstance(obj, dict):
-            raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", path, lineno)
+            raise DataError(
+                f"each line must be a JSON object, got {type(obj).__name__}", path, lineno
+            )
         records.append(Record(obj, str(path), lineno))
     return records
 
@@ -121,9 +125,12 @@ def _read_csv(path: Path) -> list[Record]:
             lineno = reader.line_num
             if None in row:
                 n_cells = len(reader.fieldnames) + len(row[None])
-                raise DataError(f"row has {n_cells} cells, the header has "
-                                f"{len(reader.fieldnames)}; quote cells that contain commas",
-                                path, lineno)
+                raise DataError(
+                    f"row has {n_cells} cells, the header has "
+                    f"{len(reader.fieldnames)}; quote cells that contain commas",
+                    path,
+                    lineno,
+                )
             # Empty cells in optional columns mean "absent".
             data = {k: (None if v == "" else v) for k, v in row.items()}
             records.append(Record(data, str(path), lineno))
@@ -147,7 +154,12 @@ def _read_parquet(path: Path) -> list[Record]:
     return [Record(row, str(path), i) for i, row in enumerate(table.to_pylist(), start=1)]
 
 
-_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+_READERS = {
+    ".jsonl": _read_jsonl,
+    ".json": _read_json,
+    ".csv": _read_csv,
+    ".parquet": _read_parquet,
+}
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -169,19 +181,27 @@ def read_records(path: str | Path) -> list[Record]:
 def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Record) -> None:
     field = task.column
     if not isinstance(value, str):
-        raise DataError(f"expected a label string, got {type(value).__name__} {value!r}",
-                        rec.file, rec.line, field)
+        raise DataError(
+            f"expected a label string, got {type(value).__name__} {value!r}",
+            rec.file,
+            rec.line,
+            field,
+        )
     if value not in task.labels:
         owner = label_owner.get(value)
-        hint = (f"'{value}' is a label of task '{owner}', not of '{task.name}'" if owner
-                else f"unknown label '{value}'")
+        hint = (
+            f"'{value}' is a label of task '{owner}', not of '{task.name}'"
+            if owner
+            else f"unknown label '{value}'"
+        )
         close = _closest(value, task.labels)
         suggestion = f" (did you mean '{close}'?)" if close else ""
         parts = [p.strip() for p in value.split(",")]
         if task.is_multi_label and len(parts) > 1 and all(p in task.labels for p in parts):
             suggestion = f" (separate labels with ';', e.g. '{';'.join(parts)}', or give a list)"
-        raise DataError(f"{hint}{suggestion}; allowed: {', '.join(task.labels)}",
-                        rec.file, rec.line, field)
+        raise DataError(
+            f"{hint}{suggestion}; allowed: {', '.join(task.labels)}", rec.file, rec.line, field
+        )
 
 
 def _closest(value: str, options: Sequence[str]) -> str | None:
@@ -206,8 +226,10 @@ def unicode_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        return (f"contains a lone surrogate {text[err.start]!r} at character {err.start}, "
-                "which is not valid Unicode text")
+        return (
+            f"contains a lone surrogate {text[err.start]!r} at character {err.start}, "
+            "which is not valid Unicode text"
+        )
     return None
 
 
@@ -255,55 +277,85 @@ def validate_records(
             raise DataError("missing id", rec.file, rec.line, id_column)
         rid = row[id_column]
         if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-            raise DataError(f"id must be a string or integer, got {type(rid).__name__}",
-                            rec.file, rec.line, id_column)
+            raise DataError(
+                f"id must be a string or integer, got {type(rid).__name__}",
+                rec.file,
+                rec.line,
+                id_column,
+            )
         rid = str(rid)
         if rid in seen_ids:
             first = seen_ids[rid]
-            raise DataError(f"duplicate id '{rid}' (first seen at {first.file}:{first.line})",
-                            rec.file, rec.line, id_column)
+            raise DataError(
+                f"duplicate id '{rid}' (first seen at {first.file}:{first.line})",
+                rec.file,
+                rec.line,
+                id_column,
+            )
         seen_ids[rid] = rec
         if text_column not in row or row[text_column] is None:
             raise DataError("missing text", rec.file, rec.line, text_column)
         text = row[text_column]
         if not isinstance(text, str):
-            raise DataError(f"text must be a string, got {type(text).__name__}",
-                            rec.file, rec.line, text_column)
+            raise DataError(
+                f"text must be a string, got {type(text).__name__}", rec.file, rec.line, text_column
+            )
         if not text.strip():
             raise DataError("text is empty or whitespace only", rec.file, rec.line, text_column)
         problem = unicode_problem(text)
         if problem:
             raise DataError(problem, rec.file, rec.line, text_column)
         if not has_visible_text(text):
-            raise DataError("text has no visible characters (only whitespace, control or "
-                            "format characters)", rec.file, rec.line, text_column)
+            raise DataError(
+                "text has no visible characters (only whitespace, control or format characters)",
+                rec.file,
+                rec.line,
+                text_column,
+            )
         if len(text) > max_chars:
-            raise DataError(f"text has {len(text):,} characters, more than the limit of "
-                            f"{max_chars:,} (data.max_chars); is this a whole document?",
-                            rec.file, rec.line, text_column)
+            raise DataError(
+                f"text has {len(text):,} characters, more than the limit of "
+                f"{max_chars:,} (data.max_chars); is this a whole document?",
+                rec.file,
+                rec.line,
+                text_column,
+            )
         if pair_column and row.get(pair_column) is not None:
             finding = row[pair_column]
             if isinstance(finding, float) and math.isnan(finding):
                 row[pair_column] = None
             elif not isinstance(finding, str):
-                raise DataError(f"must be a string or null, got {type(finding).__name__}",
-                                rec.file, rec.line, pair_column)
+                raise DataError(
+                    f"must be a string or null, got {type(finding).__name__}",
+                    rec.file,
+                    rec.line,
+                    pair_column,
+                )
             elif len(finding) > max_chars:
-                raise DataError(f"has {len(finding):,} characters, more than {max_chars:,} "
-                                "(data.max_chars)", rec.file, rec.line, pair_column)
+                raise DataError(
+                    f"has {len(finding):,} characters, more than {max_chars:,} (data.max_chars)",
+                    rec.file,
+                    rec.line,
+                    pair_column,
+                )
             elif unicode_problem(finding):
                 raise DataError(unicode_problem(finding), rec.file, rec.line, pair_column)
         if group_column and require_group:
             group = row.get(group_column)
             if group is None or str(group).strip() == "":
-                raise DataError("missing review id (splits are made by review)",
-                                rec.file, rec.line, group_column)
+                raise DataError(
+                    "missing review id (splits are made by review)",
+                    rec.file,
+                    rec.line,
+                    group_column,
+                )
         for task in tasks:
             if task.name not in present:
                 continue
             if task.column not in row or row[task.column] is None:
-                raise DataError(f"missing label for task '{task.name}'", rec.file, rec.line,
-                                task.column)
+                raise DataError(
+                    f"missing label for task '{task.name}'", rec.file, rec.line, task.column
+                )
             value = row[task.column]
             if task.is_multi_label:
                 if isinstance(value, str):
@@ -312,13 +364,21 @@ def validate_records(
                     value = _label_list(value)
                     row[task.column] = value
                 if not isinstance(value, list):
-                    raise DataError(f"expected a list of labels, got {type(value).__name__}",
-                                    rec.file, rec.line, task.column)
+                    raise DataError(
+                        f"expected a list of labels, got {type(value).__name__}",
+                        rec.file,
+                        rec.line,
+                        task.column,
+                    )
                 if not value:
                     raise DataError("needs at least one label", rec.file, rec.line, task.column)
                 if task.max_labels is not None and len(value) > task.max_labels:
-                    raise DataError(f"has {len(value)} labels, at most {task.max_labels} allowed",
-                                    rec.file, rec.line, task.column)
+                    raise DataError(
+                        f"has {len(value)} labels, at most {task.max_labels} allowed",
+                        rec.file,
+                        rec.line,
+                        task.column,
+                    )
                 if len(set(map(str, value))) != len(value):
                     raise DataError(f"repeats a label: {value}", rec.file, rec.line, task.column)
                 for v in value:
@@ -328,8 +388,12 @@ def validate_records(
     return present
 
 
-def check_splits(splits: Mapping[str, Sequence[Record]], *, id_column: str = "id",
-                 group_column: str | None = "review_id") -> None:
+def check_splits(
+    splits: Mapping[str, Sequence[Record]],
+    *,
+    id_column: str = "id",
+    group_column: str | None = "review_id",
+) -> None:
     """Splits must be non-empty, share no id and share no review (group)."""
     id_home: dict[str, tuple[str, Record]] = {}
     group_home: dict[str, tuple[str, Record]] = {}
@@ -340,8 +404,13 @@ def check_splits(splits: Mapping[str, Sequence[Record]], *, id_column: str = "id
             rid = str(rec.data[id_column])
             if rid in id_home and id_home[rid][0] != split:
                 other_split, other = id_home[rid]
-                raise DataError(f"id '{rid}' is in split '{split}' and in split '{other_split}' "
-                                f"({other.file}:{other.line})", rec.file, rec.line, id_column)
+                raise DataError(
+                    f"id '{rid}' is in split '{split}' and in split '{other_split}' "
+                    f"({other.file}:{other.line})",
+                    rec.file,
+                    rec.line,
+                    id_column,
+                )
             id_home[rid] = (split, rec)
             if group_column:
                 gid = str(rec.data[group_column])
@@ -350,7 +419,10 @@ def check_splits(splits: Mapping[str, Sequence[Record]], *, id_column: str = "id
                     raise DataError(
                         f"review '{gid}' is in split '{split}' and in split '{other_split}' "
                         f"({other.file}:{other.line}); splits must be made by review",
-                        rec.file, rec.line, group_column)
+                        rec.file,
+                        rec.line,
+                        group_column,
+                    )
                 group_home.setdefault(gid, (split, rec))
 
 
@@ -359,8 +431,9 @@ def resolve_split_files(data_cfg: Mapping[str, Any]) -> dict[str, Path]:
     return {split: root / str(name) for split, name in dict(data_cfg["splits"]).items()}
 
 
-def load_splits(data_cfg: Mapping[str, Any], tasks: TaskSet,
-                splits: Iterable[str] | None = None) -> dict[str, list[Record]]:
+def load_splits(
+    data_cfg: Mapping[str, Any], tasks: TaskSet, splits: Iterable[str] | None = None
+) -> dict[str, list[Record]]:
     """Read and validate the configured split files (all of them, or only ``splits``)."""
     files = resolve_split_files(data_cfg)
     wanted = list(splits) if splits is not None else list(files)
@@ -374,15 +447,17 @@ def load_splits(data_cfg: Mapping[str, Any], tasks: TaskSet,
         if split not in files:
             raise DataError(f"unknown split '{split}'; configured: {sorted(files)}")
         if not files[split].exists():
-            raise DataError(f"file not found (data.splits.{split} in data.dir={root})",
-                            files[split])
+            raise DataError(
+                f"file not found (data.splits.{split} in data.dir={root})", files[split]
+            )
         records = read_records(files[split])
         if not records:
             raise DataError(f"split '{split}' has no records (data.splits.{split})", files[split])
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
-    check_splits(out, id_column=data_cfg.get("id_column", "id"),
-                 group_column=data_cfg.get("group_column"))
+    check_splits(
+        out, id_column=data_cfg.get("id_column", "id"), group_column=data_cfg.get("group_column")
+    )
     return out
 
 
@@ -406,16 +481,18 @@ def _load_hub(data_cfg, tasks, wanted):  # pragma: no cover - needs network
         records = [Record(r, f"{data_cfg['hub_name']}[{split}]", i) for i, r in enumerate(rows, 1)]
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
-    check_splits(out, id_column=data_cfg.get("id_column", "id"),
-                 group_column=data_cfg.get("group_column"))
+    check_splits(
+        out, id_column=data_cfg.get("id_column", "id"), group_column=data_cfg.get("group_column")
+    )
     return out
 
 
 # -------------------------------------------------------------------------- encoding
 
 
-def encode_targets(rows: Sequence[Mapping[str, Any]], tasks: TaskSet,
-                   present: Iterable[str] | None = None) -> dict[str, list]:
+def encode_targets(
+    rows: Sequence[Mapping[str, Any]], tasks: TaskSet, present: Iterable[str] | None = None
+) -> dict[str, list]:
     """Label columns as model targets: multi-hot float lists or class indices."""
     present = set(tasks.names if present is None else present)
     out: dict[str, list] = {}
@@ -436,8 +513,9 @@ def encode_targets(rows: Sequence[Mapping[str, Any]], tasks: TaskSet,
     return out
 
 
-def tokenize(tokenizer, texts: Sequence[str], findings: Sequence[str | None] | None,
-             max_length: int) -> dict[str, list]:
+def tokenize(
+    tokenizer, texts: Sequence[str], findings: Sequence[str | None] | None, max_length: int
+) -> dict[str, list]:
     """Tokenize texts, pairing each with its finding when it has one."""
     findings = list(findings) if findings is not None else [None] * len(texts)
     inputs = [t if not f else (t, f) for t, f in zip(texts, findings, strict=True)]
@@ -445,17 +523,25 @@ def tokenize(tokenizer, texts: Sequence[str], findings: Sequence[str | None] | N
     return tokenizer(inputs, truncation="longest_first", max_length=max_length)
 
 
-def build_dataset(records: Sequence[Record], tokenizer, tasks: TaskSet,
-                  data_cfg: Mapping[str, Any], present: Iterable[str] | None = None):
+def build_dataset(
+    records: Sequence[Record],
+    tokenizer,
+    tasks: TaskSet,
+    data_cfg: Mapping[str, Any],
+    present: Iterable[str] | None = None,
+):
     """A :class:`datasets.Dataset` with token ids, a ``length`` column and target columns."""
     import datasets
 
     rows = [r.data for r in records]
     text_col = data_cfg.get("text_column", "text")
     pair_col = data_cfg.get("pair_column")
-    enc = tokenize(tokenizer, [r[text_col] for r in rows],
-                   [r.get(pair_col) for r in rows] if pair_col else None,
-                   int(data_cfg.get("max_length", 256)))
+    enc = tokenize(
+        tokenizer,
+        [r[text_col] for r in rows],
+        [r.get(pair_col) for r in rows] if pair_col else None,
+        int(data_cfg.get("max_length", 256)),
+    )
     columns = {k: list(v) for k, v in enc.items()}
     columns["length"] = [len(ids) for ids in columns["input_ids"]]
     columns.update(encode_targets(rows, tasks, present))
@@ -474,8 +560,9 @@ class MultiTaskCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tokens = [{k: f[k] for k in self.token_keys if k in f} for f in features]
-        batch = self.tokenizer.pad(tokens, padding=True, return_tensors="pt",
-                                   pad_to_multiple_of=self.pad_to_multiple_of)
+        batch = self.tokenizer.pad(
+            tokens, padding=True, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of
+        )
         batch = dict(batch)
         for task in self.tasks:
             if task.name not in features[0]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from scrclf.errors import DataError, SettingsError
 from scrclf.tasks import TaskSet, TaskSpec
 
 PROB_FLOOR = 1e-6
@@ -44,58 +45,210 @@ PROB_FLOOR = 1e-6
 # most three). With no cue at all, the most frequent theme of the training data is taken.
 
 THEME_CUES: dict[str, tuple[str, ...]] = {
-    "procedures_policy": ("procedure", "policy", "policies", "protocol", "pathway",
-                          "threshold document", "checklist", "proforma", "pro forma",
-                          "template", "written guidance", "comply", "compliance"),
-    "training_learning": ("training", "train ", "trained", "briefing", "awareness",
-                          "learning", "lessons", "disseminat", "competenc", "workshop",
-                          "e-learning", "skills"),
-    "supervision_support": ("supervis", "reflective", "reflection", "case consultation",
-                            "management oversight", "manager oversight", "staff support",
-                            "wellbeing", "well-being", "professional judgement",
-                            "culture of challenge", "emotional impact"),
-    "assessment_risk": ("assess", "risk", "curiosity", "history", "analys", "planning",
-                        "decision-making", "decision making", "threshold"),
-    "information_sharing": ("information sharing", "share information", "sharing of information",
-                            "shared with", "referral", "refer ", "strategy meeting",
-                            "strategy discussion", "conference", "joint working",
-                            "escalat", "professional disagreement", "communicat",
-                            "multi-agency", "multiagency", "MASH", "feedback"),
-    "records_systems": ("record", "chronolog", "flag", "alert", "IT system", "electronic",
-                        "database", "case management system", "documentation"),
-    "audit_assurance": ("audit", "monitor", "assurance", "assure", "performance data",
-                        "quality assur", "action plan", "evaluat", "impact", "report to the board",
-                        "report back"),
-    "workforce_resources": ("caseload", "staffing", "recruit", "retention", "retain",
-                            "capacity", "commission", "funding", "resourc", "vacanc",
-                            "specialist post", "skill mix", "workforce"),
-    "child_family_engagement": ("voice of the child", "child's voice", "lived experience",
-                                "wishes and feelings", "seen alone", "seen and heard",
-                                "father", "male partner", "male carer", "parents", "carers",
-                                "interpreter", "cultur", "disguised compliance", "engag"),
-    "national_structural": ("Department for Education", "DfE", "Department of Health",
-                            "Home Office", "government", "national", "legislation",
-                            "Secretary of State", "minister", "regulator", "Ofsted",
-                            "poverty", "deprivation", "welfare", "housing benefit"),
-    "other": ("disciplinary", "publish", "publication", "this child's plan",
-              "the family's current"),
+    "procedures_policy": (
+        "procedure",
+        "policy",
+        "policies",
+        "protocol",
+        "pathway",
+        "threshold document",
+        "checklist",
+        "proforma",
+        "pro forma",
+        "template",
+        "written guidance",
+        "comply",
+        "compliance",
+    ),
+    "training_learning": (
+        "training",
+        "train ",
+        "trained",
+        "briefing",
+        "awareness",
+        "learning",
+        "lessons",
+        "disseminat",
+        "competenc",
+        "workshop",
+        "e-learning",
+        "skills",
+    ),
+    "supervision_support": (
+        "supervis",
+        "reflective",
+        "reflection",
+        "case consultation",
+        "management oversight",
+        "manager oversight",
+        "staff support",
+        "wellbeing",
+        "well-being",
+        "professional judgement",
+        "culture of challenge",
+        "emotional impact",
+    ),
+    "assessment_risk": (
+        "assess",
+        "risk",
+        "curiosity",
+        "history",
+        "analys",
+        "planning",
+        "decision-making",
+        "decision making",
+        "threshold",
+    ),
+    "information_sharing": (
+        "information sharing",
+        "share information",
+        "sharing of information",
+        "shared with",
+        "referral",
+        "refer ",
+        "strategy meeting",
+        "strategy discussion",
+        "conference",
+        "joint working",
+        "escalat",
+        "professional disagreement",
+        "communicat",
+        "multi-agency",
+        "multiagency",
+        "MASH",
+        "feedback",
+    ),
+    "records_systems": (
+        "record",
+        "chronolog",
+        "flag",
+        "alert",
+        "IT system",
+        "electronic",
+        "database",
+        "case management system",
+        "documentation",
+    ),
+    "audit_assurance": (
+        "audit",
+        "monitor",
+        "assurance",
+        "assure",
+        "performance data",
+        "quality assur",
+        "action plan",
+        "evaluat",
+        "impact",
+        "report to the board",
+        "report back",
+    ),
+    "workforce_resources": (
+        "caseload",
+        "staffing",
+        "recruit",
+        "retention",
+        "retain",
+        "capacity",
+        "commission",
+        "funding",
+        "resourc",
+        "vacanc",
+        "specialist post",
+        "skill mix",
+        "workforce",
+    ),
+    "child_family_engagement": (
+        "voice of the child",
+        "child's voice",
+        "lived experience",
+        "wishes and feelings",
+        "seen alone",
+        "seen and heard",
+        "father",
+        "male partner",
+        "male carer",
+        "parents",
+        "carers",
+        "interpreter",
+        "cultur",
+        "disguised compliance",
+        "engag",
+    ),
+    "national_structural": (
+        "Department for Education",
+        "DfE",
+        "Department of Health",
+        "Home Office",
+        "government",
+        "national",
+        "legislation",
+        "Secretary of State",
+        "minister",
+        "regulator",
+        "Ofsted",
+        "poverty",
+        "deprivation",
+        "welfare",
+        "housing benefit",
+    ),
+    "other": (
+        "disciplinary",
+        "publish",
+        "publication",
+        "this child's plan",
+        "the family's current",
+    ),
 }
 
 # evidence: the first label in this order whose cues appear (the codebook's rule: the first
 # basis that applies). A finding paragraph with none of the earlier cues counts as
 # single_case: the finding states what happened in this case. Nothing at all: none_stated.
 EVIDENCE_CUES: dict[str, tuple[str, ...]] = {
-    "research": ("research", "studies", "study", "evidence base", "literature",
-                 "systematic review", "biennial", "triennial", "analysis of serious case reviews",
-                 "national analysis", "analyses of serious case reviews"),
-    "guidance": ("Working Together", "NICE", "statutory", "guidance", "Royal College",
-                 "standards", "framework", "Children Act", "code of practice",
-                 "intercollegiate"),
-    "local_data": ("audit", "inspection", "performance data", "survey", "local reviews",
-                   "previous reviews", "several reviews", "other reviews", "local data",
-                   "data show"),
-    "single_case": ("in this case", "this review", "this family", "in this instance",
-                    "the review found", "the panel found"),
+    "research": (
+        "research",
+        "studies",
+        "study",
+        "evidence base",
+        "literature",
+        "systematic review",
+        "biennial",
+        "triennial",
+        "analysis of serious case reviews",
+        "national analysis",
+        "analyses of serious case reviews",
+    ),
+    "guidance": (
+        "Working Together",
+        "NICE",
+        "statutory",
+        "guidance",
+        "Royal College",
+        "standards",
+        "framework",
+        "Children Act",
+        "code of practice",
+        "intercollegiate",
+    ),
+    "local_data": (
+        "audit",
+        "inspection",
+        "performance data",
+        "survey",
+        "local reviews",
+        "previous reviews",
+        "several reviews",
+        "other reviews",
+        "local data",
+        "data show",
+    ),
+    "single_case": (
+        "in this case",
+        "this review",
+        "this family",
+        "in this instance",
+        "the review found",
+        "the panel found",
+    ),
 }
 EVIDENCE_FALLBACK = "none_stated"
 FINDING_MEANS = "single_case"
@@ -103,13 +256,40 @@ FINDING_MEANS = "single_case"
 # action_strength: strong cues first, then intermediate; otherwise weak (reminders,
 # procedures, training and awareness are weak actions in the codebook).
 STRENGTH_CUES: dict[str, tuple[str, ...]] = {
-    "strong": ("redesign", "automatic", "mandatory field", "cannot be closed", "cannot proceed",
-               "not possible to", "will not allow", "prevent", "forcing", "hard stop",
-               "co-locat", "single point of contact", "joint team", "integrated",
-               "standardised", "standardized", "remove the hand"),
-    "intermediate": ("checklist", "tool", "template", "proforma", "caseload", "additional staff",
-                     "supervision", "documentation", "software", "system", "structured",
-                     "communication route", "dedicated"),
+    "strong": (
+        "redesign",
+        "automatic",
+        "mandatory field",
+        "cannot be closed",
+        "cannot proceed",
+        "not possible to",
+        "will not allow",
+        "prevent",
+        "forcing",
+        "hard stop",
+        "co-locat",
+        "single point of contact",
+        "joint team",
+        "integrated",
+        "standardised",
+        "standardized",
+        "remove the hand",
+    ),
+    "intermediate": (
+        "checklist",
+        "tool",
+        "template",
+        "proforma",
+        "caseload",
+        "additional staff",
+        "supervision",
+        "documentation",
+        "software",
+        "system",
+        "structured",
+        "communication route",
+        "dedicated",
+    ),
 }
 STRENGTH_FALLBACK = "weak"
 
@@ -125,26 +305,35 @@ class CueTable:
 
     def __init__(self, cues: Mapping[str, Sequence[str]]):
         self.cues = {label: tuple(c) for label, c in cues.items()}
-        self._compiled = {label: [_cue_pattern(c) for c in phrases]
-                          for label, phrases in self.cues.items()}
+        self._compiled = {
+            label: [_cue_pattern(c) for c in phrases] for label, phrases in self.cues.items()
+        }
 
     def hits(self, text: str) -> dict[str, int]:
         """How many distinct cues of each label occur in ``text``."""
-        return {label: sum(1 for p in patterns if p.search(text))
-                for label, patterns in self._compiled.items()}
+        return {
+            label: sum(1 for p in patterns if p.search(text))
+            for label, patterns in self._compiled.items()
+        }
 
 
 def cue_table_markdown() -> str:
     """The cue tables as Markdown (for documentation and reports)."""
     lines = []
-    for title, table in (("themes", THEME_CUES), ("evidence (first match wins)", EVIDENCE_CUES),
-                         ("action_strength (first match wins)", STRENGTH_CUES)):
+    for title, table in (
+        ("themes", THEME_CUES),
+        ("evidence (first match wins)", EVIDENCE_CUES),
+        ("action_strength (first match wins)", STRENGTH_CUES),
+    ):
         lines += [f"**{title}**", "", "| label | cue phrases |", "|---|---|"]
-        lines += [f"| `{label}` | {', '.join(f'`{c}`' for c in cues)} |"
-                  for label, cues in table.items()]
+        lines += [
+            f"| `{label}` | {', '.join(f'`{c}`' for c in cues)} |" for label, cues in table.items()
+        ]
         lines.append("")
-    lines.append(f"With no evidence cue: `{FINDING_MEANS}` when a finding is given, else "
-                 f"`{EVIDENCE_FALLBACK}`. With no strength cue: `{STRENGTH_FALLBACK}`.")
+    lines.append(
+        f"With no evidence cue: `{FINDING_MEANS}` when a finding is given, else "
+        f"`{EVIDENCE_FALLBACK}`. With no strength cue: `{STRENGTH_FALLBACK}`."
+    )
     return "\n".join(lines)
 
 
@@ -153,8 +342,9 @@ def cue_table_markdown() -> str:
 
 def plain_decisions(tasks: TaskSet) -> TaskSet:
     """The same tasks with temperature 1 and default thresholds (0.5): the untuned rule."""
-    return TaskSet.from_config([{**t.to_dict(), "temperature": 1.0, "thresholds": None}
-                                for t in tasks])
+    return TaskSet.from_config(
+        [{**t.to_dict(), "temperature": 1.0, "thresholds": None} for t in tasks]
+    )
 
 
 def as_logits(task: TaskSpec, probs: np.ndarray) -> np.ndarray:
@@ -165,8 +355,9 @@ def as_logits(task: TaskSpec, probs: np.ndarray) -> np.ndarray:
     return np.log(p)
 
 
-def input_text(row: Mapping[str, Any], text_column: str = "text",
-               pair_column: str | None = "finding") -> str:
+def input_text(
+    row: Mapping[str, Any], text_column: str = "text", pair_column: str | None = "finding"
+) -> str:
     """Text and finding joined: what the baselines read."""
     text = str(row.get(text_column) or "")
     finding = row.get(pair_column) if pair_column else None
@@ -189,8 +380,9 @@ class Baseline:
     name = "baseline"
     description = ""
 
-    def __init__(self, tasks: TaskSet, text_column: str = "text",
-                 pair_column: str | None = "finding"):
+    def __init__(
+        self, tasks: TaskSet, text_column: str = "text", pair_column: str | None = "finding"
+    ):
         self.tasks = plain_decisions(tasks)
         self.text_column = text_column
         self.pair_column = pair_column
@@ -245,19 +437,25 @@ class KeywordBaseline(Baseline):
     name = "keywords"
     description = "cue phrases per label from the codebook (rules, not a model)"
 
-    def __init__(self, tasks: TaskSet, text_column: str = "text",
-                 pair_column: str | None = "finding"):
+    def __init__(
+        self, tasks: TaskSet, text_column: str = "text", pair_column: str | None = "finding"
+    ):
         super().__init__(tasks, text_column, pair_column)
-        self.tables = {"themes": CueTable(THEME_CUES), "evidence": CueTable(EVIDENCE_CUES),
-                       "action_strength": CueTable(STRENGTH_CUES)}
+        self.tables = {
+            "themes": CueTable(THEME_CUES),
+            "evidence": CueTable(EVIDENCE_CUES),
+            "action_strength": CueTable(STRENGTH_CUES),
+        }
         for task in self.tasks:
             table = self.tables.get(task.name)
             if table is None:
                 continue
             unknown = set(table.cues) - set(task.labels)
             if unknown:
-                raise ValueError(f"keyword cues name labels {sorted(unknown)} that task "
-                                 f"'{task.name}' does not have")
+                raise SettingsError(
+                    f"keyword cues name labels {sorted(unknown)} that task "
+                    f"'{task.name}' does not have"
+                )
 
     def fit(self, rows: Sequence[Mapping[str, Any]]) -> KeywordBaseline:
         # Frequencies only order the fallback (no cue found) and the labels without cues.
@@ -275,8 +473,9 @@ class KeywordBaseline(Baseline):
                     out[i, index[label]] = 0.5 + 0.4 * h / (h + 1) + 0.001 * freq[index[label]]
         return out
 
-    def _ordered(self, task: TaskSpec, table: CueTable, rows: Sequence[Mapping[str, Any]],
-                 texts: list[str]) -> np.ndarray:
+    def _ordered(
+        self, task: TaskSpec, table: CueTable, rows: Sequence[Mapping[str, Any]], texts: list[str]
+    ) -> np.ndarray:
         freq = self.freq[task.name]
         rest = freq / max(freq.sum(), PROB_FLOOR)
         index = task.label2id()
@@ -315,12 +514,21 @@ class KeywordBaseline(Baseline):
 
 class TfidfLogRegBaseline(Baseline):
     name = "tfidf_logreg"
-    description = ("TF-IDF word 1-2 grams (sublinear tf) of text + finding; logistic "
-                   "regression per task, one-vs-rest for themes, balanced class weights")
+    description = (
+        "TF-IDF word 1-2 grams (sublinear tf) of text + finding; logistic "
+        "regression per task, one-vs-rest for themes, balanced class weights"
+    )
 
-    def __init__(self, tasks: TaskSet, text_column: str = "text",
-                 pair_column: str | None = "finding", C: float = 4.0, min_df: int = 1,
-                 max_features: int | None = 100_000, seed: int = 0):
+    def __init__(
+        self,
+        tasks: TaskSet,
+        text_column: str = "text",
+        pair_column: str | None = "finding",
+        C: float = 4.0,
+        min_df: int = 1,
+        max_features: int | None = 100_000,
+        seed: int = 0,
+    ):
         super().__init__(tasks, text_column, pair_column)
         self.C = float(C)
         self.min_df = int(min_df)
@@ -330,17 +538,23 @@ class TfidfLogRegBaseline(Baseline):
     def _regression(self):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000,
-                                  random_state=self.seed)
+        return LogisticRegression(
+            C=self.C, class_weight="balanced", max_iter=2000, random_state=self.seed
+        )
 
     def fit(self, rows: Sequence[Mapping[str, Any]]) -> TfidfLogRegBaseline:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if not rows:
-            raise ValueError("tfidf_logreg needs training rows")
-        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True,
-                                          min_df=self.min_df, max_features=self.max_features,
-                                          strip_accents="unicode", lowercase=True)
+            raise DataError("tfidf_logreg needs training rows")
+        self.vectorizer = TfidfVectorizer(
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            min_df=self.min_df,
+            max_features=self.max_features,
+            strip_accents="unicode",
+            lowercase=True,
+        )
         x = self.vectorizer.fit_transform(self._texts(rows))
         self.models: dict[str, Any] = {}
         for task in self.tasks:
@@ -386,10 +600,16 @@ BASELINES: dict[str, type[Baseline]] = {
 }
 
 
-def build_baseline(name: str, tasks: TaskSet, options: Mapping[str, Any] | None = None,
-                   text_column: str = "text", pair_column: str | None = "finding") -> Baseline:
+def build_baseline(
+    name: str,
+    tasks: TaskSet,
+    options: Mapping[str, Any] | None = None,
+    text_column: str = "text",
+    pair_column: str | None = "finding",
+) -> Baseline:
     """A baseline by name, with optional keyword arguments (e.g. ``C`` for tfidf_logreg)."""
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline '{name}'; known: {sorted(BASELINES)}")
-    return BASELINES[name](tasks, text_column=text_column, pair_column=pair_column,
-                           **dict(options or {}))
+        raise SettingsError(f"unknown baseline '{name}'; known: {sorted(BASELINES)}")
+    return BASELINES[name](
+        tasks, text_column=text_column, pair_column=pair_column, **dict(options or {})
+    )

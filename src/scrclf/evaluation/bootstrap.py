@@ -23,14 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from scrclf.errors import DataError, SettingsError
+
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 # Resamples expanded to item weights at a time: bounds memory on large files.
 CHUNK = 250
 
-MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "weighted_f1", "samples_f1", "subset_accuracy",
-                       "hamming_loss")
+MULTI_LABEL_METRICS = (
+    "micro_f1",
+    "macro_f1",
+    "weighted_f1",
+    "samples_f1",
+    "subset_accuracy",
+    "hamming_loss",
+)
 SINGLE_LABEL_METRICS = ("accuracy", "micro_f1", "macro_f1", "weighted_f1")
 
 
@@ -71,17 +79,21 @@ class ClusterBootstrap:
     def __post_init__(self) -> None:
         self.clusters = np.asarray(self.clusters, dtype=np.int64)
         if self.resamples < 1:
-            raise ValueError(f"resamples must be >= 1, got {self.resamples}")
+            raise SettingsError(f"resamples must be >= 1, got {self.resamples}")
         if len(self.clusters) == 0:
-            raise ValueError("cannot bootstrap an empty dataset")
+            raise DataError("cannot bootstrap an empty dataset")
         n_clusters = self.n_clusters
         rng = np.random.default_rng(self.seed)
         # Which clusters each resample draws: resamples x n_clusters indices.
         self.draws = rng.integers(0, n_clusters, size=(self.resamples, n_clusters))
 
     @classmethod
-    def from_groups(cls, groups: Sequence[Hashable | None], resamples: int = DEFAULT_RESAMPLES,
-                    seed: int = DEFAULT_SEED) -> ClusterBootstrap:
+    def from_groups(
+        cls,
+        groups: Sequence[Hashable | None],
+        resamples: int = DEFAULT_RESAMPLES,
+        seed: int = DEFAULT_SEED,
+    ) -> ClusterBootstrap:
         ids, _ = cluster_ids(groups)
         return cls(ids, resamples=resamples, seed=seed)
 
@@ -116,10 +128,15 @@ class ClusterBootstrap:
         return ClusterBootstrap(relabelled, resamples=self.resamples, seed=self.seed)
 
     def describe(self, confidence: float) -> dict[str, Any]:
-        return {"method": "cluster bootstrap (whole reviews drawn with replacement)",
-                "resamples": self.resamples, "seed": self.seed, "confidence": confidence,
-                "n_clusters": self.n_clusters, "n_items": self.n_items,
-                "interval": "percentile"}
+        return {
+            "method": "cluster bootstrap (whole reviews drawn with replacement)",
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "confidence": confidence,
+            "n_clusters": self.n_clusters,
+            "n_items": self.n_items,
+            "interval": "percentile",
+        }
 
 
 # ---------------------------------------------------------------- vectorised metrics
@@ -149,8 +166,9 @@ def _from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np
     }
 
 
-def multi_label_replicates(weights: np.ndarray, y_true: np.ndarray,
-                           y_pred: np.ndarray) -> dict[str, np.ndarray]:
+def multi_label_replicates(
+    weights: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray
+) -> dict[str, np.ndarray]:
     """Metrics of a multi-label task for every row of ``weights`` (one row per resample).
 
     ``y_true`` and ``y_pred`` are 0/1 matrices ``(items, labels)``. With a row of ones the
@@ -173,8 +191,9 @@ def multi_label_replicates(weights: np.ndarray, y_true: np.ndarray,
     return out
 
 
-def single_label_replicates(weights: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
-                            n_labels: int) -> dict[str, np.ndarray]:
+def single_label_replicates(
+    weights: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, n_labels: int
+) -> dict[str, np.ndarray]:
     """Metrics of a single-label task for every row of ``weights``; classes are indices.
 
     Every one of the ``n_labels`` classes counts in the macro average, as in
@@ -193,8 +212,9 @@ def single_label_replicates(weights: np.ndarray, y_true: np.ndarray, y_pred: np.
     return out
 
 
-def replicates(boot: ClusterBootstrap, multi_label: bool, y_true: np.ndarray,
-               y_pred: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
+def replicates(
+    boot: ClusterBootstrap, multi_label: bool, y_true: np.ndarray, y_pred: np.ndarray, n_labels: int
+) -> dict[str, np.ndarray]:
     """Every resample's metrics of one task, computed block by block over the resamples."""
     parts: list[dict[str, np.ndarray]] = []
     for w in boot.chunks():
@@ -208,7 +228,7 @@ def replicates(boot: ClusterBootstrap, multi_label: bool, y_true: np.ndarray,
 def interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> list[float]:
     """The percentile interval ``[low, high]`` of bootstrap replicates (along axis 0)."""
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+        raise SettingsError(f"confidence must be between 0 and 1, got {confidence}")
     alpha = (1 - confidence) / 2
     values = np.asarray(values, dtype=np.float64)
     low, high = np.nanquantile(values, [alpha, 1 - alpha], axis=0)
@@ -217,8 +237,11 @@ def interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> list
     return [np.asarray(low).tolist(), np.asarray(high).tolist()]
 
 
-def intervals(reps: Mapping[str, np.ndarray], confidence: float = DEFAULT_CONFIDENCE,
-              keys: Sequence[str] | None = None) -> dict[str, list[float]]:
+def intervals(
+    reps: Mapping[str, np.ndarray],
+    confidence: float = DEFAULT_CONFIDENCE,
+    keys: Sequence[str] | None = None,
+) -> dict[str, list[float]]:
     """Percentile intervals of scalar metrics (one value per resample)."""
     keys = [k for k in (keys or reps) if k in reps and np.ndim(reps[k]) == 1]
     return {k: interval(reps[k], confidence) for k in keys}

@@ -29,9 +29,12 @@ def difficulty(corpus_dir: str | Path, tasks: TaskSet, split: str = "test") -> d
     for name in ("prior", "keywords", "tfidf_logreg"):
         baseline = build_baseline(name, tasks).fit(train_rows)
         logits = baseline.logits(eval_rows)
-        metrics = compute_metrics(baseline.tasks, [logits[t] for t in tasks.names],
-                                  [targets[t] for t in tasks.names])
-        out[name] = {t: {"macro_f1": metrics[t]["macro_f1"], "micro_f1": metrics[t]["micro_f1"]}
-                     for t in tasks.names}
+        metrics = compute_metrics(
+            baseline.tasks, [logits[t] for t in tasks.names], [targets[t] for t in tasks.names]
+        )
+        out[name] = {
+            t: {"macro_f1": metrics[t]["macro_f1"], "micro_f1": metrics[t]["micro_f1"]}
+            for t in tasks.names
+        }
         out[name]["mean_macro_f1"] = metrics["mean_macro_f1"]
     return out

@@ -19,21 +19,36 @@ from pathlib import Path
 from typing import Any
 
 from scrclf.data.records import Record
+from scrclf.errors import DataError
 from scrclf.tasks import MULTI_LABEL, SINGLE_LABEL, TaskSet
 
 ANNOTATED = "annotated"
 PREDICTED = "predicted"
 # Recommendations per review: histogram bins (lower bound inclusive, upper inclusive).
 PER_REVIEW_BINS: tuple[tuple[int, int | None], ...] = (
-    (1, 5), (6, 10), (11, 20), (21, 30), (31, 50), (51, 100), (101, None))
+    (1, 5),
+    (6, 10),
+    (11, 20),
+    (21, 30),
+    (31, 50),
+    (51, 100),
+    (101, None),
+)
 # Task columns looked for when no task specification is given (the codebook's tasks).
-DEFAULT_TASK_COLUMNS = {"themes": MULTI_LABEL, "evidence": SINGLE_LABEL,
-                        "action_strength": SINGLE_LABEL}
+DEFAULT_TASK_COLUMNS = {
+    "themes": MULTI_LABEL,
+    "evidence": SINGLE_LABEL,
+    "action_strength": SINGLE_LABEL,
+}
 # The 2011 study (Brandon et al., DFE-RR157) for comparison: 931 recommendations in 20
 # reviews completed in 2009-10, one review with more than 100.
-REFERENCE_2011 = {"source": "Brandon, Sidebotham, Bailey and Belderson (2011), DFE-RR157",
-                  "reviews": 20, "recommendations": 931, "mean_per_review": 931 / 20,
-                  "max_per_review": "over 100"}
+REFERENCE_2011 = {
+    "source": "Brandon, Sidebotham, Bailey and Belderson (2011), DFE-RR157",
+    "reviews": 20,
+    "recommendations": 931,
+    "mean_per_review": 931 / 20,
+    "max_per_review": "over 100",
+}
 
 
 def _rows(records: Sequence[Record | Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -44,8 +59,9 @@ def _bin_name(lo: int, hi: int | None) -> str:
     return f"{lo}+" if hi is None else (f"{lo}" if lo == hi else f"{lo}-{hi}")
 
 
-def per_review_counts(rows: Sequence[Mapping[str, Any]], group_column: str = "review_id"
-                      ) -> dict[str, Any]:
+def per_review_counts(
+    rows: Sequence[Mapping[str, Any]], group_column: str = "review_id"
+) -> dict[str, Any]:
     """Recommendations per review: mean, median, min, max and a histogram."""
     counts = Counter(str(r[group_column]) for r in rows if r.get(group_column) not in (None, ""))
     without = sum(1 for r in rows if r.get(group_column) in (None, ""))
@@ -54,13 +70,21 @@ def per_review_counts(rows: Sequence[Mapping[str, Any]], group_column: str = "re
     for lo, hi in PER_REVIEW_BINS:
         n = sum(1 for v in values if v >= lo and (hi is None or v <= hi))
         histogram.append({"bin": _bin_name(lo, hi), "reviews": n})
-    out: dict[str, Any] = {"n_reviews": len(counts), "items_without_review": without,
-                           "histogram": histogram}
+    out: dict[str, Any] = {
+        "n_reviews": len(counts),
+        "items_without_review": without,
+        "histogram": histogram,
+    }
     if values:
-        out.update(mean=statistics.fmean(values), median=float(statistics.median(values)),
-                   min=values[0], max=values[-1],
-                   largest_reviews=[{"review_id": k, "recommendations": v}
-                                    for k, v in counts.most_common(3)])
+        out.update(
+            mean=statistics.fmean(values),
+            median=float(statistics.median(values)),
+            min=values[0],
+            max=values[-1],
+            largest_reviews=[
+                {"review_id": k, "recommendations": v} for k, v in counts.most_common(3)
+            ],
+        )
     else:
         out.update(mean=None, median=None, min=None, max=None, largest_reviews=[])
     return out
@@ -127,9 +151,12 @@ def _shares(task, values: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def profile(records: Sequence[Record | Mapping[str, Any]],
-            predictions: Sequence[Mapping[str, Any]] | None = None,
-            tasks: TaskSet | None = None, group_column: str = "review_id") -> dict[str, Any]:
+def profile(
+    records: Sequence[Record | Mapping[str, Any]],
+    predictions: Sequence[Mapping[str, Any]] | None = None,
+    tasks: TaskSet | None = None,
+    group_column: str = "review_id",
+) -> dict[str, Any]:
     """The profile of ``records``, with predicted beside annotated shares where both exist.
 
     Args:
@@ -143,7 +170,7 @@ def profile(records: Sequence[Record | Mapping[str, Any]],
     """
     rows = _rows(records)
     if predictions is not None and len(predictions) != len(rows):
-        raise ValueError(f"{len(predictions)} predictions for {len(rows)} records")
+        raise DataError(f"{len(predictions)} predictions for {len(rows)} records")
     if tasks is None:
         tasks = infer_tasks(rows)
     result: dict[str, Any] = {
@@ -180,7 +207,8 @@ def write_profile(result: Mapping[str, Any], out_dir: str | Path, chart: bool = 
 
     out_dir = Path(out_dir)
     atomic.write_json(out_dir / "profile.json", result)
-    atomic.write_text(out_dir / "profile.md", render_profile(result, chart="profile.png"
-                                                             if chart else None))
+    atomic.write_text(
+        out_dir / "profile.md", render_profile(result, chart="profile.png" if chart else None)
+    )
     if chart:
         profile_chart(result, out_dir / "profile.png")

@@ -29,11 +29,9 @@ Every scalar metric carries a 95% interval from a cluster bootstrap over reviews
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import math
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ import numpy as np
 from scrclf import atomic
 from scrclf.calibration import decide, probabilities
 from scrclf.data.records import DataError, Record, encode_targets, read_records, validate_records
+from scrclf.errors import SettingsError
 from scrclf.evaluation.bootstrap import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -57,13 +56,9 @@ from scrclf.evaluation.bootstrap import (
     intervals,
     replicates,
 )
-from scrclf.inference.classifier import BACKENDS, quiet_libraries
-from scrclf.tasks import TaskSet
+from scrclf.inference.classifier import quiet_libraries
+from scrclf.tasks import HEADLINE, TaskSet
 from scrclf.version import __version__
-
-# The headline key of scrclf.evaluation.metrics.compute_metrics. That module (scikit-learn) is imported
-# only when scoring: the main command line loads this module for every command.
-HEADLINE = "mean_macro_f1"
 
 CALIBRATED = "calibrated"
 DEFAULT = "default"
@@ -74,8 +69,13 @@ SETTING_DESCRIPTIONS = {
     RECALIBRATED: "temperatures and thresholds re-fitted on the given validation file",
 }
 # Column settings used when a model folder carries no training config.
-DEFAULT_DATA_SETTINGS = {"id_column": "id", "text_column": "text", "pair_column": "finding",
-                         "group_column": "review_id", "max_chars": 20_000}
+DEFAULT_DATA_SETTINGS = {
+    "id_column": "id",
+    "text_column": "text",
+    "pair_column": "finding",
+    "group_column": "review_id",
+    "max_chars": 20_000,
+}
 PREDICT_CHUNK = 256
 
 
@@ -137,8 +137,9 @@ def resolve_model(path: str | Path) -> ModelSource:
         if path.name == "model" and parent_cfg.is_file():
             return ModelSource(path, path, "run-model", _read_yaml(parent_cfg), parent_cfg)
         return ModelSource(path, path, "model", None, None)
-    raise ModelLoadError("not a training run (model/ and config.yaml) or a model folder "
-                         "(config.json)", path)
+    raise ModelLoadError(
+        "not a training run (model/ and config.yaml) or a model folder (config.json)", path
+    )
 
 
 def load_classifier(source: ModelSource, backend: str = "auto"):
@@ -148,9 +149,13 @@ def load_classifier(source: ModelSource, backend: str = "auto"):
     return load(source.model_dir, backend=backend)
 
 
-def model_logits(classifier, texts: Sequence[str], findings: Sequence[str | None] | None,
-                 batch_size: int = 32, desc: str = "predicting") -> tuple[dict[str, np.ndarray],
-                                                                          int]:
+def model_logits(
+    classifier,
+    texts: Sequence[str],
+    findings: Sequence[str | None] | None,
+    batch_size: int = 32,
+    desc: str = "predicting",
+) -> tuple[dict[str, np.ndarray], int]:
     """Raw logits per task name, and how many inputs were truncated to ``max_seq_length``.
 
     The one place where evaluation runs a model: it goes through ``Classifier.logits`` so
@@ -164,13 +169,16 @@ def model_logits(classifier, texts: Sequence[str], findings: Sequence[str | None
     parts: list[list[np.ndarray]] = [[] for _ in names]
     truncated = 0
     findings = list(findings) if findings is not None else [None] * len(texts)
-    with tqdm(total=len(texts), desc=desc, unit="item", disable=None, leave=False) as bar, \
-            warnings.catch_warnings(record=True) as caught:
+    with (
+        tqdm(total=len(texts), desc=desc, unit="item", disable=None, leave=False) as bar,
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", TruncationWarning)
         for start in range(0, len(texts), PREDICT_CHUNK):
             stop = start + PREDICT_CHUNK
-            out = classifier.logits(list(texts[start:stop]), findings[start:stop],
-                                    batch_size=batch_size)
+            out = classifier.logits(
+                list(texts[start:stop]), findings[start:stop], batch_size=batch_size
+            )
             for store, value in zip(parts, out, strict=True):
                 store.append(np.asarray(value, dtype=np.float64))
             bar.update(len(out[0]))
@@ -179,8 +187,10 @@ def model_logits(classifier, texts: Sequence[str], findings: Sequence[str | None
             truncated += w.message.count
         else:
             warnings.warn(w.message, stacklevel=2)
-    logits = {name: (np.concatenate(p) if p else np.zeros((0, classifier.tasks[name].num_labels)))
-              for name, p in zip(names, parts, strict=True)}
+    logits = {
+        name: (np.concatenate(p) if p else np.zeros((0, classifier.tasks[name].num_labels)))
+        for name, p in zip(names, parts, strict=True)
+    }
     return logits, truncated
 
 
@@ -222,23 +232,34 @@ class EvalData:
     def targets(self, tasks: TaskSet) -> dict[str, np.ndarray]:
         present = [n for n in self.present if n in tasks.names]
         raw = encode_targets(self.rows, tasks, present)
-        return {name: (np.asarray(values, dtype=np.int64).reshape(len(self.records), -1)
-                       if tasks[name].is_multi_label else np.asarray(values, dtype=np.int64))
-                for name, values in raw.items()}
+        return {
+            name: (
+                np.asarray(values, dtype=np.int64).reshape(len(self.records), -1)
+                if tasks[name].is_multi_label
+                else np.asarray(values, dtype=np.int64)
+            )
+            for name, values in raw.items()
+        }
 
     def with_records(self, name: str, records: list[Record]) -> EvalData:
         """The same data settings and notes over other records (a variant or a slice)."""
-        return EvalData(name, records, list(self.present), dict(self.settings), self.file,
-                        list(self.notes))
+        return EvalData(
+            name, records, list(self.present), dict(self.settings), self.file, list(self.notes)
+        )
 
     def describe(self) -> dict[str, Any]:
         ids, missing = self.clusters()
         n_clusters = int(ids.max()) + 1 if len(ids) else 0
-        return {"name": self.name, "file": str(self.file) if self.file else None,
-                "sha256": file_sha256(self.file) if self.file else None,
-                "n_items": len(self.records), "n_reviews": n_clusters - missing,
-                "items_without_review": missing, "tasks": list(self.present),
-                "notes": list(self.notes)}
+        return {
+            "name": self.name,
+            "file": str(self.file) if self.file else None,
+            "sha256": file_sha256(self.file) if self.file else None,
+            "n_items": len(self.records),
+            "n_reviews": n_clusters - missing,
+            "items_without_review": missing,
+            "tasks": list(self.present),
+            "notes": list(self.notes),
+        }
 
 
 def file_sha256(path: str | Path) -> str:
@@ -260,9 +281,13 @@ def data_settings(data_config: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def load_eval_data(data: str | Path | Sequence[Record | Mapping[str, Any]], tasks: TaskSet,
-                   settings: Mapping[str, Any] | None = None, name: str | None = None,
-                   require_labels: bool = False) -> EvalData:
+def load_eval_data(
+    data: str | Path | Sequence[Record | Mapping[str, Any]],
+    tasks: TaskSet,
+    settings: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    require_labels: bool = False,
+) -> EvalData:
     """Read and validate a file (or take records) for scoring.
 
     A task whose label column is absent from every row is skipped with a note; a row with a
@@ -276,26 +301,35 @@ def load_eval_data(data: str | Path | Sequence[Record | Mapping[str, Any]], task
         records = read_records(file)
         name = name or file.stem
     else:
-        records = [r if isinstance(r, Record) else Record(dict(r), "<records>", i)
-                   for i, r in enumerate(data, start=1)]
+        records = [
+            r if isinstance(r, Record) else Record(dict(r), "<records>", i)
+            for i, r in enumerate(data, start=1)
+        ]
         name = name or "records"
     if not records:
         raise DataError("no records to evaluate", file)
-    kwargs = {k: settings[k] for k in ("id_column", "text_column", "pair_column",
-                                       "group_column", "max_chars")}
-    present = validate_records(records, tasks, require_labels=require_labels,
-                               require_group=False, **kwargs)
-    notes = [f"task '{t.name}' skipped: no '{t.column}' column" for t in tasks
-             if t.name not in present]
+    kwargs = {
+        k: settings[k]
+        for k in ("id_column", "text_column", "pair_column", "group_column", "max_chars")
+    }
+    present = validate_records(
+        records, tasks, require_labels=require_labels, require_group=False, **kwargs
+    )
+    notes = [
+        f"task '{t.name}' skipped: no '{t.column}' column" for t in tasks if t.name not in present
+    ]
     result = EvalData(name, records, present, settings, file, notes)
     _, missing = result.clusters()
     group = settings["group_column"]
     if missing and group:
-        result.notes.append(f"{missing} items have no {group}: each is resampled on its own "
-                            "in the bootstrap")
+        result.notes.append(
+            f"{missing} items have no {group}: each is resampled on its own in the bootstrap"
+        )
     elif missing:
-        result.notes.append("no review column configured (group_column): the bootstrap "
-                            "resamples single items, so intervals ignore review clustering")
+        result.notes.append(
+            "no review column configured (group_column): the bootstrap "
+            "resamples single items, so intervals ignore review clustering"
+        )
     return result
 
 
@@ -314,17 +348,23 @@ def split_file(source: ModelSource, split: str, data_dir: str | Path | None = No
     """The file of ``split`` named by the model's training config (``data.dir``/``splits``)."""
     cfg = source.data_config
     if cfg is None:
-        raise DataError(f"{source.path} carries no training config, so split '{split}' is "
-                        "unknown; give file=PATH instead", source.path)
+        raise DataError(
+            f"{source.path} carries no training config, so split '{split}' is "
+            "unknown; give file=PATH instead",
+            source.path,
+        )
     splits = dict(cfg.get("splits") or {})
     if split not in splits:
-        raise DataError(f"unknown split '{split}'; the training config names {sorted(splits)}",
-                        source.config_file)
+        raise DataError(
+            f"unknown split '{split}'; the training config names {sorted(splits)}",
+            source.config_file,
+        )
     root = resolve_dir(data_dir if data_dir is not None else cfg.get("dir", "."))
     path = root / str(splits[split])
     if not path.is_file():
-        raise DataError(f"split '{split}' not found (data.dir={root}); pass data_dir=DIR or "
-                        "file=PATH", path)
+        raise DataError(
+            f"split '{split}' not found (data.dir={root}); pass data_dir=DIR or file=PATH", path
+        )
     return path
 
 
@@ -342,10 +382,15 @@ def _metric_keys(task) -> tuple[str, ...]:
     return MULTI_LABEL_METRICS if task.is_multi_label else SINGLE_LABEL_METRICS
 
 
-def score(tasks: TaskSet, logits: Mapping[str, np.ndarray], data: EvalData,
-          boot: ClusterBootstrap | None = None, confidence: float = DEFAULT_CONFIDENCE,
-          detailed: bool = True, index: np.ndarray | None = None
-          ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+def score(
+    tasks: TaskSet,
+    logits: Mapping[str, np.ndarray],
+    data: EvalData,
+    boot: ClusterBootstrap | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    detailed: bool = True,
+    index: np.ndarray | None = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Metrics per task (``scrclf.evaluation.metrics``) with bootstrap intervals, and the replicates.
 
     ``logits`` may cover more items than ``data`` when ``index`` picks the rows (a slice).
@@ -357,19 +402,27 @@ def score(tasks: TaskSet, logits: Mapping[str, np.ndarray], data: EvalData,
     targets = data.targets(tasks)
     names = [n for n in data.present if n in logits and n in tasks.names]
     if not names:
-        raise DataError(f"no task to score on '{data.name}': the data have label columns "
-                        f"for {data.present}, the system predicts {sorted(logits)}")
-    chosen = {n: (np.asarray(logits[n])[index] if index is not None else np.asarray(logits[n]))
-              for n in names}
-    metrics = compute_metrics(tasks, [chosen[n] for n in names], [targets[n] for n in names],
-                              detailed=detailed, names=names)
+        raise DataError(
+            f"no task to score on '{data.name}': the data have label columns "
+            f"for {data.present}, the system predicts {sorted(logits)}"
+        )
+    chosen = {
+        n: (np.asarray(logits[n])[index] if index is not None else np.asarray(logits[n]))
+        for n in names
+    }
+    metrics = compute_metrics(
+        tasks,
+        [chosen[n] for n in names],
+        [targets[n] for n in names],
+        detailed=detailed,
+        names=names,
+    )
     reps: dict[str, dict[str, np.ndarray]] = {}
     if boot is not None:
         for name in names:
             task = tasks[name]
             pred = decide(task, probabilities(task, chosen[name]))
-            reps[name] = replicates(boot, task.is_multi_label, targets[name], pred,
-                                    task.num_labels)
+            reps[name] = replicates(boot, task.is_multi_label, targets[name], pred, task.num_labels)
             metrics[name]["intervals"] = intervals(reps[name], confidence, _metric_keys(task))
             if detailed:
                 lows, highs = interval(reps[name]["per_label_f1"], confidence)
@@ -397,10 +450,18 @@ def finite(obj: Any) -> Any:
 
 
 def _decision_summary(tasks: TaskSet) -> list[dict[str, Any]]:
-    return [{"name": t.name, "type": t.type, "labels": list(t.labels),
-             "temperature": t.temperature,
-             "thresholds": dict(zip(t.labels, t.decision_thresholds(), strict=True))
-             if t.is_multi_label else None} for t in tasks]
+    return [
+        {
+            "name": t.name,
+            "type": t.type,
+            "labels": list(t.labels),
+            "temperature": t.temperature,
+            "thresholds": dict(zip(t.labels, t.decision_thresholds(), strict=True))
+            if t.is_multi_label
+            else None,
+        }
+        for t in tasks
+    ]
 
 
 # ----------------------------------------------------------------------- recalibration
@@ -409,45 +470,59 @@ def _decision_summary(tasks: TaskSet) -> list[dict[str, Any]]:
 def _check_not_evaluated_data(validation: EvalData, evaluated: EvalData) -> None:
     """Refuse to fit decisions on the data being scored (or on data sharing its reviews)."""
     if validation.file is not None and evaluated.file is not None:
-        if validation.file.resolve() == evaluated.file.resolve() or \
-                file_sha256(validation.file) == file_sha256(evaluated.file):
-            raise DataError("the recalibration file is the evaluated file; thresholds and "
-                            "temperatures are never tuned on the data they are scored on",
-                            validation.file)
+        if validation.file.resolve() == evaluated.file.resolve() or file_sha256(
+            validation.file
+        ) == file_sha256(evaluated.file):
+            raise DataError(
+                "the recalibration file is the evaluated file; thresholds and "
+                "temperatures are never tuned on the data they are scored on",
+                validation.file,
+            )
     group = validation.settings.get("group_column")
     id_col = validation.settings["id_column"]
-    shared_reviews = {str(g) for g in validation.groups if g is not None} & \
-        {str(g) for g in evaluated.groups if g is not None}
-    shared_ids = {str(r.data[id_col]) for r in validation.records} & \
-        {str(r.data[id_col]) for r in evaluated.records}
+    shared_reviews = {str(g) for g in validation.groups if g is not None} & {
+        str(g) for g in evaluated.groups if g is not None
+    }
+    shared_ids = {str(r.data[id_col]) for r in validation.records} & {
+        str(r.data[id_col]) for r in evaluated.records
+    }
     if shared_reviews or shared_ids:
-        what = (f"{len(shared_reviews)} reviews ({group})" if shared_reviews
-                else f"{len(shared_ids)} items ({id_col})")
+        what = (
+            f"{len(shared_reviews)} reviews ({group})"
+            if shared_reviews
+            else f"{len(shared_ids)} items ({id_col})"
+        )
         example = sorted(shared_reviews or shared_ids)[:3]
-        raise DataError(f"the recalibration file shares {what} with the evaluated data, e.g. "
-                        f"{example}; fit on a held-out validation split only", validation.file)
+        raise DataError(
+            f"the recalibration file shares {what} with the evaluated data, e.g. "
+            f"{example}; fit on a held-out validation split only",
+            validation.file,
+        )
 
 
-def recalibrate_on(tasks: TaskSet, classifier, validation: EvalData, batch_size: int = 32,
-                   min_positives: int = 5) -> tuple[TaskSet, dict[str, Any]]:
+def recalibrate_on(
+    tasks: TaskSet, classifier, validation: EvalData, batch_size: int = 32, min_positives: int = 5
+) -> tuple[TaskSet, dict[str, Any]]:
     """Re-fit temperatures and thresholds on ``validation``; returns the new tasks and a log.
 
     Tasks without labels in the validation data keep their stored settings.
     """
     from scrclf.calibration import calibrate
 
-    logits, _ = model_logits(classifier, validation.texts, validation.findings, batch_size,
-                             desc="recalibrating")
+    logits, _ = model_logits(
+        classifier, validation.texts, validation.findings, batch_size, desc="recalibrating"
+    )
     targets = validation.targets(tasks)
     names = [n for n in validation.present if n in tasks.names]
     if not names:
-        raise DataError("the recalibration file has no label column of any task",
-                        validation.file)
+        raise DataError("the recalibration file has no label column of any task", validation.file)
     subset = TaskSet.from_config([tasks[n].to_dict() for n in names])
-    fitted = calibrate(subset, [logits[n] for n in names], [targets[n] for n in names],
-                       min_positives=min_positives)
-    merged = TaskSet.from_config([(subset[t.name] if t.name in names else t).to_dict()
-                                  for t in tasks])
+    fitted = calibrate(
+        subset, [logits[n] for n in names], [targets[n] for n in names], min_positives=min_positives
+    )
+    merged = TaskSet.from_config(
+        [(subset[t.name] if t.name in names else t).to_dict() for t in tasks]
+    )
     return merged, fitted
 
 
@@ -457,14 +532,21 @@ def _changes(old: TaskSet, new: TaskSet, fitted: Mapping[str, Any]) -> dict[str,
         if task.name not in fitted:
             out[task.name] = {"refit": False}
             continue
-        entry: dict[str, Any] = {"refit": True, "temperature": {
-            "stored": task.temperature, "refit": new[task.name].temperature}}
+        entry: dict[str, Any] = {
+            "refit": True,
+            "temperature": {"stored": task.temperature, "refit": new[task.name].temperature},
+        }
         if task.is_multi_label:
             how = fitted[task.name].get("threshold_source", {})
             entry["thresholds"] = {
                 label: {"stored": s, "refit": r, "how": how.get(label)}
-                for label, s, r in zip(task.labels, task.decision_thresholds(),
-                                       new[task.name].decision_thresholds(), strict=True)}
+                for label, s, r in zip(
+                    task.labels,
+                    task.decision_thresholds(),
+                    new[task.name].decision_thresholds(),
+                    strict=True,
+                )
+            }
         out[task.name] = entry
     return out
 
@@ -476,13 +558,23 @@ def _timestamp() -> str:
     return _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mapping[str, Any]]
-             | None = None, out_dir: str | Path | None = None, *, split: str = "test",
-             data_dir: str | Path | None = None, recalibrate: bool = False,
-             validation_file: str | Path | None = None,
-             resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-             confidence: float = DEFAULT_CONFIDENCE, profile: bool = False, plots: bool = True,
-             backend: str = "auto", batch_size: int = 32) -> dict[str, Any]:
+def evaluate(
+    model_path: str | Path,
+    data: str | Path | Sequence[Record | Mapping[str, Any]] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    recalibrate: bool = False,
+    validation_file: str | Path | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    confidence: float = DEFAULT_CONFIDENCE,
+    profile: bool = False,
+    plots: bool = True,
+    backend: str = "auto",
+    batch_size: int = 32,
+) -> dict[str, Any]:
     """Evaluate a model and (with ``out_dir``) write the report folder; returns metrics.json.
 
     Args:
@@ -512,22 +604,30 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
     _, model_tasks = read_tasks(source.model_dir)
     dataset = load_eval_data(data, model_tasks, settings, name=name)
     if not dataset.present:
-        raise DataError("no label column of any task (" +
-                        ", ".join(t.column for t in model_tasks) + "): nothing to evaluate; "
-                        "use `scrclf profile` to describe unlabelled recommendations",
-                        dataset.file)
+        raise DataError(
+            "no label column of any task ("
+            + ", ".join(t.column for t in model_tasks)
+            + "): nothing to evaluate; "
+            "use `scrclf profile` to describe unlabelled recommendations",
+            dataset.file,
+        )
     validation = None
     if recalibrate:
-        vsource = validation_file if validation_file is not None else \
-            split_file(source, "validation", data_dir)
+        vsource = (
+            validation_file
+            if validation_file is not None
+            else split_file(source, "validation", data_dir)
+        )
         validation = load_eval_data(vsource, model_tasks, settings, name="validation")
         _check_not_evaluated_data(validation, dataset)
     classifier = load_classifier(source, backend)
     tasks = classifier.tasks
     logits, truncated = model_logits(classifier, dataset.texts, dataset.findings, batch_size)
     if truncated:
-        dataset.notes.append(f"{truncated} inputs were longer than "
-                             f"{classifier.max_seq_length} tokens and were truncated")
+        dataset.notes.append(
+            f"{truncated} inputs were longer than "
+            f"{classifier.max_seq_length} tokens and were truncated"
+        )
     ids, _ = dataset.clusters()
     boot = ClusterBootstrap(ids, resamples=resamples, seed=seed)
 
@@ -536,27 +636,38 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
     if validation is not None:
         refit, fitted = recalibrate_on(tasks, classifier, validation, batch_size)
         settings_tasks[RECALIBRATED] = refit
-        recal_log = {"validation": validation.describe(), "changes": _changes(tasks, refit,
-                                                                              fitted)}
+        recal_log = {"validation": validation.describe(), "changes": _changes(tasks, refit, fitted)}
 
     decisions: dict[str, Any] = {}
     for setting, setting_tasks in settings_tasks.items():
         metrics, _ = score(setting_tasks, logits, dataset, boot, confidence)
-        decisions[setting] = {"description": SETTING_DESCRIPTIONS[setting],
-                              "tasks": _decision_summary(setting_tasks), "metrics": metrics}
+        decisions[setting] = {
+            "description": SETTING_DESCRIPTIONS[setting],
+            "tasks": _decision_summary(setting_tasks),
+            "metrics": metrics,
+        }
     if recal_log is not None:
         stored, refit = decisions[CALIBRATED]["metrics"], decisions[RECALIBRATED]["metrics"]
         recal_log["delta"] = {
-            name: {k: refit[name][k] - stored[name][k]
-                   for k in ("macro_f1", "micro_f1", "ece") if k in stored[name]}
-            for name in dataset.present}
+            name: {
+                k: refit[name][k] - stored[name][k]
+                for k in ("macro_f1", "micro_f1", "ece")
+                if k in stored[name]
+            }
+            for name in dataset.present
+        }
         recal_log["delta"][HEADLINE] = refit[HEADLINE] - stored[HEADLINE]
 
     result: dict[str, Any] = {
         "scrclf_version": __version__,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "model": {"path": str(source.path), "model_dir": str(source.model_dir),
-                  "kind": source.kind, "name": source.name, "backend": classifier.backend},
+        "model": {
+            "path": str(source.path),
+            "model_dir": str(source.model_dir),
+            "kind": source.kind,
+            "name": source.name,
+            "backend": classifier.backend,
+        },
         "data": dataset.describe(),
         "headline": HEADLINE,
         "bootstrap": boot.describe(confidence),
@@ -572,16 +683,25 @@ def evaluate(model_path: str | Path, data: str | Path | Sequence[Record | Mappin
         from scrclf.inference.classifier import format_predictions
 
         predictions = format_predictions(tasks, [logits[n] for n in tasks.names])
-        profile_result = build_profile(dataset.records, predictions, tasks,
-                                       group_column=settings["group_column"] or "review_id")
+        profile_result = build_profile(
+            dataset.records,
+            predictions,
+            tasks,
+            group_column=settings["group_column"] or "review_id",
+        )
         result["profile"] = "profile/profile.md"
     if out_dir is not None:
         write_report(result, out_dir, tasks, plots=plots, profile_result=profile_result)
     return result
 
 
-def write_report(result: Mapping[str, Any], out_dir: str | Path, tasks: TaskSet,
-                 plots: bool = True, profile_result: Mapping[str, Any] | None = None) -> Path:
+def write_report(
+    result: Mapping[str, Any],
+    out_dir: str | Path,
+    tasks: TaskSet,
+    plots: bool = True,
+    profile_result: Mapping[str, Any] | None = None,
+) -> Path:
     """Write metrics.json, report.md, charts and the profile into ``out_dir`` atomically."""
     from scrclf.reporting import plots as charts
     from scrclf.reporting.markdown import render_evaluation
@@ -595,18 +715,25 @@ def write_report(result: Mapping[str, Any], out_dir: str | Path, tasks: TaskSet,
             stored = decisions[CALIBRATED]["metrics"]
             for name in result["data"]["tasks"]:
                 task = tasks[name]
-                files = {"confusion": f"confusion_{name}.png",
-                         "reliability": f"reliability_{name}.png",
-                         "per_label_f1": f"per_label_f1_{name}.png"}
-                charts.confusion_chart(name, task.labels, stored[name]["confusion"],
-                                       tmp / files["confusion"])
+                files = {
+                    "confusion": f"confusion_{name}.png",
+                    "reliability": f"reliability_{name}.png",
+                    "per_label_f1": f"per_label_f1_{name}.png",
+                }
+                charts.confusion_chart(
+                    name, task.labels, stored[name]["confusion"], tmp / files["confusion"]
+                )
                 charts.reliability_chart(
-                    name, {s: decisions[s]["metrics"][name]["reliability"] for s in decisions},
-                    tmp / files["reliability"])
+                    name,
+                    {s: decisions[s]["metrics"][name]["reliability"] for s in decisions},
+                    tmp / files["reliability"],
+                )
                 charts.per_label_f1_chart(
-                    name, task.labels,
+                    name,
+                    task.labels,
                     {s: decisions[s]["metrics"][name]["per_label"] for s in decisions},
-                    tmp / files["per_label_f1"])
+                    tmp / files["per_label_f1"],
+                )
                 images[name] = files
         atomic.write_text(tmp / "report.md", render_evaluation(result, images))
         if profile_result is not None:
@@ -626,20 +753,28 @@ def evaluate_from_config(cfg: Any) -> Path:
 
     c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     if c.get("file") and c.get("split") not in (None, "test"):
-        raise ValueError("give either file=PATH or split=NAME, not both")
+        raise SettingsError("give either file=PATH or split=NAME, not both")
     source = resolve_model(c["model_path"])
     data = c.get("file")
     data_name = Path(data).stem if data else str(c.get("split") or "test")
     out = c.get("report_dir") or default_report_dir(c["report_root"], source, data_name)
     boot = c.get("bootstrap") or {}
-    evaluate(source.path, data, out, split=str(c.get("split") or "test"),
-             data_dir=c.get("data_dir"), recalibrate=bool(c.get("recalibrate")),
-             validation_file=c.get("validation_file"),
-             resamples=int(boot.get("resamples", DEFAULT_RESAMPLES)),
-             seed=int(boot.get("seed", DEFAULT_SEED)),
-             confidence=float(boot.get("confidence", DEFAULT_CONFIDENCE)),
-             profile=bool(c.get("profile")), plots=bool(c.get("plots", True)),
-             backend=str(c.get("backend", "auto")), batch_size=int(c.get("batch_size", 32)))
+    evaluate(
+        source.path,
+        data,
+        out,
+        split=str(c.get("split") or "test"),
+        data_dir=c.get("data_dir"),
+        recalibrate=bool(c.get("recalibrate")),
+        validation_file=c.get("validation_file"),
+        resamples=int(boot.get("resamples", DEFAULT_RESAMPLES)),
+        seed=int(boot.get("seed", DEFAULT_SEED)),
+        confidence=float(boot.get("confidence", DEFAULT_CONFIDENCE)),
+        profile=bool(c.get("profile")),
+        plots=bool(c.get("plots", True)),
+        backend=str(c.get("backend", "auto")),
+        batch_size=int(c.get("batch_size", 32)),
+    )
     return Path(out)
 
 
@@ -655,96 +790,49 @@ def headline_line(result: Mapping[str, Any]) -> str:
     return f"{HEADLINE}: " + "; ".join(parts)
 
 
-# ------------------------------------------------------------------------------- CLI
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    quiet_libraries()
-    source = resolve_model(args.model)
-    out = Path(args.out) if args.out else default_report_dir(
-        Path("reports") / "evaluations", source, Path(args.file).stem)
-    result = evaluate(source.path, args.file, out, recalibrate=args.validation_file is not None,
-                      validation_file=args.validation_file, resamples=args.resamples,
-                      seed=args.seed, profile=args.profile, plots=not args.no_plots,
-                      backend=args.backend, batch_size=args.batch_size)
-    for note in result["data"]["notes"]:
-        print(f"note: {note}", file=sys.stderr)
-    print(headline_line(result))
-    print(f"report written to {out}")
-    return 0
-
-
-def _cmd_profile(args: argparse.Namespace) -> int:
-    from scrclf.evaluation.domain_profile import infer_tasks, write_profile
+def profile_file(
+    file: str | Path, model: str | Path | None = None, backend: str = "auto", batch_size: int = 32
+) -> dict[str, Any]:
+    """The domain profile of a file of recommendations: annotated shares, and with ``model``
+    the predicted shares beside them."""
+    from scrclf.evaluation.domain_profile import infer_tasks
     from scrclf.evaluation.domain_profile import profile as build_profile
-    from scrclf.reporting.markdown import render_profile
 
     predictions, tasks, settings = None, None, data_settings(None)
-    if args.model:
+    if model:
         from scrclf.inference.classifier import format_predictions, read_tasks
 
         quiet_libraries()
-        source = resolve_model(args.model)
+        source = resolve_model(model)
         settings = data_settings(source.data_config)
-        data = load_eval_data(args.file, read_tasks(source.model_dir)[1], settings)
-        classifier = load_classifier(source, args.backend)
+        data = load_eval_data(file, read_tasks(source.model_dir)[1], settings)
+        classifier = load_classifier(source, backend)
         tasks = classifier.tasks
-        logits, _ = model_logits(classifier, data.texts, data.findings, args.batch_size)
+        logits, _ = model_logits(classifier, data.texts, data.findings, batch_size)
         predictions = format_predictions(tasks, [logits[n] for n in tasks.names])
         records = data.records
     else:
-        records = read_records(args.file)
+        records = read_records(file)
         if not records:
-            raise DataError("no records to profile", args.file)
+            raise DataError("no records to profile", file)
         tasks = infer_tasks([r.data for r in records])
         if tasks is not None:
-            validate_records(records, tasks, require_labels=False, require_group=False,
-                             **{k: settings[k] for k in ("id_column", "text_column",
-                                                         "pair_column", "group_column",
-                                                         "max_chars")})
-    result = build_profile(records, predictions, tasks,
-                           group_column=settings["group_column"] or "review_id")
-    if args.out:
-        with atomic.directory(args.out) as tmp:
-            write_profile(result, tmp)
-        print(f"profile written to {args.out}")
-    else:
-        print(render_profile(result))
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """Add ``scrclf evaluate`` and ``scrclf profile`` to the main command line."""
-    p = subparsers.add_parser(
-        "evaluate", help="score a model on an annotated file and write a report folder",
-        description="Score a model on annotated recommendations: F1 (micro, macro, weighted, "
-                    "per label), accuracy, subset accuracy, Hamming loss, PR-AUC, calibration, "
-                    "with cluster-bootstrap intervals over reviews, at the model's stored "
-                    "decisions and at the defaults.")
-    p.add_argument("--model", required=True, help="a training run, its model/ folder, or an "
-                                                  "export folder")
-    p.add_argument("--file", required=True, help="annotated JSONL, CSV, JSON or Parquet")
-    p.add_argument("--out", help="report folder (default: reports/evaluations/<model>-<file>-"
-                                 "<time>)")
-    p.add_argument("--validation-file", help="also re-fit temperatures and thresholds on this "
-                                             "held-out file and report what changes")
-    p.add_argument("--profile", action="store_true", help="also write the domain profile")
-    p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
-                   help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
-    p.set_defaults(func=_cmd_evaluate)
-
-    q = subparsers.add_parser(
-        "profile", help="recommendations per review and shares of themes, evidence and "
-                        "action strength (annotated, and predicted with --model)")
-    q.add_argument("--file", required=True, help="recommendations: JSONL, CSV, JSON or Parquet")
-    q.add_argument("--model", help="also predict labels with this model and show them beside "
-                                   "the annotations")
-    q.add_argument("--out", help="write profile.json, profile.md and profile.png into this "
-                                 "folder (default: print the tables)")
-    q.add_argument("--backend", choices=BACKENDS, default="auto")
-    q.add_argument("--batch-size", type=int, default=32)
-    q.set_defaults(func=_cmd_profile)
+            validate_records(
+                records,
+                tasks,
+                require_labels=False,
+                require_group=False,
+                **{
+                    k: settings[k]
+                    for k in (
+                        "id_column",
+                        "text_column",
+                        "pair_column",
+                        "group_column",
+                        "max_chars",
+                    )
+                },
+            )
+    return build_profile(
+        records, predictions, tasks, group_column=settings["group_column"] or "review_id"
+    )

@@ -16,13 +16,12 @@ from sklearn.metrics import (
 )
 
 from scrclf.calibration import decide, probabilities
-from scrclf.tasks import TaskSet, TaskSpec
-
-HEADLINE = "mean_macro_f1"
+from scrclf.tasks import HEADLINE, TaskSet, TaskSpec
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
-                               n_bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10
+) -> tuple[float, list[dict[str, float]]]:
     """ECE over equal-width confidence bins, and the bins for a reliability diagram."""
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
     correct = np.asarray(correct, dtype=np.float64).ravel()
@@ -30,34 +29,59 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
     ece, bins = 0.0, []
     n = len(confidence)
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        mask = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence >= lo) & (confidence <= hi)
+        mask = (
+            (confidence > lo) & (confidence <= hi)
+            if lo > 0
+            else (confidence >= lo) & (confidence <= hi)
+        )
         count = int(mask.sum())
         if count:
             conf, acc = float(confidence[mask].mean()), float(correct[mask].mean())
             ece += count / n * abs(acc - conf)
         else:
             conf, acc = float("nan"), float("nan")
-        bins.append({"lower": float(lo), "upper": float(hi), "count": count,
-                     "confidence": conf, "accuracy": acc})
+        bins.append(
+            {
+                "lower": float(lo),
+                "upper": float(hi),
+                "count": count,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
     return float(ece), bins
 
 
-def _per_label(task: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, dict[str, float]]:
+def _per_label(
+    task: TaskSpec, y_true: np.ndarray, y_pred: np.ndarray
+) -> dict[str, dict[str, float]]:
     labels = list(range(task.num_labels)) if not task.is_multi_label else None
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None,
-                                                 zero_division=0)
-    return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                   "support": int(s[i])} for i, name in enumerate(task.labels)}
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    return {
+        name: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
+        for i, name in enumerate(task.labels)
+    }
 
 
 def _pr_auc(y_onehot: np.ndarray, probs: np.ndarray) -> float:
-    scores = [average_precision_score(y_onehot[:, j], probs[:, j])
-              for j in range(y_onehot.shape[1]) if y_onehot[:, j].any()]
+    scores = [
+        average_precision_score(y_onehot[:, j], probs[:, j])
+        for j in range(y_onehot.shape[1])
+        if y_onehot[:, j].any()
+    ]
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def task_metrics(task: TaskSpec, logits: np.ndarray, targets: np.ndarray,
-                 detailed: bool = False) -> dict[str, Any]:
+def task_metrics(
+    task: TaskSpec, logits: np.ndarray, targets: np.ndarray, detailed: bool = False
+) -> dict[str, Any]:
     """Scores of one task at the model's stored temperature and thresholds."""
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(targets)
@@ -89,15 +113,24 @@ def task_metrics(task: TaskSpec, logits: np.ndarray, targets: np.ndarray,
         out["per_label"] = _per_label(task, y, pred)
         out["reliability"] = bins
         if task.is_multi_label:
-            out["confusion"] = {name: confusion_matrix(y[:, j], pred[:, j], labels=[0, 1]).tolist()
-                                for j, name in enumerate(task.labels)}
+            out["confusion"] = {
+                name: confusion_matrix(y[:, j], pred[:, j], labels=[0, 1]).tolist()
+                for j, name in enumerate(task.labels)
+            }
         else:
-            out["confusion"] = confusion_matrix(y, pred, labels=list(range(task.num_labels))).tolist()
+            out["confusion"] = confusion_matrix(
+                y, pred, labels=list(range(task.num_labels))
+            ).tolist()
     return out
 
 
-def compute_metrics(tasks: TaskSet, logits: Sequence[np.ndarray], targets: Sequence[np.ndarray],
-                    detailed: bool = False, names: Sequence[str] | None = None) -> dict[str, Any]:
+def compute_metrics(
+    tasks: TaskSet,
+    logits: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    detailed: bool = False,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Metrics per task plus the headline ``mean_macro_f1`` (mean over tasks of macro-F1)."""
     names = list(names) if names is not None else tasks.names
     result: dict[str, Any] = {}

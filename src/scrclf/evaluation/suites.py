@@ -42,6 +42,7 @@ import numpy as np
 
 from scrclf import atomic
 from scrclf.data.records import DataError, Record
+from scrclf.errors import SettingsError
 from scrclf.evaluation.baselines import BASELINES, build_baseline
 from scrclf.evaluation.bootstrap import ClusterBootstrap, interval
 from scrclf.evaluation.evaluate import (
@@ -61,13 +62,35 @@ from scrclf.tasks import TaskSet
 from scrclf.version import __version__
 
 MEAN = "mean"
-DEFAULT_METRICS = ("macro_f1", "micro_f1", "weighted_f1", "accuracy", "subset_accuracy",
-                   "hamming_loss", "pr_auc", "ece")
-VERSION_PACKAGES = ("scrclf", "torch", "transformers", "tokenizers", "scikit-learn", "numpy",
-                    "scipy", "onnxruntime", "hydra-core", "omegaconf", "matplotlib")
+DEFAULT_METRICS = (
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "accuracy",
+    "subset_accuracy",
+    "hamming_loss",
+    "pr_auc",
+    "ece",
+)
+VERSION_PACKAGES = (
+    "scrclf",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "onnxruntime",
+    "hydra-core",
+    "omegaconf",
+    "matplotlib",
+)
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx")
-DEFAULT_ERAS = ({"name": "<=2012", "max": 2012}, {"name": "2013-2017", "min": 2013, "max": 2017},
-                {"name": ">=2018", "min": 2018})
+DEFAULT_ERAS = (
+    {"name": "<=2012", "max": 2012},
+    {"name": "2013-2017", "min": 2013, "max": 2017},
+    {"name": ">=2018", "min": 2018},
+)
 
 
 # --------------------------------------------------------------------- robustness variants
@@ -84,8 +107,9 @@ def without_finding(records: Sequence[Record], pair_column: str = "finding") -> 
     return [_copy(r, **{pair_column: None}) for r in records]
 
 
-def lowercased(records: Sequence[Record], text_column: str = "text",
-               pair_column: str | None = "finding") -> list[Record]:
+def lowercased(
+    records: Sequence[Record], text_column: str = "text", pair_column: str | None = "finding"
+) -> list[Record]:
     """Text and finding in lower case."""
     out = []
     for r in records:
@@ -114,23 +138,28 @@ def typo_text(text: str, rate: float, rng: random.Random) -> str:
         i = rng.randrange(1, len(word) - 2)
         kind = rng.randrange(4)
         if kind == 0:
-            return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+            return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
         if kind == 1:
-            return word[:i] + word[i + 1:]
+            return word[:i] + word[i + 1 :]
         if kind == 2:
             return word[:i] + word[i] + word[i:]
         letter = rng.choice([c for c in _LETTERS if c != word[i].lower()])
-        return word[:i] + letter + word[i + 1:]
+        return word[:i] + letter + word[i + 1 :]
 
     return _WORD.sub(damage, text)
 
 
-def with_typos(records: Sequence[Record], rate: float = 0.05, seed: int = 0,
-               text_column: str = "text", pair_column: str | None = "finding",
-               id_column: str = "id") -> list[Record]:
+def with_typos(
+    records: Sequence[Record],
+    rate: float = 0.05,
+    seed: int = 0,
+    text_column: str = "text",
+    pair_column: str | None = "finding",
+    id_column: str = "id",
+) -> list[Record]:
     """Seeded typos in text and finding; each item's typos depend only on seed and id."""
     if not 0 <= rate <= 1:
-        raise ValueError(f"typo rate must be between 0 and 1, got {rate}")
+        raise SettingsError(f"typo rate must be between 0 and 1, got {rate}")
     out = []
     for r in records:
         rng = random.Random(f"{seed}:{r.data[id_column]}")
@@ -144,16 +173,18 @@ def with_typos(records: Sequence[Record], rate: float = 0.05, seed: int = 0,
 def truncated(records: Sequence[Record], words: int, text_column: str = "text") -> list[Record]:
     """The recommendation text cut to its first ``words`` words (the finding is kept)."""
     if words < 1:
-        raise ValueError(f"truncate words must be >= 1, got {words}")
-    return [_copy(r, **{text_column: " ".join(r.data[text_column].split()[:words])})
-            for r in records]
+        raise SettingsError(f"truncate words must be >= 1, got {words}")
+    return [
+        _copy(r, **{text_column: " ".join(r.data[text_column].split()[:words])}) for r in records
+    ]
 
 
 # ----------------------------------------------------------------------------- slices
 
 
-def slices_by_value(rows: Sequence[Mapping[str, Any]], column: str, min_items: int = 1
-                    ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+def slices_by_value(
+    rows: Sequence[Mapping[str, Any]], column: str, min_items: int = 1
+) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """One slice per distinct value of ``column`` (most frequent first), and notes.
 
     Values with fewer than ``min_items`` items and items without a value are left out,
@@ -172,10 +203,13 @@ def slices_by_value(rows: Sequence[Mapping[str, Any]], column: str, min_items: i
         notes.append(f"{missing} items without '{column}' are in no {column} slice")
     small = sorted(v for v, idx in groups.items() if len(idx) < min_items)
     if small:
-        notes.append(f"{column} slices with fewer than {min_items} items skipped: "
-                     f"{', '.join(small)}")
-    kept = sorted(((v, idx) for v, idx in groups.items() if len(idx) >= min_items),
-                  key=lambda kv: (-len(kv[1]), kv[0]))
+        notes.append(
+            f"{column} slices with fewer than {min_items} items skipped: {', '.join(small)}"
+        )
+    kept = sorted(
+        ((v, idx) for v, idx in groups.items() if len(idx) >= min_items),
+        key=lambda kv: (-len(kv[1]), kv[0]),
+    )
     return [(v, np.asarray(idx, dtype=np.int64)) for v, idx in kept], notes
 
 
@@ -190,9 +224,12 @@ def era_name(bin_spec: Mapping[str, Any]) -> str:
     return f"{lo}-{hi}"
 
 
-def slices_by_era(rows: Sequence[Mapping[str, Any]], column: str = "review_year",
-                  bins: Sequence[Mapping[str, Any]] = DEFAULT_ERAS, min_items: int = 1
-                  ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+def slices_by_era(
+    rows: Sequence[Mapping[str, Any]],
+    column: str = "review_year",
+    bins: Sequence[Mapping[str, Any]] = DEFAULT_ERAS,
+    min_items: int = 1,
+) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
     """Slices by year ranges (``min``/``max`` inclusive, either open), and notes."""
     years: list[int | None] = []
     bad = 0
@@ -211,11 +248,15 @@ def slices_by_era(rows: Sequence[Mapping[str, Any]], column: str = "review_year"
         notes.append(f"{missing} items without '{column}' are in no era slice")
     for spec in bins:
         lo, hi = spec.get("min"), spec.get("max")
-        idx = [i for i, y in enumerate(years) if y is not None and (lo is None or y >= int(lo))
-               and (hi is None or y <= int(hi))]
+        idx = [
+            i
+            for i, y in enumerate(years)
+            if y is not None and (lo is None or y >= int(lo)) and (hi is None or y <= int(hi))
+        ]
         if len(idx) < min_items:
-            notes.append(f"era slice {era_name(spec)} has {len(idx)} items (< {min_items}): "
-                         "skipped")
+            notes.append(
+                f"era slice {era_name(spec)} has {len(idx)} items (< {min_items}): skipped"
+            )
             continue
         out.append((era_name(spec), np.asarray(idx, dtype=np.int64)))
     return out, notes
@@ -236,43 +277,72 @@ class System:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def model_system(path: str | Path, suite_tasks: TaskSet, backend: str = "auto",
-                 batch_size: int = 32, name: str | None = None) -> System:
+def model_system(
+    path: str | Path,
+    suite_tasks: TaskSet,
+    backend: str = "auto",
+    batch_size: int = 32,
+    name: str | None = None,
+) -> System:
     """A trained model as a system; its heads must match the suite's tasks and labels."""
     source = resolve_model(path)
     classifier = load_classifier(source, backend)
     for task in suite_tasks:
         if task.name not in classifier.tasks.names:
-            raise ValueError(f"model {source.path} has no '{task.name}' head; the suite "
-                             f"scores {suite_tasks.names}")
+            raise SettingsError(
+                f"model {source.path} has no '{task.name}' head; the suite "
+                f"scores {suite_tasks.names}"
+            )
         if classifier.tasks[task.name].labels != task.labels:
-            raise ValueError(f"model {source.path}: labels of '{task.name}' differ from the "
-                             f"suite's task config ({classifier.tasks[task.name].labels} vs "
-                             f"{task.labels})")
+            raise SettingsError(
+                f"model {source.path}: labels of '{task.name}' differ from the "
+                f"suite's task config ({classifier.tasks[task.name].labels} vs "
+                f"{task.labels})"
+            )
     label = name or source.name
 
     def predict(data: EvalData) -> dict[str, np.ndarray]:
-        logits, _ = model_logits(classifier, data.texts, data.findings, batch_size,
-                                 desc=f"{label} on {data.name}")
+        logits, _ = model_logits(
+            classifier, data.texts, data.findings, batch_size, desc=f"{label} on {data.name}"
+        )
         return logits
 
-    files = {rel: file_sha256(source.model_dir / rel) for rel in MODEL_FILES
-             if (source.model_dir / rel).is_file()}
-    return System(label, "model", f"trained model ({source.kind}, {classifier.backend} backend)",
-                  classifier.tasks, predict,
-                  {"path": str(source.path), "kind": source.kind, "files": files})
+    files = {
+        rel: file_sha256(source.model_dir / rel)
+        for rel in MODEL_FILES
+        if (source.model_dir / rel).is_file()
+    }
+    return System(
+        label,
+        "model",
+        f"trained model ({source.kind}, {classifier.backend} backend)",
+        classifier.tasks,
+        predict,
+        {"path": str(source.path), "kind": source.kind, "files": files},
+    )
 
 
-def baseline_system(name: str, tasks: TaskSet, train: EvalData,
-                    options: Mapping[str, Any] | None = None) -> System:
+def baseline_system(
+    name: str, tasks: TaskSet, train: EvalData, options: Mapping[str, Any] | None = None
+) -> System:
     """A baseline fitted on ``train``."""
     settings = train.settings
-    baseline = build_baseline(name, tasks, options, text_column=settings["text_column"],
-                              pair_column=settings.get("pair_column"))
+    baseline = build_baseline(
+        name,
+        tasks,
+        options,
+        text_column=settings["text_column"],
+        pair_column=settings.get("pair_column"),
+    )
     baseline.fit(train.rows)
-    return System(name, "baseline", baseline.description, baseline.tasks,
-                  lambda data: baseline.logits(data.rows),
-                  {"options": dict(options or {}), "fitted_on": str(train.file or train.name)})
+    return System(
+        name,
+        "baseline",
+        baseline.description,
+        baseline.tasks,
+        lambda data: baseline.logits(data.rows),
+        {"options": dict(options or {}), "fitted_on": str(train.file or train.name)},
+    )
 
 
 # --------------------------------------------------------------------------- datasets
@@ -295,56 +365,94 @@ class BenchDataset:
 
     def summary(self) -> dict[str, Any]:
         ids, missing = self.data.clusters()
-        return {"name": self.name, "kind": self.kind, "description": self.description,
-                "parent": self.parent, "n_items": len(self.data.records),
-                "n_reviews": int(ids.max()) + 1 - missing if len(ids) else 0,
-                "tasks": list(self.data.present), "notes": list(self.data.notes),
-                "file": str(self.data.file) if self.data.file else None}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "parent": self.parent,
+            "n_items": len(self.data.records),
+            "n_reviews": int(ids.max()) + 1 - missing if len(ids) else 0,
+            "tasks": list(self.data.present),
+            "notes": list(self.data.notes),
+            "file": str(self.data.file) if self.data.file else None,
+        }
 
 
 def _bootstrap(data: EvalData, boot_cfg: Mapping[str, Any]) -> ClusterBootstrap:
     ids, _ = data.clusters()
-    return ClusterBootstrap(ids, resamples=int(boot_cfg.get("resamples", 1000)),
-                            seed=int(boot_cfg.get("seed", 0)))
+    return ClusterBootstrap(
+        ids, resamples=int(boot_cfg.get("resamples", 1000)), seed=int(boot_cfg.get("seed", 0))
+    )
 
 
-def build_datasets(main: EvalData, cfg: Mapping[str, Any], boot_cfg: Mapping[str, Any],
-                   externals: Sequence[EvalData] = ()) -> tuple[list[BenchDataset], list[str]]:
+def build_datasets(
+    main: EvalData,
+    cfg: Mapping[str, Any],
+    boot_cfg: Mapping[str, Any],
+    externals: Sequence[EvalData] = (),
+) -> tuple[list[BenchDataset], list[str]]:
     """The evaluation split, external files, robustness variants and slices of a suite,
     and notes on slices left out."""
     s = main.settings
     boot = _bootstrap(main, boot_cfg)
     out = [BenchDataset(main, "test", f"the '{main.name}' split", boot)]
     for ext in externals:
-        out.append(BenchDataset(ext, "external", f"external file {ext.file}",
-                                _bootstrap(ext, boot_cfg)))
+        out.append(
+            BenchDataset(ext, "external", f"external file {ext.file}", _bootstrap(ext, boot_cfg))
+        )
 
     variants = cfg.get("variants") or {}
     records = main.records
     made: list[tuple[str, list[Record], str]] = []
     if variants.get("no_finding") and s.get("pair_column"):
-        made.append(("no_finding", without_finding(records, s["pair_column"]),
-                     "finding paragraph removed: the recommendation text alone"))
+        made.append(
+            (
+                "no_finding",
+                without_finding(records, s["pair_column"]),
+                "finding paragraph removed: the recommendation text alone",
+            )
+        )
     if variants.get("lowercase"):
-        made.append(("lowercase", lowercased(records, s["text_column"], s.get("pair_column")),
-                     "text and finding lower-cased"))
+        made.append(
+            (
+                "lowercase",
+                lowercased(records, s["text_column"], s.get("pair_column")),
+                "text and finding lower-cased",
+            )
+        )
     typos = variants.get("typos")
     if typos:
         rate, seed = float(typos.get("rate", 0.05)), int(typos.get("seed", 0))
-        made.append((f"typos_{round(100 * rate)}pct",
-                     with_typos(records, rate, seed, s["text_column"], s.get("pair_column"),
-                                s["id_column"]),
-                     f"a typo in {100 * rate:.0f}% of words of four or more letters "
-                     f"(seed {seed})"))
+        made.append(
+            (
+                f"typos_{round(100 * rate)}pct",
+                with_typos(
+                    records, rate, seed, s["text_column"], s.get("pair_column"), s["id_column"]
+                ),
+                f"a typo in {100 * rate:.0f}% of words of four or more letters (seed {seed})",
+            )
+        )
     trunc = variants.get("truncate")
     if trunc:
         words = int(trunc.get("words", 20))
-        made.append((f"first_{words}_words", truncated(records, words, s["text_column"]),
-                     f"recommendation text cut to its first {words} words"))
+        made.append(
+            (
+                f"first_{words}_words",
+                truncated(records, words, s["text_column"]),
+                f"recommendation text cut to its first {words} words",
+            )
+        )
     for suffix, recs, description in made:
         # Same items, same reviews: the clean data's resamples, so changes are paired.
-        out.append(BenchDataset(main.with_records(f"{main.name}:{suffix}", recs), "variant",
-                                description, boot, parent=main.name))
+        out.append(
+            BenchDataset(
+                main.with_records(f"{main.name}:{suffix}", recs),
+                "variant",
+                description,
+                boot,
+                parent=main.name,
+            )
+        )
 
     slices = cfg.get("slices") or {}
     rows = main.rows
@@ -359,26 +467,34 @@ def build_datasets(main: EvalData, cfg: Mapping[str, Any], boot_cfg: Mapping[str
     era = slices.get("era")
     if era:
         column = str(era.get("column", "review_year"))
-        got, n = slices_by_era(rows, column, era.get("bins") or DEFAULT_ERAS,
-                               int(era.get("min_items", 1)))
+        got, n = slices_by_era(
+            rows, column, era.get("bins") or DEFAULT_ERAS, int(era.get("min_items", 1))
+        )
         found += [(f"{main.name}[era {v}]", idx, f"reviews from {v}") for v, idx in got]
         notes += n
     for name, idx, description in found:
         data = main.with_records(name, [records[i] for i in idx])
-        out.append(BenchDataset(data, "slice", description, boot.subset(idx), parent=main.name,
-                                index=idx))
+        out.append(
+            BenchDataset(data, "slice", description, boot.subset(idx), parent=main.name, index=idx)
+        )
     return out, notes
 
 
 # ---------------------------------------------------------------------------- scoring
 
 
-def _entry(system: System, ds: BenchDataset, task: str, metrics: Mapping[str, Any],
-           wanted: Sequence[str]) -> dict[str, Any]:
+def _entry(
+    system: System, ds: BenchDataset, task: str, metrics: Mapping[str, Any], wanted: Sequence[str]
+) -> dict[str, Any]:
     summary = ds.summary()
-    entry: dict[str, Any] = {"system": system.name, "kind": system.kind, "dataset": ds.name,
-                             "task": task, "n_items": summary["n_items"],
-                             "n_reviews": summary["n_reviews"]}
+    entry: dict[str, Any] = {
+        "system": system.name,
+        "kind": system.kind,
+        "dataset": ds.name,
+        "task": task,
+        "n_items": summary["n_items"],
+        "n_reviews": summary["n_reviews"],
+    }
     if task == MEAN:
         entry["macro_f1"] = metrics[HEADLINE]
         entry["macro_f1_interval"] = metrics.get(f"{HEADLINE}_interval")
@@ -396,9 +512,12 @@ def _reps_of(reps: Mapping[str, Any], task: str) -> np.ndarray:
     return reps[HEADLINE if task == MEAN else task]["macro_f1"]
 
 
-def score_suite(systems: Sequence[System], datasets: Sequence[BenchDataset],
-                confidence: float, wanted: Sequence[str]
-                ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, Any]]]:
+def score_suite(
+    systems: Sequence[System],
+    datasets: Sequence[BenchDataset],
+    confidence: float,
+    wanted: Sequence[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, Any]]]:
     """Score every system on every dataset; returns leaderboard entries, full results and
     the raw logits of every system on every dataset with its own inputs."""
     from tqdm.auto import tqdm
@@ -419,8 +538,9 @@ def score_suite(systems: Sequence[System], datasets: Sequence[BenchDataset],
         results[ds.name] = {}
         for system in systems:
             source = logits[system.name][ds.parent if ds.index is not None else ds.name]
-            metrics, r = score(system.tasks, source, ds.data, ds.boot, confidence,
-                               detailed=False, index=ds.index)
+            metrics, r = score(
+                system.tasks, source, ds.data, ds.boot, confidence, detailed=False, index=ds.index
+            )
             results[ds.name][system.name] = metrics
             reps[(system.name, ds.name)] = r
             for task in [*ds.data.present, MEAN]:
@@ -444,21 +564,27 @@ def score_suite(systems: Sequence[System], datasets: Sequence[BenchDataset],
                 e["gap_to_best_baseline"] = {
                     "baseline": best,
                     "value": e["macro_f1"] - by_key[(best, ds.name, task)]["macro_f1"],
-                    "interval": interval(diff, confidence)}
+                    "interval": interval(diff, confidence),
+                }
     # Robustness: change against the clean data (same items, same resamples).
     for ds in datasets:
         if ds.kind != "variant":
             continue
         for system in systems:
             for task in [*ds.data.present, MEAN]:
-                e, clean = by_key.get((system.name, ds.name, task)), \
-                    by_key.get((system.name, ds.parent, task))
+                e, clean = (
+                    by_key.get((system.name, ds.name, task)),
+                    by_key.get((system.name, ds.parent, task)),
+                )
                 if e is None or clean is None:
                     continue
-                diff = _reps_of(reps[(system.name, ds.name)], task) - \
-                    _reps_of(reps[(system.name, ds.parent)], task)
-                e["change_vs_clean"] = {"value": e["macro_f1"] - clean["macro_f1"],
-                                        "interval": interval(diff, confidence)}
+                diff = _reps_of(reps[(system.name, ds.name)], task) - _reps_of(
+                    reps[(system.name, ds.parent)], task
+                )
+                e["change_vs_clean"] = {
+                    "value": e["macro_f1"] - clean["macro_f1"],
+                    "interval": interval(diff, confidence),
+                }
     return entries, results, logits
 
 
@@ -477,8 +603,14 @@ def package_versions(names: Sequence[str] = VERSION_PACKAGES) -> dict[str, str |
 
 def _git_commit(where: Path) -> str | None:
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                              text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if done.returncode != 0:
@@ -486,8 +618,9 @@ def _git_commit(where: Path) -> str | None:
     return done.stdout.strip() or None
 
 
-def provenance(command: str, data_files: Sequence[tuple[str, Path]],
-               systems: Sequence[System]) -> dict[str, Any]:
+def provenance(
+    command: str, data_files: Sequence[tuple[str, Path]], systems: Sequence[System]
+) -> dict[str, Any]:
     """The exact command line, package versions and sha256 of every file the run read."""
     return {
         "command": command,
@@ -495,8 +628,15 @@ def provenance(command: str, data_files: Sequence[tuple[str, Path]],
         "platform": platform.platform(),
         "versions": package_versions(),
         "git_commit": _git_commit(Path(__file__).resolve().parent),
-        "data_files": [{"role": role, "path": str(path), "sha256": file_sha256(path),
-                        "bytes": path.stat().st_size} for role, path in data_files],
+        "data_files": [
+            {
+                "role": role,
+                "path": str(path),
+                "sha256": file_sha256(path),
+                "bytes": path.stat().st_size,
+            }
+            for role, path in data_files
+        ],
         "models": [{"name": s.name, **s.info} for s in systems if s.kind == "model"],
     }
 
@@ -533,8 +673,9 @@ def output_dir(cfg: Mapping[str, Any]) -> Path:
     """``out_dir`` if set, else ``<report_root>/<suite>-<timestamp>`` (never an existing one)."""
     if cfg.get("out_dir"):
         return Path(str(cfg["out_dir"]))
-    base = Path(str(cfg.get("report_root") or "reports/benchmarks")) / \
-        f"{cfg['suite']}-{_timestamp()}"
+    base = (
+        Path(str(cfg.get("report_root") or "reports/benchmarks")) / f"{cfg['suite']}-{_timestamp()}"
+    )
     path, n = base, 1
     while path.exists():
         n += 1
@@ -562,11 +703,12 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     baseline_names = _as_list(sys_cfg.get("baselines"))
     models = _as_list(sys_cfg.get("models"))
     if not models and not baseline_names:
-        raise ValueError("the suite has no systems: set systems.models=[PATH,...] and/or "
-                         "systems.baselines")
+        raise SettingsError(
+            "the suite has no systems: set systems.models=[PATH,...] and/or systems.baselines"
+        )
     unknown = [b for b in baseline_names if b not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
+        raise SettingsError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
 
     main = load_eval_data(files[eval_split], tasks, settings, name=eval_split)
     if not main.present:
@@ -575,8 +717,12 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     for path in _as_list(data_cfg.get("external")):
         ext = load_eval_data(path, tasks, settings, name=f"external:{Path(str(path)).stem}")
         if not ext.present:
-            raise DataError("the external file has no label column of any task (" +
-                            ", ".join(t.column for t in tasks) + ")", path)
+            raise DataError(
+                "the external file has no label column of any task ("
+                + ", ".join(t.column for t in tasks)
+                + ")",
+                path,
+            )
         externals.append(ext)
     boot_cfg = dict(c.get("bootstrap") or {})
     confidence = float(boot_cfg.get("confidence", 0.95))
@@ -586,12 +732,20 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     data_files: list[tuple[str, Path]] = [(eval_split, files[eval_split])]
     data_files += [("external", e.file) for e in externals if e.file is not None]
     names = _unique_names([*baseline_names, *(resolve_model(m).name for m in models)])
-    for path, name in zip(models, names[len(baseline_names):], strict=True):
-        systems.append(model_system(path, tasks, str(sys_cfg.get("backend", "auto")),
-                                    int(sys_cfg.get("batch_size", 32)), name=name))
+    for path, name in zip(models, names[len(baseline_names) :], strict=True):
+        systems.append(
+            model_system(
+                path,
+                tasks,
+                str(sys_cfg.get("backend", "auto")),
+                int(sys_cfg.get("batch_size", 32)),
+                name=name,
+            )
+        )
     if baseline_names:
-        train = load_eval_data(files[train_split], tasks, settings, name=train_split,
-                               require_labels=True)
+        train = load_eval_data(
+            files[train_split], tasks, settings, name=train_split, require_labels=True
+        )
         data_files.insert(0, (train_split, files[train_split]))
         options = dict(sys_cfg.get("baseline_options") or {})
         for name in baseline_names:
@@ -606,12 +760,21 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         "headline": "macro_f1",
         "main_dataset": main.name,
         "bootstrap": {**datasets[0].boot.describe(confidence)},
-        "systems": [{"name": s.name, "kind": s.kind, "description": s.description,
-                     **({"path": s.info["path"]} if "path" in s.info else {})} for s in systems],
+        "systems": [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "description": s.description,
+                **({"path": s.info["path"]} if "path" in s.info else {}),
+            }
+            for s in systems
+        ],
         "datasets": [d.summary() for d in datasets],
         "entries": entries,
-        "notes": [note for ds in datasets if ds.kind in ("test", "external")
-                  for note in ds.data.notes] + slice_notes,
+        "notes": [
+            note for ds in datasets if ds.kind in ("test", "external") for note in ds.data.notes
+        ]
+        + slice_notes,
         "provenance": provenance(command, data_files, systems),
     }
 
@@ -621,9 +784,15 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         from scrclf.inference.classifier import format_predictions
 
         model_names = [s for s in systems if s.kind == "model"]
-        best = max(model_names, key=lambda s: next(
-            e["macro_f1"] for e in entries if e["system"] == s.name and
-            e["dataset"] == main.name and e["task"] == MEAN), default=None)
+        best = max(
+            model_names,
+            key=lambda s: next(
+                e["macro_f1"]
+                for e in entries
+                if e["system"] == s.name and e["dataset"] == main.name and e["task"] == MEAN
+            ),
+            default=None,
+        )
         predictions = None
         if best is not None:
             sys_logits = logits[best.name][main.name]
@@ -631,21 +800,29 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
             board["profile"] = {"system": best.name, "path": "profile/profile.md"}
         else:
             board["profile"] = {"system": None, "path": "profile/profile.md"}
-            board["notes"].append("no trained model in the suite: the profile shows the "
-                                  "annotations only")
-        profile_result = build_profile(main.records, predictions, tasks,
-                                       group_column=settings["group_column"] or "review_id")
+            board["notes"].append(
+                "no trained model in the suite: the profile shows the annotations only"
+            )
+        profile_result = build_profile(
+            main.records, predictions, tasks, group_column=settings["group_column"] or "review_id"
+        )
 
     board = finite(board)
     out = output_dir(c)
-    write_benchmark(out, board, finite(results), c, profile_result,
-                    plots=bool(c.get("plots", True)))
+    write_benchmark(
+        out, board, finite(results), c, profile_result, plots=bool(c.get("plots", True))
+    )
     return out
 
 
-def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, Any],
-                    suite_cfg: Mapping[str, Any], profile_result: Mapping[str, Any] | None,
-                    plots: bool = True) -> Path:
+def write_benchmark(
+    out: Path,
+    board: Mapping[str, Any],
+    results: Mapping[str, Any],
+    suite_cfg: Mapping[str, Any],
+    profile_result: Mapping[str, Any] | None,
+    plots: bool = True,
+) -> Path:
     """Write the report folder atomically (complete, or not there at all)."""
     import yaml
 
@@ -661,12 +838,22 @@ def write_benchmark(out: Path, board: Mapping[str, Any], results: Mapping[str, A
         if plots:
             from scrclf.reporting.plots import headline_chart
 
-            rows = [{"system": e["system"], "kind": e["kind"], "value": e["macro_f1"],
-                     "interval": e.get("macro_f1_interval")} for e in board["entries"]
-                    if e["dataset"] == board["main_dataset"] and e["task"] == MEAN]
+            rows = [
+                {
+                    "system": e["system"],
+                    "kind": e["kind"],
+                    "value": e["macro_f1"],
+                    "interval": e.get("macro_f1_interval"),
+                }
+                for e in board["entries"]
+                if e["dataset"] == board["main_dataset"] and e["task"] == MEAN
+            ]
             rows.sort(key=lambda r: -(r["value"] or 0))
-            headline_chart(rows, f"{board['suite']}: {HEADLINE} on {board['main_dataset']}",
-                           tmp / "headline.png")
+            headline_chart(
+                rows,
+                f"{board['suite']}: {HEADLINE} on {board['main_dataset']}",
+                tmp / "headline.png",
+            )
         if profile_result is not None:
             from scrclf.evaluation.domain_profile import write_profile
 

@@ -63,8 +63,12 @@ DEFAULT_MAX_LOGIT_DIFF = 1e-3
 PARITY_BATCH_SIZE = 32
 # The int8 graph: SmoothQuant strength, the split and number of items it is calibrated on,
 # and onnxruntime's transformer fusion. configs/export.yaml sets the same values.
-DEFAULT_QUANTIZATION = {"smooth_alpha": 0.8, "calibration_split": "train",
-                        "calibration_items": 256, "fuse": True}
+DEFAULT_QUANTIZATION = {
+    "smooth_alpha": 0.8,
+    "calibration_split": "train",
+    "calibration_items": 256,
+    "fuse": True,
+}
 MODEL_CARD_FILE = "README.md"
 METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.yaml"
@@ -78,18 +82,21 @@ DECISION_RULE = (
 )
 
 
-
-
 # ------------------------------------------------------------------------------- run
 
 
 def _run_files(run_dir: Path) -> dict[str, Path]:
     """The files of a training run that an export needs, or an error naming the missing one."""
     if not run_dir.is_dir():
-        raise ExportError(f"run_dir={run_dir}: not a directory (expected a training run "
-                          "with model/, metrics.json and config.yaml)")
-    files = {"model": run_dir / "model", "metrics": run_dir / "metrics.json",
-             "config": run_dir / "config.yaml"}
+        raise ExportError(
+            f"run_dir={run_dir}: not a directory (expected a training run "
+            "with model/, metrics.json and config.yaml)"
+        )
+    files = {
+        "model": run_dir / "model",
+        "metrics": run_dir / "metrics.json",
+        "config": run_dir / "config.yaml",
+    }
     for kind, path in files.items():
         exists = path.is_dir() if kind == "model" else path.is_file()
         if not exists:
@@ -162,8 +169,9 @@ def data_fingerprint(run_config: Mapping[str, Any]) -> dict[str, Any]:
     return {"data": data.get("name"), "hub_name": data.get("hub_name"), "splits": splits}
 
 
-def parity_inputs(run_config: Mapping[str, Any], preferred: str
-                   ) -> tuple[str | None, list[str], list[str | None], list[str]]:
+def parity_inputs(
+    run_config: Mapping[str, Any], preferred: str
+) -> tuple[str | None, list[str], list[str | None], list[str]]:
     """Texts and findings of the first readable split: ``preferred``, then validation."""
     data = run_config.get("data") or {}
     text_col = data.get("text_column", "text")
@@ -193,8 +201,12 @@ def parity_inputs(run_config: Mapping[str, Any], preferred: str
     return None, [], [], notes
 
 
-def _agreement(tasks: TaskSet, reference: Sequence[np.ndarray],
-               other: Sequence[np.ndarray], per_label: bool = False) -> dict[str, float]:
+def _agreement(
+    tasks: TaskSet,
+    reference: Sequence[np.ndarray],
+    other: Sequence[np.ndarray],
+    per_label: bool = False,
+) -> dict[str, float]:
     """Per task, the share of items whose decisions are identical; with ``per_label``, the
     share of single label decisions (item x label for multi-label tasks; the same as per
     item for single-label ones)."""
@@ -210,15 +222,22 @@ def _agreement(tasks: TaskSet, reference: Sequence[np.ndarray],
     return out
 
 
-def _max_diff(tasks: TaskSet, reference: Sequence[np.ndarray],
-              other: Sequence[np.ndarray]) -> dict[str, float]:
-    return {t.name: float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64))))
-            for t, r, o in zip(tasks, reference, other, strict=True)}
+def _max_diff(
+    tasks: TaskSet, reference: Sequence[np.ndarray], other: Sequence[np.ndarray]
+) -> dict[str, float]:
+    return {
+        t.name: float(np.max(np.abs(r.astype(np.float64) - o.astype(np.float64))))
+        for t, r, o in zip(tasks, reference, other, strict=True)
+    }
 
 
-def measure_parity(reference: Classifier, candidates: Mapping[str, Classifier],
-                   texts: Sequence[str], findings: Sequence[str | None] | None,
-                   batch_size: int = PARITY_BATCH_SIZE) -> dict[str, Any]:
+def measure_parity(
+    reference: Classifier,
+    candidates: Mapping[str, Classifier],
+    texts: Sequence[str],
+    findings: Sequence[str | None] | None,
+    batch_size: int = PARITY_BATCH_SIZE,
+) -> dict[str, Any]:
     """Max |logit difference| and decision agreement of each candidate against ``reference``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation is the same for every backend
@@ -227,16 +246,22 @@ def measure_parity(reference: Classifier, candidates: Mapping[str, Classifier],
         for name, clf in candidates.items():
             got = clf.logits(texts, findings, batch_size)
             per_task = _max_diff(reference.tasks, ref, got)
-            results[name] = {"max_abs_logit_diff": max(per_task.values()),
-                             "max_abs_logit_diff_per_task": per_task,
-                             "label_agreement": _agreement(reference.tasks, ref, got),
-                             "decision_agreement": _agreement(reference.tasks, ref, got,
-                                                              per_label=True)}
+            results[name] = {
+                "max_abs_logit_diff": max(per_task.values()),
+                "max_abs_logit_diff_per_task": per_task,
+                "label_agreement": _agreement(reference.tasks, ref, got),
+                "decision_agreement": _agreement(reference.tasks, ref, got, per_label=True),
+            }
     return results
 
 
-def quantize_onnx(model, dst: str | Path, run_config: Mapping[str, Any], clf: Classifier,
-                  options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def quantize_onnx(
+    model,
+    dst: str | Path,
+    run_config: Mapping[str, Any],
+    clf: Classifier,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The int8 graph of ``model`` (see ``scrclf.export.quantization``), calibrated on the run's
     ``options["calibration_split"]`` as ``clf`` tokenizes it; without readable data it is
     quantized without smoothing. ``options`` override ``DEFAULT_QUANTIZATION``."""
@@ -249,8 +274,13 @@ def quantize_onnx(model, dst: str | Path, run_config: Mapping[str, Any], clf: Cl
         batches = []
     else:
         batches = calibration_batches(clf, texts, findings, int(options["calibration_items"]))
-    info = build_int8_graph(model, dst, batches, smooth_alpha=options["smooth_alpha"],
-                            fuse_operators=bool(options["fuse"]))
+    info = build_int8_graph(
+        model,
+        dst,
+        batches,
+        smooth_alpha=options["smooth_alpha"],
+        fuse_operators=bool(options["fuse"]),
+    )
     if info.get("smoothing"):
         info["smoothing"]["calibration_split"] = split
     return info
@@ -265,28 +295,51 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"scrclf": __version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    return {
+        "scrclf": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def _tokenizer_meta(clf: Classifier) -> dict[str, Any]:
     tok = clf.tokenizer
-    return {"file": "tokenizer.json", "max_length": clf.max_seq_length,
-            "truncation": "longest_first", "text_pair": clf.text_pair,
-            "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id,
-            "pad_token_type_id": getattr(tok, "pad_token_type_id", 0) or 0,
-            "padding_side": getattr(tok, "padding_side", "right")}
+    return {
+        "file": "tokenizer.json",
+        "max_length": clf.max_seq_length,
+        "truncation": "longest_first",
+        "text_pair": clf.text_pair,
+        "pad_token": tok.pad_token,
+        "pad_token_id": tok.pad_token_id,
+        "pad_token_type_id": getattr(tok, "pad_token_type_id", 0) or 0,
+        "padding_side": getattr(tok, "padding_side", "right"),
+    }
 
 
-def export_meta(name: str, clf: Classifier, onnx_info: Mapping[str, Any],
-                quantization: Mapping[str, Any], parity: Mapping[str, Any],
-                run_dir: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
+def export_meta(
+    name: str,
+    clf: Classifier,
+    onnx_info: Mapping[str, Any],
+    quantization: Mapping[str, Any],
+    parity: Mapping[str, Any],
+    run_dir: Path,
+    metrics: Mapping[str, Any],
+) -> dict[str, Any]:
     """The content of ``scrclf.json``."""
-    tasks = [{"name": t.name, "type": t.type, "labels": t.labels,
-              "thresholds": t.decision_thresholds() if t.is_multi_label else None,
-              "temperature": t.temperature, "max_labels": t.max_labels,
-              "output": OUTPUT_PREFIX + t.name} for t in clf.tasks]
+    tasks = [
+        {
+            "name": t.name,
+            "type": t.type,
+            "labels": t.labels,
+            "thresholds": t.decision_thresholds() if t.is_multi_label else None,
+            "temperature": t.temperature,
+            "max_labels": t.max_labels,
+            "output": OUTPUT_PREFIX + t.name,
+        }
+        for t in clf.tasks
+    ]
     training = metrics.get("training") or {}
     return {
         "format": "scrclf-export",
@@ -294,9 +347,12 @@ def export_meta(name: str, clf: Classifier, onnx_info: Mapping[str, Any],
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
-        "source": {"run": run_dir.name, "best_checkpoint": training.get("best_checkpoint"),
-                   "epochs_run": training.get("epochs_run"),
-                   "n_items": training.get("n_items")},
+        "source": {
+            "run": run_dir.name,
+            "best_checkpoint": training.get("best_checkpoint"),
+            "epochs_run": training.get("epochs_run"),
+            "n_items": training.get("n_items"),
+        },
         "label_order": {t.name: t.labels for t in clf.tasks},
         "tasks": tasks,
         "tokenizer": _tokenizer_meta(clf),
@@ -305,16 +361,23 @@ def export_meta(name: str, clf: Classifier, onnx_info: Mapping[str, Any],
             "exporter": "torch.onnx.export (dynamo=True, external_data=False)",
             "files": {"fp32": ONNX_FP32_FILE, "int8": ONNX_INT8_FILE},
             "quantization": dict(quantization),
-            "contract": {"inputs": onnx_info["inputs"], "outputs": onnx_info["outputs"],
-                         "outputs_are": "raw logits, before temperature",
-                         "decision_rule": DECISION_RULE,
-                         "documentation": "docs/onnx_contract.md in the scrclf repository"},
+            "contract": {
+                "inputs": onnx_info["inputs"],
+                "outputs": onnx_info["outputs"],
+                "outputs_are": "raw logits, before temperature",
+                "decision_rule": DECISION_RULE,
+                "documentation": "docs/onnx_contract.md in the scrclf repository",
+            },
         },
         "parity": dict(parity),
-        "provenance": {"data": "authored fictional corpus of serious case review "
-                               "recommendations; see docs/data_card.md",
-                       "fingerprint": FINGERPRINT_FILE, "metrics": METRICS_FILE,
-                       "training_config": TRAINING_CONFIG_FILE, "model_card": MODEL_CARD_FILE},
+        "provenance": {
+            "data": "authored fictional corpus of serious case review "
+            "recommendations; see docs/data_card.md",
+            "fingerprint": FINGERPRINT_FILE,
+            "metrics": METRICS_FILE,
+            "training_config": TRAINING_CONFIG_FILE,
+            "model_card": MODEL_CARD_FILE,
+        },
     }
 
 
@@ -322,8 +385,12 @@ def _metric(value: Any) -> float | None:
     return round(float(value), 4) if isinstance(value, (int, float)) else None
 
 
-def _model_index(name: str, metrics: Mapping[str, Any], fingerprint: Mapping[str, Any],
-                 tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _model_index(
+    name: str,
+    metrics: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    tasks: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """``model-index`` results: macro- and micro-F1 per task on each evaluated split."""
     dataset = str(fingerprint.get("data") or "scr_recs")
     results = []
@@ -333,19 +400,28 @@ def _model_index(name: str, metrics: Mapping[str, Any], fingerprint: Mapping[str
             continue
         for task in tasks:
             task_metrics = per_split.get(task["name"]) or {}
-            values = [{"type": "f1", "name": f"{label} ({split})", "value": v}
-                      for label, v in (("macro-F1", _metric(task_metrics.get("macro_f1"))),
-                                       ("micro-F1", _metric(task_metrics.get("micro_f1"))))
-                      if v is not None]
+            values = [
+                {"type": "f1", "name": f"{label} ({split})", "value": v}
+                for label, v in (
+                    ("macro-F1", _metric(task_metrics.get("macro_f1"))),
+                    ("micro-F1", _metric(task_metrics.get("micro_f1"))),
+                )
+                if v is not None
+            ]
             if not values:
                 continue
             kind = "multi-label" if task["type"] == "multi_label" else "single-label"
-            results.append({
-                "task": {"type": "text-classification", "name": f"{task['name']} ({kind})"},
-                "dataset": {"name": f"{dataset} (authored fictional corpus)", "type": dataset,
-                            "split": split},
-                "metrics": values,
-            })
+            results.append(
+                {
+                    "task": {"type": "text-classification", "name": f"{task['name']} ({kind})"},
+                    "dataset": {
+                        "name": f"{dataset} (authored fictional corpus)",
+                        "type": dataset,
+                        "split": split,
+                    },
+                    "metrics": values,
+                }
+            )
     return [{"name": name, "results": results}]
 
 
@@ -353,8 +429,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
-               fingerprint: Mapping[str, Any], license: str = "apache-2.0") -> str:
+def model_card(
+    name: str,
+    meta: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    license: str = "apache-2.0",
+) -> str:
     """``README.md`` of an export: a Hugging Face model card with front matter."""
     import yaml
 
@@ -364,53 +445,92 @@ def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
         "license": license,
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
-        "tags": ["scrclf", "text-classification", "multi-label-classification",
-                 "child-protection", "serious-case-reviews", "onnx", "safetensors"],
+        "tags": [
+            "scrclf",
+            "text-classification",
+            "multi-label-classification",
+            "child-protection",
+            "serious-case-reviews",
+            "onnx",
+            "safetensors",
+        ],
         "model-index": _model_index(name, metrics, fingerprint, tasks),
     }
-    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---",
-             "", f"# {name}", "",
-             "Classifies recommendations from child-protection serious case reviews (England; "
-             "since 2019 local child safeguarding practice reviews) by theme, evidence basis "
-             f"and action strength. Built with scrclf {meta['versions']['scrclf']}: one "
-             "encoder, masked mean pooling, one linear head per task.", ""]
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "Classifies recommendations from child-protection serious case reviews (England; "
+        "since 2019 local child safeguarding practice reviews) by theme, evidence basis "
+        f"and action strength. Built with scrclf {meta['versions']['scrclf']}: one "
+        "encoder, masked mean pooling, one linear head per task.",
+        "",
+    ]
 
-    lines += ["## Intended use", "",
-              "Describing collections of recommendations: what a set of reviews asks for, how "
-              "strongly, and on what stated evidence. Users are safeguarding partnerships, "
-              "inspectors and researchers who read the outputs in aggregate and check samples "
-              "by hand. Each item is one recommendation (optionally with the finding paragraph "
-              "that precedes it) in English.", ""]
-    lines += ["## Out-of-scope use", "",
-              "- Decisions about individual children, families, practitioners or agencies.",
-              "- Judging the quality of a review, or of the practice it describes.",
-              "- Text that is not a review recommendation (case notes, whole reports), or "
-              "languages other than English.",
-              "- Any use without a person reviewing the outputs.", ""]
+    lines += [
+        "## Intended use",
+        "",
+        "Describing collections of recommendations: what a set of reviews asks for, how "
+        "strongly, and on what stated evidence. Users are safeguarding partnerships, "
+        "inspectors and researchers who read the outputs in aggregate and check samples "
+        "by hand. Each item is one recommendation (optionally with the finding paragraph "
+        "that precedes it) in English.",
+        "",
+    ]
+    lines += [
+        "## Out-of-scope use",
+        "",
+        "- Decisions about individual children, families, practitioners or agencies.",
+        "- Judging the quality of a review, or of the practice it describes.",
+        "- Text that is not a review recommendation (case notes, whole reports), or "
+        "languages other than English.",
+        "- Any use without a person reviewing the outputs.",
+        "",
+    ]
 
     data_lines = []
     for split, entry in (fingerprint.get("splits") or {}).items():
         count = entry.get("n_items")
         digest = (entry.get("sha256") or "")[:12]
-        state = f"{count} items, sha256 {digest}…" if entry.get("status") == "ok" else \
-            entry.get("status", "unknown")
+        state = (
+            f"{count} items, sha256 {digest}…"
+            if entry.get("status") == "ok"
+            else entry.get("status", "unknown")
+        )
         data_lines.append(f"- `{split}`: `{entry.get('file')}` ({state})")
-    lines += ["## Training data provenance", "",
-              "Trained on an authored, fictional corpus of recommendations written to resemble "
-              "those of English serious case reviews and labelled with the project codebook; no "
-              "real review, child or practitioner is described. See docs/data_card.md in the "
-              "scrclf repository for how it was written, its label distribution and its known "
-              "gaps. Files (checksums in `data_fingerprint.json`):", "", *data_lines, ""]
+    lines += [
+        "## Training data provenance",
+        "",
+        "Trained on an authored, fictional corpus of recommendations written to resemble "
+        "those of English serious case reviews and labelled with the project codebook; no "
+        "real review, child or practitioner is described. See docs/data_card.md in the "
+        "scrclf repository for how it was written, its label distribution and its known "
+        "gaps. Files (checksums in `data_fingerprint.json`):",
+        "",
+        *data_lines,
+        "",
+    ]
 
-    lines += ["## Labels", "",
-              "| task | type | labels (decision threshold) | temperature |",
-              "|---|---|---|---|"]
+    lines += [
+        "## Labels",
+        "",
+        "| task | type | labels (decision threshold) | temperature |",
+        "|---|---|---|---|",
+    ]
     for task in tasks:
         if task["type"] == "multi_label":
-            labels = ", ".join(f"`{lab}` ({thr:.3f})" for lab, thr in
-                               zip(task["labels"], task["thresholds"], strict=True))
-            kind = f"multi-label, at most {task['max_labels']}" if task["max_labels"] else \
-                "multi-label"
+            labels = ", ".join(
+                f"`{lab}` ({thr:.3f})"
+                for lab, thr in zip(task["labels"], task["thresholds"], strict=True)
+            )
+            kind = (
+                f"multi-label, at most {task['max_labels']}"
+                if task["max_labels"]
+                else "multi-label"
+            )
         else:
             labels = ", ".join(f"`{lab}`" for lab in task["labels"])
             kind = "single-label"
@@ -423,84 +543,115 @@ def model_card(name: str, meta: Mapping[str, Any], metrics: Mapping[str, Any],
         for task in tasks:
             m = per_split.get(task["name"]) or {}
             if m:
-                lines.append(f"| {split} | `{task['name']}` | {_fmt(m.get('macro_f1'))} | "
-                             f"{_fmt(m.get('micro_f1'))} |")
+                lines.append(
+                    f"| {split} | `{task['name']}` | {_fmt(m.get('macro_f1'))} | "
+                    f"{_fmt(m.get('micro_f1'))} |"
+                )
         if per_split.get("mean_macro_f1") is not None:
             lines.append(f"| {split} | mean macro-F1 | {_fmt(per_split['mean_macro_f1'])} | |")
     parity = meta["parity"]
     if parity.get("skipped"):
         parity_text = f"Parity of the ONNX graphs was not measured: {parity.get('note')}."
     else:
-        agreement = ", ".join(f"{t} {v:.3f}" for t, v in
-                              parity["onnx_int8"]["label_agreement"].items())
-        parity_text = (f"On the {parity['split']} split ({parity['n_items']} items) the fp32 "
-                       "ONNX logits differ from torch by at most "
-                       f"{parity['onnx_fp32']['max_abs_logit_diff']:.2e}; the int8 graph "
-                       f"agrees with torch's decisions on this share of items: {agreement}")
+        agreement = ", ".join(
+            f"{t} {v:.3f}" for t, v in parity["onnx_int8"]["label_agreement"].items()
+        )
+        parity_text = (
+            f"On the {parity['split']} split ({parity['n_items']} items) the fp32 "
+            "ONNX logits differ from torch by at most "
+            f"{parity['onnx_fp32']['max_abs_logit_diff']:.2e}; the int8 graph "
+            f"agrees with torch's decisions on this share of items: {agreement}"
+        )
         per_label = parity["onnx_int8"].get("decision_agreement") or {}
         multi = [t["name"] for t in tasks if t.get("type") == "multi_label"]
         if per_label and multi:
-            parity_text += ("; and on this share of single label decisions: "
-                            + ", ".join(f"{t} {per_label[t]:.3f}"
-                                        for t in multi if t in per_label))
+            parity_text += "; and on this share of single label decisions: " + ", ".join(
+                f"{t} {per_label[t]:.3f}" for t in multi if t in per_label
+            )
         parity_text += "."
-    tuning = ("Thresholds and temperatures were tuned on the validation split; the test "
-              "split was not used for tuning." if metrics.get("calibration") else
-              "The run was not calibrated: temperatures are 1 and thresholds 0.5.")
+    tuning = (
+        "Thresholds and temperatures were tuned on the validation split; the test "
+        "split was not used for tuning."
+        if metrics.get("calibration")
+        else "The run was not calibrated: temperatures are 1 and thresholds 0.5."
+    )
     lines += ["", tuning, "", parity_text, ""]
 
-    lines += ["## Limitations", "",
-              "- The training corpus is authored and small: scores on real reviews will be "
-              "lower, and rare labels are the least reliable.",
-              "- Evidence basis is judged from the recommendation and its finding only; a "
-              "source cited elsewhere in a review is not seen.",
-              f"- Inputs longer than {meta['tokenizer']['max_length']} tokens (text and "
-              "finding together) are truncated.",
-              "- Thresholds encode one trade-off between precision and recall; scores are "
-              "calibrated on the validation split only.",
-              "- The int8 graph trades a little agreement for size and speed (see above).", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "- The training corpus is authored and small: scores on real reviews will be "
+        "lower, and rare labels are the least reliable.",
+        "- Evidence basis is judged from the recommendation and its finding only; a "
+        "source cited elsewhere in a review is not seen.",
+        f"- Inputs longer than {meta['tokenizer']['max_length']} tokens (text and "
+        "finding together) are truncated.",
+        "- Thresholds encode one trade-off between precision and recall; scores are "
+        "calibrated on the validation split only.",
+        "- The int8 graph trades a little agreement for size and speed (see above).",
+        "",
+    ]
 
     package = module_name(name)
-    lines += ["## How to load", "",
-              "With the scrclf package installed:", "",
-              "```python",
-              "import scrclf",
-              "",
-              f'clf = scrclf.load("models/{name}")            # ONNX when available, else torch',
-              'clf.predict(["The partnership should commission training on ..."],',
-              '            findings=["Practitioners did not ..."])',
-              "```", "",
-              "From the command line:", "",
-              "```bash",
-              f"scrclf predict --model models/{name} --input recommendations.csv "
-              "--output predictions.jsonl",
-              f"scrclf info models/{name}",
-              "```", "",
-              "As a Hugging Face model (safetensors weights; the scrclf package registers the "
-              "architecture, no remote code):", "",
-              "```python",
-              "import scrclf  # noqa: F401",
-              "from transformers import AutoModel, AutoTokenizer",
-              "",
-              f'model = AutoModel.from_pretrained("models/{name}", use_safetensors=True)',
-              f'tokenizer = AutoTokenizer.from_pretrained("models/{name}")',
-              "```", "",
-              "With onnxruntime, tokenizers and NumPy only: load `onnx/model.onnx` (or "
-              "`onnx/model.int8.onnx`) and `tokenizer.json`, and apply the labels, "
-              "temperatures and thresholds stored in `scrclf.json` as docs/onnx_contract.md "
-              "in the scrclf repository shows.", "",
-              f"When built with `wheel=true`, `dist/` holds a wheel: `pip install --no-deps "
-              f"dist/{package}-*.whl`, then `import {package}; clf = {package}.load()`.", "",
-              "Every file's SHA-256 is in `manifest.json`; `scrclf.load` verifies them before "
-              "reading weights.", ""]
+    lines += [
+        "## How to load",
+        "",
+        "With the scrclf package installed:",
+        "",
+        "```python",
+        "import scrclf",
+        "",
+        f'clf = scrclf.load("models/{name}")            # ONNX when available, else torch',
+        'clf.predict(["The partnership should commission training on ..."],',
+        '            findings=["Practitioners did not ..."])',
+        "```",
+        "",
+        "From the command line:",
+        "",
+        "```bash",
+        f"scrclf predict --model models/{name} --input recommendations.csv "
+        "--output predictions.jsonl",
+        f"scrclf info models/{name}",
+        "```",
+        "",
+        "As a Hugging Face model (safetensors weights; the scrclf package registers the "
+        "architecture, no remote code):",
+        "",
+        "```python",
+        "import scrclf  # noqa: F401",
+        "from transformers import AutoModel, AutoTokenizer",
+        "",
+        f'model = AutoModel.from_pretrained("models/{name}", use_safetensors=True)',
+        f'tokenizer = AutoTokenizer.from_pretrained("models/{name}")',
+        "```",
+        "",
+        "With onnxruntime, tokenizers and NumPy only: load `onnx/model.onnx` (or "
+        "`onnx/model.int8.onnx`) and `tokenizer.json`, and apply the labels, "
+        "temperatures and thresholds stored in `scrclf.json` as docs/onnx_contract.md "
+        "in the scrclf repository shows.",
+        "",
+        f"When built with `wheel=true`, `dist/` holds a wheel: `pip install --no-deps "
+        f"dist/{package}-*.whl`, then `import {package}; clf = {package}.load()`.",
+        "",
+        "Every file's SHA-256 is in `manifest.json`; `scrclf.load` verifies them before "
+        "reading weights.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
-                 parity_split: str = "test", opset: int = DEFAULT_OPSET,
-                 max_logit_diff: float = DEFAULT_MAX_LOGIT_DIFF, license: str = "apache-2.0",
-                 wheel_version: str = "1.0.0",
-                 quantization_options: Mapping[str, Any] | None = None) -> Path:
+def export_model(
+    run_dir: str | Path,
+    dest: str | Path,
+    *,
+    wheel: bool = False,
+    parity_split: str = "test",
+    opset: int = DEFAULT_OPSET,
+    max_logit_diff: float = DEFAULT_MAX_LOGIT_DIFF,
+    license: str = "apache-2.0",
+    wheel_version: str = "1.0.0",
+    quantization_options: Mapping[str, Any] | None = None,
+) -> Path:
     """Export the training run at ``run_dir`` to the folder ``dest`` (its name is the model's).
 
     Args:
@@ -531,26 +682,36 @@ def export_model(run_dir: str | Path, dest: str | Path, *, wheel: bool = False,
         model.save_pretrained(tmp)
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
-        quantization = quantize_onnx(model, tmp / ONNX_INT8_FILE, run_config, source,
-                                     quantization_options)
+        quantization = quantize_onnx(
+            model, tmp / ONNX_INT8_FILE, run_config, source, quantization_options
+        )
 
         split, texts, findings, notes = parity_inputs(run_config, parity_split)
         if split is None:
-            parity: dict[str, Any] = {"skipped": True,
-                                      "note": "no readable data split; " + "; ".join(notes)}
+            parity: dict[str, Any] = {
+                "skipped": True,
+                "note": "no readable data split; " + "; ".join(notes),
+            }
             logger.warning("parity check skipped: %s", parity["note"])
         else:
-            candidates = {"onnx_fp32": load(tmp, backend="onnx"),
-                          "onnx_int8": load(tmp, backend="onnx", quantized=True)}
-            parity = {"skipped": False, "split": split, "reference": "torch fp32",
-                      **measure_parity(source, candidates, texts, findings)}
+            candidates = {
+                "onnx_fp32": load(tmp, backend="onnx"),
+                "onnx_int8": load(tmp, backend="onnx", quantized=True),
+            }
+            parity = {
+                "skipped": False,
+                "split": split,
+                "reference": "torch fp32",
+                **measure_parity(source, candidates, texts, findings),
+            }
             if notes:
                 parity["note"] = "; ".join(notes)
             diff = parity["onnx_fp32"]["max_abs_logit_diff"]
             if not diff <= max_logit_diff:
                 raise ExportError(
                     f"ONNX fp32 logits differ from torch by {diff:.3g} on the {split} split, "
-                    f"more than max_logit_diff={max_logit_diff:g}; the graph is not faithful")
+                    f"more than max_logit_diff={max_logit_diff:g}; the graph is not faithful"
+                )
 
         shutil.copyfile(files["metrics"], tmp / METRICS_FILE)
         shutil.copyfile(files["config"], tmp / TRAINING_CONFIG_FILE)

@@ -17,6 +17,7 @@ from scrclf.inference.classifier import INPUT_NAMES, OUTPUT_PREFIX
 
 DEFAULT_OPSET = 18
 
+
 @contextlib.contextmanager
 def quiet_exporters(*logger_names: str) -> Iterator[None]:
     """Silence exporter chatter (warnings, log lines) that asks nothing of the user."""
@@ -44,8 +45,12 @@ def logits_module(model):
             self.inner = inner
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids, return_dict=True)
+            out = self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                return_dict=True,
+            )
             return tuple(out.logits)
 
     return LogitsOnly(model).eval()
@@ -81,10 +86,16 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str
     output_names = [OUTPUT_PREFIX + name for name in model.task_names]
     with quiet_exporters("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir"):
         torch.onnx.export(
-            logits_module(model), (input_ids, attention_mask, token_type_ids), str(path),
-            input_names=list(INPUT_NAMES), output_names=output_names,
+            logits_module(model),
+            (input_ids, attention_mask, token_type_ids),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=output_names,
             dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUT_NAMES},
-            opset_version=int(opset), dynamo=True, external_data=False, verbose=False,
+            opset_version=int(opset),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
         )
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
@@ -94,10 +105,17 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str
         out = []
         for v in values:
             tensor = v.type.tensor_type
-            out.append({"name": v.name,
-                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
-                        "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]})
+            out.append(
+                {
+                    "name": v.name,
+                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+                    "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim],
+                }
+            )
         return out
 
-    return {"opset": opsets.get("ai.onnx"), "inputs": describe(graph.graph.input),
-            "outputs": describe(graph.graph.output)}
+    return {
+        "opset": opsets.get("ai.onnx"),
+        "inputs": describe(graph.graph.input),
+        "outputs": describe(graph.graph.output),
+    }

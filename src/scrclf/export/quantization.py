@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from scrclf.errors import SettingsError
 from scrclf.export.onnx import example_inputs, logits_module, quiet_exporters
 from scrclf.inference.classifier import INPUT_NAMES, OUTPUT_PREFIX
 
@@ -89,18 +90,27 @@ def export_for_runtime(model, path: str | Path, opset: int = 17) -> None:
     outputs = [OUTPUT_PREFIX + name for name in model.task_names]
     with quiet_exporters("torch.onnx", "torch.jit"), torch.no_grad():
         torch.onnx.export(
-            logits_module(model), (input_ids, attention_mask, token_type_ids), str(path),
-            input_names=list(INPUT_NAMES), output_names=outputs,
+            logits_module(model),
+            (input_ids, attention_mask, token_type_ids),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=outputs,
             dynamic_axes={name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
-            opset_version=int(opset), dynamo=False,
+            opset_version=int(opset),
+            dynamo=False,
         )
 
 
 # ------------------------------------------------------------------- 2. fusion
 
 
-def fuse(src: str | Path, dst: str | Path, num_heads: int, hidden_size: int,
-         check_batches: Sequence[Mapping[str, np.ndarray]]) -> dict[str, int] | None:
+def fuse(
+    src: str | Path,
+    dst: str | Path,
+    num_heads: int,
+    hidden_size: int,
+    check_batches: Sequence[Mapping[str, np.ndarray]],
+) -> dict[str, int] | None:
     """Fuse transformer operators; returns the fused-operator counts, or None (and writes
     nothing) when the optimizer fails, fuses nothing, or changes the logits."""
     try:
@@ -112,9 +122,13 @@ def fuse(src: str | Path, dst: str | Path, num_heads: int, hidden_size: int,
         # kernel measured 6x slower than Add + LayerNormalization (benchmarks/README.md).
         options.enable_skip_layer_norm = False
         with quiet_exporters("onnxruntime", "onnxruntime.transformers", "root"):
-            fused = optimize_model(str(src), model_type="bert", num_heads=int(num_heads),
-                                   hidden_size=int(hidden_size),
-                                   optimization_options=options)
+            fused = optimize_model(
+                str(src),
+                model_type="bert",
+                num_heads=int(num_heads),
+                hidden_size=int(hidden_size),
+                optimization_options=options,
+            )
             counts = {k: int(v) for k, v in fused.get_fused_operator_statistics().items() if v}
             data = fused.model.SerializeToString()
     except Exception as err:  # the optimizer raises assorted errors on graphs it cannot read
@@ -140,15 +154,19 @@ def _weighted_groups(graph, initializers: Mapping[str, Any]) -> dict[str, list[A
     """Activation tensor name -> the nodes that multiply it by a 2-D weight initializer."""
     groups: dict[str, list[Any]] = collections.defaultdict(list)
     for node in graph.node:
-        if (node.op_type in WEIGHTED_OPS and len(node.input) > 1
-                and node.input[1] in initializers
-                and len(initializers[node.input[1]].dims) == 2):
+        if (
+            node.op_type in WEIGHTED_OPS
+            and len(node.input) > 1
+            and node.input[1] in initializers
+            and len(initializers[node.input[1]].dims) == 2
+        ):
             groups[node.input[0]].append(node)
     return dict(groups)
 
 
-def activation_ranges(model_path: str | Path, names: Sequence[str],
-                      batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def activation_ranges(
+    model_path: str | Path, names: Sequence[str], batches: Iterable[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Per-channel max |value| of each named tensor over the calibration batches."""
     import onnx
     from onnx import TensorProto, helper
@@ -182,15 +200,16 @@ def _topological(nodes: Sequence[Any], available: set[str]) -> list[Any]:
     return ordered
 
 
-def smooth(src: str | Path, dst: str | Path, batches: Sequence[Mapping[str, np.ndarray]],
-           alpha: float) -> int:
+def smooth(
+    src: str | Path, dst: str | Path, batches: Sequence[Mapping[str, np.ndarray]], alpha: float
+) -> int:
     """Write ``src`` with SmoothQuant scaling applied; returns how many activations were
     smoothed. The fp32 function is unchanged up to rounding."""
     import onnx
     from onnx import helper, numpy_helper
 
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"smooth_alpha must lie in [0, 1], got {alpha}")
+        raise SettingsError(f"smooth_alpha must lie in [0, 1], got {alpha}")
     model = onnx.load(str(src))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
@@ -202,18 +221,20 @@ def smooth(src: str | Path, dst: str | Path, batches: Sequence[Mapping[str, np.n
         if len({w.shape[0] for w in weights}) != 1 or weights[0].shape[0] != ranges[name].size:
             continue
         weight_peak = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-        scale = (np.maximum(ranges[name], 1e-5) ** alpha
-                 / np.maximum(weight_peak, 1e-5) ** (1.0 - alpha)).astype(np.float32)
+        scale = (
+            np.maximum(ranges[name], 1e-5) ** alpha / np.maximum(weight_peak, 1e-5) ** (1.0 - alpha)
+        ).astype(np.float32)
         for node, weight in zip(nodes, weights, strict=True):
             init = initializers[node.input[1]]
-            init.CopyFrom(numpy_helper.from_array(
-                (weight * scale[:, None]).astype(weight.dtype), init.name))
+            init.CopyFrom(
+                numpy_helper.from_array((weight * scale[:, None]).astype(weight.dtype), init.name)
+            )
         inverse = f"smooth_{index}_inverse_scale"
         smoothed = f"smooth_{index}_input"
-        graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32),
-                                                         inverse))
-        graph.node.append(helper.make_node("Mul", [name, inverse], [smoothed],
-                                           name=f"smooth_{index}"))
+        graph.initializer.append(numpy_helper.from_array((1.0 / scale).astype(np.float32), inverse))
+        graph.node.append(
+            helper.make_node("Mul", [name, inverse], [smoothed], name=f"smooth_{index}")
+        )
         for node in nodes:
             node.input[0] = smoothed
         smoothed_count += 1
@@ -228,24 +249,34 @@ def smooth(src: str | Path, dst: str | Path, batches: Sequence[Mapping[str, np.n
 # ------------------------------------------------------------------- 4. all steps
 
 
-def calibration_batches(clf, texts: Sequence[str], findings: Sequence[str | None] | None,
-                        items: int = 256, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def calibration_batches(
+    clf,
+    texts: Sequence[str],
+    findings: Sequence[str | None] | None,
+    items: int = 256,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
     """Up to ``items`` texts drawn at random (fixed seed), tokenized as ``clf`` tokenizes
     them and padded in batches of 32."""
-    order = sorted(np.random.default_rng(seed).permutation(len(texts))[:max(0, int(items))])
+    order = sorted(np.random.default_rng(seed).permutation(len(texts))[: max(0, int(items))])
     chosen = [texts[i] for i in order]
     pairs = [findings[i] for i in order] if findings is not None else None
     if not chosen:
         return []
     enc, _ = clf.encode(chosen, pairs)
-    return [clf.pad(enc, list(range(i, min(i + CALIBRATION_BATCH, len(chosen)))))
-            for i in range(0, len(chosen), CALIBRATION_BATCH)]
+    return [
+        clf.pad(enc, list(range(i, min(i + CALIBRATION_BATCH, len(chosen)))))
+        for i in range(0, len(chosen), CALIBRATION_BATCH)
+    ]
 
 
-def build_int8_graph(model, dst: str | Path,
-                     calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
-                     smooth_alpha: float | None = 0.8, fuse_operators: bool = True
-                     ) -> dict[str, Any]:
+def build_int8_graph(
+    model,
+    dst: str | Path,
+    calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
+    smooth_alpha: float | None = 0.8,
+    fuse_operators: bool = True,
+) -> dict[str, Any]:
     """Write the int8 graph of ``model`` to ``dst`` and describe how it was made.
 
     Args:
@@ -261,9 +292,12 @@ def build_int8_graph(model, dst: str | Path,
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     calibration = list(calibration or [])
-    info: dict[str, Any] = {"method": "onnxruntime.quantization.quantize_dynamic",
-                            "weight_type": "QInt8", "per_channel": True,
-                            "activations": "uint8, one scale per tensor, computed at run time"}
+    info: dict[str, Any] = {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "activations": "uint8, one scale per tensor, computed at run time",
+    }
     with tempfile.TemporaryDirectory(prefix="scrclf_int8_") as tmp:
         current = Path(tmp) / "export.onnx"
         export_for_runtime(model, current)
@@ -280,15 +314,21 @@ def build_int8_graph(model, dst: str | Path,
         if smooth_alpha is not None and calibration:
             smoothed = Path(tmp) / "smoothed.onnx"
             count = smooth(current, smoothed, calibration, float(smooth_alpha))
-            info["smoothing"] = {"method": "SmoothQuant", "alpha": float(smooth_alpha),
-                                 "activations_smoothed": count,
-                                 "calibration_items": int(sum(len(b["input_ids"])
-                                                              for b in calibration))}
+            info["smoothing"] = {
+                "method": "SmoothQuant",
+                "alpha": float(smooth_alpha),
+                "activations_smoothed": count,
+                "calibration_items": int(sum(len(b["input_ids"]) for b in calibration)),
+            }
             current = smoothed
         else:
             info["smoothing"] = None
         with quiet_exporters("root", "onnxruntime"):
-            quantize_dynamic(str(current), str(dst), per_channel=True,
-                             weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+            quantize_dynamic(
+                str(current),
+                str(dst),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
     return info

@@ -33,13 +33,13 @@ ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
-
-
 def module_name(name: str) -> str:
     """``scrclf_model_<name>`` with the name lower-cased and non-alphanumerics as ``_``."""
     if not NAME_RE.match(name):
-        raise PackagingError(f"name={name!r}: use letters, digits, '.', '-' and '_' only, "
-                             "starting and ending with a letter or digit")
+        raise PackagingError(
+            f"name={name!r}: use letters, digits, '.', '-' and '_' only, "
+            "starting and ending with a letter or digit"
+        )
     return "scrclf_model_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
@@ -50,8 +50,9 @@ def check_version(version: str) -> str:
     try:
         return str(Version(str(version)))
     except InvalidVersion:
-        raise PackagingError(f"wheel_version={version!r} is not a PEP 440 version "
-                             "(e.g. 1.0.0)") from None
+        raise PackagingError(
+            f"wheel_version={version!r} is not a PEP 440 version (e.g. 1.0.0)"
+        ) from None
 
 
 def _record_hash(data: bytes) -> str:
@@ -101,16 +102,22 @@ def _metadata(dist: str, version: str, name: str, card: str) -> str:
 
 
 def _wheel_file() -> str:
-    return "\n".join([
-        "Wheel-Version: 1.0",
-        f"Generator: scrclf.export.wheel {__version__}",
-        "Root-Is-Purelib: true",
-        "Tag: py3-none-any",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "Wheel-Version: 1.0",
+                f"Generator: scrclf.export.wheel {__version__}",
+                "Root-Is-Purelib: true",
+                "Tag: py3-none-any",
+            ]
+        )
+        + "\n"
+    )
 
 
-def build_wheel(model_dir: str | Path, out_dir: str | Path, name: str,
-                version: str = "1.0.0") -> Path:
+def build_wheel(
+    model_dir: str | Path, out_dir: str | Path, name: str, version: str = "1.0.0"
+) -> Path:
     """Build the wheel of the export at ``model_dir`` into ``out_dir``; return its path.
 
     ``model_dir`` must hold ``manifest.json``: exactly the files it lists are bundled.
@@ -127,14 +134,16 @@ def build_wheel(model_dir: str | Path, out_dir: str | Path, name: str,
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
 
     dist_info = f"{package}-{version}.dist-info"
-    entries: list[tuple[str, bytes]] = [(f"{package}/__init__.py",
-                                         _loader_source(name, version).encode("utf-8"))]
+    entries: list[tuple[str, bytes]] = [
+        (f"{package}/__init__.py", _loader_source(name, version).encode("utf-8"))
+    ]
     for path in files:
         rel = path.relative_to(model_dir).as_posix()
         entries.append((f"{package}/model/{rel}", path.read_bytes()))
     dist_name = "scrclf-model-" + re.sub(r"[-_.]+", "-", name.lower())
-    entries.append((f"{dist_info}/METADATA",
-                    _metadata(dist_name, version, name, card).encode("utf-8")))
+    entries.append(
+        (f"{dist_info}/METADATA", _metadata(dist_name, version, name, card).encode("utf-8"))
+    )
     entries.append((f"{dist_info}/WHEEL", _wheel_file().encode("utf-8")))
     entries.append((f"{dist_info}/top_level.txt", f"{package}\n".encode()))
     record = "".join(f"{arc},{_record_hash(data)},{len(data)}\n" for arc, data in entries)

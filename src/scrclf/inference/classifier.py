@@ -32,7 +32,13 @@ import numpy as np
 
 from scrclf.calibration import decide, probabilities
 from scrclf.data.records import has_visible_text, tokenize, unicode_problem
-from scrclf.errors import ModelIntegrityError, ModelLoadError, UnsafeModelError  # noqa: F401 (re-exported)
+from scrclf.errors import (  # noqa: F401 (re-exported)
+    DataError,
+    ModelIntegrityError,
+    ModelLoadError,
+    SettingsError,
+    UnsafeModelError,
+)
 from scrclf.tasks import TaskConfigError, TaskSet
 
 MANIFEST_FILE = "manifest.json"
@@ -42,24 +48,28 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 ONNX_FP32_FILE = "onnx/model.onnx"
 ONNX_INT8_FILE = "onnx/model.int8.onnx"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt", "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # Metadata files whose path-like values are checked before anything else is read.
-REFERENCE_FILES = (CONFIG_FILE, "tokenizer_config.json", "special_tokens_map.json",
-                   EXPORT_META_FILE, WEIGHTS_INDEX_FILE)
+REFERENCE_FILES = (
+    CONFIG_FILE,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    EXPORT_META_FILE,
+    WEIGHTS_INDEX_FILE,
+)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_PREFIX = "logits_"
 BACKENDS = ("auto", "torch", "onnx")
 CHUNK_BYTES = 1 << 20
 # A safetensors header is JSON describing the tensors; far below this for any real model.
 MAX_SAFETENSORS_HEADER = 100 << 20
-
-
-
-
-
-
 
 
 class TruncationWarning(UserWarning):
@@ -117,7 +127,9 @@ def refuse_pickles(root: Path) -> None:
         if _is_pickle(path.name):
             raise UnsafeModelError(
                 "pickle files can execute code when loaded and are refused; "
-                "models load from safetensors or ONNX only", path)
+                "models load from safetensors or ONNX only",
+                path,
+            )
 
 
 def _read_json(path: Path) -> Any:
@@ -133,7 +145,8 @@ def _path_values(key: str, value: Any) -> Iterable[str]:
     """String values stored under a key that names files (``*file``, ``*path``, ``weight_map``)."""
     lowered = key.lower()
     names_files = lowered != "_name_or_path" and lowered.endswith(
-        ("file", "files", "filename", "path", "paths", "weight_map"))
+        ("file", "files", "filename", "path", "paths", "weight_map")
+    )
     if names_files:
         if isinstance(value, str):
             yield value
@@ -165,7 +178,8 @@ def check_references(root: Path) -> None:
                     continue
                 if _is_pickle(ref):
                     raise UnsafeModelError(
-                        f"'{key}' names the pickle file '{ref}'; pickle files are refused", path)
+                        f"'{key}' names the pickle file '{ref}'; pickle files are refused", path
+                    )
                 inside(root, ref, path)
 
 
@@ -192,11 +206,14 @@ def verify_manifest(root: Path) -> dict[str, Any] | None:
         if size != entry["size"]:
             raise ModelIntegrityError(
                 f"size {size} differs from {entry['size']} recorded in {MANIFEST_FILE}; "
-                "the file was changed or truncated", target)
+                "the file was changed or truncated",
+                target,
+            )
         if file_sha256(target) != entry["sha256"]:
             raise ModelIntegrityError(
                 f"SHA-256 differs from the one recorded in {MANIFEST_FILE}; the file was changed",
-                target)
+                target,
+            )
     return manifest
 
 
@@ -211,33 +228,45 @@ def check_safetensors(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise ModelLoadError(f"truncated safetensors file ({size} bytes, no header); {fix}",
-                                 path)
+            raise ModelLoadError(
+                f"truncated safetensors file ({size} bytes, no header); {fix}", path
+            )
         n = int.from_bytes(head, "little")
         if n > min(size - 8, MAX_SAFETENSORS_HEADER):
-            raise ModelLoadError(f"truncated or damaged safetensors file: its header claims {n} "
-                                 f"bytes, the file has {size}; {fix}", path)
+            raise ModelLoadError(
+                f"truncated or damaged safetensors file: its header claims {n} "
+                f"bytes, the file has {size}; {fix}",
+                path,
+            )
         try:
             header = json.loads(fh.read(n))
         except (ValueError, RecursionError):
             header = None
     if not isinstance(header, Mapping):
-        raise ModelLoadError(f"damaged safetensors file: the header is not a JSON object; {fix}",
-                             path)
+        raise ModelLoadError(
+            f"damaged safetensors file: the header is not a JSON object; {fix}", path
+        )
     end = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, Mapping) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(isinstance(o, int) and o >= 0 for o in offsets)):
-            raise ModelLoadError(f"damaged safetensors file: tensor '{name}' has no valid "
-                                 f"data_offsets; {fix}", path)
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) and o >= 0 for o in offsets)
+        ):
+            raise ModelLoadError(
+                f"damaged safetensors file: tensor '{name}' has no valid data_offsets; {fix}", path
+            )
         end = max(end, offsets[1])
     expected = 8 + n + end
     if size != expected:
-        raise ModelLoadError(f"truncated or damaged safetensors file: {size} bytes, its header "
-                             f"describes {expected}; {fix}", path)
+        raise ModelLoadError(
+            f"truncated or damaged safetensors file: {size} bytes, its header "
+            f"describes {expected}; {fix}",
+            path,
+        )
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -277,26 +306,26 @@ def finding_problem(value: Any) -> str | None:
 def check_inputs(texts: Any, findings: Any = None) -> tuple[list[str], list[str | None]]:
     """Validate a batch; raise ``ValueError`` naming the index of the first bad item."""
     if isinstance(texts, (str, bytes)):
-        raise ValueError("texts must be a list of strings, got a single string; pass [text]")
+        raise DataError("texts must be a list of strings, got a single string; pass [text]")
     try:
         texts = list(texts)
     except TypeError:
-        raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+        raise DataError(f"texts must be a list of strings, got {type(texts).__name__}") from None
     if findings is None:
         findings = [None] * len(texts)
     else:
         if isinstance(findings, (str, bytes)):
-            raise ValueError("findings must be a list (one per text, None where there is none)")
+            raise DataError("findings must be a list (one per text, None where there is none)")
         findings = list(findings)
         if len(findings) != len(texts):
-            raise ValueError(f"findings has {len(findings)} items for {len(texts)} texts")
+            raise DataError(f"findings has {len(findings)} items for {len(texts)} texts")
     for i, (text, finding) in enumerate(zip(texts, findings, strict=True)):
         problem = text_problem(text)
         if problem:
-            raise ValueError(f"texts[{i}]: {problem}")
+            raise DataError(f"texts[{i}]: {problem}")
         problem = finding_problem(finding)
         if problem:
-            raise ValueError(f"findings[{i}]: {problem}")
+            raise DataError(f"findings[{i}]: {problem}")
     return texts, findings
 
 
@@ -318,14 +347,16 @@ class TorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         try:
-            model = AutoModel.from_pretrained(str(root), use_safetensors=True,
-                                              local_files_only=True)
+            model = AutoModel.from_pretrained(
+                str(root), use_safetensors=True, local_files_only=True
+            )
         except (OSError, ValueError, SafetensorError) as err:
             raise ModelLoadError(f"cannot load the torch model: {err}", root) from None
         names = list(getattr(model, "task_names", []))
         if names != tasks.names:
-            raise ModelLoadError(f"model heads {names} differ from the tasks {tasks.names}",
-                                 root / CONFIG_FILE)
+            raise ModelLoadError(
+                f"model heads {names} differ from the tasks {tasks.names}", root / CONFIG_FILE
+            )
         self.model = model.to(self.device).eval()
         self.input_names = INPUT_NAMES
 
@@ -348,8 +379,7 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, file: Path, tasks: TaskSet, device: str = "cpu",
-                 threads: int | None = None):
+    def __init__(self, file: Path, tasks: TaskSet, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -360,15 +390,19 @@ class OnnxBackend:
             providers = ["CPUExecutionProvider"]
         elif device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ModelLoadError(f"device={device}: this onnxruntime has no CUDA provider; "
-                                     "use device='cpu' or backend='torch'", file)
+                raise ModelLoadError(
+                    f"device={device}: this onnxruntime has no CUDA provider; "
+                    "use device='cpu' or backend='torch'",
+                    file,
+                )
             index = int(device.split(":")[1]) if ":" in device else 0
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             raise ModelLoadError(f"unknown device '{device}'; use 'cpu' or 'cuda[:N]'", file)
         try:
-            self.session = ort.InferenceSession(str(file), options, providers=providers,
-                                                disabled_optimizers=DISABLED_ORT_OPTIMIZERS)
+            self.session = ort.InferenceSession(
+                str(file), options, providers=providers, disabled_optimizers=DISABLED_ORT_OPTIMIZERS
+            )
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"onnxruntime cannot load the graph: {err}", file) from None
         self.input_names = check_onnx_signature(self.session, tasks, file)
@@ -387,24 +421,32 @@ def check_onnx_signature(session, tasks: TaskSet, file: Path) -> tuple[str, ...]
     inputs = {i.name: i for i in session.get_inputs()}
     unknown = sorted(set(inputs) - set(INPUT_NAMES))
     if "input_ids" not in inputs or unknown:
-        raise ModelLoadError(f"graph inputs {sorted(inputs)} do not match the contract "
-                             f"{list(INPUT_NAMES)}", file)
+        raise ModelLoadError(
+            f"graph inputs {sorted(inputs)} do not match the contract {list(INPUT_NAMES)}", file
+        )
     for name, arg in inputs.items():
         if arg.type != "tensor(int64)":
             raise ModelLoadError(f"input '{name}' is {arg.type}, expected tensor(int64)", file)
     outputs = {o.name: o for o in session.get_outputs()}
     expected = {OUTPUT_PREFIX + t.name: t for t in tasks}
     if set(outputs) != set(expected):
-        raise ModelLoadError(f"graph outputs {sorted(outputs)} do not match the tasks in "
-                             f"{CONFIG_FILE} (expected {sorted(expected)})", file)
+        raise ModelLoadError(
+            f"graph outputs {sorted(outputs)} do not match the tasks in "
+            f"{CONFIG_FILE} (expected {sorted(expected)})",
+            file,
+        )
     for name, task in expected.items():
         shape = outputs[name].shape
         if len(shape) != 2 or shape[1] != task.num_labels:
-            raise ModelLoadError(f"output '{name}' has shape {shape}; task '{task.name}' has "
-                                 f"{task.num_labels} labels in {CONFIG_FILE}", file)
+            raise ModelLoadError(
+                f"output '{name}' has shape {shape}; task '{task.name}' has "
+                f"{task.num_labels} labels in {CONFIG_FILE}",
+                file,
+            )
         if outputs[name].type != "tensor(float)":
-            raise ModelLoadError(f"output '{name}' is {outputs[name].type}, expected "
-                                 "tensor(float)", file)
+            raise ModelLoadError(
+                f"output '{name}' is {outputs[name].type}, expected tensor(float)", file
+            )
     return tuple(n for n in INPUT_NAMES if n in inputs)
 
 
@@ -429,8 +471,11 @@ def format_predictions(tasks: TaskSet, logits: Sequence[np.ndarray]) -> list[dic
             if task.is_multi_label:
                 on = [j for j in np.argsort(-probs[i], kind="stable") if decisions[i, j]]
                 labels = [task.labels[j] for j in on]
-                item[task.name] = {"labels": labels, "primary": labels[0] if labels else None,
-                                   "scores": scores}
+                item[task.name] = {
+                    "labels": labels,
+                    "primary": labels[0] if labels else None,
+                    "scores": scores,
+                }
             else:
                 item[task.name] = {"label": task.labels[int(decisions[i])], "scores": scores}
         items.append(item)
@@ -443,9 +488,17 @@ def format_predictions(tasks: TaskSet, logits: Sequence[np.ndarray]) -> list[dic
 class Classifier:
     """A loaded model: ``predict(texts)`` gives decisions, ``logits(texts)`` the raw outputs."""
 
-    def __init__(self, path: Path, config: dict[str, Any], tasks: TaskSet, tokenizer,
-                 backend: TorchBackend | OnnxBackend, quantized: bool,
-                 meta: dict[str, Any] | None, manifest: dict[str, Any] | None):
+    def __init__(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        tasks: TaskSet,
+        tokenizer,
+        backend: TorchBackend | OnnxBackend,
+        quantized: bool,
+        meta: dict[str, Any] | None,
+        manifest: dict[str, Any] | None,
+    ):
         self.path = path
         self.config = config
         self.tasks = tasks
@@ -463,8 +516,9 @@ class Classifier:
         return f"Classifier({str(self.path)!r}, backend={kind!r}, tasks={self.tasks.names})"
 
     # -- encoding
-    def encode(self, texts: Sequence[str], findings: Sequence[str | None] | None
-               ) -> tuple[dict[str, list[list[int]]], int]:
+    def encode(
+        self, texts: Sequence[str], findings: Sequence[str | None] | None
+    ) -> tuple[dict[str, list[list[int]]], int]:
         """Token ids for valid inputs, and how many were cut to ``max_seq_length``."""
         pairs = findings if self.text_pair else None
         enc = tokenize(self.tokenizer, texts, pairs, self.max_seq_length)
@@ -472,18 +526,23 @@ class Classifier:
         truncated = 0
         if full:
             # One token more than allowed tells a text that fits exactly from one that was cut.
-            probe = tokenize(self.tokenizer, [texts[i] for i in full],
-                             [pairs[i] for i in full] if pairs is not None else None,
-                             self.max_seq_length + 1)
+            probe = tokenize(
+                self.tokenizer,
+                [texts[i] for i in full],
+                [pairs[i] for i in full] if pairs is not None else None,
+                self.max_seq_length + 1,
+            )
             truncated = sum(len(ids) > self.max_seq_length for ids in probe["input_ids"])
         return {k: list(v) for k, v in enc.items()}, truncated
 
-    def pad(self, enc: Mapping[str, list[list[int]]],
-             rows: Sequence[int]) -> dict[str, np.ndarray]:
+    def pad(self, enc: Mapping[str, list[list[int]]], rows: Sequence[int]) -> dict[str, np.ndarray]:
         """The ``rows`` of ``enc`` as int64 arrays padded to their longest member."""
         width = max(len(enc["input_ids"][i]) for i in rows)
-        pad_values = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0,
-                      "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0) or 0}
+        pad_values = {
+            "input_ids": self.tokenizer.pad_token_id or 0,
+            "attention_mask": 0,
+            "token_type_ids": getattr(self.tokenizer, "pad_token_type_id", 0) or 0,
+        }
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
         batch = {}
         for name in INPUT_NAMES:
@@ -493,29 +552,34 @@ class Classifier:
             for r, i in enumerate(rows):
                 seq = enc[name][i]
                 if left:
-                    out[r, width - len(seq):] = seq
+                    out[r, width - len(seq) :] = seq
                 else:
-                    out[r, :len(seq)] = seq
+                    out[r, : len(seq)] = seq
             batch[name] = out
         return batch
 
     def _run(self, texts: Any, findings: Any, batch_size: int) -> list[np.ndarray]:
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
         texts, findings = check_inputs(texts, findings)
         if not texts:
             return [np.zeros((0, t.num_labels), dtype=np.float32) for t in self.tasks]
         enc, truncated = self.encode(texts, findings)
         if truncated:
-            warnings.warn(TruncationWarning(
-                f"{truncated} of {len(texts)} inputs were longer than {self.max_seq_length} "
-                "tokens (max_seq_length) and were truncated", truncated, self.max_seq_length),
-                stacklevel=3)
+            warnings.warn(
+                TruncationWarning(
+                    f"{truncated} of {len(texts)} inputs were longer than {self.max_seq_length} "
+                    "tokens (max_seq_length) and were truncated",
+                    truncated,
+                    self.max_seq_length,
+                ),
+                stacklevel=3,
+            )
         # Batches of similar length waste less compute on padding; order is restored below.
         order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
         outputs: list[list[np.ndarray]] = [[] for _ in self.tasks]
         for start in range(0, len(order), int(batch_size)):
-            rows = order[start:start + int(batch_size)]
+            rows = order[start : start + int(batch_size)]
             logits = self.engine.run(self.pad(enc, rows))
             for task_out, value in zip(outputs, logits, strict=True):
                 task_out.append(value)
@@ -523,13 +587,21 @@ class Classifier:
         return [np.concatenate(parts)[inverse] for parts in outputs]
 
     # -- public
-    def logits(self, texts: Sequence[str], findings: Sequence[str | None] | None = None,
-               batch_size: int = 32) -> list[np.ndarray]:
+    def logits(
+        self,
+        texts: Sequence[str],
+        findings: Sequence[str | None] | None = None,
+        batch_size: int = 32,
+    ) -> list[np.ndarray]:
         """Raw logits, one ``(n, labels)`` float32 array per task in config order."""
         return self._run(texts, findings, batch_size)
 
-    def predict(self, texts: Sequence[str], findings: Sequence[str | None] | None = None,
-                batch_size: int = 32) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        texts: Sequence[str],
+        findings: Sequence[str | None] | None = None,
+        batch_size: int = 32,
+    ) -> list[dict[str, Any]]:
         """Decisions per text: see :func:`format_predictions` for the shape of each item.
 
         ``findings`` (optional) pairs each text with the finding that precedes it, ``None``
@@ -563,8 +635,9 @@ def _require_listed(root: Path, manifest: Mapping[str, Any] | None, files: Itera
     for path in files:
         rel = path.relative_to(root).as_posix()
         if rel not in listed:
-            raise ModelIntegrityError(f"not listed in {MANIFEST_FILE}; refusing to read an "
-                                      "unverified file", path)
+            raise ModelIntegrityError(
+                f"not listed in {MANIFEST_FILE}; refusing to read an unverified file", path
+            )
 
 
 def _load_tokenizer(root: Path):
@@ -594,8 +667,9 @@ def read_tasks(root: Path) -> tuple[dict[str, Any], TaskSet]:
     return config, tasks
 
 
-def inspect_model_dir(path: str | Path
-                      ) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+def inspect_model_dir(
+    path: str | Path,
+) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
     """All safety and integrity checks that precede loading; returns (root, manifest, meta)."""
     root = Path(path)
     if not root.exists():
@@ -603,15 +677,21 @@ def inspect_model_dir(path: str | Path
     if not root.is_dir():
         raise ModelLoadError("expected a model folder, got a file", root)
     if not (root / CONFIG_FILE).is_file() and (root / "model" / CONFIG_FILE).is_file():
-        raise ModelLoadError(f"a training run folder, not a model folder; load {root / 'model'} "
-                             "or export the run with scripts/export.py", root)
+        raise ModelLoadError(
+            f"a training run folder, not a model folder; load {root / 'model'} "
+            "or export the run with scripts/export.py",
+            root,
+        )
     refuse_pickles(root)
     manifest = verify_manifest(root)
     meta = None
     if (root / EXPORT_META_FILE).is_file():
         if manifest is None:
-            raise ModelIntegrityError(f"an export folder must have {MANIFEST_FILE}; without it "
-                                      "the files cannot be verified", root / MANIFEST_FILE)
+            raise ModelIntegrityError(
+                f"an export folder must have {MANIFEST_FILE}; without it "
+                "the files cannot be verified",
+                root / MANIFEST_FILE,
+            )
         meta = _read_json(root / EXPORT_META_FILE)
         if not isinstance(meta, dict):
             raise ModelLoadError("expected a JSON object", root / EXPORT_META_FILE)
@@ -619,8 +699,13 @@ def inspect_model_dir(path: str | Path
     return root, manifest, meta
 
 
-def load(path: str | Path, backend: str = "auto", quantized: bool = False, device: str = "cpu",
-         threads: int | None = None) -> Classifier:
+def load(
+    path: str | Path,
+    backend: str = "auto",
+    quantized: bool = False,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> Classifier:
     """Load a model folder for prediction.
 
     Args:
@@ -632,15 +717,17 @@ def load(path: str | Path, backend: str = "auto", quantized: bool = False, devic
         threads: onnxruntime intra-op threads (torch uses ``torch.set_num_threads``).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise SettingsError(f"backend must be one of {BACKENDS}, got {backend!r}")
     root, manifest, meta = inspect_model_dir(path)
     config, tasks = read_tasks(root)
     if backend == "auto":
         onnx_file = _onnx_file(root, meta, quantized)
         backend = "onnx" if onnx_file.is_file() and _onnxruntime_available() else "torch"
     if backend == "torch" and quantized:
-        raise ModelLoadError("quantized=True needs the ONNX backend (the int8 graph); "
-                             "use backend='onnx' or 'auto'", root)
+        raise ModelLoadError(
+            "quantized=True needs the ONNX backend (the int8 graph); use backend='onnx' or 'auto'",
+            root,
+        )
 
     tokenizer_files = [root / n for n in TOKENIZER_FILES if (root / n).is_file()]
     if not tokenizer_files:
@@ -648,8 +735,11 @@ def load(path: str | Path, backend: str = "auto", quantized: bool = False, devic
     if backend == "onnx":
         weights = [_onnx_file(root, meta, quantized)]
         if not weights[0].is_file():
-            raise ModelLoadError("ONNX graph not found; export the model with "
-                                 "scripts/export.py or use backend='torch'", weights[0])
+            raise ModelLoadError(
+                "ONNX graph not found; export the model with "
+                "scripts/export.py or use backend='torch'",
+                weights[0],
+            )
     else:
         if (root / WEIGHTS_FILE).is_file():
             weights = [root / WEIGHTS_FILE]
@@ -657,10 +747,12 @@ def load(path: str | Path, backend: str = "auto", quantized: bool = False, devic
             index = _read_json(root / WEIGHTS_INDEX_FILE)
             shards = sorted(set((index.get("weight_map") or {}).values()))
             weights = [root / WEIGHTS_INDEX_FILE] + [
-                inside(root, s, root / WEIGHTS_INDEX_FILE) for s in shards]
+                inside(root, s, root / WEIGHTS_INDEX_FILE) for s in shards
+            ]
         else:
-            raise ModelLoadError(f"no weights: {WEIGHTS_FILE} not found (only safetensors "
-                                 "weights are loaded)", root)
+            raise ModelLoadError(
+                f"no weights: {WEIGHTS_FILE} not found (only safetensors weights are loaded)", root
+            )
     _require_listed(root, manifest, [root / CONFIG_FILE, *tokenizer_files, *weights])
     for path_ in [*tokenizer_files, *weights]:
         inside(root, path_.relative_to(root).as_posix(), root)

@@ -18,19 +18,18 @@ from scrclf.tasks import TaskSet
 PKG_PREFIX = "pkg:"
 
 
-
-
 def resolve_path(name: str, setting: str = "model.encoder") -> str:
     """Turn ``pkg:<module>`` or a directory into a local directory path."""
     name = str(name)
     if name.startswith(PKG_PREFIX):
-        module_name = name[len(PKG_PREFIX):]
+        module_name = name[len(PKG_PREFIX) :]
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
             raise EncoderNotFoundError(
                 f"{setting}={name}: the package '{module_name}' is not installed "
-                f"(pip install {module_name.replace('_', '-')})") from err
+                f"(pip install {module_name.replace('_', '-')})"
+            ) from err
         if not hasattr(module, "get_model_path"):
             raise EncoderNotFoundError(f"{setting}={name}: '{module_name}' has no get_model_path()")
         return str(module.get_model_path())
@@ -39,7 +38,8 @@ def resolve_path(name: str, setting: str = "model.encoder") -> str:
         return str(path)
     raise EncoderNotFoundError(
         f"{setting}={name}: not a local directory. Encoders load offline only: give a "
-        "directory with config.json and weights, or pkg:<module> for a package that ships one")
+        "directory with config.json and weights, or pkg:<module> for a package that ships one"
+    )
 
 
 def load_tokenizer(model_cfg: Mapping[str, Any]):
@@ -52,8 +52,11 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     """A fresh classifier: pretrained encoder weights, or an untrained encoder from config."""
     from scrclf.modeling.model import ScrClfConfig, ScrClfModel, build_encoder
 
-    common = dict(pooling=str(model_cfg.get("pooling", "mean")),
-                  dropout=float(model_cfg.get("dropout", 0.1)), max_seq_length=int(max_length))
+    common = dict(
+        pooling=str(model_cfg.get("pooling", "mean")),
+        dropout=float(model_cfg.get("dropout", 0.1)),
+        max_seq_length=int(max_length),
+    )
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:
         config = ScrClfConfig(encoder=dict(encoder_config), tasks=tasks.to_list(), **common)

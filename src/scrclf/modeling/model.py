@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from scrclf.errors import SettingsError
 from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class ScrClfConfig(PretrainedConfig):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
         self.tasks = [dict(t) for t in (tasks or [])]
         if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+            raise SettingsError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         self.pooling = pooling
         self.dropout = float(dropout)
         self.max_seq_length = int(max_seq_length)
@@ -116,6 +117,29 @@ class ScrClfModel(PreTrainedModel):
         elif hasattr(self, "encoder") and hasattr(self.encoder, "_init_weights"):
             self.encoder._init_weights(module)
 
+    def param_groups(
+        self, learning_rate: float, weight_decay: float, head_learning_rate: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the one weight-decay rule every training loop uses.
+
+        Weight matrices decay; biases and normalisation weights (one-dimensional, or named
+        ``norm``) do not. The heads learn at ``head_learning_rate`` when it is given.
+        """
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            decays = param.ndim >= 2 and "norm" not in name.lower()
+            groups.setdefault((name.startswith("heads."), decays), []).append(param)
+        return [
+            {
+                "params": params,
+                "weight_decay": weight_decay if decays else 0.0,
+                "lr": head_learning_rate if (is_head and head_learning_rate) else learning_rate,
+            }
+            for (is_head, decays), params in sorted(groups.items(), key=lambda kv: kv[0])
+        ]
+
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()
 
@@ -130,8 +154,9 @@ class ScrClfModel(PreTrainedModel):
         except TypeError:
             encoder = AutoModel.from_pretrained(encoder_path)
         enc_cfg = encoder.config.to_dict()
-        config = ScrClfConfig(encoder=_slim_encoder_config(enc_cfg), tasks=tasks.to_list(),
-                              **config_kwargs)
+        config = ScrClfConfig(
+            encoder=_slim_encoder_config(enc_cfg), tasks=tasks.to_list(), **config_kwargs
+        )
         return cls(config, encoder=encoder)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -162,8 +187,10 @@ class ScrClfModel(PreTrainedModel):
         targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})
         unknown = set(task_targets) - set(self._task_specs)
         if unknown:
-            raise TypeError(f"forward() got unexpected arguments {sorted(unknown)}; "
-                            f"task targets are {self.task_names}")
+            raise TypeError(
+                f"forward() got unexpected arguments {sorted(unknown)}; "
+                f"task targets are {self.task_names}"
+            )
         loss = None
         task_losses = None
         if targets:
@@ -178,10 +205,12 @@ class ScrClfModel(PreTrainedModel):
                 target = targets[name]
                 if spec.is_multi_label:
                     task_loss = nn.functional.binary_cross_entropy_with_logits(
-                        task_logits.float(), target.float(), pos_weight=weight)
+                        task_logits.float(), target.float(), pos_weight=weight
+                    )
                 else:
-                    task_loss = nn.functional.cross_entropy(task_logits.float(), target.long(),
-                                                            weight=weight)
+                    task_loss = nn.functional.cross_entropy(
+                        task_logits.float(), target.long(), weight=weight
+                    )
                 task_losses[name] = task_loss.detach()
                 loss = loss + spec.loss_weight * task_loss
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -190,9 +219,20 @@ class ScrClfModel(PreTrainedModel):
         return ScrClfOutput(loss=loss, logits=logits)
 
 
-_DROP_KEYS = {"_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype",
-              "id2label", "label2id", "_attn_implementation_autoset", "output_attentions",
-              "output_hidden_states", "return_dict", "use_return_dict"}
+_DROP_KEYS = {
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "id2label",
+    "label2id",
+    "_attn_implementation_autoset",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "use_return_dict",
+}
 
 
 def _slim_encoder_config(enc: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scrclf.evaluation.metrics import HEADLINE
+from scrclf.tasks import HEADLINE
 
-SETTING_TITLES = {"calibrated": "stored (calibrated)", "default": "default (T=1, 0.5)",
-                  "recalibrated": "re-fitted on validation"}
+SETTING_TITLES = {
+    "calibrated": "stored (calibrated)",
+    "default": "default (T=1, 0.5)",
+    "recalibrated": "re-fitted on validation",
+}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -61,13 +64,13 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-             align: Sequence[str] | None = None) -> str:
+def md_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None
+) -> str:
     """A GitHub-flavoured Markdown table; ``align`` holds ``l``/``r`` per column."""
     align = align or ["l"] + ["r"] * (len(headers) - 1)
     rule = ["---:" if a == "r" else ":---" for a in align]
-    lines = ["| " + " | ".join(_cell(h) for h in headers) + " |",
-             "| " + " | ".join(rule) + " |"]
+    lines = ["| " + " | ".join(_cell(h) for h in headers) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -83,16 +86,21 @@ def _task_summary_rows(result: Mapping[str, Any]) -> list[list[str]]:
             m = block["metrics"][name]
             ci = m.get("intervals", {})
             multi = "subset_accuracy" in m
-            rows.append([
-                name, SETTING_TITLES.get(setting, setting),
-                fmt_ci(m["macro_f1"], ci.get("macro_f1")),
-                fmt_ci(m["micro_f1"], ci.get("micro_f1")),
-                fmt_ci(m["weighted_f1"], ci.get("weighted_f1")),
-                fmt_ci(m["subset_accuracy"], ci.get("subset_accuracy")) if multi
-                else fmt_ci(m["accuracy"], ci.get("accuracy")),
-                fmt_ci(m["hamming_loss"], ci.get("hamming_loss")) if multi else "",
-                fmt(m.get("pr_auc")), fmt(m.get("ece")),
-            ])
+            rows.append(
+                [
+                    name,
+                    SETTING_TITLES.get(setting, setting),
+                    fmt_ci(m["macro_f1"], ci.get("macro_f1")),
+                    fmt_ci(m["micro_f1"], ci.get("micro_f1")),
+                    fmt_ci(m["weighted_f1"], ci.get("weighted_f1")),
+                    fmt_ci(m["subset_accuracy"], ci.get("subset_accuracy"))
+                    if multi
+                    else fmt_ci(m["accuracy"], ci.get("accuracy")),
+                    fmt_ci(m["hamming_loss"], ci.get("hamming_loss")) if multi else "",
+                    fmt(m.get("pr_auc")),
+                    fmt(m.get("ece")),
+                ]
+            )
     return rows
 
 
@@ -101,9 +109,16 @@ def _per_label_rows(task: str, decisions: Mapping[str, Any]) -> list[list[str]]:
     default = decisions["default"]["metrics"][task]["per_label"]
     rows = []
     for label, m in stored.items():
-        rows.append([label, fmt(m["precision"]), fmt(m["recall"]),
-                     fmt_ci(m["f1"], m.get("f1_interval")), fmt(default[label]["f1"]),
-                     m["support"]])
+        rows.append(
+            [
+                label,
+                fmt(m["precision"]),
+                fmt(m["recall"]),
+                fmt_ci(m["f1"], m.get("f1_interval")),
+                fmt(default[label]["f1"]),
+                m["support"],
+            ]
+        )
     return rows
 
 
@@ -111,15 +126,18 @@ def _confusion_block(task: Mapping[str, Any], m: Mapping[str, Any]) -> str:
     labels = task["labels"]
     confusion = m["confusion"]
     if isinstance(confusion, Mapping):
-        rows = [[label, c[1][1], c[0][1], c[1][0], c[0][0]]
-                for label, c in ((lab, confusion[lab]) for lab in labels)]
+        rows = [
+            [label, c[1][1], c[0][1], c[1][0], c[0][0]]
+            for label, c in ((lab, confusion[lab]) for lab in labels)
+        ]
         return md_table(["label", "TP", "FP", "FN", "TN"], rows)
     rows = [[f"**{labels[i]}**", *row] for i, row in enumerate(confusion)]
     return md_table(["true \\ predicted", *labels], rows)
 
 
-def _reliability_rows(bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]]
-                      ) -> list[list[str]]:
+def _reliability_rows(
+    bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> list[list[str]]:
     settings = list(bins_by_setting)
     first = bins_by_setting[settings[0]]
     rows = []
@@ -129,30 +147,40 @@ def _reliability_rows(bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]]
         row = [f"{b['lower']:.1f}-{b['upper']:.1f}"]
         for s in settings:
             bk = bins_by_setting[s][k]
-            row += [bk["count"], fmt(bk["confidence"]) if bk["count"] else "",
-                    fmt(bk["accuracy"]) if bk["count"] else ""]
+            row += [
+                bk["count"],
+                fmt(bk["confidence"]) if bk["count"] else "",
+                fmt(bk["accuracy"]) if bk["count"] else "",
+            ]
         rows.append(row)
     return rows
 
 
-def render_evaluation(result: Mapping[str, Any],
-                      images: Mapping[str, Mapping[str, str]] | None = None) -> str:
+def render_evaluation(
+    result: Mapping[str, Any], images: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
     """The ``report.md`` of an evaluation (see :func:`scrclf.evaluation.evaluate.evaluate`)."""
     images = images or {}
     model, data, boot = result["model"], result["data"], result["bootstrap"]
     decisions = result["decisions"]
     conf = int(round(100 * boot["confidence"]))
     out = [f"# Evaluation of `{model['name']}` on `{data['name']}`", ""]
-    out += [f"- Model: `{model['path']}` ({model['kind']}, {model['backend']} backend)",
-            f"- Data: `{data['file'] or 'records given in memory'}`"
-            + (f" (sha256 `{data['sha256'][:16]}…`)" if data.get("sha256") else ""),
-            f"- Items: {data['n_items']} in {data['n_reviews']} reviews"
-            + (f" (+{data['items_without_review']} without a review id)"
-               if data.get("items_without_review") else ""),
-            f"- Tasks scored: {', '.join(data['tasks'])}",
-            f"- Intervals: {conf}% {boot['method']}, {boot['resamples']} resamples, "
-            f"seed {boot['seed']}",
-            f"- Written {result['created']} by scrclf {result['scrclf_version']}", ""]
+    out += [
+        f"- Model: `{model['path']}` ({model['kind']}, {model['backend']} backend)",
+        f"- Data: `{data['file'] or 'records given in memory'}`"
+        + (f" (sha256 `{data['sha256'][:16]}…`)" if data.get("sha256") else ""),
+        f"- Items: {data['n_items']} in {data['n_reviews']} reviews"
+        + (
+            f" (+{data['items_without_review']} without a review id)"
+            if data.get("items_without_review")
+            else ""
+        ),
+        f"- Tasks scored: {', '.join(data['tasks'])}",
+        f"- Intervals: {conf}% {boot['method']}, {boot['resamples']} resamples, "
+        f"seed {boot['seed']}",
+        f"- Written {result['created']} by scrclf {result['scrclf_version']}",
+        "",
+    ]
     if data["notes"]:
         out += ["**Notes**", ""] + [f"- {n}" for n in data["notes"]] + [""]
 
@@ -160,39 +188,78 @@ def render_evaluation(result: Mapping[str, Any],
     rows = []
     for setting, block in decisions.items():
         m = block["metrics"]
-        rows.append([SETTING_TITLES.get(setting, setting),
-                     fmt_ci(m[HEADLINE], m.get(f"{HEADLINE}_interval")),
-                     block["description"]])
-    out += [md_table(["decisions", "mean macro-F1 over tasks", "what"], rows, ["l", "r", "l"]),
-            ""]
-    out += ["## Scores per task", "",
-            "Subset accuracy and Hamming loss for multi-label tasks, accuracy for single-label "
-            "tasks. PR-AUC is the mean average precision over labels with positives; ECE is "
-            "the expected calibration error (10 bins).", ""]
-    out += [md_table(["task", "decisions", "macro-F1", "micro-F1", "weighted-F1",
-                      "accuracy / subset acc.", "Hamming loss", "PR-AUC", "ECE"],
-                     _task_summary_rows(result), ["l", "l"] + ["r"] * 7), ""]
+        rows.append(
+            [
+                SETTING_TITLES.get(setting, setting),
+                fmt_ci(m[HEADLINE], m.get(f"{HEADLINE}_interval")),
+                block["description"],
+            ]
+        )
+    out += [md_table(["decisions", "mean macro-F1 over tasks", "what"], rows, ["l", "r", "l"]), ""]
+    out += [
+        "## Scores per task",
+        "",
+        "Subset accuracy and Hamming loss for multi-label tasks, accuracy for single-label "
+        "tasks. PR-AUC is the mean average precision over labels with positives; ECE is "
+        "the expected calibration error (10 bins).",
+        "",
+    ]
+    out += [
+        md_table(
+            [
+                "task",
+                "decisions",
+                "macro-F1",
+                "micro-F1",
+                "weighted-F1",
+                "accuracy / subset acc.",
+                "Hamming loss",
+                "PR-AUC",
+                "ECE",
+            ],
+            _task_summary_rows(result),
+            ["l", "l"] + ["r"] * 7,
+        ),
+        "",
+    ]
 
     tasks = {t["name"]: t for t in decisions["calibrated"]["tasks"]}
     for name in data["tasks"]:
         task = tasks[name]
         stored = decisions["calibrated"]["metrics"][name]
         out += [f"## {name} ({task['type'].replace('_', '-')})", ""]
-        out += ["### Per label", "",
-                md_table(["label", "precision", "recall", f"F1 [{conf}% CI]", "F1 at default",
-                          "support"], _per_label_rows(name, decisions)), ""]
+        out += [
+            "### Per label",
+            "",
+            md_table(
+                ["label", "precision", "recall", f"F1 [{conf}% CI]", "F1 at default", "support"],
+                _per_label_rows(name, decisions),
+            ),
+            "",
+        ]
         out += ["### Confusion (stored decisions)", "", _confusion_block(task, stored), ""]
-        bins = {SETTING_TITLES.get(s, s): decisions[s]["metrics"][name]["reliability"]
-                for s in decisions}
+        bins = {
+            SETTING_TITLES.get(s, s): decisions[s]["metrics"][name]["reliability"]
+            for s in decisions
+        }
         headers = ["bin"]
         for s in bins:
             headers += [f"n ({s})", "confidence", "accuracy"]
-        out += ["### Reliability", "",
-                "Multi-label: every (item, label) probability against whether the label is "
-                "true. Single-label: the top probability against whether the top label is "
-                "right.", "", md_table(headers, _reliability_rows(bins)), ""]
-        for key, title in (("confusion", "confusion"), ("reliability", "reliability"),
-                           ("per_label_f1", "F1 per label")):
+        out += [
+            "### Reliability",
+            "",
+            "Multi-label: every (item, label) probability against whether the label is "
+            "true. Single-label: the top probability against whether the top label is "
+            "right.",
+            "",
+            md_table(headers, _reliability_rows(bins)),
+            "",
+        ]
+        for key, title in (
+            ("confusion", "confusion"),
+            ("reliability", "reliability"),
+            ("per_label_f1", "F1 per label"),
+        ):
             if name in images and key in images[name]:
                 out.append(f"![{name} {title}]({images[name][key]})")
         out.append("")
@@ -203,8 +270,12 @@ def render_evaluation(result: Mapping[str, Any],
         for t in block["tasks"]:
             thresholds = ", ".join(f"{k} {v:.3f}" for k, v in (t["thresholds"] or {}).items())
             rows.append([t["name"], fmt(t["temperature"]), thresholds or "argmax"])
-        out += [f"**{SETTING_TITLES.get(setting, setting)}**", "",
-                md_table(["task", "temperature", "thresholds"], rows, ["l", "r", "l"]), ""]
+        out += [
+            f"**{SETTING_TITLES.get(setting, setting)}**",
+            "",
+            md_table(["task", "temperature", "thresholds"], rows, ["l", "r", "l"]),
+            "",
+        ]
 
     recal = result.get("recalibration")
     if recal:
@@ -216,11 +287,15 @@ def render_evaluation(result: Mapping[str, Any],
 
 def render_recalibration(recal: Mapping[str, Any]) -> list[str]:
     v = recal["validation"]
-    out = ["## Recalibration on validation", "",
-           f"Temperatures and thresholds re-fitted on `{v['file'] or v['name']}` "
-           f"({v['n_items']} items, {v['n_reviews']} reviews). The model is unchanged; the "
-           "scores above under *re-fitted on validation* show what the new settings would "
-           "give.", ""]
+    out = [
+        "## Recalibration on validation",
+        "",
+        f"Temperatures and thresholds re-fitted on `{v['file'] or v['name']}` "
+        f"({v['n_items']} items, {v['n_reviews']} reviews). The model is unchanged; the "
+        "scores above under *re-fitted on validation* show what the new settings would "
+        "give.",
+        "",
+    ]
     rows = []
     for task, change in recal["changes"].items():
         if not change["refit"]:
@@ -230,14 +305,26 @@ def render_recalibration(recal: Mapping[str, Any]) -> list[str]:
         rows.append([task, "temperature", f"{fmt(t['stored'])} → {fmt(t['refit'])}"])
         for label, th in (change.get("thresholds") or {}).items():
             if abs(th["stored"] - th["refit"]) > 1e-9:
-                rows.append([task, f"threshold {label}",
-                             f"{fmt(th['stored'])} → {fmt(th['refit'])} ({th['how']})"])
+                rows.append(
+                    [
+                        task,
+                        f"threshold {label}",
+                        f"{fmt(th['stored'])} → {fmt(th['refit'])} ({th['how']})",
+                    ]
+                )
     out += [md_table(["task", "setting", "stored → re-fitted"], rows, ["l", "l", "l"]), ""]
-    rows = [[task, *(fmt_signed(d.get(k)) for k in ("macro_f1", "micro_f1", "ece"))]
-            for task, d in recal["delta"].items() if isinstance(d, Mapping)]
+    rows = [
+        [task, *(fmt_signed(d.get(k)) for k in ("macro_f1", "micro_f1", "ece"))]
+        for task, d in recal["delta"].items()
+        if isinstance(d, Mapping)
+    ]
     rows.append([HEADLINE, fmt_signed(recal["delta"].get(HEADLINE)), "", ""])
-    out += ["Change in scores on the evaluated data (re-fitted − stored):", "",
-            md_table(["task", "macro-F1", "micro-F1", "ECE"], rows), ""]
+    out += [
+        "Change in scores on the evaluated data (re-fitted − stored):",
+        "",
+        md_table(["task", "macro-F1", "micro-F1", "ECE"], rows),
+        "",
+    ]
     return out
 
 
@@ -256,12 +343,16 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
     kinds = {s["name"]: s["kind"] for s in board["systems"]}
     datasets = board["datasets"]
     conf = int(round(100 * board["bootstrap"]["confidence"]))
-    out = [f"# Benchmark `{board['suite']}`", "",
-           f"Written {board['created']}. Headline: macro-F1 per task and its mean over tasks "
-           f"({HEADLINE}), with {conf}% cluster-bootstrap intervals over reviews "
-           f"({board['bootstrap']['resamples']} resamples, seed {board['bootstrap']['seed']}). "
-           "The gap is the difference to the best baseline on the same data, with a paired "
-           "interval (same resamples for both systems).", ""]
+    out = [
+        f"# Benchmark `{board['suite']}`",
+        "",
+        f"Written {board['created']}. Headline: macro-F1 per task and its mean over tasks "
+        f"({HEADLINE}), with {conf}% cluster-bootstrap intervals over reviews "
+        f"({board['bootstrap']['resamples']} resamples, seed {board['bootstrap']['seed']}). "
+        "The gap is the difference to the best baseline on the same data, with a paired "
+        "interval (same resamples for both systems).",
+        "",
+    ]
 
     main = board["main_dataset"]
     for ds in datasets:
@@ -269,26 +360,46 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
             continue
         tasks = ds["tasks"]
         rows = []
-        for system in sorted(systems, key=lambda s: -(index.get((s, ds["name"], "mean"), {})
-                                                      .get("macro_f1") or -1)):
+        for system in sorted(
+            systems, key=lambda s: -(index.get((s, ds["name"], "mean"), {}).get("macro_f1") or -1)
+        ):
             mean = index.get((system, ds["name"], "mean"))
             if mean is None:
                 continue
             gap = mean.get("gap_to_best_baseline") or {}
-            row = [f"**{system}**" if kinds[system] == "model" else system, kinds[system],
-                   fmt_ci(mean["macro_f1"], mean.get("macro_f1_interval"))]
-            row.append(fmt_signed(gap.get("value"), gap.get("interval"))
-                       if gap.get("baseline") and gap.get("baseline") != system else "—")
+            row = [
+                f"**{system}**" if kinds[system] == "model" else system,
+                kinds[system],
+                fmt_ci(mean["macro_f1"], mean.get("macro_f1_interval")),
+            ]
+            row.append(
+                fmt_signed(gap.get("value"), gap.get("interval"))
+                if gap.get("baseline") and gap.get("baseline") != system
+                else "—"
+            )
             for task in tasks:
                 e = index.get((system, ds["name"], task))
                 row.append(fmt_ci(e["macro_f1"], e.get("macro_f1_interval")) if e else "n/a")
             rows.append(row)
         title = "Leaderboard" if ds["name"] == main else "External data"
-        out += [f"## {title}: `{ds['name']}` ({ds['n_items']} items, {ds['n_reviews']} reviews)",
-                ""]
-        out += [md_table(["system", "kind", f"{HEADLINE} [{conf}% CI]",
-                          "gap to best baseline", *[f"{t} macro-F1" for t in tasks]],
-                         rows, ["l", "l"] + ["r"] * (2 + len(tasks))), ""]
+        out += [
+            f"## {title}: `{ds['name']}` ({ds['n_items']} items, {ds['n_reviews']} reviews)",
+            "",
+        ]
+        out += [
+            md_table(
+                [
+                    "system",
+                    "kind",
+                    f"{HEADLINE} [{conf}% CI]",
+                    "gap to best baseline",
+                    *[f"{t} macro-F1" for t in tasks],
+                ],
+                rows,
+                ["l", "l"] + ["r"] * (2 + len(tasks)),
+            ),
+            "",
+        ]
         if ds["name"] == main and board.get("headline_chart"):
             out += [f"![{HEADLINE} by system]({board['headline_chart']})", ""]
         if ds.get("notes"):
@@ -297,26 +408,38 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
 
     variants = [d for d in datasets if d["kind"] == "variant"]
     if variants:
-        out += ["## Robustness", "",
-                f"Change in {HEADLINE} against the clean `{main}` data (paired: the same "
-                "reviews in every resample).", ""]
+        out += [
+            "## Robustness",
+            "",
+            f"Change in {HEADLINE} against the clean `{main}` data (paired: the same "
+            "reviews in every resample).",
+            "",
+        ]
         rows = []
         for system in systems:
             row = [system]
             for d in variants:
                 e = index.get((system, d["name"], "mean"))
                 change = (e or {}).get("change_vs_clean") or {}
-                row.append(f"{fmt(e['macro_f1'])} ({fmt_signed(change.get('value'), change.get('interval'))})"
-                           if e else "n/a")
+                row.append(
+                    f"{fmt(e['macro_f1'])} ({fmt_signed(change.get('value'), change.get('interval'))})"
+                    if e
+                    else "n/a"
+                )
             rows.append(row)
         out += [md_table(["system", *[f"`{d['name']}`" for d in variants]], rows), ""]
         out += [f"- `{d['name']}`: {d['description']}" for d in variants] + [""]
 
     slices = [d for d in datasets if d["kind"] == "slice"]
     if slices:
-        out += ["## Slices", "", f"{HEADLINE} [{conf}% CI] on subsets of `{main}`. Labels "
-                "absent from a slice count as F1 0 in its macro average, so compare systems "
-                "within a column rather than across columns.", ""]
+        out += [
+            "## Slices",
+            "",
+            f"{HEADLINE} [{conf}% CI] on subsets of `{main}`. Labels "
+            "absent from a slice count as F1 0 in its macro average, so compare systems "
+            "within a column rather than across columns.",
+            "",
+        ]
         rows = []
         for d in slices:
             row = [f"`{d['name']}`", d["n_items"], d["n_reviews"]]
@@ -327,30 +450,64 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
         out += [md_table(["slice", "items", "reviews", *systems], rows), ""]
 
     out += ["## Systems", ""]
-    out += [md_table(["system", "kind", "what"],
-                     [[s["name"], s["kind"], s.get("description", "")] for s in board["systems"]],
-                     ["l", "l", "l"]), ""]
+    out += [
+        md_table(
+            ["system", "kind", "what"],
+            [[s["name"], s["kind"], s.get("description", "")] for s in board["systems"]],
+            ["l", "l", "l"],
+        ),
+        "",
+    ]
     out += ["## Datasets", ""]
-    out += [md_table(["dataset", "kind", "items", "reviews", "tasks", "what"],
-                     [[f"`{d['name']}`", d["kind"], d["n_items"], d["n_reviews"],
-                       ", ".join(d["tasks"]), d.get("description", "")] for d in datasets],
-                     ["l", "l", "r", "r", "l", "l"]), ""]
+    out += [
+        md_table(
+            ["dataset", "kind", "items", "reviews", "tasks", "what"],
+            [
+                [
+                    f"`{d['name']}`",
+                    d["kind"],
+                    d["n_items"],
+                    d["n_reviews"],
+                    ", ".join(d["tasks"]),
+                    d.get("description", ""),
+                ]
+                for d in datasets
+            ],
+            ["l", "l", "r", "r", "l", "l"],
+        ),
+        "",
+    ]
     notes = board.get("notes") or []
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     prov = board.get("provenance")
     if prov:
         out += ["## Provenance", "", f"Command: `{prov['command']}`", ""]
-        out += [md_table(["data file", "sha256"],
-                         [[f"`{f['path']}`", f"`{f['sha256']}`"] for f in prov["data_files"]],
-                         ["l", "l"]), ""]
-        out += [md_table(["package", "version"],
-                         [[k, v or "not installed"] for k, v in prov["versions"].items()],
-                         ["l", "l"]), ""]
+        out += [
+            md_table(
+                ["data file", "sha256"],
+                [[f"`{f['path']}`", f"`{f['sha256']}`"] for f in prov["data_files"]],
+                ["l", "l"],
+            ),
+            "",
+        ]
+        out += [
+            md_table(
+                ["package", "version"],
+                [[k, v or "not installed"] for k, v in prov["versions"].items()],
+                ["l", "l"],
+            ),
+            "",
+        ]
     if board.get("profile"):
-        out += ["## Profile", "", f"The domain profile of `{main}` with the predictions of "
-                f"`{board['profile']['system']}`: [{board['profile']['path']}]"
-                f"({board['profile']['path']}).", ""]
+        out += [
+            "## Profile",
+            "",
+            f"The domain profile of `{main}` with the predictions of "
+            f"`{board['profile']['system']}`: [{board['profile']['path']}]"
+            f"({board['profile']['path']}).",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -362,16 +519,41 @@ def _detail_table(index, systems: Sequence[str], ds: Mapping[str, Any]) -> list[
             if e is None:
                 continue
             multi = e.get("subset_accuracy") is not None
-            rows.append([task, system, fmt(e.get("micro_f1")), fmt(e.get("weighted_f1")),
-                         fmt(e.get("subset_accuracy") if multi else e.get("accuracy")),
-                         fmt(e.get("hamming_loss")) if multi else "", fmt(e.get("pr_auc")),
-                         fmt(e.get("ece"))])
+            rows.append(
+                [
+                    task,
+                    system,
+                    fmt(e.get("micro_f1")),
+                    fmt(e.get("weighted_f1")),
+                    fmt(e.get("subset_accuracy") if multi else e.get("accuracy")),
+                    fmt(e.get("hamming_loss")) if multi else "",
+                    fmt(e.get("pr_auc")),
+                    fmt(e.get("ece")),
+                ]
+            )
     if not rows:
         return []
-    return ["<details><summary>More metrics</summary>", "",
-            md_table(["task", "system", "micro-F1", "weighted-F1", "accuracy / subset acc.",
-                      "Hamming loss", "PR-AUC", "ECE"], rows, ["l", "l"] + ["r"] * 6), "",
-            "</details>", ""]
+    return [
+        "<details><summary>More metrics</summary>",
+        "",
+        md_table(
+            [
+                "task",
+                "system",
+                "micro-F1",
+                "weighted-F1",
+                "accuracy / subset acc.",
+                "Hamming loss",
+                "PR-AUC",
+                "ECE",
+            ],
+            rows,
+            ["l", "l"] + ["r"] * 6,
+        ),
+        "",
+        "</details>",
+        "",
+    ]
 
 
 # ---------------------------------------------------------------------------- profile
@@ -381,26 +563,51 @@ def render_profile(result: Mapping[str, Any], chart: str | None = None) -> str:
     """``profile.md``: recommendations per review and label shares, annotated vs predicted."""
     per = result["per_review"]
     ref = result["reference_2011"]
-    out = ["# Profile of the recommendations", "",
-           f"{result['n_items']} recommendations from {per['n_reviews']} reviews"
-           + (f" ({per['items_without_review']} without a review id)"
-              if per.get("items_without_review") else "") + ".", ""]
+    out = [
+        "# Profile of the recommendations",
+        "",
+        f"{result['n_items']} recommendations from {per['n_reviews']} reviews"
+        + (
+            f" ({per['items_without_review']} without a review id)"
+            if per.get("items_without_review")
+            else ""
+        )
+        + ".",
+        "",
+    ]
     out += ["## Recommendations per review", ""]
-    out += [md_table(["mean", "median", "min", "max"],
-                     [[fmt(per["mean"], 1), fmt(per["median"], 1), fmt(per["min"]),
-                       fmt(per["max"])]], ["r"] * 4), ""]
-    out += [md_table(["recommendations in a review", "reviews"],
-                     [[h["bin"], h["reviews"]] for h in per["histogram"]]), ""]
-    out += [f"For comparison, {ref['source']} counted {ref['recommendations']} recommendations "
-            f"in {ref['reviews']} reviews: {ref['mean_per_review']:.1f} per review on average, "
-            f"{ref['max_per_review']} in one.", ""]
+    out += [
+        md_table(
+            ["mean", "median", "min", "max"],
+            [[fmt(per["mean"], 1), fmt(per["median"], 1), fmt(per["min"]), fmt(per["max"])]],
+            ["r"] * 4,
+        ),
+        "",
+    ]
+    out += [
+        md_table(
+            ["recommendations in a review", "reviews"],
+            [[h["bin"], h["reviews"]] for h in per["histogram"]],
+        ),
+        "",
+    ]
+    out += [
+        f"For comparison, {ref['source']} counted {ref['recommendations']} recommendations "
+        f"in {ref['reviews']} reviews: {ref['mean_per_review']:.1f} per review on average, "
+        f"{ref['max_per_review']} in one.",
+        "",
+    ]
     for name, entry in result["tasks"].items():
         sources = [s for s in ("annotated", "predicted") if s in entry]
         if entry["type"] == "multi_label":
-            out += [f"## {name}", "",
-                    "Share of items with each theme as the primary (first) theme and in any "
-                    "position (items can have up to three themes, so the second column sums "
-                    "to more than 100%).", ""]
+            out += [
+                f"## {name}",
+                "",
+                "Share of items with each theme as the primary (first) theme and in any "
+                "position (items can have up to three themes, so the second column sums "
+                "to more than 100%).",
+                "",
+            ]
             headers = ["label"]
             for s in sources:
                 headers += [f"primary ({s})", f"any position ({s})"]
@@ -416,14 +623,18 @@ def render_profile(result: Mapping[str, Any], chart: str | None = None) -> str:
             out += [f"Themes per item: {'; '.join(per_item)}.", ""]
         else:
             out += [f"## {name}", ""]
-            rows = [[label, *[pct(entry[s]["share"][label]) for s in sources]]
-                    for label in entry["labels"]]
+            rows = [
+                [label, *[pct(entry[s]["share"][label]) for s in sources]]
+                for label in entry["labels"]
+            ]
             rows.append(["items", *[entry[s]["n"] for s in sources]])
             out += [md_table(["label", *[f"share ({s})" for s in sources]], rows), ""]
         for s in sources:
             if entry[s].get("unknown_labels"):
-                out += [f"- {s} values outside the label set: "
-                        f"{', '.join(entry[s]['unknown_labels'])}", ""]
+                out += [
+                    f"- {s} values outside the label set: {', '.join(entry[s]['unknown_labels'])}",
+                    "",
+                ]
     if chart:
         out += [f"![profile]({chart})", ""]
     return "\n".join(out).rstrip() + "\n"

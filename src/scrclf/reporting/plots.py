@@ -42,8 +42,9 @@ def _colour(i: int) -> str:
     return (CALIBRATED_COLOUR, DEFAULT_COLOUR, *EXTRA_COLOURS)[i % (2 + len(EXTRA_COLOURS))]
 
 
-def confusion_chart(task_name: str, labels: Sequence[str], confusion: Any,
-                    path: str | Path) -> None:
+def confusion_chart(
+    task_name: str, labels: Sequence[str], confusion: Any, path: str | Path
+) -> None:
     """A heat map of a single-label confusion matrix, or a grid of 2x2 matrices per label.
 
     ``confusion`` is a ``KxK`` list (rows true, columns predicted) for a single-label task, or
@@ -60,8 +61,9 @@ def confusion_chart(task_name: str, labels: Sequence[str], confusion: Any,
             ax.set_title(label, fontsize=8)
         for ax in axes[n:]:
             ax.set_axis_off()
-        fig.suptitle(f"{task_name}: per-label confusion (rows true, columns predicted)",
-                     fontsize=10)
+        fig.suptitle(
+            f"{task_name}: per-label confusion (rows true, columns predicted)", fontsize=10
+        )
     else:
         matrix = np.asarray(confusion)
         size = max(4.0, 0.7 * len(labels) + 2.5)
@@ -76,17 +78,30 @@ def confusion_chart(task_name: str, labels: Sequence[str], confusion: Any,
 
 def _heat(ax, matrix: np.ndarray, rows: list[str], cols: list[str], small: bool = False) -> None:
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(cols)), cols, rotation=45 if not small else 0, ha="right"
-                  if not small else "center", fontsize=7 if small else 8)
+    ax.set_xticks(
+        range(len(cols)),
+        cols,
+        rotation=45 if not small else 0,
+        ha="right" if not small else "center",
+        fontsize=7 if small else 8,
+    )
     ax.set_yticks(range(len(rows)), rows, fontsize=7 if small else 8)
     high = matrix.max() if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=7 if small else 8,
-                color="white" if high and value > high / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(int(value)),
+            ha="center",
+            va="center",
+            fontsize=7 if small else 8,
+            color="white" if high and value > high / 2 else "black",
+        )
 
 
-def reliability_chart(task_name: str, bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]],
-                      path: str | Path) -> None:
+def reliability_chart(
+    task_name: str, bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path
+) -> None:
     """Reliability diagram: accuracy against confidence per bin, one line per decision setting.
 
     The bars underneath show how many predictions fall in each bin (first setting).
@@ -108,16 +123,20 @@ def reliability_chart(task_name: str, bins_by_setting: Mapping[str, Sequence[Map
     if first:
         centres = [(b["lower"] + b["upper"]) / 2 for b in first]
         widths = [b["upper"] - b["lower"] for b in first]
-        ax_count.bar(centres, [b["count"] for b in first], width=widths, color="lightgrey",
-                     edgecolor="grey")
+        ax_count.bar(
+            centres, [b["count"] for b in first], width=widths, color="lightgrey", edgecolor="grey"
+        )
     ax_count.set_xlabel("predicted probability / confidence")
     ax_count.set_ylabel("count")
     _save(fig, path)
 
 
-def per_label_f1_chart(task_name: str, labels: Sequence[str],
-                       per_label_by_setting: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                       path: str | Path) -> None:
+def per_label_f1_chart(
+    task_name: str,
+    labels: Sequence[str],
+    per_label_by_setting: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    path: str | Path,
+) -> None:
     """Per-label F1 bars, one group per label and one bar per decision setting.
 
     Where an entry has ``f1_interval`` the bar carries its bootstrap interval.
@@ -135,8 +154,15 @@ def per_label_f1_chart(task_name: str, labels: Sequence[str],
             lows = [values[k] - entries[label]["f1_interval"][0] for k, label in enumerate(labels)]
             highs = [entries[label]["f1_interval"][1] - values[k] for k, label in enumerate(labels)]
             err = np.clip(np.asarray([lows, highs]), 0, None)
-        ax.bar(x + (i - (len(settings) - 1) / 2) * width, values, width, yerr=err, capsize=2,
-               color=_colour(i), label=setting)
+        ax.bar(
+            x + (i - (len(settings) - 1) / 2) * width,
+            values,
+            width,
+            yerr=err,
+            capsize=2,
+            color=_colour(i),
+            label=setting,
+        )
     ax.set_xticks(x, labels, rotation=40, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1")
@@ -157,13 +183,21 @@ def profile_chart(result: Mapping[str, Any], path: str | Path) -> None:
         sources = [s for s in ("annotated", "predicted") if s in entry]
         if entry["type"] == "multi_label":
             for view, title in (("primary", "primary theme"), ("any", "theme in any position")):
-                panels.append((f"{name}: {title}", labels,
-                               {s: [entry[s][view][lab] or 0.0 for lab in labels]
-                                for s in sources}))
+                panels.append(
+                    (
+                        f"{name}: {title}",
+                        labels,
+                        {s: [entry[s][view][lab] or 0.0 for lab in labels] for s in sources},
+                    )
+                )
         else:
-            panels.append((name, labels,
-                           {s: [entry[s]["share"][lab] or 0.0 for lab in labels]
-                            for s in sources}))
+            panels.append(
+                (
+                    name,
+                    labels,
+                    {s: [entry[s]["share"][lab] or 0.0 for lab in labels] for s in sources},
+                )
+            )
     n = len(panels) + 1
     cols = 2
     rows = math.ceil(n / cols)
@@ -173,8 +207,13 @@ def profile_chart(result: Mapping[str, Any], path: str | Path) -> None:
         x = np.arange(len(labels))
         width = 0.8 / max(1, len(series))
         for i, (source, values) in enumerate(series.items()):
-            ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, color=_colour(i),
-                   label=source)
+            ax.bar(
+                x + (i - (len(series) - 1) / 2) * width,
+                values,
+                width,
+                color=_colour(i),
+                label=source,
+            )
         ax.set_xticks(x, labels, rotation=40, ha="right", fontsize=7)
         ax.set_ylabel("share of items")
         ax.set_title(title, fontsize=10)
@@ -205,8 +244,16 @@ def headline_chart(rows: Sequence[Mapping[str, Any]], title: str, path: str | Pa
     colours = [CALIBRATED_COLOUR if r.get("kind") == "model" else "grey" for r in rows]
     err = None
     if all(r.get("interval") for r in rows):
-        err = np.clip(np.asarray([[r["value"] - r["interval"][0] for r in rows],
-                                  [r["interval"][1] - r["value"] for r in rows]]), 0, None)
+        err = np.clip(
+            np.asarray(
+                [
+                    [r["value"] - r["interval"][0] for r in rows],
+                    [r["interval"][1] - r["value"] for r in rows],
+                ]
+            ),
+            0,
+            None,
+        )
     ax.barh(y, values, xerr=err, color=colours, capsize=3)
     ax.set_yticks(y, [r["system"] for r in rows], fontsize=8)
     ax.invert_yaxis()

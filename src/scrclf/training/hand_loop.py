@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
+from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
 from scrclf.training.run import (
     ReportFn,
     RunInputs,
     TrainingConfigError,
     finish_run,
-    head_learning_rate,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ PAD_MULTIPLE = 8
 # ------------------------------------------------------------------------ settings
 
 
-def scaled_learning_rate(base: float, batch_size: int, reference_batch_size: int,
-                         rule: str) -> float:
+def scaled_learning_rate(
+    base: float, batch_size: int, reference_batch_size: int, rule: str
+) -> float:
     """The learning rate for ``batch_size``, given one tuned at ``reference_batch_size``.
 
     ``linear``: ``base * b / b_ref`` (the rule of Goyal et al. for SGD; aggressive for Adam),
@@ -114,61 +115,71 @@ class LeanSettings:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, t: Mapping[str, Any]) -> LeanSettings:
+    def from_config(cls, t: TrainerSettings | Mapping[str, Any]) -> LeanSettings:
+        if not isinstance(t, TrainerSettings):
+            t = TrainerSettings.from_config(t)
         notes: list[str] = []
-        device = str(t.get("device", "cuda"))
-        if device not in ("cpu", "cuda", "auto"):
-            raise TrainingConfigError(f"trainer.device must be cpu, cuda or auto, got {device!r}")
+        device = t.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
-            raise TrainingConfigError("trainer.device=cuda but no CUDA GPU is visible; "
-                                      "set trainer.device=cpu to run the lean loop on the CPU")
-        precision = str(t.get("precision", "bf16"))
+            raise TrainingConfigError(
+                "trainer.device=cuda but no CUDA GPU is visible; "
+                "set trainer.device=cpu to run the lean loop on the CPU"
+            )
+        precision = t.precision
         if precision not in ("fp32", "bf16", "auto"):
-            raise TrainingConfigError(f"the lean loop supports trainer.precision fp32, bf16 or "
-                                      f"auto, got {precision!r}")
+            raise TrainingConfigError(
+                f"the lean loop supports trainer.precision fp32, bf16 or auto, got {precision!r}"
+            )
         if precision == "auto":
             precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-        compile_ = bool(t.get("compile", False))
-        cuda_graphs = bool(t.get("cuda_graphs", False))
+        compile_, cuda_graphs = t.compile, t.cuda_graphs
         if cuda_graphs and not compile_:
-            raise TrainingConfigError("trainer.cuda_graphs=true needs trainer.compile=true "
-                                      "(CUDA graphs are captured by torch.compile)")
+            raise TrainingConfigError(
+                "trainer.cuda_graphs=true needs trainer.compile=true "
+                "(CUDA graphs are captured by torch.compile)"
+            )
         if device == "cpu":
             if precision != "fp32":
                 notes.append(f"precision {precision} -> fp32 on CPU")
             if compile_:
                 notes.append("compile off on CPU")
             precision, compile_, cuda_graphs = "fp32", False, False
-        batch = int(t["batch_size"])
-        base_lr = float(t["learning_rate"])
-        rule = str(t.get("lr_scaling", "sqrt"))
-        ref = int(t.get("lr_reference_batch_size", batch))
-        head_lr = head_learning_rate(t)
-        schedule = str(t.get("lr_scheduler", "linear"))
-        if schedule not in SCHEDULES:
-            raise TrainingConfigError(f"the lean loop supports trainer.lr_scheduler in {SCHEDULES}, "
-                                      f"got {schedule!r}")
-        patience = t.get("early_stopping_patience")
+        batch, base_lr, rule = t.batch_size, t.learning_rate, t.lr_scaling
+        ref = t.lr_reference_batch_size or batch
+        head_lr = t.head_learning_rate
+        if t.lr_scheduler not in SCHEDULES:
+            raise TrainingConfigError(
+                f"the lean loop supports trainer.lr_scheduler in {SCHEDULES}, "
+                f"got {t.lr_scheduler!r}"
+            )
         return cls(
-            device=device, batch_size=batch,
-            eval_batch_size=int(t.get("eval_batch_size", batch)),
+            device=device,
+            batch_size=batch,
+            eval_batch_size=t.eval_batch_size,
             base_learning_rate=base_lr,
             learning_rate=scaled_learning_rate(base_lr, batch, ref, rule),
-            head_learning_rate=(scaled_learning_rate(float(head_lr), batch, ref, rule)
-                                if head_lr else None),
-            lr_scaling=rule, lr_reference_batch_size=ref,
-            warmup_ratio=float(t.get("warmup_ratio", 0.0)), lr_scheduler=schedule,
-            weight_decay=float(t.get("weight_decay", 0.0)),
-            max_grad_norm=float(t.get("max_grad_norm", 1.0) or 0.0),
-            max_epochs=int(t["max_epochs"]),
-            early_stopping_patience=int(patience) if patience else None,
+            head_learning_rate=(
+                scaled_learning_rate(head_lr, batch, ref, rule) if head_lr else None
+            ),
+            lr_scaling=rule,
+            lr_reference_batch_size=ref,
+            warmup_ratio=t.warmup_ratio,
+            lr_scheduler=t.lr_scheduler,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            max_epochs=t.max_epochs,
+            early_stopping_patience=t.early_stopping_patience,
             precision=precision,
-            fused_optimizer=str(t.get("optim", "")).endswith("_fused"),
-            compile=compile_, compile_buckets=t.get("compile_buckets", 7),
-            cuda_graphs=cuda_graphs, metric=str(t.get("metric_for_best", HEADLINE)),
-            logging_steps=int(t.get("logging_steps", 50)), notes=notes)
+            fused_optimizer=t.optim.endswith("_fused"),
+            compile=compile_,
+            compile_buckets=t.compile_buckets,
+            cuda_graphs=cuda_graphs,
+            metric=t.metric_for_best,
+            logging_steps=t.logging_steps,
+            notes=notes,
+        )
 
 
 # --------------------------------------------------------------------------- batches
@@ -181,11 +192,16 @@ class TokenStore:
     enough to feed tens of thousands of items per second from one Python thread.
     """
 
-    def __init__(self, input_ids: Sequence[Sequence[int]],
-                 token_type_ids: Sequence[Sequence[int]] | None,
-                 targets: Mapping[str, np.ndarray], pad_id: int = 0):
-        self.lengths = np.fromiter((len(x) for x in input_ids), dtype=np.int64,
-                                   count=len(input_ids))
+    def __init__(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        token_type_ids: Sequence[Sequence[int]] | None,
+        targets: Mapping[str, np.ndarray],
+        pad_id: int = 0,
+    ):
+        self.lengths = np.fromiter(
+            (len(x) for x in input_ids), dtype=np.int64, count=len(input_ids)
+        )
         self.offsets = np.zeros(len(self.lengths), dtype=np.int64)
         if len(self.lengths) > 1:
             self.offsets[1:] = np.cumsum(self.lengths)[:-1]
@@ -193,8 +209,9 @@ class TokenStore:
         self.ids = np.fromiter((t for x in input_ids for t in x), dtype=np.int64, count=total)
         self.types = None
         if token_type_ids is not None:
-            self.types = np.fromiter((t for x in token_type_ids for t in x), dtype=np.int64,
-                                     count=total)
+            self.types = np.fromiter(
+                (t for x in token_type_ids for t in x), dtype=np.int64, count=total
+            )
         self.targets = {name: np.asarray(v) for name, v in targets.items()}
         self.pad_id = int(pad_id)
 
@@ -220,8 +237,10 @@ class TokenStore:
         positions = np.arange(pad_to)[None, :]
         mask = positions < lengths[:, None]
         flat = np.where(mask, self.offsets[index][:, None] + positions, 0)
-        batch = {"input_ids": torch.from_numpy(np.where(mask, self.ids[flat], self.pad_id)),
-                 "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+        batch = {
+            "input_ids": torch.from_numpy(np.where(mask, self.ids[flat], self.pad_id)),
+            "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+        }
         if self.types is not None:
             batch["token_type_ids"] = torch.from_numpy(np.where(mask, self.types[flat], 0))
         for name, values in self.targets.items():
@@ -238,8 +257,12 @@ def pad_length(longest: int, buckets: Sequence[int] | None, multiple: int = PAD_
     return int(math.ceil(longest / multiple) * multiple)
 
 
-def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                            buckets: Sequence[int] | None = None) -> list[np.ndarray]:
+def length_bucketed_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    buckets: Sequence[int] | None = None,
+) -> list[np.ndarray]:
     """One epoch of batches: items sorted by length, cut into batches, batches shuffled.
 
     With ``buckets``, items are sorted by bucket only and shuffled within it (padding is
@@ -254,7 +277,7 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
     else:
         key = lengths.astype(np.float64)
     order = np.lexsort((noise, key))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -276,23 +299,6 @@ def _lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
     return factor
 
 
-def _param_groups(model: torch.nn.Module, settings: LeanSettings) -> list[dict[str, Any]]:
-    """Decay on weight matrices only; the heads may have their own learning rate."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
-        groups.setdefault((name.startswith("heads."), not no_decay), []).append(param)
-    out = []
-    for (is_head, decays), params in sorted(groups.items()):
-        lr = settings.head_learning_rate if (is_head and settings.head_learning_rate) \
-            else settings.learning_rate
-        out.append({"params": params, "lr": lr,
-                    "weight_decay": settings.weight_decay if decays else 0.0})
-    return out
-
-
 @dataclass
 class EpochStats:
     items: int = 0
@@ -310,19 +316,30 @@ class EpochStats:
 class LeanTrainer:
     """Optimizer, schedule, precision and (optionally) compiled forward for one model."""
 
-    def __init__(self, model: torch.nn.Module, settings: LeanSettings, total_steps: int,
-                 buckets: Sequence[int] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        settings: LeanSettings,
+        total_steps: int,
+        buckets: Sequence[int] | None = None,
+    ):
         self.settings = settings
         self.device = torch.device(settings.device)
         self.model = model.to(self.device)
         self.buckets = list(buckets) if buckets else None
         self.total_steps = max(1, int(total_steps))
         kwargs: dict[str, Any] = {"fused": True} if settings.fused_optimizer else {}
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, settings),
-                                           lr=settings.learning_rate, **kwargs)
+        self.optimizer = torch.optim.AdamW(
+            self.model.param_groups(
+                settings.learning_rate, settings.weight_decay, settings.head_learning_rate
+            ),
+            lr=settings.learning_rate,
+            **kwargs,
+        )
         warmup = int(math.ceil(settings.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(self.total_steps, warmup, settings.lr_scheduler))
+            self.optimizer, _lr_lambda(self.total_steps, warmup, settings.lr_scheduler)
+        )
         self.amp_dtype = torch.bfloat16 if settings.precision == "bf16" else None
         self.forward = self.model
         if settings.compile:
@@ -352,7 +369,9 @@ class LeanTrainer:
             return dict(batch)
         return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def train_step(self, batch: Mapping[str, torch.Tensor], static_shape: bool = True) -> torch.Tensor:
+    def train_step(
+        self, batch: Mapping[str, torch.Tensor], static_shape: bool = True
+    ) -> torch.Tensor:
         """One optimizer step; returns the detached loss (no host synchronisation)."""
         forward = self.forward if static_shape else self.model
         if self.settings.cuda_graphs and static_shape:
@@ -370,16 +389,19 @@ class LeanTrainer:
             self.first_step_done = time.time()
         return loss.detach().float().clone()
 
-    def batches(self, store: TokenStore, rng: np.random.Generator
-                ) -> Iterator[tuple[np.ndarray, int, bool]]:
+    def batches(
+        self, store: TokenStore, rng: np.random.Generator
+    ) -> Iterator[tuple[np.ndarray, int, bool]]:
         """(item indices, padded length, static shape?) for one epoch."""
-        for index in length_bucketed_batches(store.lengths, self.settings.batch_size, rng,
-                                             self.buckets):
+        for index in length_bucketed_batches(
+            store.lengths, self.settings.batch_size, rng, self.buckets
+        ):
             pad_to = pad_length(int(store.lengths[index].max()), self.buckets)
             yield index, pad_to, len(index) == self.settings.batch_size
 
-    def train_epoch(self, store: TokenStore, rng: np.random.Generator, writer=None,
-                    max_steps: int | None = None) -> EpochStats:
+    def train_epoch(
+        self, store: TokenStore, rng: np.random.Generator, writer=None, max_steps: int | None = None
+    ) -> EpochStats:
         self.model.train()
         stats = EpochStats()
         running = torch.zeros((), device=self.device)
@@ -399,8 +421,9 @@ class LeanTrainer:
             stats.padded_tokens += len(index) * pad_to
             if since_log >= self.settings.logging_steps and writer is not None:
                 writer.add_scalar("train/loss", logged.item() / since_log, self.step_count)
-                writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0],
-                                  self.step_count)
+                writer.add_scalar(
+                    "train/learning_rate", self.scheduler.get_last_lr()[0], self.step_count
+                )
                 logged.zero_()
                 since_log = 0
         if self.device.type == "cuda":
@@ -410,18 +433,22 @@ class LeanTrainer:
         return stats
 
     @torch.inference_mode()
-    def predict(self, store: TokenStore, tasks: TaskSet
-                ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    def predict(
+        self, store: TokenStore, tasks: TaskSet
+    ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """Logits and targets per task, in the store's item order."""
         self.model.eval()
         order = np.argsort(store.lengths, kind="stable")
         chunks: list[list[np.ndarray]] = [[] for _ in tasks.names]
         size = self.settings.eval_batch_size
         for i in range(0, len(order), size):
-            index = order[i:i + size]
+            index = order[i : i + size]
             batch = store.collate(index, pad_length(int(store.lengths[index].max()), None))
-            inputs = {k: v for k, v in self.to_device(batch).items()
-                      if k in ("input_ids", "attention_mask", "token_type_ids")}
+            inputs = {
+                k: v
+                for k, v in self.to_device(batch).items()
+                if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
             with self._autocast():
                 logits = self.model(**inputs).logits
             for j, task_logits in enumerate(logits):
@@ -444,31 +471,41 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def train_lean(inputs: RunInputs, started: float | None = None,
-               report: ReportFn | None = None) -> dict[str, Any]:
+def train_lean(
+    inputs: RunInputs, started: float | None = None, report: ReportFn | None = None
+) -> dict[str, Any]:
     """Train with the lean loop, then evaluate, calibrate and save like the Trainer path."""
     started = time.time() if started is None else started
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise TrainingConfigError("the lean loop (trainer=gpu_fast) runs on one process; "
-                                  "for several GPUs use trainer=gpu under torchrun")
-    settings = LeanSettings.from_config(inputs.trainer_cfg)
+        raise TrainingConfigError(
+            "the lean loop (trainer=gpu_fast) runs on one process; "
+            "for several GPUs use trainer=gpu under torchrun"
+        )
+    settings = LeanSettings.from_config(inputs.trainer)
     for note in settings.notes:
         logger.info("lean loop: %s", note)
     tasks = inputs.tasks
     pad_id = inputs.tokenizer.pad_token_id or 0
-    stores = {name: TokenStore.from_dataset(ds, tasks, pad_id) for name, ds in inputs.datasets.items()}
+    stores = {
+        name: TokenStore.from_dataset(ds, tasks, pad_id) for name, ds in inputs.datasets.items()
+    }
     train_store = stores["train"]
     buckets = None
     if settings.compile:
         spec = settings.compile_buckets
-        buckets = (choose_buckets(train_store.lengths, int(spec)) if isinstance(spec, int)
-                   else sorted(int(b) for b in spec))
+        buckets = (
+            choose_buckets(train_store.lengths, int(spec))
+            if isinstance(spec, int)
+            else sorted(int(b) for b in spec)
+        )
         logger.info("lean loop: static shape buckets %s", buckets)
     steps_per_epoch = math.ceil(len(train_store) / settings.batch_size)
     trainer = LeanTrainer(inputs.model, settings, steps_per_epoch * settings.max_epochs, buckets)
     writer = _tensorboard(inputs.run_dir)
     rng = np.random.default_rng(inputs.seed)
-    key = settings.metric[len("eval_"):] if settings.metric.startswith("eval_") else settings.metric
+    key = (
+        settings.metric[len("eval_") :] if settings.metric.startswith("eval_") else settings.metric
+    )
     higher_is_better = not key.endswith("loss")
 
     best = {"epoch": None, "value": None, "state": None, "time_s": None}
@@ -483,21 +520,39 @@ def train_lean(inputs: RunInputs, started: float | None = None,
         logits, targets = trainer.predict(stores["validation"], tasks)
         flat = flatten(compute_metrics(tasks, logits, targets))
         if key not in flat:
-            raise TrainingConfigError(f"trainer.metric_for_best={settings.metric!r} is not a "
-                                      f"validation metric; e.g. {HEADLINE}")
+            raise TrainingConfigError(
+                f"trainer.metric_for_best={settings.metric!r} is not a "
+                f"validation metric; e.g. {HEADLINE}"
+            )
         value = flat[key]
-        logger.info("epoch %d: loss %.4f, validation %s %.4f, %.0f samples/s", epoch,
-                    stats.mean_loss, key, value, stats.items / max(stats.seconds, 1e-9))
+        logger.info(
+            "epoch %d: loss %.4f, validation %s %.4f, %.0f samples/s",
+            epoch,
+            stats.mean_loss,
+            key,
+            value,
+            stats.items / max(stats.seconds, 1e-9),
+        )
         if writer is not None:
             writer.add_scalar(f"eval/{key}", value, trainer.step_count)
-            writer.add_scalar("train/samples_per_second", stats.items / max(stats.seconds, 1e-9),
-                              trainer.step_count)
-        improved = best["value"] is None or (value > best["value"] if higher_is_better
-                                             else value < best["value"])
+            writer.add_scalar(
+                "train/samples_per_second",
+                stats.items / max(stats.seconds, 1e-9),
+                trainer.step_count,
+            )
+        improved = best["value"] is None or (
+            value > best["value"] if higher_is_better else value < best["value"]
+        )
         if improved:
-            best.update(epoch=epoch, value=value, time_s=time.time() - started,
-                        state={k: v.detach().to("cpu", copy=True)
-                               for k, v in trainer.model.state_dict().items()})
+            best.update(
+                epoch=epoch,
+                value=value,
+                time_s=time.time() - started,
+                state={
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in trainer.model.state_dict().items()
+                },
+            )
             stale = 0
         else:
             stale += 1
@@ -536,4 +591,6 @@ def train_lean(inputs: RunInputs, started: float | None = None,
         "lr_scaling": settings.lr_scaling,
         "num_threads": torch.get_num_threads(),
     }
-    return finish_run(inputs, lambda split: trainer.predict(stores[split], tasks), training, started)
+    return finish_run(
+        inputs, lambda split: trainer.predict(stores[split], tasks), training, started
+    )

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from scrclf.data.records import MultiTaskCollator
-from scrclf.evaluation.metrics import HEADLINE
+from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
 from scrclf.training.run import (
     ReportFn,
@@ -24,55 +23,48 @@ from scrclf.training.run import (
     TrainingConfigError,
     _as_tuple,
     finish_run,
-    head_learning_rate,
     metrics_fn,
     resolve_precision,
 )
 
 
-def training_arguments(trainer_cfg: Mapping[str, Any], run_dir: Path, tasks: TaskSet, seed: int):
+def training_arguments(t: TrainerSettings, run_dir: Path, tasks: TaskSet, seed: int):
     from transformers import TrainingArguments
 
-    t = trainer_cfg
-    precision = str(t.get("precision", "fp32"))
-    if precision not in ("fp32", "bf16", "fp16", "auto"):
-        raise TrainingConfigError(
-            f"trainer.precision must be fp32, bf16, fp16 or auto, got {precision!r}")
-    device = str(t.get("device", "cpu"))
-    if device not in ("cpu", "cuda", "auto"):
-        raise TrainingConfigError(f"trainer.device must be cpu, cuda or auto, got {device!r}")
-    precision = resolve_precision(precision, device)
-    if device == "cuda":
+    precision = resolve_precision(t.precision, t.device)
+    if t.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise TrainingConfigError("trainer.device=cuda but no CUDA GPU is visible; use trainer=cpu")
-    metric = str(t.get("metric_for_best", HEADLINE))
+            raise TrainingConfigError(
+                "trainer.device=cuda but no CUDA GPU is visible; use trainer=cpu"
+            )
+    metric = t.metric_for_best
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=float(t["max_epochs"]),
-        per_device_train_batch_size=int(t["batch_size"]),
-        per_device_eval_batch_size=int(t.get("eval_batch_size", t["batch_size"])),
-        learning_rate=float(t["learning_rate"]),
-        weight_decay=float(t.get("weight_decay", 0.0)),
-        warmup_steps=float(t.get("warmup_ratio", 0.0)),
-        lr_scheduler_type=str(t.get("lr_scheduler", "linear")),
-        gradient_accumulation_steps=int(t.get("grad_accum_steps", 1)),
-        max_grad_norm=float(t.get("max_grad_norm", 1.0)),
-        optim=str(t.get("optim", "adamw_torch")),
+        num_train_epochs=float(t.max_epochs),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        gradient_accumulation_steps=t.grad_accum_steps,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        train_sampling_strategy="group_by_length" if t.get("group_by_length", True) else "random",
+        use_cpu=t.device == "cpu",
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         length_column_name="length",
         eval_strategy="epoch",
         save_strategy="epoch",
-        save_total_limit=int(t.get("save_total_limit", 2)),
+        save_total_limit=t.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
         greater_is_better=not metric.endswith("loss"),
         logging_strategy="steps",
-        logging_steps=int(t.get("logging_steps", 20)),
+        logging_steps=t.logging_steps,
         logging_first_step=True,
         report_to="none",
         label_names=tasks.names,
@@ -80,7 +72,7 @@ def training_arguments(trainer_cfg: Mapping[str, Any], run_dir: Path, tasks: Tas
         # The loss is a per-process mean; without this the logged loss under DDP is
         # multiplied by the world size.
         average_tokens_across_devices=False,
-        dataloader_num_workers=int(t.get("dataloader_workers", 0)),
+        dataloader_num_workers=t.dataloader_workers,
         seed=int(seed),
         data_seed=int(seed),
         disable_tqdm=False,
@@ -107,19 +99,16 @@ def _trainer_class():
             return super()._get_eval_sampler(eval_dataset)
 
         def create_optimizer(self, model=None):
-            if self.head_learning_rate is None or self.optimizer is not None:
+            if self.optimizer is not None:
                 return super().create_optimizer(model)
             opt_model = self.model if model is None else model
-            decay = set(self.get_decay_parameter_names(opt_model))
-            groups: dict[tuple[bool, bool], list] = {}
-            for name, param in opt_model.named_parameters():
-                if param.requires_grad:
-                    groups.setdefault((name.startswith("heads."), name in decay), []).append(param)
-            param_groups = [
-                {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0,
-                 "lr": self.head_learning_rate if is_head else self.args.learning_rate}
-                for (is_head, decays), params in sorted(groups.items())]
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            # The model owns its parameter groups: one weight-decay rule for every loop.
+            param_groups = opt_model.param_groups(
+                self.args.learning_rate, self.args.weight_decay, self.head_learning_rate
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
+                self.args, opt_model
+            )
             optimizer_kwargs.pop("params", None)
             self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
             return self.optimizer
@@ -164,16 +153,21 @@ def _run_clock(started: float, metric: str, report: ReportFn | None):
     return RunClock()
 
 
-def train_with_trainer(inputs: RunInputs, checkpoint: Path | None, started: float,
-                        threads: int, report: ReportFn | None) -> dict[str, Any]:
+def train_with_trainer(
+    inputs: RunInputs,
+    checkpoint: Path | None,
+    started: float,
+    threads: int,
+    report: ReportFn | None,
+) -> dict[str, Any]:
     import torch
     from transformers import EarlyStoppingCallback
 
-    trainer_cfg, tasks, run_dir = inputs.trainer_cfg, inputs.tasks, inputs.run_dir
-    args = training_arguments(trainer_cfg, run_dir, tasks, inputs.seed)
+    settings, tasks, run_dir = inputs.trainer, inputs.tasks, inputs.run_dir
+    args = training_arguments(settings, run_dir, tasks, inputs.seed)
     clock = _run_clock(started, args.metric_for_best_model, report)
     callbacks = [clock]
-    patience = trainer_cfg.get("early_stopping_patience")
+    patience = settings.early_stopping_patience
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
     if args.process_index == 0:
@@ -182,7 +176,7 @@ def train_with_trainer(inputs: RunInputs, checkpoint: Path | None, started: floa
 
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(run_dir / "tensorboard"))))
 
-    head_lr = head_learning_rate(trainer_cfg)
+    head_lr = settings.head_learning_rate
     trainer = _trainer_class()(
         model=inputs.model,
         args=args,
@@ -229,7 +223,9 @@ def train_with_trainer(inputs: RunInputs, checkpoint: Path | None, started: floa
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "num_threads": threads,
     }
-    summary = finish_run(inputs, predict, training, started, is_main=trainer.is_world_process_zero())
+    summary = finish_run(
+        inputs, predict, training, started, is_main=trainer.is_world_process_zero()
+    )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return summary

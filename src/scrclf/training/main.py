@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scrclf.settings import TrainerSettings
 from scrclf.training.hand_loop import train_lean
 from scrclf.training.hf_loop import train_with_trainer
 from scrclf.training.run import (
-    LOOPS,
     ReportFn,
     TrainingConfigError,
     _container,
@@ -27,7 +27,9 @@ from scrclf.training.run import (
 logger = logging.getLogger(__name__)
 
 
-def train(cfg: Any, run_dir: str | Path | None = None, report: ReportFn | None = None) -> dict[str, Any]:
+def train(
+    cfg: Any, run_dir: str | Path | None = None, report: ReportFn | None = None
+) -> dict[str, Any]:
     """Train, calibrate, evaluate and save one run. Returns the metrics written.
 
     ``report`` (optional) is called after each validation evaluation with the epoch and the
@@ -38,27 +40,27 @@ def train(cfg: Any, run_dir: str | Path | None = None, report: ReportFn | None =
     started = time.time()
     cfg_dict = _container(cfg)
     run_dir = Path(run_dir if run_dir is not None else cfg_dict["paths"]["output_dir"])
-    trainer_cfg = cfg_dict["trainer"]
-    loop = str(trainer_cfg.get("loop", "trainer"))
-    if loop not in LOOPS:
-        raise TrainingConfigError(f"trainer.loop must be one of {LOOPS}, got {loop!r}")
-    resume = bool(cfg_dict.get("resume", False))
+    trainer = TrainerSettings.from_config(cfg_dict["trainer"])
+    loop = trainer.loop
+    resume = bool(cfg_dict["resume"])
 
     checkpoint = None
     if resume:
         if loop == "lean":
-            raise TrainingConfigError("resume=true needs Trainer checkpoints; the lean loop "
-                                      "(trainer.loop=lean) keeps none. Use trainer=gpu to resume")
+            raise TrainingConfigError(
+                "resume=true needs Trainer checkpoints; the lean loop "
+                "(trainer.loop=lean) keeps none. Use trainer=gpu to resume"
+            )
         checkpoint = last_complete_checkpoint(run_dir / "checkpoints")
         if checkpoint is None:
             raise TrainingConfigError(
                 f"resume=true but no complete checkpoint under {run_dir / 'checkpoints'}; "
-                "set paths.output_dir to the run directory to resume")
+                "set paths.output_dir to the run directory to resume"
+            )
         logger.info("resuming from %s", checkpoint)
 
-    seed = int(cfg_dict.get("seed", 42))
-    set_seed(seed)
-    threads = configure_threads(trainer_cfg)
+    set_seed(int(cfg_dict["seed"]))
+    threads = configure_threads(trainer.num_threads)
     inputs = load_inputs(cfg_dict, run_dir)
     if loop == "lean":
         return train_lean(inputs, started=started, report=report)

@@ -33,6 +33,7 @@ from scrclf.data.records import Record, build_dataset, load_splits
 from scrclf.errors import TrainingConfigError  # noqa: F401 (re-exported)
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ LOOPS = ("trainer", "lean")
 ReportFn = Callable[[int, float], None]
 # Returns (logits per task, targets per task) for one split, in any item order.
 PredictFn = Callable[[str], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]]
-
-
 
 
 def _container(cfg: Any) -> Any:
@@ -97,8 +96,12 @@ def last_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     found = []
     for path in root.glob("checkpoint-*"):
         step = path.name.split("-")[-1]
-        if step.isdigit() and (path / "trainer_state.json").is_file() and \
-                (path / "model.safetensors").is_file() and (path / "optimizer.pt").is_file():
+        if (
+            step.isdigit()
+            and (path / "trainer_state.json").is_file()
+            and (path / "model.safetensors").is_file()
+            and (path / "optimizer.pt").is_file()
+        ):
             found.append((int(step), path))
     return max(found)[1] if found else None
 
@@ -133,8 +136,12 @@ def physical_cores() -> int:
     for cpu in cpus:
         topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
         try:
-            cores.add((topo.joinpath("physical_package_id").read_text().strip(),
-                       topo.joinpath("core_id").read_text().strip()))
+            cores.add(
+                (
+                    topo.joinpath("physical_package_id").read_text().strip(),
+                    topo.joinpath("core_id").read_text().strip(),
+                )
+            )
         except OSError:
             cores.add(("cpu", str(cpu)))
     n = len(cores) or 1
@@ -144,7 +151,7 @@ def physical_cores() -> int:
     return n
 
 
-def configure_threads(trainer_cfg: Mapping[str, Any]) -> int:
+def configure_threads(num_threads: int | None) -> int:
     """Set torch's intra-op threads and return the number used.
 
     ``trainer.num_threads``: a number, or null for automatic: the physical cores shared out
@@ -154,7 +161,7 @@ def configure_threads(trainer_cfg: Mapping[str, Any]) -> int:
     """
     import torch
 
-    n = trainer_cfg.get("num_threads")
+    n = num_threads
     if n:
         n = int(n)
     elif os.environ.get("OMP_NUM_THREADS"):
@@ -217,8 +224,8 @@ class RunInputs:
     datasets: dict[str, Any]
 
     @property
-    def trainer_cfg(self) -> dict[str, Any]:
-        return self.cfg["trainer"]
+    def trainer(self) -> TrainerSettings:
+        return TrainerSettings.from_config(self.cfg["trainer"])
 
 
 def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
@@ -242,9 +249,17 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
         if name != "train":
             ds = ds.select(np.argsort(np.asarray(ds["length"]), kind="stable").tolist())
         datasets[name] = ds
-    return RunInputs(cfg=dict(cfg_dict), run_dir=run_dir, seed=int(cfg_dict.get("seed", 42)),
-                     eval_splits=eval_splits, splits=splits, tasks=tasks, tokenizer=tokenizer,
-                     model=model, datasets=datasets)
+    return RunInputs(
+        cfg=dict(cfg_dict),
+        run_dir=run_dir,
+        seed=int(cfg_dict["seed"]),
+        eval_splits=eval_splits,
+        splits=splits,
+        tasks=tasks,
+        tokenizer=tokenizer,
+        model=model,
+        datasets=datasets,
+    )
 
 
 # ---------------------------------------------------------------------------- finishing
@@ -263,8 +278,13 @@ def metrics_fn(tasks: TaskSet):
     return compute
 
 
-def finish_run(inputs: RunInputs, predict: PredictFn, training: dict[str, Any],
-               started: float, is_main: bool = True) -> dict[str, Any]:
+def finish_run(
+    inputs: RunInputs,
+    predict: PredictFn,
+    training: dict[str, Any],
+    started: float,
+    is_main: bool = True,
+) -> dict[str, Any]:
     """Evaluate the best model, calibrate on validation, and write the run directory.
 
     ``predict`` runs the best model on a split. Metrics are computed at the default
@@ -273,22 +293,34 @@ def finish_run(inputs: RunInputs, predict: PredictFn, training: dict[str, Any],
     since ``started`` (before the model is saved). Only the main process writes.
     """
     cfg_dict, tasks, eval_splits = inputs.cfg, inputs.tasks, inputs.eval_splits
-    predictions = {split: predict(split) for split in ["validation"] + [
-        s for s in eval_splits if s != "validation"]}
-    default_metrics = {s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions}
+    predictions = {
+        split: predict(split)
+        for split in ["validation"] + [s for s in eval_splits if s != "validation"]
+    }
+    default_metrics = {
+        s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions
+    }
     calibration = None
     if cfg_dict.get("calibrate", True):
         calibration = calibrate(tasks, *predictions["validation"])
         inputs.model.config.tasks = tasks.to_list()
-    final_metrics = {s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions
-                     if s in eval_splits}
+    final_metrics = {
+        s: compute_metrics(tasks, *predictions[s], detailed=True)
+        for s in predictions
+        if s in eval_splits
+    }
     summary = {
         "headline": HEADLINE,
         **{s: final_metrics[s] for s in final_metrics},
-        "at_default_decisions": {s: default_metrics[s] for s in eval_splits if s in default_metrics},
+        "at_default_decisions": {
+            s: default_metrics[s] for s in eval_splits if s in default_metrics
+        },
         "calibration": calibration,
-        "training": {**training, "wall_time_s": time.time() - started,
-                     "n_items": {s: len(r) for s, r in inputs.splits.items()}},
+        "training": {
+            **training,
+            "wall_time_s": time.time() - started,
+            "n_items": {s: len(r) for s, r in inputs.splits.items()},
+        },
     }
     if is_main:
         run_dir = inputs.run_dir
@@ -306,20 +338,6 @@ def finish_run(inputs: RunInputs, predict: PredictFn, training: dict[str, Any],
                 line = ", ".join(f"{t} macro-F1 {m[t]['macro_f1']:.3f}" for t in tasks.names)
                 print(f"[{split}] {HEADLINE} {m[HEADLINE]:.3f} ({line})", flush=True)
     return summary
-
-
-def head_learning_rate(trainer_cfg: Mapping[str, Any]) -> float | None:
-    """The heads' learning rate: ``learning_rate x head_lr_scale`` (None: the same as the encoder).
-
-    A scale rather than a rate, so that ``learning_rate=0`` freezes the whole model and a
-    search over ``learning_rate`` moves both together.
-    """
-    scale = trainer_cfg.get("head_lr_scale")
-    if scale is None or float(scale) == 1.0:
-        return None
-    if float(scale) < 0:
-        raise TrainingConfigError(f"trainer.head_lr_scale must be >= 0, got {scale}")
-    return float(trainer_cfg["learning_rate"]) * float(scale)
 
 
 def _finite(obj: Any) -> Any:

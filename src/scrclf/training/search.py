@@ -38,15 +38,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scrclf import atomic
+from scrclf import atomic, settings
 from scrclf.errors import SearchConfigError  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 PARAM_TYPES = ("float", "int", "categorical")
 DIRECTIONS = ("maximize", "minimize")
-
-
 
 
 # ------------------------------------------------------------------------- the space
@@ -59,7 +57,9 @@ def check_space(params: Mapping[str, Mapping[str, Any]]) -> None:
     for name, spec in params.items():
         where = f"search.params.{name}"
         if not isinstance(spec, Mapping) or "type" not in spec:
-            raise SearchConfigError(f"{where}: needs a mapping with a 'type' ({', '.join(PARAM_TYPES)})")
+            raise SearchConfigError(
+                f"{where}: needs a mapping with a 'type' ({', '.join(PARAM_TYPES)})"
+            )
         kind = spec["type"]
         if kind not in PARAM_TYPES:
             raise SearchConfigError(f"{where}: type must be one of {PARAM_TYPES}, got {kind!r}")
@@ -82,13 +82,21 @@ def suggest(trial, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         kind = spec["type"]
         if kind == "float":
             step = spec.get("step")
-            values[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
-                                               log=bool(spec.get("log", False)),
-                                               step=float(step) if step else None)
+            values[name] = trial.suggest_float(
+                name,
+                float(spec["low"]),
+                float(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=float(step) if step else None,
+            )
         elif kind == "int":
-            values[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
-                                             step=int(spec.get("step", 1)),
-                                             log=bool(spec.get("log", False)))
+            values[name] = trial.suggest_int(
+                name,
+                int(spec["low"]),
+                int(spec["high"]),
+                step=int(spec.get("step", 1)),
+                log=bool(spec.get("log", False)),
+            )
         else:
             values[name] = trial.suggest_categorical(name, list(spec["choices"]))
     return values
@@ -116,8 +124,10 @@ def metric_value(metrics: Mapping[str, Any], path: str) -> float:
     node: Any = metrics
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            raise SearchConfigError(f"search.metric={path!r}: '{part}' not found in the run's "
-                                    "metrics (is the split in eval_splits?)")
+            raise SearchConfigError(
+                f"search.metric={path!r}: '{part}' not found in the run's "
+                "metrics (is the split in eval_splits?)"
+            )
         node = node[part]
     if not isinstance(node, (int, float)) or isinstance(node, bool):
         raise SearchConfigError(f"search.metric={path!r} is not a number")
@@ -163,9 +173,12 @@ def _storage_url(storage: str | None) -> str | None:
     return f"sqlite:///{path}"
 
 
-def run_search(search_cfg: Mapping[str, Any], train_overrides: Sequence[str] = (),
-               config_dir: str | Path | None = None, out_dir: str | Path | None = None
-               ) -> dict[str, Any]:
+def run_search(
+    search_cfg: Mapping[str, Any],
+    train_overrides: Sequence[str] = (),
+    config_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Run a study; each trial is a full training run in ``<out_dir>/trial_NNN``.
 
     ``train_overrides`` apply to every trial (before ``search_cfg.overrides`` and the
@@ -176,7 +189,7 @@ def run_search(search_cfg: Mapping[str, Any], train_overrides: Sequence[str] = (
 
     from scrclf.training import train
 
-    config_dir = Path(config_dir) if config_dir else Path(__file__).resolve().parents[2] / "configs"
+    config_dir = Path(config_dir) if config_dir else settings.config_dir()
     params = dict(search_cfg.get("params") or {})
     check_space(params)
     direction = str(search_cfg.get("direction", "maximize"))
@@ -198,21 +211,31 @@ def run_search(search_cfg: Mapping[str, Any], train_overrides: Sequence[str] = (
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-              if search_cfg.get("pruning") else optuna.pruners.NopPruner())
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if search_cfg.get("pruning")
+        else optuna.pruners.NopPruner()
+    )
     study = optuna.create_study(
-        study_name=study_name, storage=_storage_url(search_cfg.get("storage")),
-        load_if_exists=True, direction=direction, pruner=pruner,
-        sampler=optuna.samplers.TPESampler(seed=search_cfg.get("seed")))
+        study_name=study_name,
+        storage=_storage_url(search_cfg.get("storage")),
+        load_if_exists=True,
+        direction=direction,
+        pruner=pruner,
+        sampler=optuna.samplers.TPESampler(seed=search_cfg.get("seed")),
+    )
 
     def objective(trial) -> float:
         values = suggest(trial, params)
         run_dir = out_dir / f"trial_{trial.number:03d}"
-        overrides = [*base, *(as_override(k, v) for k, v in values.items()),
-                     as_override("paths.output_dir", str(run_dir))]
+        overrides = [
+            *base,
+            *(as_override(k, v) for k, v in values.items()),
+            as_override("paths.output_dir", str(run_dir)),
+        ]
         trial.set_user_attr("run_dir", str(run_dir))
         # What reproduces the trial with scripts/train.py (search-only overrides left out).
-        trial.set_user_attr("train_overrides", [*train_overrides, *overrides[len(base):-1]])
+        trial.set_user_attr("train_overrides", [*train_overrides, *overrides[len(base) : -1]])
         cfg = compose_config(config_dir, overrides)
         logger.info("trial %d: %s", trial.number, " ".join(overrides))
 
@@ -227,8 +250,12 @@ def run_search(search_cfg: Mapping[str, Any], train_overrides: Sequence[str] = (
         return metric_value(summary, metric)
 
     timeout = search_cfg.get("timeout_s")
-    study.optimize(objective, n_trials=n_trials, timeout=float(timeout) if timeout else None,
-                   catch=(RuntimeError, MemoryError))
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=float(timeout) if timeout else None,
+        catch=(RuntimeError, MemoryError),
+    )
     summary = summarize(study, metric, params)
     summary["out_dir"] = str(out_dir)
     atomic.write_json(out_dir / "search.json", summary)
@@ -246,21 +273,41 @@ def _clean(value: Any) -> Any:
 def summarize(study, metric: str, params: Mapping[str, Any]) -> dict[str, Any]:
     trials = []
     for t in study.trials:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else None
-        trials.append({"number": t.number, "state": t.state.name, "value": _clean(t.value),
-                       "params": dict(t.params), "run_dir": t.user_attrs.get("run_dir"),
-                       "duration_s": duration})
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": _clean(t.value),
+                "params": dict(t.params),
+                "run_dir": t.user_attrs.get("run_dir"),
+                "duration_s": duration,
+            }
+        )
     complete = [t for t in trials if t["state"] == "COMPLETE"]
     best = None
     if complete:
         b = study.best_trial
-        best = {"number": b.number, "value": b.value, "params": dict(b.params),
-                "run_dir": b.user_attrs.get("run_dir"),
-                "overrides": list(b.user_attrs.get("train_overrides", []))}
-    return {"study_name": study.study_name, "direction": study.direction.name.lower(),
-            "metric": metric, "params": list(params), "n_complete": len(complete),
-            "best": best, "trials": trials}
+        best = {
+            "number": b.number,
+            "value": b.value,
+            "params": dict(b.params),
+            "run_dir": b.user_attrs.get("run_dir"),
+            "overrides": list(b.user_attrs.get("train_overrides", [])),
+        }
+    return {
+        "study_name": study.study_name,
+        "direction": study.direction.name.lower(),
+        "metric": metric,
+        "params": list(params),
+        "n_complete": len(complete),
+        "best": best,
+        "trials": trials,
+    }
 
 
 def trials_csv(summary: Mapping[str, Any]) -> str:
@@ -269,8 +316,16 @@ def trials_csv(summary: Mapping[str, Any]) -> str:
     names = list(summary["params"])
     writer.writerow(["trial", "state", summary["metric"], *names, "duration_s", "run_dir"])
     for t in summary["trials"]:
-        writer.writerow([t["number"], t["state"], t["value"],
-                         *(t["params"].get(n) for n in names), t["duration_s"], t["run_dir"]])
+        writer.writerow(
+            [
+                t["number"],
+                t["state"],
+                t["value"],
+                *(t["params"].get(n) for n in names),
+                t["duration_s"],
+                t["run_dir"],
+            ]
+        )
     return buf.getvalue()
 
 
@@ -282,16 +337,26 @@ def trials_markdown(summary: Mapping[str, Any]) -> str:
             return f"{v:.4g}"
         return "" if v is None else str(v)
 
-    lines = [f"# Search `{summary['study_name']}` ({summary['direction']} {summary['metric']})", "",
-             "| trial | state | value | " + " | ".join(names) + " | minutes |",
-             "|---:|---|---:|" + "---:|" * len(names) + "---:|"]
+    lines = [
+        f"# Search `{summary['study_name']}` ({summary['direction']} {summary['metric']})",
+        "",
+        "| trial | state | value | " + " | ".join(names) + " | minutes |",
+        "|---:|---|---:|" + "---:|" * len(names) + "---:|",
+    ]
     sign = -1.0 if summary["direction"] == "maximize" else 1.0
-    done = sorted((t for t in summary["trials"] if t["value"] is not None),
-                  key=lambda t: sign * t["value"])
+    done = sorted(
+        (t for t in summary["trials"] if t["value"] is not None), key=lambda t: sign * t["value"]
+    )
     for t in done + [t for t in summary["trials"] if t["value"] is None]:
         minutes = f"{t['duration_s'] / 60:.1f}" if t["duration_s"] else ""
-        lines.append(f"| {t['number']} | {t['state']} | {fmt(t['value'])} | "
-                     + " | ".join(fmt(t["params"].get(n)) for n in names) + f" | {minutes} |")
+        lines.append(
+            f"| {t['number']} | {t['state']} | {fmt(t['value'])} | "
+            + " | ".join(fmt(t["params"].get(n)) for n in names)
+            + f" | {minutes} |"
+        )
     if summary["best"]:
-        lines += ["", "Best: `python scripts/train.py " + " ".join(summary["best"]["overrides"]) + "`"]
+        lines += [
+            "",
+            "Best: `python scripts/train.py " + " ".join(summary["best"]["overrides"]) + "`",
+        ]
     return "\n".join(lines) + "\n"

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from scrclf import atomic
-from scrclf.atomic import OutputError
 from scrclf.data.records import CSV_FIELD_LIMIT, DataError, has_visible_text, line_of_offset
+from scrclf.errors import ScrClfError, SettingsError, one_line
 from scrclf.inference.classifier import (
     BACKENDS,
     EXPORT_META_FILE,
@@ -50,7 +50,7 @@ from scrclf.inference.classifier import (
 )
 from scrclf.version import __version__
 
-SUBCOMMAND_MODULES = ["scrclf.data.corpus", "scrclf.evaluation.evaluate"]
+SUBCOMMAND_MODULES = ["scrclf.cli.data", "scrclf.cli.evaluate"]
 EXIT_USAGE = 2
 INPUT_FORMATS = ("auto", "lines", "csv", "jsonl")
 OUTPUT_FORMATS = ("jsonl", "csv")
@@ -89,8 +89,9 @@ def _check_item(source: str, line: int, text: Any, finding: Any, item_id: Any) -
     if problem:
         raise DataError(problem, source, line, "finding")
     if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, (str, int))):
-        raise DataError(f"must be a string or integer, got {type(item_id).__name__}",
-                        source, line, "id")
+        raise DataError(
+            f"must be a string or integer, got {type(item_id).__name__}", source, line, "id"
+        )
     return Item(line, text, finding or None, item_id)
 
 
@@ -108,13 +109,15 @@ def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", source,
-                            number) from None
+            raise DataError(
+                f"invalid JSON ({err.msg} at column {err.colno})", source, number
+            ) from None
         except RecursionError:
             raise DataError("invalid JSON (nested too deeply)", source, number) from None
         if not isinstance(obj, dict):
-            raise DataError(f"each line must be a JSON object, got {type(obj).__name__}",
-                            source, number)
+            raise DataError(
+                f"each line must be a JSON object, got {type(obj).__name__}", source, number
+            )
         if "text" not in obj:
             raise DataError("missing 'text'", source, number, "text")
         yield _check_item(source, number, obj["text"], obj.get("finding"), obj.get("id"))
@@ -131,13 +134,21 @@ def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
         for row in reader:
             if None in row:
                 n_cells = len(reader.fieldnames) + len(row[None])
-                raise DataError(f"row has {n_cells} cells, the header has "
-                                f"{len(reader.fieldnames)}; quote cells that contain commas",
-                                source, reader.line_num)
+                raise DataError(
+                    f"row has {n_cells} cells, the header has "
+                    f"{len(reader.fieldnames)}; quote cells that contain commas",
+                    source,
+                    reader.line_num,
+                )
             if not any((v or "").strip() for v in row.values()):
                 continue
-            yield _check_item(source, reader.line_num, row.get("text"),
-                              row.get("finding") or None, row.get("id") or None)
+            yield _check_item(
+                source,
+                reader.line_num,
+                row.get("text"),
+                row.get("finding") or None,
+                row.get("id") or None,
+            )
     except csv.Error as err:
         raise DataError(f"malformed CSV ({err})", source, reader.line_num or 1) from None
     finally:
@@ -145,7 +156,10 @@ def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
 
 
 READERS: dict[str, Callable[[Iterable[str], str], Iterator[Item]]] = {
-    "lines": _read_lines, "jsonl": _read_jsonl, "csv": _read_csv}
+    "lines": _read_lines,
+    "jsonl": _read_jsonl,
+    "csv": _read_csv,
+}
 
 
 @contextlib.contextmanager
@@ -185,8 +199,9 @@ def read_items(path: str, fmt: str = "auto") -> Iterator[Item]:
             yield from READERS[fmt](lines, source)
         except UnicodeDecodeError as err:
             line = None if path == STDIO else _first_bad_utf8_line(Path(path))
-            raise DataError(f"not valid UTF-8 ({err.reason}); save the input as UTF-8",
-                            source, line) from None
+            raise DataError(
+                f"not valid UTF-8 ({err.reason}); save the input as UTF-8", source, line
+            ) from None
 
 
 def _first_bad_utf8_line(path: Path) -> int | None:
@@ -273,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise SettingsError(f"--batch-size must be >= 1, got {args.batch_size}")
     from_file = args.input != STDIO
     total = None
     if from_file:
@@ -284,29 +299,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     show_progress = from_file and not args.no_progress
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TruncationWarning)  # counted per chunk, summed below
-        with atomic_output(args.output) as out, tqdm(total=total, unit="item", file=sys.stderr,
-                                                     disable=not show_progress) as bar:
+        with (
+            atomic_output(args.output) as out,
+            tqdm(total=total, unit="item", file=sys.stderr, disable=not show_progress) as bar,
+        ):
             writer = WRITERS[args.output_format](out, clf.tasks)
             for chunk in _chunks(read_items(args.input, args.format), CHUNK_ITEMS):
-                predictions = clf.predict([i.text for i in chunk], [i.finding for i in chunk],
-                                          batch_size=args.batch_size)
+                predictions = clf.predict(
+                    [i.text for i in chunk], [i.finding for i in chunk], batch_size=args.batch_size
+                )
                 for item, prediction in zip(chunk, predictions, strict=True):
                     writer.write(item, prediction)
                 out.flush()
                 bar.update(len(chunk))
     truncated = sum(w.message.count for w in caught if isinstance(w.message, TruncationWarning))
     if truncated:
-        max_length = next(w.message.max_length for w in caught
-                          if isinstance(w.message, TruncationWarning))
+        max_length = next(
+            w.message.max_length for w in caught if isinstance(w.message, TruncationWarning)
+        )
         _warn(f"{truncated} inputs were longer than {max_length} tokens and were truncated")
-    for message in dict.fromkeys(str(w.message) for w in caught
-                                 if not isinstance(w.message, TruncationWarning)):
+    for message in dict.fromkeys(
+        str(w.message) for w in caught if not isinstance(w.message, TruncationWarning)
+    ):
         _warn(message)
     return 0
 
 
 def _warn(message: str) -> None:
-    print(f"scrclf: warning: {_one_line(message)}", file=sys.stderr)
+    print("scrclf: warning: " + " ".join(message.split()), file=sys.stderr)
 
 
 def _metrics_path(root: Path) -> Path | None:
@@ -348,20 +368,31 @@ def model_info(path: str | Path) -> dict[str, Any]:
     metrics = _json_or_none(_metrics_path(root))
     fingerprint = _json_or_none(root / "data_fingerprint.json")
     files = (meta or {}).get("onnx", {}).get("files", {})
-    backends = [name for name, present in (
-        ("onnx fp32", (root / files.get("fp32", ONNX_FP32_FILE)).is_file()),
-        ("onnx int8", (root / files.get("int8", ONNX_INT8_FILE)).is_file()),
-        ("torch", (root / WEIGHTS_FILE).is_file() or (root / WEIGHTS_INDEX_FILE).is_file()),
-    ) if present]
+    backends = [
+        name
+        for name, present in (
+            ("onnx fp32", (root / files.get("fp32", ONNX_FP32_FILE)).is_file()),
+            ("onnx int8", (root / files.get("int8", ONNX_INT8_FILE)).is_file()),
+            ("torch", (root / WEIGHTS_FILE).is_file() or (root / WEIGHTS_INDEX_FILE).is_file()),
+        )
+        if present
+    ]
     headline = {}
     if isinstance(metrics, dict):
         for split in ("test", "validation"):
             if isinstance(metrics.get(split), dict):
                 m = metrics[split]
-                headline = {"split": split, "mean_macro_f1": m.get("mean_macro_f1"),
-                            "tasks": {t.name: {"macro_f1": (m.get(t.name) or {}).get("macro_f1"),
-                                               "micro_f1": (m.get(t.name) or {}).get("micro_f1")}
-                                      for t in tasks}}
+                headline = {
+                    "split": split,
+                    "mean_macro_f1": m.get("mean_macro_f1"),
+                    "tasks": {
+                        t.name: {
+                            "macro_f1": (m.get(t.name) or {}).get("macro_f1"),
+                            "micro_f1": (m.get(t.name) or {}).get("micro_f1"),
+                        }
+                        for t in tasks
+                    },
+                }
                 break
     return {
         "path": str(root),
@@ -369,13 +400,24 @@ def model_info(path: str | Path) -> dict[str, Any]:
         "name": (meta or {}).get("name", root.name),
         "created": (meta or {}).get("created"),
         "versions": (meta or {}).get("versions"),
-        "integrity": (f"{len(manifest['files'])} files verified against manifest.json"
-                      if manifest else "no manifest.json: checksums not verified"),
+        "integrity": (
+            f"{len(manifest['files'])} files verified against manifest.json"
+            if manifest
+            else "no manifest.json: checksums not verified"
+        ),
         "backends": backends,
         "max_seq_length": int(config.get("max_seq_length", 256)),
-        "tasks": [{"name": t.name, "type": t.type, "labels": t.labels,
-                   "thresholds": t.decision_thresholds() if t.is_multi_label else None,
-                   "temperature": t.temperature, "max_labels": t.max_labels} for t in tasks],
+        "tasks": [
+            {
+                "name": t.name,
+                "type": t.type,
+                "labels": t.labels,
+                "thresholds": t.decision_thresholds() if t.is_multi_label else None,
+                "temperature": t.temperature,
+                "max_labels": t.max_labels,
+            }
+            for t in tasks
+        ],
         "metrics": headline or None,
         "parity": (meta or {}).get("parity"),
         "provenance": {
@@ -397,54 +439,70 @@ def format_info(info: Mapping[str, Any]) -> str:
     lines = [f"model       {info['name']} ({info['kind']}) at {info['path']}"]
     if info["created"]:
         versions = info["versions"] or {}
-        lines.append(f"created     {info['created']} with scrclf {versions.get('scrclf', '?')}, "
-                     f"torch {versions.get('torch', '?')}, "
-                     f"onnxruntime {versions.get('onnxruntime', '?')}")
-    lines += [f"integrity   {info['integrity']}",
-              f"backends    {', '.join(info['backends']) or 'none'}",
-              f"max length  {info['max_seq_length']} tokens", ""]
+        lines.append(
+            f"created     {info['created']} with scrclf {versions.get('scrclf', '?')}, "
+            f"torch {versions.get('torch', '?')}, "
+            f"onnxruntime {versions.get('onnxruntime', '?')}"
+        )
+    lines += [
+        f"integrity   {info['integrity']}",
+        f"backends    {', '.join(info['backends']) or 'none'}",
+        f"max length  {info['max_seq_length']} tokens",
+        "",
+    ]
     for task in info["tasks"]:
         if task["type"] == "multi_label":
             limit = f", at most {task['max_labels']} labels" if task["max_labels"] else ""
-            lines.append(f"{task['name']} (multi-label{limit}; temperature "
-                         f"{_num(task['temperature'])})")
+            lines.append(
+                f"{task['name']} (multi-label{limit}; temperature {_num(task['temperature'])})"
+            )
             width = max(len(label) for label in task["labels"])
             for label, threshold in zip(task["labels"], task["thresholds"], strict=True):
                 lines.append(f"  {label:<{width}}  threshold {_num(threshold)}")
         else:
-            lines.append(f"{task['name']} (single-label; temperature "
-                         f"{_num(task['temperature'])})")
+            lines.append(f"{task['name']} (single-label; temperature {_num(task['temperature'])})")
             lines.append("  " + ", ".join(task["labels"]))
     lines.append("")
     metrics = info["metrics"]
     if metrics:
-        parts = [f"{name} macro-F1 {_num(m['macro_f1'])} micro-F1 {_num(m['micro_f1'])}"
-                 for name, m in metrics["tasks"].items()]
-        lines.append(f"metrics     [{metrics['split']}] mean macro-F1 "
-                     f"{_num(metrics['mean_macro_f1'])}; " + "; ".join(parts))
+        parts = [
+            f"{name} macro-F1 {_num(m['macro_f1'])} micro-F1 {_num(m['micro_f1'])}"
+            for name, m in metrics["tasks"].items()
+        ]
+        lines.append(
+            f"metrics     [{metrics['split']}] mean macro-F1 "
+            f"{_num(metrics['mean_macro_f1'])}; " + "; ".join(parts)
+        )
     else:
         lines.append("metrics     none found (no metrics.json)")
     parity = info["parity"]
     if parity and not parity.get("skipped"):
-        agreement = ", ".join(f"{t} {_num(v)}" for t, v in
-                              parity["onnx_int8"]["label_agreement"].items())
-        lines.append(f"parity      [{parity['split']}, {parity['n_items']} items] onnx fp32 max "
-                     f"|logit diff| {_num(parity['onnx_fp32']['max_abs_logit_diff'], '.2e')}; "
-                     f"int8 label agreement {agreement}")
+        agreement = ", ".join(
+            f"{t} {_num(v)}" for t, v in parity["onnx_int8"]["label_agreement"].items()
+        )
+        lines.append(
+            f"parity      [{parity['split']}, {parity['n_items']} items] onnx fp32 max "
+            f"|logit diff| {_num(parity['onnx_fp32']['max_abs_logit_diff'], '.2e')}; "
+            f"int8 label agreement {agreement}"
+        )
     elif parity:
         lines.append(f"parity      skipped: {parity.get('note')}")
     provenance = info["provenance"]
     source = provenance["source"] or {}
     if source:
-        lines.append(f"source run  {source.get('run')} (best {source.get('best_checkpoint')}, "
-                     f"{source.get('epochs_run')} epochs)")
+        lines.append(
+            f"source run  {source.get('run')} (best {source.get('best_checkpoint')}, "
+            f"{source.get('epochs_run')} epochs)"
+        )
     if provenance["data"]:
         lines.append(f"data        {provenance['data']}")
     fingerprint = provenance["fingerprint"] or {}
     for split, entry in (fingerprint.get("splits") or {}).items():
         if entry.get("status") == "ok":
-            lines.append(f"  {split:<11} {entry['file']}: {entry.get('n_items')} items, "
-                         f"sha256 {entry['sha256'][:16]}")
+            lines.append(
+                f"  {split:<11} {entry['file']}: {entry.get('n_items')} items, "
+                f"sha256 {entry['sha256'][:16]}"
+            )
         else:
             lines.append(f"  {split:<11} {entry.get('file')}: {entry.get('status')}")
     if provenance["license"]:
@@ -466,18 +524,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_predict(subparsers) -> None:
     p = subparsers.add_parser(
-        "predict", help="classify recommendations from a file or stdin",
+        "predict",
+        help="classify recommendations from a file or stdin",
         description="Classify recommendations. Input: plain text (one per line), CSV or JSONL "
-                    "with a 'text' column/key and optional 'finding' and 'id'.")
+        "with a 'text' column/key and optional 'finding' and 'id'.",
+    )
     p.add_argument("--model", required=True, help="an export folder or a run's model/ folder")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--quantized", action="store_true", help="use the int8 ONNX graph")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--input", default=STDIO, help="input file, or - for stdin (default)")
-    p.add_argument("--format", choices=INPUT_FORMATS, default="auto",
-                   help="input format (auto: by suffix; stdin: JSONL if it starts with '{')")
-    p.add_argument("--output", default=STDIO, help="output file (written atomically), or - "
-                                                   "for stdout (default)")
+    p.add_argument(
+        "--format",
+        choices=INPUT_FORMATS,
+        default="auto",
+        help="input format (auto: by suffix; stdin: JSONL if it starts with '{')",
+    )
+    p.add_argument(
+        "--output",
+        default=STDIO,
+        help="output file (written atomically), or - for stdout (default)",
+    )
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="jsonl")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -507,8 +574,9 @@ def register_optional(subparsers, modules: Iterable[str]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scrclf", description="Classify recommendations from child-protection serious "
-                                   "case reviews.")
+        prog="scrclf",
+        description="Classify recommendations from child-protection serious case reviews.",
+    )
     parser.add_argument("--version", action="version", version=f"scrclf {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(subparsers)

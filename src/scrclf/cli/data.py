@@ -1,0 +1,92 @@
+"""``scrclf data``: corpus tools (validate, agreement, difficulty)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scrclf.data.corpus import (
+    double_coding_agreement,
+    format_agreement,
+    format_report,
+    validate_corpus,
+)
+from scrclf.evaluation.difficulty import difficulty
+from scrclf.settings import task_set
+
+
+def _cmd_validate(args) -> int:
+    tasks = task_set(args.tasks)
+    report = validate_corpus(args.corpus_dir, tasks, near_dup_threshold=args.near_dup)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    if args.strict and report.near_duplicates:
+        print(f"scrclf: error: {len(report.near_duplicates)} near-duplicate pairs (--strict)")
+        return 1
+    print("corpus OK")
+    return 0
+
+
+def _cmd_difficulty(args) -> int:
+    tasks = task_set(args.tasks)
+    result = difficulty(args.corpus_dir, tasks, split=args.split)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"trained on train ({result['n_train']} items), scored on {args.split} "
+        f"({result['n_eval']} items); macro-F1 (micro-F1)"
+    )
+    print(f"{'system':<14}" + "".join(f"{t:>24}" for t in tasks.names) + f"{'mean macro-F1':>16}")
+    for name in ("prior", "keywords", "tfidf_logreg"):
+        cells = "".join(
+            f"{result[name][t]['macro_f1']:>15.3f} ({result[name][t]['micro_f1']:.3f})"
+            for t in tasks.names
+        )
+        print(f"{name:<14}{cells}{result[name]['mean_macro_f1']:>16.3f}")
+    return 0
+
+
+def _cmd_agreement(args) -> int:
+    tasks = task_set(args.tasks)
+    result = double_coding_agreement(args.file, tasks)
+    print(json.dumps(result, indent=2) if args.json else format_agreement(result, tasks))
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """``scrclf data validate DIR``, ``scrclf data agreement FILE``, ``scrclf data difficulty DIR``."""
+    data = subparsers.add_parser("data", help="corpus tools")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    val = sub.add_parser(
+        "validate", help="check a corpus directory (schema, labels, splits, duplicates, lengths)"
+    )
+    val.add_argument("corpus_dir", type=Path)
+    val.add_argument(
+        "--tasks",
+        type=Path,
+        default=None,
+        help="task config YAML (default: the codebook's task config shipped with scrclf)",
+    )
+    val.add_argument(
+        "--near-dup",
+        type=float,
+        default=0.6,
+        help="Jaccard threshold on word 3-grams for near-duplicate pairs (default 0.6)",
+    )
+    val.add_argument("--strict", action="store_true", help="fail when near-duplicates are found")
+    val.add_argument("--json", action="store_true", help="print the report as JSON")
+    val.set_defaults(func=_cmd_validate)
+    agr = sub.add_parser("agreement", help="inter-annotator agreement of a double-coding file")
+    agr.add_argument("file", type=Path)
+    agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
+    agr.add_argument("--json", action="store_true", help="print the result as JSON")
+    agr.set_defaults(func=_cmd_agreement)
+    dif = sub.add_parser("difficulty", help="bag-of-words baselines on a corpus (templating check)")
+    dif.add_argument("corpus_dir", type=Path)
+    dif.add_argument("--split", default="test")
+    dif.add_argument("--tasks", type=Path, default=None, help="task config YAML")
+    dif.add_argument("--json", action="store_true", help="print the result as JSON")
+    dif.set_defaults(func=_cmd_difficulty)

@@ -1,0 +1,205 @@
+"""Typed settings: where the default configs live, the task set they define, and one
+checked dataclass per config section that code reads instead of raw mappings.
+
+The Hydra configs ship inside the package as :mod:`scrclf.configs` (the repository's
+``configs/`` folder, mapped into the wheel), so an installed scrclf finds its defaults
+without a source tree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from scrclf.errors import SettingsError
+from scrclf.tasks import TaskSet
+
+TASK_CONFIG = ("task", "codebook.yaml")
+
+
+def config_dir() -> Path:
+    """The folder of the shipped Hydra configs (``train.yaml``, ``model/``, ``task/`` ...)."""
+    return Path(str(resources.files("scrclf.configs")))
+
+
+def task_set(path: str | Path | None = None) -> TaskSet:
+    """The tasks of a task config YAML, by default the codebook's, shipped with scrclf."""
+    from omegaconf import OmegaConf
+
+    file = Path(path) if path is not None else config_dir().joinpath(*TASK_CONFIG)
+    if not file.is_file():
+        raise SettingsError(f"task config not found: {file}")
+    return TaskSet.from_config(OmegaConf.load(file).tasks)
+
+
+# --------------------------------------------------------------------------- trainer
+
+DEVICES = ("cpu", "cuda", "auto")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+LOOPS = ("trainer", "lean")
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def _typed(
+    section: str,
+    key: str,
+    value: Any,
+    kind: type,
+    *,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    optional: bool = False,
+) -> Any:
+    """``value`` as ``kind``, or a :class:`SettingsError` naming ``section.key``."""
+    name = f"{section}.{key}"
+    if value is None:
+        if optional:
+            return None
+        raise SettingsError(f"{name} must be set")
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            out: Any = value
+        elif kind is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            out = int(float(value))
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+        else:
+            out = str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"{name} must be {kind.__name__ if kind is not str else 'text'}, got {value!r}"
+        ) from None
+    if minimum is not None and out < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {value!r}")
+    if choices is not None and out not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The ``trainer`` config group, typed and checked once. Defaults live in
+    ``configs/trainer/cpu.yaml`` (which ``gpu`` and ``gpu_fast`` extend); see there for what
+    each setting does."""
+
+    name: str
+    device: str
+    loop: str
+    max_epochs: int
+    batch_size: int
+    eval_batch_size: int
+    learning_rate: float
+    head_lr_scale: float | None
+    weight_decay: float
+    warmup_ratio: float
+    lr_scheduler: str
+    grad_accum_steps: int
+    max_grad_norm: float
+    precision: str
+    optim: str
+    group_by_length: bool
+    early_stopping_patience: int | None
+    metric_for_best: str
+    save_total_limit: int
+    logging_steps: int
+    num_threads: int | None
+    dataloader_workers: int
+    lr_reference_batch_size: int | None
+    lr_scaling: str
+    compile: bool
+    compile_buckets: Any
+    cuda_graphs: bool
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TrainerSettings:
+        s = "trainer"
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {s}.{unknown[0]}; known: {', '.join(sorted(known))}"
+            )
+        missing = sorted(known - set(cfg))
+        if missing:
+            raise SettingsError(f"{s}.{missing[0]} is missing from the trainer config")
+        c = cfg
+        return cls(
+            name=_typed(s, "name", c["name"], str),
+            device=_typed(s, "device", c["device"], str, choices=DEVICES),
+            loop=_typed(s, "loop", c["loop"], str, choices=LOOPS),
+            max_epochs=_typed(s, "max_epochs", c["max_epochs"], int, minimum=1),
+            batch_size=_typed(s, "batch_size", c["batch_size"], int, minimum=1),
+            eval_batch_size=_typed(s, "eval_batch_size", c["eval_batch_size"], int, minimum=1),
+            learning_rate=_typed(s, "learning_rate", c["learning_rate"], float, minimum=0),
+            head_lr_scale=_typed(
+                s, "head_lr_scale", c["head_lr_scale"], float, minimum=0, optional=True
+            ),
+            weight_decay=_typed(s, "weight_decay", c["weight_decay"], float, minimum=0),
+            warmup_ratio=_typed(s, "warmup_ratio", c["warmup_ratio"], float, minimum=0),
+            lr_scheduler=_typed(s, "lr_scheduler", c["lr_scheduler"], str),
+            grad_accum_steps=_typed(s, "grad_accum_steps", c["grad_accum_steps"], int, minimum=1),
+            max_grad_norm=_typed(s, "max_grad_norm", c["max_grad_norm"], float, minimum=0),
+            precision=_typed(s, "precision", c["precision"], str, choices=PRECISIONS),
+            optim=_typed(s, "optim", c["optim"], str),
+            group_by_length=_typed(s, "group_by_length", c["group_by_length"], bool),
+            early_stopping_patience=_typed(
+                s,
+                "early_stopping_patience",
+                c["early_stopping_patience"],
+                int,
+                minimum=1,
+                optional=True,
+            ),
+            metric_for_best=_typed(s, "metric_for_best", c["metric_for_best"], str),
+            save_total_limit=_typed(s, "save_total_limit", c["save_total_limit"], int, minimum=1),
+            logging_steps=_typed(s, "logging_steps", c["logging_steps"], int, minimum=1),
+            num_threads=_typed(s, "num_threads", c["num_threads"], int, minimum=1, optional=True),
+            dataloader_workers=_typed(
+                s, "dataloader_workers", c["dataloader_workers"], int, minimum=0
+            ),
+            lr_reference_batch_size=_typed(
+                s,
+                "lr_reference_batch_size",
+                c["lr_reference_batch_size"],
+                int,
+                minimum=1,
+                optional=True,
+            ),
+            lr_scaling=_typed(s, "lr_scaling", c["lr_scaling"], str, choices=LR_SCALING),
+            compile=_typed(s, "compile", c["compile"], bool),
+            compile_buckets=c["compile_buckets"],
+            cuda_graphs=_typed(s, "cuda_graphs", c["cuda_graphs"], bool),
+        )
+
+    @property
+    def head_learning_rate(self) -> float | None:
+        """``learning_rate x head_lr_scale`` (None: the heads learn at the encoder's rate).
+
+        A scale rather than a rate, so that ``learning_rate=0`` freezes the whole model and a
+        search over ``learning_rate`` moves both together.
+        """
+        if self.head_lr_scale is None or self.head_lr_scale == 1.0:
+            return None
+        return self.learning_rate * self.head_lr_scale
+
+
+def compose(config_name: str = "train", overrides: list[str] | None = None) -> Any:
+    """A config composed from the shipped defaults with Hydra overrides, outside a Hydra app
+    (benchmarks, notebooks): ``compose(overrides=["trainer=gpu_fast"]).trainer``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
