@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX ?=
 TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: setup train test lint validate-data export benchmark clean
+.PHONY: setup train test lint check validate-data clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +27,14 @@ test: setup
 	@$(PY) -m pytest -q $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# Style, types and layer contracts: what CI runs before the tests (and pre-commit locally).
 lint: setup
 	$(VENV)/bin/ruff check src scripts tests benchmarks
+	$(VENV)/bin/ruff format --check src scripts tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+check: lint test
 
 validate-data: setup
 	$(VENV)/bin/scrclf data validate data/scr_recs

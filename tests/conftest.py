@@ -2,91 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import random
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "configs"
-
-# Each label is signalled by its own words; the rest of the text is shared filler.
-THEME_WORDS = {
-    "procedures_policy": "procedure protocol",
-    "training_learning": "training briefing",
-    "supervision_support": "supervision reflective",
-    "assessment_risk": "assessment curiosity",
-    "information_sharing": "referral strategy",
-    "records_systems": "chronology flag",
-    "audit_assurance": "audit assurance",
-    "workforce_resources": "caseload recruitment",
-    "child_family_engagement": "voice fathers",
-    "national_structural": "department legislation",
-    "other": "publication disciplinary",
-}
-EVIDENCE_WORDS = {
-    "research": "studies show",
-    "guidance": "statutory guidance",
-    "local_data": "local audit found",
-    "single_case": "in this case",
-    "none_stated": "panel",
-}
-STRENGTH_WORDS = {"weak": "remind", "intermediate": "checklist", "strong": "redesign"}
-FILLER = (
-    "the board agencies should ensure that practitioners partners children families "
-    "services work together with respect to safeguarding practice across the area"
-).split()
-
-
-def toy_rows(n_reviews: int, per_review: int, seed: int, prefix: str) -> list[dict]:
-    rnd = random.Random(seed)
-    themes, evidence, strengths = list(THEME_WORDS), list(EVIDENCE_WORDS), list(STRENGTH_WORDS)
-    rows = []
-    for r in range(n_reviews):
-        review = f"{prefix}{r:03d}"
-        for i in range(per_review):
-            k = len(rows)
-            chosen = [themes[k % len(themes)]]
-            if rnd.random() < 0.3:
-                extra = rnd.choice(themes)
-                if extra not in chosen:
-                    chosen.append(extra)
-            ev, st = evidence[(k // 3) % len(evidence)], strengths[(k // 2) % len(strengths)]
-            words = rnd.sample(FILLER, 6)
-            for t in chosen:
-                words += THEME_WORDS[t].split()
-            words += STRENGTH_WORDS[st].split()
-            rnd.shuffle(words)
-            finding = " ".join(EVIDENCE_WORDS[ev].split() + rnd.sample(FILLER, 4))
-            rows.append(
-                {
-                    "id": f"{review}-{i + 1:02d}",
-                    "review_id": review,
-                    "text": " ".join(words),
-                    "finding": finding if k % 4 else None,
-                    "themes": chosen,
-                    "evidence": ev,
-                    "action_strength": st,
-                    "addressee": rnd.choice(["board", "police", "health"]),
-                    "review_year": 2010 + k % 14,
-                    "review_type": "SCR",
-                }
-            )
-            if ev == "none_stated":
-                rows[-1]["finding"] = None
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+from tests.helpers import TinyExport, compose_train, copy_export, toy_rows, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +18,6 @@ def toy_corpus(tmp_path_factory) -> Path:
     write_jsonl(root / "validation.jsonl", toy_rows(4, 15, 2, "VA"))
     write_jsonl(root / "test.jsonl", toy_rows(4, 15, 3, "TE"))
     return root
-
-
-def compose_train(overrides: list[str] | None = None, config_name: str = "train"):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=False)
-    return cfg
 
 
 @pytest.fixture
@@ -140,13 +55,6 @@ def no_network(monkeypatch):
     yield
 
 
-@dataclass(frozen=True)
-class TinyExport:
-    run_dir: Path
-    export_dir: Path
-    corpus: Path
-
-
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
     """The tiny model trained on the toy corpus and exported (with a wheel), once per session."""
@@ -173,22 +81,6 @@ def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
     return TinyExport(root / "run", export_dir, toy_corpus)
 
 
-def rewrite_manifest(root: Path) -> None:
-    """Make an export's manifest vouch for its current files (after a test changed them)."""
-    from scrclf.inference.classifier import build_manifest
-
-    (root / "manifest.json").write_text(json.dumps(build_manifest(root), indent=2))
-
-
-def copy_export(export: TinyExport, dest: Path) -> Path:
-    """A private copy of the export, without its wheel, that a test may damage."""
-    import shutil
-
-    shutil.copytree(export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
-    rewrite_manifest(dest)
-    return dest
-
-
 @pytest.fixture
 def export_copy(tiny_export, tmp_path) -> Path:
     return copy_export(tiny_export, tmp_path / "export")
@@ -202,3 +94,25 @@ def run_model_copy(tiny_export, tmp_path) -> Path:
     dest = tmp_path / "run_model"
     shutil.copytree(tiny_export.run_dir / "model", dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_run(toy_corpus, tmp_path_factory) -> Path:
+    """The tiny model trained for 3 epochs on the toy corpus, once per session (evaluation and
+    benchmark tests share it)."""
+    from scrclf.training import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    train(
+        compose_train(
+            [
+                "model=tiny",
+                f"data.dir={toy_corpus}",
+                f"paths.output_dir={run_dir}",
+                "trainer.max_epochs=3",
+                "trainer.learning_rate=5e-3",
+                "trainer.logging_steps=50",
+            ]
+        )
+    )
+    return run_dir

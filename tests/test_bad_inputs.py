@@ -35,7 +35,7 @@ from scrclf.inference.classifier import (
 )
 from scrclf.tasks import TaskSet
 from scrclf.training import train
-from tests.conftest import CONFIG_DIR, ROOT, compose_train, copy_export, rewrite_manifest
+from tests.helpers import CONFIG_DIR, ROOT, compose_train, copy_export, rewrite_manifest
 
 GOOD_TEXTS = [
     "The board should commission training on the new procedure protocol.",

@@ -25,19 +25,13 @@ from scrclf.evaluation.baselines import (
 from scrclf.evaluation.evaluate import file_sha256, load_eval_data, score
 from scrclf.inference.classifier import file_sha256 as inference_sha256
 from scrclf.tasks import TaskSet
-from tests.conftest import ROOT, compose_train, write_jsonl
-from tests.test_evaluation import trained_tiny_run
+from tests.helpers import ROOT, compose_train, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def tasks() -> TaskSet:
     cfg = compose_train([])
     return TaskSet.from_config(cfg.task.tasks)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(toy_corpus, tmp_path_factory):
-    return trained_tiny_run(str(toy_corpus), str(tmp_path_factory.getbasetemp() / "tiny_run"))
 
 
 def _records(rows: list[dict]) -> list[Record]:

@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from scrclf.tasks import TaskSet
-from tests.conftest import ROOT, compose_train
+from tests.helpers import ROOT, compose_train
 
 CODEBOOK = ROOT.parent / "shared" / "codebook.md"
 

@@ -13,7 +13,7 @@ from scrclf.data.agreement import agreement
 from scrclf.data.corpus import assign_splits, label_counts, near_duplicates, validate_corpus
 from scrclf.data.records import DataError
 from scrclf.tasks import TaskSet
-from tests.conftest import CONFIG_DIR, ROOT, toy_rows
+from tests.helpers import CONFIG_DIR, ROOT, toy_rows
 
 CORPUS = ROOT / "data" / "scr_recs"
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # With learning rate 0 and no dropout the model never changes, so the mean training loss over
 # one epoch depends only on the items seen: it must be equal with 1 process x batch 16 and

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -15,35 +14,9 @@ import pytest
 from scrclf.data.records import DataError
 from scrclf.evaluation import evaluate as evaluation
 from scrclf.evaluation.bootstrap import ClusterBootstrap, cluster_ids, interval, replicates
-from tests.conftest import ROOT, compose_train, toy_rows, write_jsonl
+from tests.helpers import ROOT, compose_train, toy_rows, write_jsonl
 
 FAST = {"resamples": 200, "plots": False}
-
-
-@functools.cache
-def trained_tiny_run(corpus: str, run_dir: str) -> Path:
-    """Train the tiny model once per test session (shared by the evaluation and benchmark
-    tests)."""
-    from scrclf.training import train
-
-    train(
-        compose_train(
-            [
-                "model=tiny",
-                f"data.dir={corpus}",
-                f"paths.output_dir={run_dir}",
-                "trainer.max_epochs=3",
-                "trainer.learning_rate=5e-3",
-                "trainer.logging_steps=50",
-            ]
-        )
-    )
-    return Path(run_dir)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(toy_corpus, tmp_path_factory) -> Path:
-    return trained_tiny_run(str(toy_corpus), str(tmp_path_factory.getbasetemp() / "tiny_run"))
 
 
 def _rows(path: Path) -> list[dict]:

@@ -30,7 +30,7 @@ from scrclf.export.build import (
     parity_inputs,
 )
 from scrclf.inference.classifier import build_manifest
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 EXPECTED_FILES = {
     "README.md",

@@ -25,7 +25,7 @@ from scrclf.training.hand_loop import (
     scaled_learning_rate,
 )
 from scrclf.training.run import TrainingConfigError
-from tests.conftest import ROOT, compose_train
+from tests.helpers import ROOT, compose_train
 
 LEAN_CPU = [
     "model=tiny",

@@ -18,7 +18,7 @@ from scrclf.inference.classifier import (
     TruncationWarning,
     UnsafeModelError,
 )
-from tests.conftest import rewrite_manifest
+from tests.helpers import rewrite_manifest
 
 TEXTS = [
     "The board should commission training and a briefing on the new procedure protocol.",

@@ -11,7 +11,7 @@ import scrclf
 from scrclf.modeling.encoders import build_model, load_tokenizer
 from scrclf.modeling.model import ScrClfConfig, ScrClfModel, masked_mean
 from scrclf.tasks import TaskConfigError, TaskSet
-from tests.conftest import CONFIG_DIR
+from tests.helpers import CONFIG_DIR
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from scrclf.evaluation.domain_profile import infer_tasks, profile, write_profile
 from scrclf.reporting.markdown import render_profile
 from scrclf.tasks import TaskSet
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 TASKS = TaskSet.from_config(
     [
@@ -198,11 +198,12 @@ def test_cli_profile(tmp_path, capsys):
     assert "bad.jsonl:2: field 'text'" in capsys.readouterr().err
 
 
-def test_cli_profile_with_a_model(toy_corpus, tmp_path_factory, capsys):
+def test_cli_profile_with_a_model(toy_corpus, tiny_run, capsys):
     from scrclf.cli import app as cli
-    from tests.test_evaluation import trained_tiny_run
 
-    run = trained_tiny_run(str(toy_corpus), str(tmp_path_factory.getbasetemp() / "tiny_run"))
-    assert cli.main(["profile", "--file", str(toy_corpus / "test.jsonl"), "--model", str(run)]) == 0
+    assert (
+        cli.main(["profile", "--file", str(toy_corpus / "test.jsonl"), "--model", str(tiny_run)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "primary (annotated)" in out and "primary (predicted)" in out

@@ -27,7 +27,7 @@ import scrclf
 from scrclf.data.records import DataError, has_visible_text, read_records, validate_records
 from scrclf.inference.classifier import text_problem
 from scrclf.tasks import TaskSet
-from tests.conftest import CONFIG_DIR
+from tests.helpers import CONFIG_DIR
 
 TASKS = TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
 COLUMNS = ["id", "review_id", "text", "finding", "themes", "evidence", "action_strength"]

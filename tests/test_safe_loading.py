@@ -23,7 +23,7 @@ import pytest
 import scrclf
 from scrclf.inference import classifier as inference
 from scrclf.inference.classifier import ModelIntegrityError, UnsafeModelError
-from tests.conftest import rewrite_manifest
+from tests.helpers import rewrite_manifest
 
 TEXTS = [
     "The board should commission training on the new procedure protocol.",

@@ -16,7 +16,7 @@ from scrclf.training.search import (
     metric_value,
     run_search,
 )
-from tests.conftest import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, ROOT
 
 TINY = [
     "model=tiny",

@@ -13,7 +13,7 @@ from scrclf.data.records import read_records
 from scrclf.modeling.encoders import load_tokenizer
 from scrclf.tasks import TaskSet
 from scrclf.training.run import class_weights, last_complete_checkpoint
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 
 
 def _prior_macro_f1(labels_train: list, labels_test: list) -> float:

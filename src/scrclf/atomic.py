@@ -22,7 +22,7 @@ from scrclf.errors import OutputError  # noqa: F401 (re-exported)
 
 
 def _explain(err: OSError, dest: Path) -> OutputError:
-    reasons = {
+    reasons: dict[int | None, str] = {
         errno.ENOSPC: "no space left on the device",
         errno.EROFS: "the destination is on a read-only file system",
         errno.EACCES: "permission denied",

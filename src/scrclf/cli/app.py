@@ -278,7 +278,7 @@ class CsvWriter:
         (self.quoted_writer if lone_cr else self.writer).writerow(row)
 
 
-WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter}
+WRITERS: dict[str, type[JsonlWriter] | type[CsvWriter]] = {"jsonl": JsonlWriter, "csv": CsvWriter}
 
 
 # --------------------------------------------------------------------------- commands

@@ -11,6 +11,7 @@ from scrclf.data.corpus import (
     format_report,
     validate_corpus,
 )
+from scrclf.evaluation.corpus_checks import check_corpus, format_checks
 from scrclf.evaluation.difficulty import difficulty
 from scrclf.settings import task_set
 
@@ -56,6 +57,18 @@ def _cmd_agreement(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    tasks = task_set(args.tasks)
+    checks = check_corpus(args.corpus_dir, tasks)
+    print(json.dumps(checks.to_dict(), indent=2) if args.json else format_checks(checks, tasks))
+    if not checks.passed:
+        failed = ", ".join(g.name for g in checks.gates if not g.passed)
+        print(f"scrclf: corpus checks failed: {failed}")
+        return 1
+    print("corpus checks passed")
+    return 0
+
+
 def register_cli(subparsers) -> None:
     """``scrclf data validate DIR``, ``scrclf data agreement FILE``, ``scrclf data difficulty DIR``."""
     data = subparsers.add_parser("data", help="corpus tools")
@@ -90,3 +103,12 @@ def register_cli(subparsers) -> None:
     dif.add_argument("--tasks", type=Path, default=None, help="task config YAML")
     dif.add_argument("--json", action="store_true", help="print the result as JSON")
     dif.set_defaults(func=_cmd_difficulty)
+    chk = sub.add_parser(
+        "check",
+        help="quality gates of a corpus release: near-duplicates, label floors, styles in "
+        "every split, bag-of-words ceiling; a table per style",
+    )
+    chk.add_argument("corpus_dir", type=Path)
+    chk.add_argument("--tasks", type=Path, default=None, help="task config YAML")
+    chk.add_argument("--json", action="store_true", help="print the result as JSON")
+    chk.set_defaults(func=_cmd_check)

@@ -72,7 +72,7 @@ def _multi_hot(values: Sequence[Sequence[str]], labels: Sequence[str]) -> np.nda
     return out
 
 
-def _kappa(a: Sequence, b: Sequence) -> float:
+def _kappa(a: Sequence | np.ndarray, b: Sequence | np.ndarray) -> float:
     if len(set(a) | set(b)) < 2:
         return 1.0
     return float(cohen_kappa_score(a, b))

@@ -22,7 +22,29 @@ from scrclf.data.records import DataError, Record, check_splits, read_records, v
 from scrclf.tasks import TaskSet
 
 SPLITS = ("train", "validation", "test")
-REVIEW_TYPES = ("SCR", "LCSPR")
+# Review types and the years each can carry: England's serious case reviews (to 2018) and
+# local child safeguarding practice reviews and rapid reviews (from 2019); thematic and
+# national reviews and public inquiries; Wales' child practice reviews (from 2013);
+# Scotland's significant case reviews (to 2021) and learning reviews (from 2021); Northern
+# Ireland's case management reviews; reviews joined with a domestic homicide review or a
+# safeguarding adults review (from 2012).
+REVIEW_YEARS = {
+    "SCR": (1990, 2018),
+    "LCSPR": (2019, 2100),
+    "rapid_review": (2019, 2100),
+    "thematic": (2000, 2100),
+    "national_review": (2000, 2100),
+    "inquiry": (1990, 2100),
+    "CPR_concise": (2013, 2100),
+    "CPR_extended": (2013, 2100),
+    "SCR_scotland": (1990, 2021),
+    "learning_review": (2021, 2100),
+    "CMR": (1990, 2100),
+    "joint_review": (2012, 2100),
+}
+REVIEW_TYPES = tuple(REVIEW_YEARS)
+# How an item is written (optional; absent means standard): see docs/data_card.md.
+FORMS = ("standard", "compound", "terse", "table_row", "damaged")
 ADDRESSEES = (
     "board",
     "children_social_care",
@@ -41,8 +63,7 @@ ADDRESSEES = (
     "national",
     "all_agencies",
 )
-LCSPR_FROM_YEAR = 2019
-MIN_WORDS, MAX_WORDS = 8, 150
+MIN_WORDS, MAX_WORDS = 4, 250
 REVIEW_FIELDS = (
     "review_id",
     "review_type",
@@ -87,8 +108,13 @@ def assign_splits(
     strata: Mapping[str, str] | None = None,
     seed: int = 0,
     tries: int = 4000,
+    fixed: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Assign whole reviews to splits.
+
+    ``fixed`` (review -> split) keeps reviews where an earlier release put them, so that a
+    grown corpus does not move an item from train into test; only the other reviews are
+    assigned (``fractions`` then apply to each stratum of those).
 
     Searches seeded random assignments for one where every label of every task has at least
     ``min_test`` items in test and ``min_validation`` in validation, with item shares close to
@@ -99,15 +125,17 @@ def assign_splits(
     by_review: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_review[str(row["review_id"])].append(row)
-    reviews = sorted(by_review)
+    fixed = dict(fixed or {})
+    reviews = sorted(rid for rid in by_review if rid not in fixed)
     groups: dict[str, list[str]] = defaultdict(list)
     for rid in reviews:
         groups[(strata or {}).get(rid, "all")].append(rid)
     n_total = len(rows)
     rng = random.Random(seed)
-    best, best_score, best_ok = None, -np.inf, False
+    best: dict[str, str] | None = None
+    best_score, best_ok = -np.inf, False
     for _ in range(tries):
-        assignment: dict[str, str] = {}
+        assignment: dict[str, str] = {rid: fixed[rid] for rid in by_review if rid in fixed}
         for members in groups.values():
             members = members[:]
             rng.shuffle(members)
@@ -124,14 +152,14 @@ def assign_splits(
         )
         if (ok, score) > (best_ok, best_score):
             best, best_score, best_ok = assignment, score, ok
-    if not best_ok:
+    if not best_ok or best is None:
         raise DataError("no assignment of reviews met the label minimums; lower them or add items")
     return best
 
 
 def _split_score(
     assignment, by_review, tasks, fractions, n_total, min_test, min_validation
-) -> float:
+) -> tuple[bool, float]:
     rows_by_split: dict[str, list] = defaultdict(list)
     for rid, split in assignment.items():
         rows_by_split[split].extend(by_review[rid])
@@ -195,14 +223,19 @@ def _check_corpus_fields(rec: Record) -> None:
         raise DataError(
             f"must be one of {REVIEW_TYPES}, got {rtype!r}", rec.file, rec.line, "review_type"
         )
-    expected = "LCSPR" if year >= LCSPR_FROM_YEAR else "SCR"
-    if rtype != expected:
+    first, last = REVIEW_YEARS[rtype]
+    if not first <= year <= last:
         raise DataError(
-            f"{rtype} does not fit review_year {year} (SCR up to "
-            f"{LCSPR_FROM_YEAR - 1}, LCSPR after)",
+            f"{rtype} does not fit review_year {year} ({rtype} reviews are from "
+            f"{first}{'' if last == 2100 else f' to {last}'})",
             rec.file,
             rec.line,
             "review_type",
+        )
+    form = row.get("form", "standard")
+    if form not in FORMS:
+        raise DataError(
+            f"unknown form {form!r}; allowed: {', '.join(FORMS)}", rec.file, rec.line, "form"
         )
     if row.get("addressee") not in ADDRESSEES:
         raise DataError(
@@ -308,11 +341,11 @@ def validate_corpus(
     meta: dict[str, tuple] = {}
     for split in SPLITS:
         for rec in splits[split]:
-            key = (rec.data["review_year"], rec.data["review_type"])
+            year_type = (rec.data["review_year"], rec.data["review_type"])
             rid = str(rec.data["review_id"])
-            if meta.setdefault(rid, key) != key:
+            if meta.setdefault(rid, year_type) != year_type:
                 raise DataError(
-                    f"review '{rid}' has items with different year/type {meta[rid]} vs {key}",
+                    f"review '{rid}' has items with different year/type {meta[rid]} vs {year_type}",
                     rec.file,
                     rec.line,
                     "review_year",
@@ -371,12 +404,12 @@ def validate_corpus(
             }
             for label in ev.labels
         }
-    per_review = np.array(list(Counter(r["review_id"] for r in rows).values()))
+    review_sizes = np.array(list(Counter(r["review_id"] for r in rows).values()))
     report.recs_per_review = {
-        "mean": round(float(per_review.mean()), 1),
-        "median": float(np.median(per_review)),
-        "min": int(per_review.min()),
-        "max": int(per_review.max()),
+        "mean": round(float(review_sizes.mean()), 1),
+        "median": float(np.median(review_sizes)),
+        "min": int(review_sizes.min()),
+        "max": int(review_sizes.max()),
     }
     return report
 

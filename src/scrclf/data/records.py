@@ -338,8 +338,8 @@ def validate_records(
                     rec.line,
                     pair_column,
                 )
-            elif unicode_problem(finding):
-                raise DataError(unicode_problem(finding), rec.file, rec.line, pair_column)
+            elif problem := unicode_problem(finding):
+                raise DataError(problem, rec.file, rec.line, pair_column)
         if group_column and require_group:
             group = row.get(group_column)
             if group is None or str(group).strip() == "":

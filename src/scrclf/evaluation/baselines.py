@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -368,7 +368,7 @@ def label_frequencies(task: TaskSpec, rows: Sequence[Mapping[str, Any]]) -> np.n
     """Share of training items carrying each label (per item; themes in any position)."""
     counts: Counter[str] = Counter()
     for row in rows:
-        value = row[task.column]
+        value = row[cast(str, task.column)]  # TaskSpec.__post_init__ always sets it
         counts.update(value if task.is_multi_label else [value])
     n = max(len(rows), 1)
     return np.asarray([counts.get(label, 0) / n for label in task.labels], dtype=np.float64)

@@ -225,8 +225,11 @@ def replicates(
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> list[float]:
-    """The percentile interval ``[low, high]`` of bootstrap replicates (along axis 0)."""
+def interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> list[Any]:
+    """The percentile interval ``[low, high]`` of bootstrap replicates (along axis 0).
+
+    Floats for one value per resample; lists (one entry per column) for 2-D replicates.
+    """
     if not 0 < confidence < 1:
         raise SettingsError(f"confidence must be between 0 and 1, got {confidence}")
     alpha = (1 - confidence) / 2

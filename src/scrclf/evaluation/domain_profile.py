@@ -103,8 +103,11 @@ def infer_tasks(rows: Sequence[Mapping[str, Any]]) -> TaskSet | None:
         multi = kind == MULTI_LABEL
         counts: Counter[str] = Counter()
         for v in values:
-            labels = _as_labels(v, multi)
-            counts.update(labels if multi else [labels])
+            labels = _as_labels(v, multi)  # never None: empty values are filtered out above
+            if isinstance(labels, list):
+                counts.update(labels)
+            elif labels is not None:
+                counts.update([labels])
         labels = [label for label, _ in counts.most_common()]
         if not multi and len(labels) < 2:
             labels.append("(none)")

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -69,7 +69,7 @@ SETTING_DESCRIPTIONS = {
     RECALIBRATED: "temperatures and thresholds re-fitted on the given validation file",
 }
 # Column settings used when a model folder carries no training config.
-DEFAULT_DATA_SETTINGS = {
+DEFAULT_DATA_SETTINGS: dict[str, Any] = {
     "id_column": "id",
     "text_column": "text",
     "pair_column": "finding",
@@ -751,7 +751,11 @@ def evaluate_from_config(cfg: Any) -> Path:
     """Run :func:`evaluate` from the ``configs/evaluate.yaml`` config; returns the report dir."""
     from omegaconf import OmegaConf
 
-    c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    c = (
+        cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+        if OmegaConf.is_config(cfg)
+        else dict(cfg)
+    )
     if c.get("file") and c.get("split") not in (None, "test"):
         raise SettingsError("give either file=PATH or split=NAME, not both")
     source = resolve_model(c["model_path"])

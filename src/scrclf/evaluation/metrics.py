@@ -80,7 +80,10 @@ def _pr_auc(y_onehot: np.ndarray, probs: np.ndarray) -> float:
 
 
 def task_metrics(
-    task: TaskSpec, logits: np.ndarray, targets: np.ndarray, detailed: bool = False
+    task: TaskSpec,
+    logits: np.ndarray,
+    targets: np.ndarray | Sequence[Any],
+    detailed: bool = False,
 ) -> dict[str, Any]:
     """Scores of one task at the model's stored temperature and thresholds."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -127,7 +130,7 @@ def task_metrics(
 def compute_metrics(
     tasks: TaskSet,
     logits: Sequence[np.ndarray],
-    targets: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray | Sequence[Any]],
     detailed: bool = False,
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:

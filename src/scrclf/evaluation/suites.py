@@ -36,7 +36,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -576,7 +576,7 @@ def score_suite(
                     by_key.get((system.name, ds.name, task)),
                     by_key.get((system.name, ds.parent, task)),
                 )
-                if e is None or clean is None:
+                if e is None or clean is None or ds.parent is None:
                     continue
                 diff = _reps_of(reps[(system.name, ds.name)], task) - _reps_of(
                     reps[(system.name, ds.parent)], task
@@ -651,7 +651,9 @@ def _timestamp() -> str:
 def _container(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    if OmegaConf.is_config(cfg):
+        return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    return dict(cfg)
 
 
 def _as_list(value: Any) -> list[Any]:

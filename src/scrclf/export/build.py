@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,11 +49,13 @@ from scrclf.inference.classifier import (
     OUTPUT_PREFIX,
     WEIGHTS_FILE,
     Classifier,
+    TorchBackend,
     build_manifest,
     check_inputs,
     file_sha256,
     load,
 )
+from scrclf.reporting.model_card import render_model_card
 from scrclf.tasks import TaskSet
 from scrclf.version import __version__
 
@@ -113,7 +115,7 @@ def _read_run_config(path: Path) -> dict[str, Any]:
         raise ExportError(f"{path}: cannot read the run config: {err}") from None
     if not isinstance(cfg, dict):
         raise ExportError(f"{path}: expected a mapping")
-    return cfg
+    return cast(dict[str, Any], cfg)
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
@@ -185,9 +187,9 @@ def parity_inputs(
             continue
         try:
             records = read_records(path)
-            texts = [r.data.get(text_col) for r in records]
-            findings = [r.data.get(pair_col) for r in records] if pair_col else None
-            texts, findings = check_inputs(texts, findings)
+            raw_texts = [r.data.get(text_col) for r in records]
+            raw_findings = [r.data.get(pair_col) for r in records] if pair_col else None
+            texts, findings = check_inputs(raw_texts, raw_findings)
         except DataError as err:
             notes.append(f"{split} ({path.name}): {err.problem}")
             continue
@@ -456,41 +458,6 @@ def model_card(
         ],
         "model-index": _model_index(name, metrics, fingerprint, tasks),
     }
-    lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
-        "---",
-        "",
-        f"# {name}",
-        "",
-        "Classifies recommendations from child-protection serious case reviews (England; "
-        "since 2019 local child safeguarding practice reviews) by theme, evidence basis "
-        f"and action strength. Built with scrclf {meta['versions']['scrclf']}: one "
-        "encoder, masked mean pooling, one linear head per task.",
-        "",
-    ]
-
-    lines += [
-        "## Intended use",
-        "",
-        "Describing collections of recommendations: what a set of reviews asks for, how "
-        "strongly, and on what stated evidence. Users are safeguarding partnerships, "
-        "inspectors and researchers who read the outputs in aggregate and check samples "
-        "by hand. Each item is one recommendation (optionally with the finding paragraph "
-        "that precedes it) in English.",
-        "",
-    ]
-    lines += [
-        "## Out-of-scope use",
-        "",
-        "- Decisions about individual children, families, practitioners or agencies.",
-        "- Judging the quality of a review, or of the practice it describes.",
-        "- Text that is not a review recommendation (case notes, whole reports), or "
-        "languages other than English.",
-        "- Any use without a person reviewing the outputs.",
-        "",
-    ]
-
     data_lines = []
     for split, entry in (fingerprint.get("splits") or {}).items():
         count = entry.get("n_items")
@@ -501,25 +468,8 @@ def model_card(
             else entry.get("status", "unknown")
         )
         data_lines.append(f"- `{split}`: `{entry.get('file')}` ({state})")
-    lines += [
-        "## Training data provenance",
-        "",
-        "Trained on an authored, fictional corpus of recommendations written to resemble "
-        "those of English serious case reviews and labelled with the project codebook; no "
-        "real review, child or practitioner is described. See docs/data_card.md in the "
-        "scrclf repository for how it was written, its label distribution and its known "
-        "gaps. Files (checksums in `data_fingerprint.json`):",
-        "",
-        *data_lines,
-        "",
-    ]
 
-    lines += [
-        "## Labels",
-        "",
-        "| task | type | labels (decision threshold) | temperature |",
-        "|---|---|---|---|",
-    ]
+    label_rows = []
     for task in tasks:
         if task["type"] == "multi_label":
             labels = ", ".join(
@@ -534,21 +484,22 @@ def model_card(
         else:
             labels = ", ".join(f"`{lab}`" for lab in task["labels"])
             kind = "single-label"
-        lines.append(f"| `{task['name']}` | {kind} | {labels} | {task['temperature']:.3f} |")
-    lines += ["", DECISION_RULE, ""]
+        label_rows.append(f"| `{task['name']}` | {kind} | {labels} | {task['temperature']:.3f} |")
 
-    lines += ["## Evaluation", "", "| split | task | macro-F1 | micro-F1 |", "|---|---|---|---|"]
+    evaluation_rows = []
     for split in ("validation", "test"):
         per_split = metrics.get(split) or {}
         for task in tasks:
             m = per_split.get(task["name"]) or {}
             if m:
-                lines.append(
+                evaluation_rows.append(
                     f"| {split} | `{task['name']}` | {_fmt(m.get('macro_f1'))} | "
                     f"{_fmt(m.get('micro_f1'))} |"
                 )
         if per_split.get("mean_macro_f1") is not None:
-            lines.append(f"| {split} | mean macro-F1 | {_fmt(per_split['mean_macro_f1'])} | |")
+            evaluation_rows.append(
+                f"| {split} | mean macro-F1 | {_fmt(per_split['mean_macro_f1'])} | |"
+            )
     parity = meta["parity"]
     if parity.get("skipped"):
         parity_text = f"Parity of the ONNX graphs was not measured: {parity.get('note')}."
@@ -575,69 +526,21 @@ def model_card(
         if metrics.get("calibration")
         else "The run was not calibrated: temperatures are 1 and thresholds 0.5."
     )
-    lines += ["", tuning, "", parity_text, ""]
-
-    lines += [
-        "## Limitations",
-        "",
-        "- The training corpus is authored and small: scores on real reviews will be "
-        "lower, and rare labels are the least reliable.",
-        "- Evidence basis is judged from the recommendation and its finding only; a "
-        "source cited elsewhere in a review is not seen.",
-        f"- Inputs longer than {meta['tokenizer']['max_length']} tokens (text and "
-        "finding together) are truncated.",
-        "- Thresholds encode one trade-off between precision and recall; scores are "
-        "calibrated on the validation split only.",
-        "- The int8 graph trades a little agreement for size and speed (see above).",
-        "",
-    ]
-
-    package = module_name(name)
-    lines += [
-        "## How to load",
-        "",
-        "With the scrclf package installed:",
-        "",
-        "```python",
-        "import scrclf",
-        "",
-        f'clf = scrclf.load("models/{name}")            # ONNX when available, else torch',
-        'clf.predict(["The partnership should commission training on ..."],',
-        '            findings=["Practitioners did not ..."])',
-        "```",
-        "",
-        "From the command line:",
-        "",
-        "```bash",
-        f"scrclf predict --model models/{name} --input recommendations.csv "
-        "--output predictions.jsonl",
-        f"scrclf info models/{name}",
-        "```",
-        "",
-        "As a Hugging Face model (safetensors weights; the scrclf package registers the "
-        "architecture, no remote code):",
-        "",
-        "```python",
-        "import scrclf  # noqa: F401",
-        "from transformers import AutoModel, AutoTokenizer",
-        "",
-        f'model = AutoModel.from_pretrained("models/{name}", use_safetensors=True)',
-        f'tokenizer = AutoTokenizer.from_pretrained("models/{name}")',
-        "```",
-        "",
-        "With onnxruntime, tokenizers and NumPy only: load `onnx/model.onnx` (or "
-        "`onnx/model.int8.onnx`) and `tokenizer.json`, and apply the labels, "
-        "temperatures and thresholds stored in `scrclf.json` as docs/onnx_contract.md "
-        "in the scrclf repository shows.",
-        "",
-        f"When built with `wheel=true`, `dist/` holds a wheel: `pip install --no-deps "
-        f"dist/{package}-*.whl`, then `import {package}; clf = {package}.load()`.",
-        "",
-        "Every file's SHA-256 is in `manifest.json`; `scrclf.load` verifies them before "
-        "reading weights.",
-        "",
-    ]
-    return "\n".join(lines)
+    return render_model_card(
+        {
+            "front_matter": yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
+            "name": name,
+            "scrclf_version": str(meta["versions"]["scrclf"]),
+            "data_lines": "\n".join(data_lines),
+            "label_rows": "\n".join(label_rows),
+            "decision_rule": DECISION_RULE,
+            "evaluation_rows": "\n".join(evaluation_rows),
+            "tuning": tuning,
+            "parity": parity_text,
+            "max_length": str(meta["tokenizer"]["max_length"]),
+            "package": module_name(name),
+        }
+    )
 
 
 def export_model(
@@ -678,7 +581,7 @@ def export_model(
     source = load(files["model"], backend="torch")
 
     with atomic.directory(dest) as tmp:
-        model = source.engine.model
+        model = cast(TorchBackend, source.engine).model  # loaded with backend="torch"
         model.save_pretrained(tmp)
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)

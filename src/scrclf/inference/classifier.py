@@ -386,6 +386,7 @@ class OnnxBackend:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
+        providers: list[str | tuple[str, dict[str, Any]]]
         if device == "cpu":
             providers = ["CPUExecutionProvider"]
         elif device.startswith("cuda"):

@@ -52,7 +52,7 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     """A fresh classifier: pretrained encoder weights, or an untrained encoder from config."""
     from scrclf.modeling.model import ScrClfConfig, ScrClfModel, build_encoder
 
-    common = dict(
+    common: dict[str, Any] = dict(
         pooling=str(model_cfg.get("pooling", "mean")),
         dropout=float(model_cfg.get("dropout", 0.1)),
         max_seq_length=int(max_length),

@@ -175,6 +175,8 @@ class ScrClfModel(PreTrainedModel):
     ) -> ScrClfOutput | tuple:
         """Logits per task; with targets (named like the tasks), the weighted loss too."""
         if attention_mask is None:
+            if input_ids is None:
+                raise TypeError("input_ids is required")
             attention_mask = torch.ones_like(input_ids)
         enc_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from scrclf.training.run import (
     TrainingConfigError,
     finish_run,
 )
+
+if TYPE_CHECKING:
+    from scrclf.modeling.model import ScrClfModel
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,9 @@ def scaled_learning_rate(
     return base
 
 
-def choose_buckets(lengths: Sequence[int], n: int, multiple: int = PAD_MULTIPLE) -> list[int]:
+def choose_buckets(
+    lengths: Sequence[int] | np.ndarray, n: int, multiple: int = PAD_MULTIPLE
+) -> list[int]:
     """``n`` static sequence lengths at the quantiles of ``lengths``, rounded up to ``multiple``.
 
     The last bucket holds the longest item, so every batch fits one bucket.
@@ -330,7 +335,7 @@ class LeanTrainer:
         self.total_steps = max(1, int(total_steps))
         kwargs: dict[str, Any] = {"fused": True} if settings.fused_optimizer else {}
         self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(
+            cast("ScrClfModel", self.model).param_groups(
                 settings.learning_rate, settings.weight_decay, settings.head_learning_rate
             ),
             lr=settings.learning_rate,
@@ -508,7 +513,7 @@ def train_lean(
     )
     higher_is_better = not key.endswith("loss")
 
-    best = {"epoch": None, "value": None, "state": None, "time_s": None}
+    best: dict[str, Any] = {"epoch": None, "value": None, "state": None, "time_s": None}
     totals = EpochStats()
     stale = 0
     epochs_run = 0

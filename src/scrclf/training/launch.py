@@ -13,6 +13,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 RUN_ID_ENV = "SCRCLF_RUN_ID"
 logger = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ def agree_on_run_id() -> str | None:
         dist.init_process_group(backend=backend)
     box = [new_run_id() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
-    os.environ[RUN_ID_ENV] = box[0]
-    return box[0]
+    run_id = cast(str, box[0])  # rank 0's id, received by every rank
+    os.environ[RUN_ID_ENV] = run_id
+    return run_id
 
 
 def prepare_launch(argv: list[str] | None = None) -> None:

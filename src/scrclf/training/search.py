@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from scrclf import atomic, settings
 from scrclf.errors import SearchConfigError  # noqa: F401 (re-exported)
@@ -220,7 +220,7 @@ def run_search(
         study_name=study_name,
         storage=_storage_url(search_cfg.get("storage")),
         load_if_exists=True,
-        direction=direction,
+        direction=cast(Literal["maximize", "minimize"], direction),  # checked above
         pruner=pruner,
         sampler=optuna.samplers.TPESampler(seed=search_cfg.get("seed")),
     )
