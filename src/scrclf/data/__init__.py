@@ -1,0 +1,1 @@
+"""Data: reading and validating annotated files (records), corpus tools, agreement, quality gates."""

@@ -1,0 +1,1 @@
+"""The model: encoder, pooling, heads and loss (model), and building it from config (encoders)."""

@@ -1,0 +1,1 @@
+"""Rendering: Markdown tables, charts and the model card template."""
