@@ -39,6 +39,9 @@ class Block:
 LIGATURES = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
              "\ufb05": "st", "\ufb06": "st"}
 _LIGATURE_RE = re.compile("|".join(LIGATURES))
+# Bullets as PDF text layers spell them: WinAnsi 0x95 decoded as a control character, and
+# the private-use code points of the Symbol and Wingdings fonts.
+BULLETS = str.maketrans({c: "•" for c in "\x7f\x95\uf0b7\uf0a7\uf076\uf0d8\uf0fc\u25aa\u25cf\u2219"})
 _SPACE_RE = re.compile(r"\s+")
 PAGE_NUMBER_RE = re.compile(
     r"^\s*(?:page\s+)?[-–]?\s*\d{1,4}\s*[-–]?(?:\s*(?:of|/)\s*\d{1,4})?\s*$", re.IGNORECASE)
@@ -47,6 +50,7 @@ PAGE_NUMBER_RE = re.compile(
 def normalise_space(text: str) -> str:
     """Ligatures expanded, soft hyphens and zero-width characters dropped, spaces collapsed."""
     text = _LIGATURE_RE.sub(lambda m: LIGATURES[m.group(0)], text)
+    text = text.translate(BULLETS)
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
     return _SPACE_RE.sub(" ", text.replace("\u00a0", " ")).strip()
 
@@ -152,6 +156,10 @@ def lines_to_blocks(lines: Sequence[Line]) -> list[Block]:
     for line in lines:
         text = normalise_space(line.text)
         if not text:
+            continue
+        if text.startswith("\x00"):  # a placeholder a reader puts where a table row stands
+            blocks.append(Block(PARA, text, line.page))
+            current = None
             continue
         heading = line.heading
         if heading is None:

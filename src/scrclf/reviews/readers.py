@@ -91,7 +91,7 @@ def read_document(path: str | Path) -> Document:
 SAME_LINE = 2.5
 PARA_GAP = 1.45
 # Running headers and footers sit in these top and bottom shares of the page.
-MARGIN_SHARE = 0.09
+MARGIN_SHARE = 0.06
 # Average glyph width as a share of the font size, to estimate where a text run ends.
 GLYPH = 0.5
 
@@ -147,25 +147,29 @@ def _split_columns(lines: list[list[_Frag]], width: float) -> list[list[list[_Fr
     A page is two-column when many runs start at one x near the middle and the runs left of
     it end before it. Returns the column-ordered lines or None for a single column.
     """
-    starts = defaultdict(int)
-    for line in lines:
-        for f in line:
-            if 0.35 * width < f.x < 0.65 * width:
-                starts[round(f.x / 3)] += 1
+    starts: dict[int, int] = defaultdict(int)
+    for line in lines:  # the first run of each line in the middle band of the page
+        middle = [f for f in line if 0.35 * width < f.x < 0.65 * width]
+        if middle:
+            starts[round(middle[0].x / 3)] += 1
     if not starts:
         return None
-    key, count = max(starts.items(), key=lambda kv: kv[1])
-    if count < 5:
+    most = max(starts.values())
+    if most < 5:
         return None
+    # The leftmost frequent start: indented list text starts further right than the column.
+    key = min(k for k, n in starts.items() if n >= max(3, 0.3 * most))
+    count = starts[key]
     split = key * 3 - 3
-    crossing = sum(1 for line in lines for f in line if f.x < split and f.end > split + 12)
+    reach = split + 0.3 * (width - split)  # a run this long on the left spans both columns
+    crossing = sum(1 for line in lines for f in line if f.x < split and f.end > reach)
     if crossing > count:
         return None
     ordered: list[list[list[_Frag]]] = []
     left: list[list[_Frag]] = []
     right: list[list[_Frag]] = []
     for line in lines:
-        full = any(f.x < split and f.end > split + 12 for f in line)
+        full = any(f.x < split and f.end > reach for f in line)
         if full and (left or right) and len(line) == 1:
             ordered.extend([left, right])
             left, right = [], []
@@ -241,7 +245,7 @@ def read_pdf(path: Path) -> Document:
                 if table_cols is None and len(line) >= 3 and all(f.bold for f in line):
                     table_cols = [f.x for f in line]  # a table's header row
                     rows.append(Block(ROW, "", number, cells=[f.text for f in line]))
-                    out.append(Line("\x00table", number))
+                    out.append(Line("\x00table", number, heading=False))
                     prev_y = line[0].y
                     continue
                 if table_cols is not None:
@@ -287,7 +291,7 @@ def _add_to_table(rows: list[Block], line: list[_Frag], cols: list[float], page:
         cells[j] = (cells[j] + " " + f.text).strip()
     if cells[0] or not rows or rows[-1].cells and rows[-1].text == "header":
         rows.append(Block(ROW, "", page, cells=cells))
-        out.append(Line("\x00table", page))
+        out.append(Line("\x00table", page, heading=False))
     else:
         for j, cell in enumerate(cells):
             if cell:
