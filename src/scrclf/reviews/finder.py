@@ -239,6 +239,8 @@ class _Walker:
 
     def row(self, block: Block) -> None:
         cells = block.cells
+        if not any(cells):
+            return
         lowered = [c.lower() for c in cells]
         if any("recommendation" in c or c in ("action", "actions") for c in lowered) and \
                 all(len(c) < 40 for c in cells):

@@ -339,9 +339,13 @@ def read_text(path: Path) -> Document:
             pages[-1].append(part)
             if PAGE_NUMBER_RE.match(part):
                 pages.append([])
-    running = repeated_lines(pages, share=0.3, minimum=3) if len(pages) > 2 else set()
+    # Running headers and footers: lines that recur at the top or bottom of pages.
+    edges = [[x for x in page if x.strip()][:2] + [x for x in page if x.strip()][-2:]
+             for page in pages]
+    running = repeated_lines(edges, share=0.3, minimum=3) if len(pages) > 2 else set()
     lines: list[Line] = []
     blank = True
+    in_table = False
     markdown_heading = re.compile(r"^#{1,6}\s+")
     for number, page in enumerate(pages, start=1):
         first = True
@@ -358,6 +362,14 @@ def read_text(path: Path) -> Document:
                     blank = True
                 continue
             heading = None
+            cells = re.split(r"\s{2,}|\t", stripped)
+            if len(cells) >= 3 and any("recommendation" in c.lower() for c in cells) \
+                    and all(len(c) < 40 for c in cells):
+                lines.append(Line("\x00theader\x00" + "\x00".join(cells), number, heading=False))
+                in_table, blank, first = True, False, False
+                continue
+            if in_table and re.match(r"^\d{1,3}\s+[A-Z]", stripped):
+                blank = True  # a pasted table row starts with its number
             if markdown_heading.match(stripped):
                 stripped = markdown_heading.sub("", stripped)
                 heading = True
@@ -367,8 +379,42 @@ def read_text(path: Path) -> Document:
                               heading=heading))
             blank = False
             first = False
-    blocks = lines_to_blocks(lines)
+    blocks = _pasted_tables(lines_to_blocks(lines))
     return Document(path, "txt", blocks, pages=len([p for p in pages if any(x.strip() for x in p)]))
+
+
+def _pasted_tables(blocks: list[Block]) -> list[Block]:
+    """Rows of a table pasted as text: "3 Health: The trust should ... Timescale: 6 months".
+
+    Copying a table out of a PDF viewer flattens each row into one run of text that starts
+    with its number; the agency is the labelled lead before a colon and the timescale the
+    labelled tail, where present.
+    """
+    out: list[Block] = []
+    in_table = False
+    for block in blocks:
+        if block.text.startswith("\x00theader"):
+            cells = block.text.split("\x00")[2:]
+            out.append(Block(ROW, " | ".join(cells), block.page, cells=cells))
+            in_table = True
+            continue
+        m = re.match(r"^(\d{1,3})\s+([A-Z].*)$", block.text) if in_table and block.kind == PARA else None
+        if m is None:
+            in_table = in_table and block.kind == PARA and False
+            out.append(block)
+            continue
+        rest = m.group(2)
+        timescale = ""
+        t = re.search(r"\s*\bTimescale:\s*(.+)$", rest)
+        if t:
+            timescale, rest = t.group(1), rest[: t.start()]
+        agency = ""
+        a = re.match(r"^([^:.]{2,60}):\s+(.*)$", rest)
+        if a:
+            agency, rest = a.group(1), a.group(2)
+        cells = [m.group(1), agency, rest, timescale]
+        out.append(Block(ROW, " | ".join(cells), block.page, cells=cells))
+    return out
 
 
 # ----------------------------------------------------------------------------------- DOCX
