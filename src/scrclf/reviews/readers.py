@@ -504,9 +504,11 @@ def read_docx(path: Path) -> Document:
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
+    from docx.opc.exceptions import PackageNotFoundError
+
     try:
         document = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as err:
+    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as err:
         raise DocumentError(path, f"the Word file is damaged or not a .docx file "
                                   f"({type(err).__name__}); open it in Word and save it "
                                   f"again") from None
