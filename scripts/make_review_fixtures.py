@@ -215,7 +215,6 @@ def render_pdf(doc: Doc, path: Path, two_column: bool, rng: random.Random) -> No
     colw = (W - 2 * margin - (ncol - 1) * gutter) / ncol
     top, bottom = H - 72, 64
     state = {"page": 1, "col": 0, "y": top}
-    pages_marks: list[int] = []
 
     def decorate():
         c.setFont("Helvetica", 8)
@@ -302,7 +301,7 @@ def render_pdf(doc: Doc, path: Path, two_column: bool, rng: random.Random) -> No
             saved = ncol
             for r, (cells, g) in enumerate([(header, None)] + rows):
                 font = "Helvetica-Bold" if r == 0 else "Helvetica"
-                wrapped = [lines(cell, font, 9, w - 6) for cell, w in zip(cells, widths)]
+                wrapped = [lines(cell, font, 9, w - 6) for cell, w in zip(cells, widths, strict=True)]
                 h = max(len(x) for x in wrapped) * 11 + 6
                 if state["y"] - h < bottom:
                     c.showPage()
@@ -313,7 +312,7 @@ def render_pdf(doc: Doc, path: Path, two_column: bool, rng: random.Random) -> No
                     doc.gold[g]["page"] = state["page"]
                 c.setLineWidth(0.5)
                 c.line(margin, state["y"] + 10, W - margin, state["y"] + 10)
-                for cell_lines, x in zip(wrapped, xs):
+                for cell_lines, x in zip(wrapped, xs, strict=True):
                     yy = state["y"]
                     for ln in cell_lines:
                         c.setFont(font, 9)
@@ -365,11 +364,11 @@ def render_docx(doc: Doc, path: Path, auto_numbers: bool) -> None:
             _, header, rows = el
             t = d.add_table(rows=1, cols=len(header))
             t.style = "Table Grid"
-            for cell, value in zip(t.rows[0].cells, header):
+            for cell, value in zip(t.rows[0].cells, header, strict=True):
                 cell.text = value
             for cells, _ in rows:
                 row = t.add_row()
-                for cell, value in zip(row.cells, cells):
+                for cell, value in zip(row.cells, cells, strict=True):
                     cell.text = value
     out = io.BytesIO()
     d.save(out)

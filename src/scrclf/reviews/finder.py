@@ -327,9 +327,8 @@ def _cite(items: list[Recommendation], findings: dict[str, Finding]) -> None:
     for rec in items:
         if rec.finding is not None:
             continue
-        m = None
-        for m in CITATION.finditer(rec.text):
-            pass
+        cites = list(CITATION.finditer(rec.text))
+        m = cites[-1] if cites else None  # the last citation: "(Finding 3)" ends the text
         if m is not None and m.group(1) in findings and findings[m.group(1)].text:
             rec.finding = findings[m.group(1)].text
             rec.finding_number = m.group(1)
@@ -337,8 +336,13 @@ def _cite(items: list[Recommendation], findings: dict[str, Finding]) -> None:
 
 def _merge_repeats(items: list[Recommendation]) -> list[Recommendation]:
     kept: list[Recommendation] = []
+    words: list[set[str]] = []
     for rec in items:
-        for earlier in kept:
+        mine = set(normalise_for_match(rec.text).split())
+        for earlier, theirs in zip(kept, words, strict=True):
+            # Word overlap first: a cheap filter before the character-level ratio.
+            if len(mine & theirs) < 0.7 * max(len(mine | theirs), 1):
+                continue
             if similarity(rec.text, earlier.text) >= SAME_ITEM:
                 earlier.addressee = earlier.addressee or rec.addressee
                 earlier.timescale = earlier.timescale or rec.timescale
@@ -346,6 +350,7 @@ def _merge_repeats(items: list[Recommendation]) -> list[Recommendation]:
                 break
         else:
             kept.append(rec)
+            words.append(mine)
     return kept
 
 

@@ -422,7 +422,7 @@ def _pasted_tables(blocks: list[Block]) -> list[Block]:
 
 _FORMATS = {"decimal": lambda n: str(n), "lowerLetter": lambda n: "abcdefghijklmnopqrstuvwxyz"[(n - 1) % 26],
             "upperLetter": lambda n: "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n - 1) % 26],
-            "lowerRoman": lambda n: _roman(n).lower(), "upperRoman": _roman if False else (lambda n: _roman(n))}
+            "lowerRoman": lambda n: _roman(n).lower(), "upperRoman": lambda n: _roman(n)}
 
 
 def _roman(n: int) -> str:
@@ -446,7 +446,7 @@ class _Numbering:
             return
         root = part.element
         ns = {"w": "http://schemas.openxmlformats.org/wordprocessingml/2006/main"}
-        w = "{%s}" % ns["w"]
+        w = "{" + ns["w"] + "}"
         abstract = {}
         for a in root.findall("w:abstractNum", ns):
             levels = {}
@@ -501,10 +501,9 @@ def _num_pr(paragraph):
 def read_docx(path: Path) -> Document:
     _need("docx", "python-docx")
     import docx
+    from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
     from docx.text.paragraph import Paragraph
-
-    from docx.opc.exceptions import PackageNotFoundError
 
     try:
         document = docx.Document(str(path))

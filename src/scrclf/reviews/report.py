@@ -282,7 +282,6 @@ def _items_csv(items: list[dict[str, Any]]) -> str:
     for i in items:
         row = [_cell(i.get(c)) for c in ITEM_COLUMNS]
         for col in score_cols:
-            task_key, label = col.split("_", 2)[:2], col
             key = next(k for k in i if k.startswith("scores_") and col.startswith(k + "_"))
             row.append(i[key][col[len(key) + 1:]])
         rows.append(row)
