@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 from scrclf.data.corpus import (
+    agreement_by_group,
     double_coding_agreement,
     format_agreement,
+    format_agreement_by_group,
     format_report,
     validate_corpus,
 )
@@ -52,6 +54,12 @@ def _cmd_difficulty(args) -> int:
 
 def _cmd_agreement(args) -> int:
     tasks = task_set(args.tasks)
+    if args.by_style:
+        groups = agreement_by_group(args.file, args.by_style, tasks)
+        print(
+            json.dumps(groups, indent=2) if args.json else format_agreement_by_group(groups, tasks)
+        )
+        return 0
     result = double_coding_agreement(args.file, tasks)
     print(json.dumps(result, indent=2) if args.json else format_agreement(result, tasks))
     return 0
@@ -96,6 +104,12 @@ def register_cli(subparsers) -> None:
     agr.add_argument("file", type=Path)
     agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
     agr.add_argument("--json", action="store_true", help="print the result as JSON")
+    agr.add_argument(
+        "--by-style",
+        type=Path,
+        metavar="CORPUS_DIR",
+        help="one row per review type, looking the items up in this corpus directory",
+    )
     agr.set_defaults(func=_cmd_agreement)
     dif = sub.add_parser("difficulty", help="bag-of-words baselines on a corpus (templating check)")
     dif.add_argument("corpus_dir", type=Path)

@@ -457,6 +457,60 @@ def double_coding_agreement(path: str | Path, tasks: TaskSet) -> dict[str, Any]:
     return result
 
 
+def agreement_by_group(
+    path: str | Path, corpus_dir: str | Path, tasks: TaskSet, column: str = "review_type"
+) -> dict[str, dict[str, Any]]:
+    """Double-coding agreement per value of an item field of the corpus (by default the
+    review type, i.e. the style), looked up by id; groups of fewer than 10 items are pooled
+    as ``other (< 10 items)``."""
+    from scrclf.data.agreement import agreement
+
+    group_of = {
+        str(r.data["id"]): str(r.data.get(column) or "unknown")
+        for split in SPLITS
+        for r in read_records(Path(corpus_dir) / f"{split}.jsonl")
+    }
+    codings: dict[str, tuple[dict[str, Any], dict[str, Any]]] = defaultdict(lambda: ({}, {}))
+    for rec in read_records(path):
+        item = str(rec.data.get("id"))
+        if item not in group_of:
+            raise DataError(
+                f"id {item!r} is not in the corpus at {corpus_dir}", rec.file, rec.line, "id"
+            )
+        a, b = codings[group_of[item]]
+        a[item], b[item] = rec.data["coder_a"], rec.data["coder_b"]
+    pooled: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for group, (a, b) in sorted(codings.items()):
+        key = group if len(a) >= 10 else "other (< 10 items)"
+        pa, pb = pooled.setdefault(key, ({}, {}))
+        pa.update(a)
+        pb.update(b)
+    return {group: agreement(a, b, tasks) for group, (a, b) in pooled.items()}
+
+
+def format_agreement_by_group(result: Mapping[str, Mapping[str, Any]], tasks: TaskSet) -> str:
+    """One row per group: items, then kappa (single-label) or primary kappa and micro-F1."""
+    head = ["group", "items"]
+    for task in tasks:
+        head += (
+            [f"{task.name} primary kappa", f"{task.name} micro-F1"]
+            if task.is_multi_label
+            else [f"{task.name} kappa"]
+        )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, r in result.items():
+        cells = [group, str(r["n_items"])]
+        for task in tasks:
+            t = r[task.name]
+            cells += (
+                [f"{t['primary_kappa']:.3f}", f"{t['micro_f1']:.3f}"]
+                if task.is_multi_label
+                else [f"{t['kappa']:.3f}"]
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_agreement(result: Mapping[str, Any], tasks: TaskSet) -> str:
     lines = [f"items double-coded: {result['n_items']}"]
     for task in tasks:

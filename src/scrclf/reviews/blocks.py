@@ -200,7 +200,7 @@ def lines_to_blocks(lines: Sequence[Line]) -> list[Block]:
             and not line.after_break
         ):
             current.text = dehyphen.join(current.text, text)  # a heading wrapped over lines
-        elif starts_new:
+        elif starts_new or current is None:
             current = Block(
                 HEADING if heading else PARA, text, line.page, after_break=line.after_break
             )

@@ -240,7 +240,7 @@ class _Walker:
         self.finding = self.filling = f
 
     # -- items
-    def new_item(self, marker: str | None, text: str, block: Block) -> None:
+    def new_item(self, marker: str | None, text: str, block: Block) -> Recommendation:
         rec = Recommendation(number_of(marker), text, block.page, None, section=self.section_title)
         rec.addressee = self.agency or addressee_of(text) or self.section_addressee
         if self.section in ("both", "questions") and self.finding is not None:
@@ -248,10 +248,12 @@ class _Walker:
         self.items.append(rec)
         self.item = rec
         self.filling = None
+        return rec
 
-    def sub_point(self, marker: str | None, text: str) -> None:
-        self.item.text = f"{self.item.text} {marker + ' ' if marker else ''}{text}".strip()
-        self.item.subpoints += 1
+    @staticmethod
+    def sub_point(item: Recommendation, marker: str | None, text: str) -> None:
+        item.text = f"{item.text} {marker + ' ' if marker else ''}{text}".strip()
+        item.subpoints += 1
 
     def marked(self, marker: str, text: str, block: Block) -> None:
         style = marker_style(marker, block.level)
@@ -266,13 +268,13 @@ class _Walker:
                 and style != self.top
                 and style[0] in ("alpha", "roman", "bullet")
             ):
-                self.sub_point(marker, text)
+                self.sub_point(self.item, marker, text)
                 return
             if self.top is None:
                 self.top = style
             self.new_item(marker, text, block)
         else:
-            self.sub_point(marker, text)
+            self.sub_point(self.item, marker, text)
 
     def row(self, block: Block) -> None:
         cells = block.cells
@@ -282,7 +284,7 @@ class _Walker:
         if any("recommendation" in c or c in ("action", "actions") for c in lowered) and all(
             len(c) < 40 for c in cells
         ):
-            cols = {}
+            cols: dict[str, int] = {}
             for j, c in enumerate(lowered):
                 if "recommendation" in c or c.startswith("action"):
                     cols.setdefault("text", j)
@@ -304,11 +306,11 @@ class _Walker:
         if not text or not (MODAL.search(text) or len(text) > 40):
             return
         number = cells[cols["number"]] if "number" in cols and cols["number"] < len(cells) else None
-        self.new_item(number or None, text, block)
+        rec = self.new_item(number or None, text, block)
         if "agency" in cols and cols["agency"] < len(cells):
-            self.item.addressee = addressee_of(cells[cols["agency"]]) or self.item.addressee
+            rec.addressee = addressee_of(cells[cols["agency"]]) or rec.addressee
         if "timescale" in cols and cols["timescale"] < len(cells):
-            self.item.timescale = cells[cols["timescale"]] or None
+            rec.timescale = cells[cols["timescale"]] or None
         self.item = None
 
     def paragraph(self, block: Block) -> None:

@@ -98,12 +98,19 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise DataError("no such file or folder", path)
     seen: set[Path] = set()
-    return [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique: list[Path] = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
 
 
 def _review_ids(files: Sequence[Path]) -> list[str]:
     counts = Counter(f.stem for f in files)
-    ids, used = [], Counter()
+    ids: list[str] = []
+    used: Counter[str] = Counter()
     for f in files:
         used[f.stem] += 1
         ids.append(f.stem if counts[f.stem] == 1 else f"{f.stem}-{used[f.stem]}")
@@ -243,7 +250,7 @@ def _attach(
 # ------------------------------------------------------------------------------ profile
 
 
-def _share(num: int, den: int) -> float | None:
+def _share(num: float, den: int) -> float | None:
     return num / den if den else None
 
 
@@ -302,10 +309,12 @@ def build_profile(reviews: list[dict[str, Any]], items: list[dict[str, Any]]) ->
                 "share_any_position_ci": classify.bootstrap_share(any_flags, groups),
             }
         )
-    strength = {"overall": [], "per_review": []}
+    overall: list[dict[str, Any]] = []
+    per_review: list[dict[str, Any]] = []
+    strength: dict[str, Any] = {"overall": overall, "per_review": per_review}
     for label in STRENGTHS:
         flags = [1.0 if i["action_strength"] == label else 0.0 for i in classified]
-        strength["overall"].append(
+        overall.append(
             {
                 "label": label,
                 "items": int(sum(flags)),
@@ -316,17 +325,18 @@ def build_profile(reviews: list[dict[str, Any]], items: list[dict[str, Any]]) ->
     no_strong = []
     for rid in with_items:
         labels = Counter(i["action_strength"] for i in classified if i["review_id"] == rid)
-        strength["per_review"].append(
+        per_review.append(
             {"review_id": rid, **{s: labels.get(s, 0) for s in STRENGTHS}}
         )
         no_strong.append(0.0 if labels.get("strong") else 1.0)
     strength["reviews_without_strong"] = _share(sum(no_strong), len(no_strong))
     strength["reviews_without_strong_ci"] = classify.bootstrap_review_share(no_strong)
     strength["reference"] = HIBBERT_2018
-    evidence = {"labels": []}
+    evidence_labels: list[dict[str, Any]] = []
+    evidence: dict[str, Any] = {"labels": evidence_labels}
     for label in EVIDENCE:
         flags = [1.0 if i["evidence"] == label else 0.0 for i in classified]
-        evidence["labels"].append(
+        evidence_labels.append(
             {
                 "label": label,
                 "items": int(sum(flags)),
@@ -335,10 +345,11 @@ def build_profile(reviews: list[dict[str, Any]], items: list[dict[str, Any]]) ->
             }
         )
     grounded = [1.0 if i["evidence"] in GROUNDED else 0.0 for i in classified]
-    evidence["research_guidance_or_local_data"] = _share(sum(grounded), len(classified))
+    grounded_share = _share(sum(grounded), len(classified))
+    evidence["research_guidance_or_local_data"] = grounded_share
     evidence["research_guidance_or_local_data_ci"] = classify.bootstrap_share(grounded, groups)
     evidence["single_case_or_none_stated"] = (
-        1 - evidence["research_guidance_or_local_data"] if classified else None
+        1 - grounded_share if grounded_share is not None else None
     )
     return {
         "reviews": reviews,
