@@ -591,6 +591,249 @@ def render_txt(doc: Doc, path: Path, rng: random.Random) -> None:
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
+# ------------------------------------------------------- development-only text variants
+# Text pasted out of PDF viewers and word processors takes many more shapes than the main
+# TXT renderer writes. These variants vary the wrap width (or no wrapping at all), blank
+# lines (none, between paragraphs, after every line), hyphenation (including compounds
+# split at their own hyphen), ligatures, running headers and footers, page numbers (bare,
+# "Page n of N", "- n -", glued to a footer, at the top of the page, form feeds), heading
+# styles and the numbering of items and their sub-points. They are development documents
+# only: the held-out third is the main set's and is not extended.
+
+VARIANT_SEED = SEED + 1
+VARIANTS = 16
+VARIANT_STYLES = ["cited", "interleaved", "agency", "table", "cited", "cspr", "interleaved", "agency"]
+ITEM_MARKERS = [
+    "{n}.",
+    "R{n}",
+    "Recommendation {n}",
+    "{n})",
+    "3.{n}",
+    "R{n}:",
+    "({a})",
+    "Recommendation {n}.",
+    "Rec {n}:",
+    "R{n}.",
+    "3.{n}.",
+    "Recommendation {n}:",
+]
+SUB_MARKERS = ["({a})", "{a})", "{r}.", "({r})", "•", "-", "o", "\uf0b7"]
+ROMAN_NUMERALS = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii"]
+WIDTHS = [58, 66, 72, 80, 92, 64, 76, None]
+SPACING = ["none", "blank", "none", "double", "none", "blank"]
+HEADINGS = ["plain", "upper", "markdown", "underline", "no_gap", "plain", "numbered_upper"]
+PAGE_NUMBERS = [
+    "{p}",
+    "Page {p} of {P}",
+    "- {p} -",
+    "{footer} | {p}",
+    "top:{p}",
+    "formfeed",
+    "Page {p}",
+    "{p} of {P}",
+]
+VARIANT_LIGATURES = [
+    {"fi": "\ufb01", "fl": "\ufb02"},
+    {"ffi": "\ufb03", "ffl": "\ufb04", "ff": "\ufb00", "fi": "\ufb01", "fl": "\ufb02"},
+    {},
+]
+
+
+def _variant_marker(template: str, n: int) -> tuple[str, str]:
+    """The marker as printed and the number the gold file records for it."""
+    letter = "abcdefghijklmnopqrstuvwxyz"[(n - 1) % 26]
+    marker = template.format(n=n, a=letter)
+    number = marker.strip("().:").replace("Recommendation ", "").replace("Rec ", "")
+    return marker, number
+
+
+def _sub_marker(template: str, s: int) -> str:
+    return template.format(a="abcdefghijklmnopqrstuvwxyz"[s], r=ROMAN_NUMERALS[s])
+
+
+def renumber(doc: Doc, template: str) -> None:
+    """Give every numbered recommendation item the marker ``template`` in document order."""
+    n = 0
+    for k, el in enumerate(doc.elements):
+        if el[0] != "item" or el[4] is None or el[1] == "•":
+            continue
+        n += 1
+        marker, number = _variant_marker(template, n)
+        doc.elements[k] = ("item", marker, el[2], el[3], el[4])
+        doc.gold[el[4]]["number"] = number
+
+
+def render_txt_variant(doc: Doc, path: Path, rng: random.Random, k: int) -> dict:
+    """One pasted-text variant of ``doc``; returns the features it was written with."""
+    width = WIDTHS[k % len(WIDTHS)]
+    spacing = SPACING[k % len(SPACING)]
+    headings = HEADINGS[k % len(HEADINGS)]
+    numbers = PAGE_NUMBERS[k % len(PAGE_NUMBERS)]
+    ligatures = VARIANT_LIGATURES[k % len(VARIANT_LIGATURES)]
+    hyphenate = [0.5, 0.9, 0.0][k % 3]
+    marker_alone = k % 4 == 2
+    hanging = k % 2 == 1
+    table_tabs = (k // len(VARIANT_STYLES)) % 2 == 1
+    crlf = k % 5 == 2
+    headers = [doc.header] if k % 3 != 2 else [doc.header, "OFFICIAL - published report"]
+    footer = "Serious Case Review - published report"
+    item_template = ITEM_MARKERS[k % len(ITEM_MARKERS)]
+    sub_template = SUB_MARKERS[k % len(SUB_MARKERS)]
+    if "{a}" in item_template and "{a}" in sub_template:
+        sub_template = "{r}."
+    if any(el[0] == "item" and el[4] is not None and el[1] != "•" for el in doc.elements):
+        renumber(doc, item_template)
+    compounds = {w for g in doc.gold for w in re.findall(r"\b[a-z]+-[a-z]+\b", g["text"])}
+    # Body lines: (text, gold index starting there, what starts there: "para", "heading" or
+    # "" for a line inside a paragraph or item).
+    body: list[tuple[str, int | None, str]] = []
+
+    def wrap(text: str, first: str = "", rest: str = "") -> list[str]:
+        if width is None:
+            return [first + text]
+        result: list[str] = []
+        cur = first.rstrip() if first.strip() else first
+        for w in text.split():
+            if len(cur) + len(w) + 1 > width and cur.strip():
+                room = width - len(cur) - 2
+                if w in compounds and len(cur) + w.index("-") + 2 <= width:
+                    head, tail = w.split("-", 1)  # a compound split at its own hyphen
+                    result.append(cur + (" " if cur.strip() else "") + head + "-")
+                    cur = rest + tail
+                    continue
+                if re.fullmatch(r"[a-z]{7,}", w) and room >= 3 and rng.random() < hyphenate:
+                    cut = min(room, len(w) - 3)
+                    result.append(cur + (" " if cur.strip() else "") + w[:cut] + "-")
+                    cur = rest + w[cut:]
+                    continue
+                result.append(cur)
+                cur = rest + w
+            else:
+                cur = cur + (" " if cur.strip() else "") + w
+        if cur.strip():
+            result.append(cur)
+        return result
+
+    def add(lines: list[str], gold: int | None = None, start: str = "para") -> None:
+        for j, ln in enumerate(lines):
+            body.append((ln, gold if j == 0 else None, start if j == 0 else ""))
+
+    def heading(text: str, level: int) -> None:
+        if headings == "upper" or (headings == "numbered_upper" and level == 1):
+            add([text.upper()], start="heading")
+        elif headings == "markdown":
+            add(["#" * (level + 1) + " " + text], start="heading")
+        elif headings == "underline":
+            add([text, ("=" if level == 1 else "-") * len(text)], start="heading")
+        else:
+            add([text], start="heading")
+
+    for el in doc.elements:
+        kind = el[0]
+        if kind == "heading":
+            heading(el[1], el[2])
+        elif kind == "para":
+            add(wrap(el[1]))
+        elif kind == "item":
+            _, marker, text, subs, g = el
+            pad = " " * (len(marker) + 1) if hanging else ""
+            if marker_alone and marker != "•":
+                add([marker], g)
+                add(wrap(text), start="")
+            else:
+                add(wrap(text, marker + " ", pad), g)
+            for s, sub in enumerate(subs or []):
+                mark = _sub_marker(sub_template, s)
+                add(wrap(sub, "  " + mark + " ", "    " if hanging else ""), start="")
+        elif kind == "table":
+            _, header, rows = el
+            add(["\t".join(header) if table_tabs else "  ".join(header)])
+            for cells, g in rows:
+                if table_tabs:
+                    add(["\t".join(cells)], g, start="")
+                else:
+                    add(wrap(f"{cells[0]} {cells[1]}: {cells[2]} Timescale: {cells[3]}"), g)
+    # Blank lines, then pages with their furniture.
+    spaced: list[tuple[str, int | None]] = []
+    for text, g, start in body:
+        if spacing == "double":
+            if start:
+                spaced.append(("", None))
+            spaced.extend([(text, g), ("", None)])
+        else:
+            if (start and spacing == "blank") or (start == "heading" and headings != "no_gap"):
+                spaced.append(("", None))
+            spaced.append((text, g))
+    per_page = rng.choice([38, 44, 52]) * (2 if spacing == "double" else 1)
+    pages = [spaced[i : i + per_page] for i in range(0, len(spaced), per_page)]
+    total = len(pages)
+    out: list[str] = [doc.title.upper(), ""]
+    for p, page in enumerate(pages, start=1):
+        top = numbers.startswith("top:")
+        if numbers == "formfeed" and p > 1:
+            out.append("\f" + headers[0])
+            out.extend(headers[1:])
+        elif top:
+            out.append(numbers[4:].format(p=p, P=total))
+            out.extend(headers)
+        elif p > 1 or k % 2:
+            out.extend(headers)
+        for text, g in page:
+            if g is not None:
+                doc.gold[g]["page"] = p
+            for a, b in ligatures.items():
+                text = text.replace(a, b)
+            out.append(text + (" " if k % 4 == 1 and text else ""))
+        if numbers != "formfeed" and not top:
+            if k % 3 == 0:
+                out.append("")
+            out.append(numbers.format(p=p, P=total, footer=footer))
+    text = "\n".join(out) + "\n"
+    if k % 6 == 4:
+        text = text.replace("’", "'").replace(" the ", " the\u00a0", 3)
+    path.write_bytes(text.replace("\n", "\r\n" if crlf else "\n").encode("utf-8"))
+    return {
+        "width": width,
+        "spacing": spacing,
+        "headings": headings,
+        "page_numbers": numbers,
+        "ligatures": "".join(ligatures.values()),
+        "hyphenation": hyphenate,
+        "item_marker": item_template,
+        "sub_marker": sub_template,
+        "marker_alone": marker_alone,
+        "hanging_indent": hanging,
+        "table": "tabs" if table_tabs else "flattened",
+        "crlf": crlf,
+    }
+
+
+def write_variants(out: Path, corpus: dict[str, list[dict]]) -> list[str]:
+    """The development-only text variants, each with its gold file, under ``out``."""
+    rng = random.Random(VARIANT_SEED)
+    review_ids = sorted(corpus)
+    rng.shuffle(review_ids)
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in range(VARIANTS):
+        rows = corpus[review_ids[k]][: rng.randint(8, 14)]
+        style = VARIANT_STYLES[k % len(VARIANT_STYLES)]
+        name = f"txt_variant_{k + 1:02d}"
+        doc = build_doc(name, style, rows, rng, appendix=k % 4 == 1)
+        path = out / f"{name}.txt"
+        features = {"style": style, **render_txt_variant(doc, path, rng, k)}
+        gold = {
+            "document": f"{out.name}/{path.name}",
+            "format": "txt",
+            "held_out": False,
+            "features": features,
+            "recommendations": doc.gold,
+        }
+        (out / f"{name}.gold.json").write_text(json.dumps(gold, indent=1) + "\n", encoding="utf-8")
+        names.append(path.name)
+    return names
+
+
 # ---------------------------------------------------------------------------- bad inputs
 
 
@@ -678,6 +921,7 @@ def main(argv=None) -> None:
         )
         (held_out if i % 3 == 2 else dev).append(path.name)
     write_bad(args.out)
+    variants = write_variants(args.out / "variants", corpus)
     readme = [
         "# Review report fixtures",
         "",
@@ -698,6 +942,17 @@ def main(argv=None) -> None:
         "",
         "`bad/` holds a scan without a text layer, an encrypted PDF, truncated PDF and",
         "DOCX files and a report without a recommendations section.",
+        "",
+        "## Text variants",
+        "",
+        f"`variants/` holds {len(variants)} more development documents, all plain text, in the",
+        "shapes pasted text takes: wrapped at other widths or not at all, blank lines between",
+        "paragraphs, after every line or nowhere, words and compounds hyphenated at line ends,",
+        "ligatures, running headers and footers, page numbers in several styles and places,",
+        "form feeds, headings in capitals, Markdown or underlined, and items numbered `1.`,",
+        "`1)`, `3.1`, `(a)`, `R4`, `Rec 4:` or `Recommendation 4:`, sometimes on a line of",
+        "their own, with sub-points under other styles. Their gold `document` is relative to",
+        "this folder. They extend the development set only; the held-out third is unchanged.",
         "",
     ]
     (args.out / "README.md").write_text("\n".join(readme), encoding="utf-8")

@@ -140,6 +140,15 @@ def split_marker(text: str) -> tuple[str | None, str]:
     return m.group("marker").strip(), text[m.end() :]
 
 
+def closes_bracket(before: str, marker: str) -> bool:
+    """A marker such as ``4)`` that closes a bracket the text before it left open."""
+    return (
+        marker.endswith(")")
+        and not marker.startswith("(")
+        and before.count("(") > before.count(")")
+    )
+
+
 def looks_like_heading(text: str) -> bool:
     """Short, unpunctuated lines such as "4. Recommendations" or "Children's social care"."""
     text = text.strip()
@@ -181,6 +190,8 @@ def lines_to_blocks(lines: Sequence[Line]) -> list[Block]:
         if heading is None:
             heading = line.gap_before and looks_like_heading(text)
         marker, _ = split_marker(text)
+        if marker is not None and current is not None and closes_bracket(current.text, marker):
+            marker = None  # "(Finding" at a line end, "4) ..." on the next: not an item
         starts_new = (
             current is None
             or heading

@@ -175,6 +175,21 @@ def marker_style(marker: str, level: int = 0) -> tuple[str, int]:
     return ("bullet", level)
 
 
+def ordinal(marker: str) -> int | None:
+    """The position a marker counts: 3 for ``3.``, ``1.3``, ``R3``, ``(c)`` and ``iii.``."""
+    m = marker.strip().lower().strip("().:-– ")
+    m = re.sub(r"^(?:recommendation|rec\.?)\s*", "", m)
+    numbers = re.findall(r"\d+", m)
+    if numbers:
+        return int(numbers[-1])
+    roman = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii"]
+    if m in roman and m not in ("v", "x"):
+        return roman.index(m) + 1
+    if len(m) == 1 and m.isalpha():
+        return ord(m) - ord("a") + 1
+    return None
+
+
 class _Walker:
     def __init__(self) -> None:
         self.section: str | None = None  # "rec", "find", "both", "questions" or None
@@ -260,6 +275,16 @@ class _Walker:
         if self.section == "find":
             num = number_of(marker)
             self.open_finding(num, block, text)
+            return
+        if (
+            self.item is not None
+            and style == self.top
+            and self.item.text.rstrip().endswith(":")
+            and ordinal(marker) == 1
+        ):
+            # "... The caseworker should:" then "(a) meet ...": the item's own list, not the
+            # next item, which would carry on the numbering.
+            self.sub_point(self.item, marker, text)
             return
         if self.top is None or style == self.top or self.item is None:
             if (

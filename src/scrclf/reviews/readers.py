@@ -11,16 +11,20 @@ named with the extra that installs it.
 
 from __future__ import annotations
 
+import itertools
 import re
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scrclf.errors import DataError
 
 from .blocks import (
     HEADING,
+    HEADING_WORDS,
     ITEM,
     PAGE_NUMBER_RE,
     PARA,
@@ -33,7 +37,12 @@ from .blocks import (
     looks_like_heading,
     normalise_space,
     repeated_lines,
+    split_marker,
 )
+from .finder import addressee_of
+
+if TYPE_CHECKING:
+    from bs4 import Tag
 
 SUFFIXES = {
     ".pdf": "pdf",
@@ -207,9 +216,9 @@ def read_pdf(path: Path) -> Document:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
             try:
-                opened = reader.decrypt("")
+                opened = bool(reader.decrypt(""))
             except Exception:  # noqa: BLE001 - pypdf raises several types for unknown ciphers
-                opened = 0
+                opened = False
             if not opened:
                 raise DocumentError(
                     path,
@@ -363,95 +372,368 @@ def _merge_tables(blocks: list[Block], rows: list[Block]) -> list[Block]:
 
 # ----------------------------------------------------------------------------------- text
 
+# A line this long or longer marks text that was not hard-wrapped (one paragraph a line).
+UNWRAPPED = 160
+# A line ends early, before the wrap width, when the next line's first word would still
+# have fitted on it with this share of the width to spare: the break was the author's.
+EARLY_SLACK = 0.1
+# Pages of pasted text hold at least this many lines; numbered furniture recurs no closer.
+PAGE_LINES = 15
+_MARKDOWN_HEADING = re.compile(r"^#{1,6}\s+")
+_RULE = re.compile(r"^\s*(?:={3,}|-{3,}|_{3,})\s*$")
+_SENTENCE_END = re.compile(r"(?:[.?!:;][\"'’”)\]]*|\))$")
+# A pasted table row: its number (or the dash of an unnumbered row), then its text.
+_PASTED_ROW = re.compile(r"^(\d{1,3}|R\d{1,3}|[-–•])\s+([A-Z].*)$")
+_ROW_START = re.compile(r"^(?:\d{1,3}|R\d{1,3}|[-–•])\s+[A-Z]")
+_CELLS = re.compile(r"\s{2,}|\t")
+
+
+@dataclass
+class _TextLine:
+    text: str  # indentation kept: the wrap width counts it
+    page: int
+    blank_before: bool  # a blank line separates it from the previous content line
+    break_before: bool  # page furniture or a page break separates it from that line
+    heading: bool | None = None
+
+
+def _names_section(text: str) -> bool:
+    """A numbered section title, a section word ("Findings", "Appendix 2") or an agency."""
+    if re.match(r"\d{1,2}(?:\.\d{1,2})*\.?\s+[A-Z]", text) or HEADING_WORDS.match(text):
+        return True
+    return len(text.split()) <= 5 and addressee_of(text) is not None
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _undouble(lines: list[str]) -> list[str]:
+    """Text pasted with a blank line after every line: one blank is a line break, two a gap."""
+    content = [i for i, x in enumerate(lines) if x.strip()]
+    if len(content) < 10:
+        return lines
+    followed = sum(1 for i in content if i + 1 < len(lines) and not lines[i + 1].strip())
+    if followed < 0.75 * len(content):
+        return lines
+    out: list[str] = []
+    blanks = 0
+    for line in lines:
+        if not line.strip() and "\f" not in line:
+            blanks += 1
+            continue
+        if blanks >= 2:
+            out.append("")
+        blanks = 0
+        out.append(line)
+    return out
+
+
+def _numbered_furniture(lines: list[str]) -> set[str]:
+    """Keys of footers or headers that carry the page number ("Report title | 7").
+
+    They recur with numbers counting up by one, a page of text apart; numbered headings
+    ("Finding 3") count up too but sit closer together, some only a paragraph apart.
+    """
+    seen: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    content = 0
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        content += 1
+        digits = re.findall(r"\d+", stripped)
+        if not digits or len(stripped) > 120 or split_marker(stripped + " ")[0] is not None:
+            continue
+        seen[furniture_key(stripped)].append((int(digits[-1]), content))
+    last = content
+    return {
+        key
+        for key, marks in seen.items()
+        # two pages show two numbers: enough when one of them opens or closes the text
+        if (len(marks) >= 3 or (len(marks) == 2 and (marks[0][1] <= 3 or marks[1][1] >= last - 1)))
+        and all(
+            b == a + 1 and there - here >= PAGE_LINES
+            for (a, here), (b, there) in itertools.pairwise(marks)
+        )
+    }
+
+
+def _text_pages(lines: list[str]) -> tuple[list[list[str]], set[str]]:
+    """Split pasted text into pages: at form feeds, else at page-number lines.
+
+    A page number closes its page when the numbers sit at the foot of pages and opens one
+    when they sit at the top, which shows as a page of text after the last number.
+    Returns the pages and the keys of numbered furniture lines.
+    """
+    numbered = _numbered_furniture(lines)
+
+    def is_number(line: str) -> bool:
+        s = line.strip()
+        return bool(s) and (bool(PAGE_NUMBER_RE.match(s)) or furniture_key(s) in numbered)
+
+    if any("\f" in line for line in lines):
+        pages: list[list[str]] = [[]]
+        for line in lines:
+            for k, part in enumerate(line.split("\f")):
+                if k:
+                    pages.append([])
+                pages[-1].append(part)
+        return pages, numbered
+    marks = [i for i, line in enumerate(lines) if is_number(line)]
+    if not marks:
+        return [lines], numbered
+    before = sum(1 for x in lines[: marks[0]] if x.strip())
+    after = sum(1 for x in lines[marks[-1] + 1 :] if x.strip())
+    top = after > max(before, 3)
+    pages = [[]]
+    for i, line in enumerate(lines):
+        if top and i in marks and any(x.strip() for x in pages[-1]):
+            if i != marks[0] or before > 3:
+                pages.append([])
+        pages[-1].append(line)
+        if not top and i in marks:
+            pages.append([])
+    return pages, numbered
+
+
+def _wrap_width(lines: Sequence[str]) -> float:
+    """The width text was wrapped at: nearly every line of a paragraph comes close to it.
+
+    Rows of a table pasted with tabs are left out: they run as long as their cells.
+    """
+    lengths = sorted(len(x.rstrip()) for x in lines if "\t" not in x.strip())
+    if not lengths:
+        return float(UNWRAPPED)
+    return float(lengths[int(0.9 * (len(lengths) - 1))])
+
+
+def _ends_sentence(line: str) -> bool:
+    """Ends a sentence or clause, perhaps with a closing quote or a bracketed citation."""
+    return bool(_SENTENCE_END.search(line.rstrip()))
+
+
+def _ends_early(line: str, following: str, width: float) -> bool:
+    """The line stops where the next word would still have fitted: a break the author made."""
+    if width >= UNWRAPPED:
+        return True
+    word = following.split()[0] if following.split() else ""
+    return len(line.rstrip()) + 1 + len(word) <= (1 - EARLY_SLACK) * width
+
 
 def read_text(path: Path) -> Document:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    # Pages: form feeds, or a page number alone on its line closing a page.
-    raw_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    pages: list[list[str]] = [[]]
-    for line in raw_lines:
-        parts = line.split("\f")
-        for k, part in enumerate(parts):
-            if k:
-                pages.append([])
-            pages[-1].append(part)
-            if PAGE_NUMBER_RE.match(part):
-                pages.append([])
-    # Running headers and footers: lines that recur at the top or bottom of pages.
-    edges = [
-        [x for x in page if x.strip()][:2] + [x for x in page if x.strip()][-2:] for page in pages
+    """Text pasted from a PDF viewer, a word processor or a web page.
+
+    Pasted text keeps little structure: lines hard-wrapped at some width (or one paragraph
+    a line), blank lines between paragraphs, after every line or nowhere, page numbers and
+    running headers between the lines, headings set apart only by being short. Paragraphs
+    and headings are told from where lines end: a line that stops before the wrap width
+    ends its paragraph; a short heading-like line standing alone is a heading.
+    """
+    text = _decode(path.read_bytes())
+    raw_lines = [
+        line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     ]
+    pages, numbered = _text_pages(_undouble(raw_lines))
+
+    def furniture(line: str) -> bool:
+        key = furniture_key(line)
+        return bool(PAGE_NUMBER_RE.match(line)) or key in numbered or key in running
+
+    # Running headers and footers: lines that recur at the top or bottom of pages, or
+    # among the first two lines of two pages or more (a short report has few pages).
+    edges = []
+    tops = []
+    for page in pages:
+        body = [x for x in page if x.strip() and not PAGE_NUMBER_RE.match(x.strip())]
+        edges.append(body[:2] + body[-2:])
+        tops.append([x for x in body[:2] if split_marker(x.strip())[0] is None])
     running = repeated_lines(edges, share=0.3, minimum=3) if len(pages) > 2 else set()
-    lines: list[Line] = []
-    blank = True
-    in_table = False
-    markdown_heading = re.compile(r"^#{1,6}\s+")
+    running |= repeated_lines(tops, share=0.0, minimum=2)
+    running -= {""}
+    width = _wrap_width([x for page in pages for x in page if x.strip()])
+    lines: list[_TextLine] = []
+    blank = broken = False
+    pending: _TextLine | None = None  # a marker alone on its line, waiting for its text
     for number, page in enumerate(pages, start=1):
-        first = True
-        for i, raw_line in enumerate(page):
+        if number > 1:
+            broken = True
+        for raw_line in page:
             stripped = raw_line.strip()
-            if PAGE_NUMBER_RE.match(stripped) or furniture_key(stripped) in running:
-                if not stripped:
-                    pass
-                continue
             if not stripped:
-                # A blank line that only precedes a page number is page furniture too.
-                rest = [x for x in page[i + 1 :] if x.strip()]
-                if rest and not all(PAGE_NUMBER_RE.match(x) for x in rest):
-                    blank = True
+                blank = True
                 continue
-            heading = None
-            cells = re.split(r"\s{2,}|\t", stripped)
+            if furniture(stripped):
+                broken = True
+                continue
+            if _RULE.match(stripped):  # a Markdown underline: the line above is a heading
+                if lines and not blank and not broken:
+                    lines[-1].heading = True
+                blank = True
+                continue
+            line = _TextLine(raw_line, number, blank, broken)
+            blank = broken = False
+            marker, rest = split_marker(stripped + " ")
             if (
-                len(cells) >= 3
-                and any("recommendation" in c.lower() for c in cells)
-                and all(len(c) < 40 for c in cells)
+                marker is not None
+                and not rest.strip()
+                and (
+                    not lines
+                    or line.blank_before
+                    or _ends_sentence(lines[-1].text)
+                    or _ends_early(lines[-1].text, stripped, width)
+                )
             ):
-                lines.append(Line("\x00theader\x00" + "\x00".join(cells), number, heading=False))
-                in_table, blank, first = True, False, False
+                pending = line if pending is None else pending
                 continue
-            if in_table and re.match(r"^\d{1,3}\s+[A-Z]", stripped):
-                blank = True  # a pasted table row starts with its number
-            if markdown_heading.match(stripped):
-                stripped = markdown_heading.sub("", stripped)
-                heading = True
-            elif stripped.isupper() and len(stripped) < 80:
-                heading = True
-            lines.append(
-                Line(stripped, number, gap_before=blank, after_break=first, heading=heading)
+            if pending is not None:  # "Recommendation 4" above its text: one item
+                indent = raw_line[: len(raw_line) - len(raw_line.lstrip())]
+                line = _TextLine(
+                    indent + pending.text.strip() + " " + stripped,
+                    pending.page,
+                    pending.blank_before,
+                    pending.break_before,
+                )
+                pending = None
+            lines.append(line)
+    if pending is not None:
+        lines.append(pending)
+    lines = _drop_interruptions(lines, width)
+    return Document(
+        path,
+        "txt",
+        _pasted_tables(lines_to_blocks(_text_lines(lines))),
+        pages=len([p for p in pages if any(x.strip() for x in p)]),
+    )
+
+
+def _drop_interruptions(lines: list[_TextLine], width: float) -> list[_TextLine]:
+    """Drop page headers that split a sentence: lines after a page break, between a full
+    line that stops mid-sentence and the lower-case line that carries the sentence on."""
+    out: list[_TextLine] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.break_before and out and not _ends_sentence(out[-1].text):
+            for j in range(i, min(i + 3, len(lines) - 1)):
+                head = lines[j].text.strip()
+                if head[:1].islower() or split_marker(head)[0] is not None:
+                    break
+                later = lines[j + 1]
+                if later.text.strip()[:1].islower() and not _ends_early(
+                    out[-1].text, later.text.strip(), width
+                ):
+                    later.break_before = True
+                    later.page = line.page
+                    i = j + 1
+                    break
+            line = lines[i]
+        out.append(line)
+        i += 1
+    return out
+
+
+def _text_lines(lines: list[_TextLine]) -> list[Line]:
+    """Paragraph breaks, page breaks, headings and pasted tables of the content lines."""
+    width = _wrap_width([x.text for x in lines])
+    out: list[Line] = []
+    in_table = False
+    previous_heading = False
+    for i, line in enumerate(lines):
+        stripped = line.text.strip()
+        prev = lines[i - 1].text if i else ""
+        nxt = lines[i + 1] if i + 1 < len(lines) else None
+        cells = [c for c in _CELLS.split(stripped) if c]
+        if (
+            len(cells) >= 3
+            and any("recommendation" in c.lower() for c in cells)
+            and all(len(c) < 40 for c in cells)
+        ):
+            out.append(Line("\x00theader\x00" + "\x00".join(cells), line.page, heading=False))
+            in_table, previous_heading = True, False
+            continue
+        if in_table and len(cells) >= 3 and "\t" in stripped:
+            out.append(Line("\x00trow\x00" + "\x00".join(cells), line.page, heading=False))
+            continue
+        # The author's paragraph breaks: blank lines, or the line before stopping short at
+        # the end of a sentence. Across a page break only the second is evidence.
+        ended = i > 0 and _ends_sentence(prev) and _ends_early(prev, stripped, width)
+        gap = (
+            (line.blank_before and not line.break_before)
+            or ended
+            or previous_heading
+            or (in_table and bool(_ROW_START.match(stripped)))
+        )
+        heading = line.heading
+        if _MARKDOWN_HEADING.match(stripped):
+            stripped, heading = _MARKDOWN_HEADING.sub("", stripped), True
+        elif heading is None and stripped.isupper() and len(stripped) < 80:
+            heading = len(re.findall(r"[A-Z]", stripped)) >= 3
+        elif heading is None:
+            # Without a blank line above, a heading follows a line that stopped short, or
+            # the end of a sentence when it names a section, a numbered one or an agency.
+            alone_before = (
+                i == 0
+                or gap
+                or line.break_before
+                or _ends_early(prev, stripped, width)
+                or (
+                    _ends_sentence(prev)
+                    and bool(re.match(r"[A-Z0-9]", stripped))
+                    and _names_section(stripped)
+                )
             )
-            blank = False
-            first = False
-    blocks = _pasted_tables(lines_to_blocks(lines))
-    return Document(path, "txt", blocks, pages=len([p for p in pages if any(x.strip() for x in p)]))
+            alone_after = (
+                nxt is None
+                or nxt.blank_before
+                or nxt.heading is True
+                or _ends_early(line.text, nxt.text, width)
+            )
+            marker, _ = split_marker(stripped)
+            heading = (
+                alone_before
+                and alone_after
+                and bool(re.match(r"[A-Z0-9]", stripped))
+                and (marker is None or marker[:1].isdigit())
+                and looks_like_heading(stripped)
+            )
+        if heading:
+            in_table = False
+        out.append(
+            Line(
+                stripped,
+                line.page,
+                gap_before=bool(gap or heading),
+                after_break=line.break_before and (i == 0 or _ends_early(prev, stripped, width)),
+                heading=bool(heading),
+            )
+        )
+        previous_heading = bool(heading)
+    return out
 
 
 def _pasted_tables(blocks: list[Block]) -> list[Block]:
     """Rows of a table pasted as text: "3 Health: The trust should ... Timescale: 6 months".
 
     Copying a table out of a PDF viewer flattens each row into one run of text that starts
-    with its number; the agency is the labelled lead before a colon and the timescale the
-    labelled tail, where present.
+    with its number (or a dash where the row has none); the agency is the labelled lead before a colon and the timescale the
+    labelled tail, where present. Rows copied from a word processor or spreadsheet keep
+    their cells apart with tabs.
     """
     out: list[Block] = []
     in_table = False
     for block in blocks:
-        if block.text.startswith("\x00theader"):
+        if block.text.startswith(("\x00theader", "\x00trow")):
             cells = block.text.split("\x00")[2:]
             out.append(Block(ROW, " | ".join(cells), block.page, cells=cells))
             in_table = True
             continue
-        m = (
-            re.match(r"^(\d{1,3})\s+([A-Z].*)$", block.text)
-            if in_table and block.kind == PARA
-            else None
-        )
+        m = _PASTED_ROW.match(block.text) if in_table and block.kind == PARA else None
         if m is None:
-            in_table = in_table and block.kind == PARA and False
+            in_table = False
             out.append(block)
             continue
         rest = m.group(2)
@@ -471,7 +753,7 @@ def _pasted_tables(blocks: list[Block]) -> list[Block]:
 # ----------------------------------------------------------------------------------- DOCX
 
 
-_FORMATS = {
+_FORMATS: dict[str, Callable[[int], str]] = {
     "decimal": lambda n: str(n),
     "lowerLetter": lambda n: "abcdefghijklmnopqrstuvwxyz"[(n - 1) % 26],
     "upperLetter": lambda n: "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n - 1) % 26],
@@ -596,7 +878,7 @@ def read_docx(path: Path) -> Document:
             blocks.append(Block(kind, text))
         elif tag == "tbl":
             for row in Table(child, document).rows:
-                cells = []
+                cells: list[str] = []
                 for cell in row.cells:
                     value = normalise_space(cell.text)
                     if not cells or cells[-1] != value or value == "":  # merged cells repeat
@@ -606,6 +888,17 @@ def read_docx(path: Path) -> Document:
 
 
 # ----------------------------------------------------------------------------------- HTML
+
+
+def _attr(tag: Tag, name: str) -> str:
+    """An HTML attribute as text: "" when absent, multi-valued ones (class) joined by spaces."""
+    value = tag.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return " ".join(str(v) for v in value)
+
 
 NOT_CONTENT = re.compile(
     r"cookie|consent|banner|breadcrumb|skip|share|social|menu|navbar|"
@@ -640,9 +933,7 @@ def read_html(path: Path) -> Document:
     for tag in soup.find_all(True):
         if tag.decomposed:
             continue
-        label = " ".join(
-            [tag.get("id") or "", " ".join(tag.get("class") or []), tag.get("role") or ""]
-        )
+        label = " ".join([_attr(tag, "id"), _attr(tag, "class"), _attr(tag, "role")])
         if (
             label.strip()
             and NOT_CONTENT.search(label)
@@ -701,21 +992,21 @@ def read_html(path: Path) -> Document:
                 if text:
                     blocks.append(Block(HEADING, text, level=int(name[1])))
             elif name in ("ol", "ul"):
-                kind = child.get("type") or "1"
-                start = (
-                    int(child.get("start") or 1) if str(child.get("start") or "1").isdigit() else 1
-                )
+                kind = _attr(child, "type") or "1"
+                start_attr = _attr(child, "start")
+                start = int(start_attr) if start_attr.isdigit() else 1
                 n = start
                 for li in child.find_all("li", recursive=False):
                     if name == "ul":
                         marker = "•"
                     else:
-                        marker = {
+                        styles: dict[str, Callable[[int], str]] = {
                             "a": _FORMATS["lowerLetter"],
                             "A": _FORMATS["upperLetter"],
                             "i": _FORMATS["lowerRoman"],
                             "I": _roman,
-                        }.get(kind, str)(n) + "."
+                        }
+                        marker = styles.get(kind, _FORMATS["decimal"])(n) + "."
                         n += 1
                     text = own_text(li)
                     if text:

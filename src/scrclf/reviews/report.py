@@ -325,9 +325,7 @@ def build_profile(reviews: list[dict[str, Any]], items: list[dict[str, Any]]) ->
     no_strong = []
     for rid in with_items:
         labels = Counter(i["action_strength"] for i in classified if i["review_id"] == rid)
-        per_review.append(
-            {"review_id": rid, **{s: labels.get(s, 0) for s in STRENGTHS}}
-        )
+        per_review.append({"review_id": rid, **{s: labels.get(s, 0) for s in STRENGTHS}})
         no_strong.append(0.0 if labels.get("strong") else 1.0)
     strength["reviews_without_strong"] = _share(sum(no_strong), len(no_strong))
     strength["reviews_without_strong_ci"] = classify.bootstrap_review_share(no_strong)
