@@ -1718,3 +1718,10 @@ def test_csv_output_neutralises_formula_ids(tiny_export, tmp_path, capsys):
     assert cli.main(argv) == 0, capsys.readouterr().err
     ids = [row[0] for row in csv.reader(io.StringIO(dest.read_text()))][1:]
     assert ids == ['\'=HYPERLINK("x")', "'+1", "'@SUM(A1)", "-5"]
+
+
+@pytest.mark.parametrize("texts", [set(GOOD_TEXTS), dict.fromkeys(GOOD_TEXTS)])
+def test_unordered_texts_are_refused(tiny_export, texts):
+    clf = scrclf.load(tiny_export.export_dir, backend="torch")
+    with pytest.raises(DataError, match="no fixed order"):
+        clf.predict(texts)

@@ -319,6 +319,11 @@ def check_inputs(texts: Any, findings: Any = None) -> tuple[list[str], list[str 
     """Validate a batch; raise ``ValueError`` naming the index of the first bad item."""
     if isinstance(texts, (str, bytes)):
         raise DataError("texts must be a list of strings, got a single string; pass [text]")
+    if isinstance(texts, (set, frozenset, Mapping)) or isinstance(findings, (set, frozenset)):
+        raise DataError(
+            f"texts must be a list or tuple, got {type(texts).__name__}: it has no fixed "
+            "order to give the results back in"
+        )
     try:
         texts = list(texts)
     except TypeError:
