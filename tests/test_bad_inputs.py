@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,6 +158,16 @@ def _drop_column(name: str) -> Callable[[list[list[str]]], None]:
         index = cells[0].index(name)
         for row in cells:
             del row[index]
+
+    return change
+
+
+def _repeat_column(name: str) -> Callable[[list[list[str]]], None]:
+    def change(cells: list[list[str]]) -> None:
+        index = cells[0].index(name)
+        for row in cells[1:]:
+            row.append("research")
+        cells[0].append(cells[0][index])
 
     return change
 
@@ -519,6 +530,64 @@ DATA_CASES = [
         ("data.splits.train=train.xlsx",),
     ),
     DataCase(
+        "duplicate_json_key",
+        "a row naming 'evidence' twice (the last one would win)",
+        replace_line(
+            "train",
+            25,
+            b'{"id": "x25", "review_id": "TR001", "text": "The board should act.", '
+            b'"themes": ["other"], "evidence": "guidance", "evidence": "research", '
+            b'"action_strength": "weak"}',
+        ),
+        "train.jsonl",
+        25,
+        None,
+        "key 'evidence' appears twice in one object",
+    ),
+    DataCase(
+        "duplicate_csv_column",
+        "a CSV header with two evidence columns",
+        as_csv("train", _repeat_column("evidence")),
+        "train.csv",
+        1,
+        None,
+        "column 'evidence' appears twice in the header",
+        ("data.splits.train=train.csv",),
+    ),
+    DataCase(
+        "review_id_differing_in_case_and_space",
+        "a validation row of review 'tr000 ', which is train's 'TR000'",
+        edit("validation", 3, review_id="tr000 "),
+        "validation.jsonl",
+        3,
+        "review_id",
+        "review 'tr000 ' is in split 'validation' and in split 'train' (as 'TR000'",
+    ),
+    DataCase(
+        "text_copied_into_test",
+        "a train text copied into the test split",
+        copy_field("test", 3, "text", "train", 1),
+        "test.jsonl",
+        3,
+        "text",
+        "exact duplicate of the text at",
+    ),
+    DataCase(
+        "one_class_in_validation",
+        "every validation row has the same evidence label",
+        lambda corpus: _write_lines(
+            corpus / "validation.jsonl",
+            [
+                json.dumps({**json.loads(line), "evidence": "guidance"})
+                for line in _lines(corpus / "validation.jsonl")
+            ],
+        ),
+        "validation.jsonl",
+        None,
+        None,
+        "task 'evidence' has only one class in split 'validation' (guidance)",
+    ),
+    DataCase(
         "missing_split_file",
         "a split file name with a typo",
         lambda corpus: None,
@@ -860,6 +929,41 @@ def m_other_model_type(tiny_export, tmp: Path) -> Path:
     return root
 
 
+def _set_task(key: str, value: Any, task: int = 0) -> Callable[..., Path]:
+    """A run's model folder whose config.json gives task ``task`` another ``key``."""
+
+    def build(tiny_export, tmp: Path) -> Path:
+        root = tmp / "model"
+        shutil.copytree(tiny_export.run_dir / "model", root)
+
+        def change(config: dict) -> None:
+            spec = config["tasks"][task]
+            spec[key] = value(spec) if callable(value) else value
+
+        _edit_json(root / "config.json", change)
+        return root
+
+    return build
+
+
+def m_config_symlink_out(tiny_export, tmp: Path) -> Path:
+    root = tmp / "model"
+    shutil.copytree(tiny_export.run_dir / "model", root)
+    outside = tmp / "elsewhere" / "config.json"
+    outside.parent.mkdir()
+    shutil.move(root / "config.json", outside)
+    (root / "config.json").symlink_to(outside)
+    return root
+
+
+def m_wrong_shapes(tiny_export, tmp: Path) -> Path:
+    """config.json says hidden size 64; the weights were trained at 32."""
+    root = tmp / "model"
+    shutil.copytree(tiny_export.run_dir / "model", root)
+    _edit_json(root / "config.json", lambda c: c["encoder"].__setitem__("intermediate_size", 128))
+    return root
+
+
 @dataclass(frozen=True)
 class ModelCase:
     """A model folder that must not load, with the file the message must name."""
@@ -980,6 +1084,43 @@ MODEL_CASES = [
         "manifest.json",
         "must have manifest.json",
         error=ModelIntegrityError,
+    ),
+    ModelCase(
+        "nan_threshold",
+        "a NaN threshold (items could end with no theme)",
+        _set_task("thresholds", lambda t: [float("nan")] * len(t["labels"])),
+        "config.json",
+        "must be a number between 0 and 1 (exclusive), got nan",
+    ),
+    ModelCase(
+        "negative_threshold",
+        "a threshold of -1 (every theme always on)",
+        _set_task("thresholds", lambda t: [-1.0] * len(t["labels"])),
+        "config.json",
+        "must be a number between 0 and 1 (exclusive), got -1.0",
+    ),
+    ModelCase(
+        "infinite_temperature",
+        "a temperature of infinity (every score flat)",
+        _set_task("temperature", float("inf"), task=1),
+        "config.json",
+        "temperature must be finite and > 0, got inf",
+    ),
+    ModelCase(
+        "config_symlinked_outside",
+        "a run's config.json that is a symlink to a file outside the folder",
+        m_config_symlink_out,
+        "config.json",
+        "a symbolic link that resolves outside the model folder",
+        error=UnsafeModelError,
+    ),
+    ModelCase(
+        "weights_of_other_shapes",
+        "weights whose shapes do not fit config.json",
+        m_wrong_shapes,
+        "model.safetensors",
+        "weights do not fit config.json",
+        backend="torch",
     ),
     ModelCase(
         "config_of_another_model",
@@ -1136,6 +1277,34 @@ CLI_CASES = [
         lambda t: f"{t / 'r.csv'}:3: field 'text': has no visible characters",
     ),
     CliCase(
+        "csv_unclosed_quote",
+        "a CSV quote never closed (it would swallow the rows after it)",
+        lambda m, t: _predict(
+            m,
+            _recs(t, "r.csv", b'id,text\n1,fine\n2,"unclosed text\n3,also fine\n'),
+            t / "out" / "p.jsonl",
+        ),
+        lambda t: f"{t / 'r.csv'}:",
+    ),
+    CliCase(
+        "csv_two_text_columns",
+        "a CSV with two text columns",
+        lambda m, t: _predict(
+            m, _recs(t, "r.csv", b"text,id,text\nfirst,1,second\n"), t / "out" / "p.jsonl"
+        ),
+        lambda t: f"{t / 'r.csv'}:1: column 'text' appears twice in the header",
+    ),
+    CliCase(
+        "jsonl_duplicate_key",
+        "a JSONL object with 'text' twice",
+        lambda m, t: _predict(
+            m,
+            _recs(t, "r.jsonl", b'{"text": "one", "text": "two"}\n'),
+            t / "out" / "p.jsonl",
+        ),
+        lambda t: f"{t / 'r.jsonl'}:1: key 'text' appears twice in one object",
+    ),
+    CliCase(
         "data_validate_missing_corpus",
         "scrclf data validate on a folder that is not there",
         lambda m, t: ["data", "validate", str(t / "no_corpus")],
@@ -1225,3 +1394,334 @@ def test_output_into_a_chmod_read_only_directory_exits_2(tiny_export, tmp_path, 
     assert "permission denied" in _one_error_line(captured.err)
     assert (locked / "p.jsonl").read_text() == "earlier results\n"
     assert os.listdir(locked) == ["p.jsonl"]
+
+
+# -------------------------------------------------------------- destinations (data loss)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_export_refuses_a_folder_of_someone_elses_files(tiny_export, tmp_path):
+    """An export named like a folder of the user's own work leaves that work alone."""
+    from scrclf.export.build import export_model
+
+    thesis = tmp_path / "home" / "thesis"
+    thesis.mkdir(parents=True)
+    (thesis / "ch1.docx").write_text("work")
+    with pytest.raises(atomic.OutputError) as info:
+        export_model(tiny_export.run_dir, thesis)
+    assert "holds files that scrclf did not write (ch1.docx)" in str(info.value)
+    assert _tree(thesis) == {"ch1.docx": b"work"}
+    assert sorted(p.name for p in thesis.parent.iterdir()) == ["thesis"]
+
+
+def test_export_refuses_a_file_at_its_destination(tiny_export, tmp_path):
+    from scrclf.export.build import export_model
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(atomic.OutputError, match="exists and is not a folder scrclf wrote"):
+        export_model(tiny_export.run_dir, home / "notes.txt")
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+    assert (home / "notes.txt").read_text() == "mine"
+
+
+def test_export_refuses_an_earlier_export_with_extra_files(tiny_export, tmp_path):
+    """An export is replaced only when it holds nothing but the files its manifest lists."""
+    from scrclf.export.build import export_model
+
+    dest = copy_export(tiny_export, tmp_path / "models" / "tiny")
+    (dest / "notes.md").write_text("my notes")
+    before = _tree(dest)
+    with pytest.raises(atomic.OutputError, match=r"did not write \(notes.md\)"):
+        export_model(tiny_export.run_dir, dest)
+    assert _tree(dest) == before
+
+
+def test_evaluation_report_refuses_a_folder_with_the_users_notes(tiny_export, tmp_path):
+    from scrclf.evaluation.evaluate import evaluate
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.md").write_text("my notes")
+    with pytest.raises(atomic.OutputError, match=r"did not write \(notes.md\)"):
+        evaluate(tiny_export.export_dir, tiny_export.corpus / "test.jsonl", out, resamples=20)
+    assert _tree(out) == {"notes.md": b"my notes"}
+
+
+def test_evaluation_report_replaces_its_own_earlier_report(tiny_export, tmp_path):
+    """A stamped report is an output of scrclf: a second evaluation replaces it."""
+    from scrclf.evaluation.evaluate import evaluate
+
+    out = tmp_path / "report"
+    for _ in range(2):
+        evaluate(
+            tiny_export.export_dir,
+            tiny_export.corpus / "test.jsonl",
+            out,
+            resamples=20,
+            plots=False,
+        )
+    assert {"metrics.json", "report.md", atomic.STAMP_FILE} <= set(_tree(out))
+    (out / "notes.md").write_text("added later")
+    with pytest.raises(atomic.OutputError, match=r"did not write \(notes.md\)"):
+        evaluate(
+            tiny_export.export_dir,
+            tiny_export.corpus / "test.jsonl",
+            out,
+            resamples=20,
+            plots=False,
+        )
+
+
+def test_predict_writes_into_a_fifo_directly(tiny_export, tmp_path, capsys):
+    """A FIFO (like /dev/null or /dev/stdout, not a regular file) is written, not replaced."""
+    import threading
+
+    src = _recs(tmp_path, "r.txt", "\n".join(GOOD_TEXTS).encode() + b"\n")
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    code = cli.main(_predict(tiny_export.export_dir, src, fifo))
+    reader.join(timeout=60)
+    assert code == 0, capsys.readouterr().err
+    assert fifo.is_fifo()
+    assert len(received) == 1 and len(received[0].splitlines()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo", "r.txt"]
+
+
+def test_predict_follows_a_symlinked_output(tiny_export, tmp_path, capsys):
+    """An --output that is a symlink stays a link; the file it points to gets the results."""
+    src = _recs(tmp_path, "r.txt", "\n".join(GOOD_TEXTS).encode() + b"\n")
+    target = tmp_path / "store" / "preds.jsonl"
+    target.parent.mkdir()
+    target.write_text("earlier\n")
+    link = tmp_path / "preds.jsonl"
+    link.symlink_to(target)
+    assert cli.main(_predict(tiny_export.export_dir, src, link)) == 0, capsys.readouterr().err
+    assert link.is_symlink() and link.resolve() == target
+    assert len(target.read_text().splitlines()) == 2
+
+
+def test_predict_refuses_output_equal_to_input(tiny_export, tmp_path, capsys):
+    src = _recs(tmp_path, "r.jsonl", b'{"text": "The board should act."}\n')
+    before = src.read_bytes()
+    code = cli.main(_predict(tiny_export.export_dir, src, tmp_path / "." / "r.jsonl"))
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "--output is the input file" in _one_error_line(captured.err)
+    assert src.read_bytes() == before
+
+
+def test_csv_unclosed_quote_names_the_problem(tiny_export, tmp_path, capsys):
+    src = _recs(tmp_path, "r.csv", b'id,text\n1,fine\n2,"unclosed text\n3,also fine\n')
+    assert cli.main(_predict(tiny_export.export_dir, src, tmp_path / "p.jsonl")) == 2
+    assert "malformed CSV (unexpected end of data)" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_device_without_cuda_exits_2(tiny_export, tmp_path, capsys):
+    src = _recs(tmp_path, "r.txt", GOOD_TEXTS[0].encode())
+    argv = _predict(tiny_export.export_dir, src, tmp_path / "p.jsonl", "--backend", "torch")
+    assert cli.main([*argv, "--device", "cuda"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "device=cuda but no CUDA GPU is visible" in line
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+# ------------------------------------------------------------------- settings and runs
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be at least 1, got 0"),
+        ("trainer.learning_rate=abc", "trainer.learning_rate must be float, got 'abc'"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs must be at least 1, got -1"),
+        ("data.max_length=1024", "data.max_length=1024 is more than the 512 positions"),
+    ],
+)
+def test_bad_setting_stops_training_with_its_name(toy_corpus, tmp_path, override, message):
+    from scrclf.errors import SettingsError
+
+    run = tmp_path / "run"
+    cfg = compose_train(
+        ["model=tiny", f"data.dir={toy_corpus}", f"paths.output_dir={run}", override]
+    )
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        train(cfg)
+    assert not (run / "model").exists()
+
+
+def _finished_run(tiny_export, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_export.run_dir, run)
+    return run
+
+
+def test_training_into_a_finished_run_folder_is_refused(tiny_export, tmp_path):
+    from scrclf.errors import TrainingConfigError
+
+    run = _finished_run(tiny_export, tmp_path)
+    before = _tree(run)
+    cfg = compose_train(["model=tiny", f"data.dir={tiny_export.corpus}", f"paths.output_dir={run}"])
+    with pytest.raises(TrainingConfigError, match="is not empty .* pass resume=true"):
+        train(cfg)
+    assert _tree(run) == before
+
+
+def test_output_dir_that_is_a_file_is_refused(toy_corpus, tmp_path):
+    from scrclf.errors import TrainingConfigError
+
+    (tmp_path / "run").write_text("mine")
+    cfg = compose_train(
+        ["model=tiny", f"data.dir={toy_corpus}", f"paths.output_dir={tmp_path / 'run'}"]
+    )
+    with pytest.raises(TrainingConfigError, match="is a file, not a folder"):
+        train(cfg)
+    assert (tmp_path / "run").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.encoder_config.hidden_size=64", "encoder hidden_size is 64, the checkpoint 32"),
+        ("trainer.batch_size=8", "trainer.batch_size=8, the checkpoint was trained with 16"),
+    ],
+)
+def test_resume_from_a_checkpoint_of_other_settings_is_refused(
+    tiny_export, tmp_path, override, message
+):
+    from scrclf.errors import TrainingConfigError
+
+    run = _finished_run(tiny_export, tmp_path)
+    before = _tree(run)
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={tiny_export.corpus}",
+            f"paths.output_dir={run}",
+            "trainer.max_epochs=2",
+            "trainer.learning_rate=1e-3",
+            "trainer.batch_size=16",
+            "trainer.logging_steps=5",
+            "resume=true",
+            override,
+        ]
+    )
+    with pytest.raises(TrainingConfigError, match="does not match these settings") as info:
+        train(cfg)
+    assert message in str(info.value)
+    assert _tree(run) == before
+
+
+def test_resume_with_reordered_labels_is_refused(tiny_export, tmp_path):
+    from omegaconf import open_dict
+
+    from scrclf.errors import TrainingConfigError
+
+    run = _finished_run(tiny_export, tmp_path)
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={tiny_export.corpus}",
+            f"paths.output_dir={run}",
+            "resume=true",
+        ]
+    )
+    with open_dict(cfg):
+        labels = list(cfg.task.tasks[1].labels)
+        cfg.task.tasks[1].labels = labels[::-1]
+    with pytest.raises(TrainingConfigError, match="task 'evidence' has labels"):
+        train(cfg)
+
+
+def test_diverging_run_stops_with_the_step(toy_corpus, tmp_path):
+    from scrclf.errors import TrainingConfigError
+
+    run = tmp_path / "run"
+    cfg = compose_train(
+        [
+            "model=tiny",
+            f"data.dir={toy_corpus}",
+            f"paths.output_dir={run}",
+            "trainer.max_epochs=1",
+            "trainer.learning_rate=1e12",
+            "trainer.max_grad_norm=0",
+            "trainer.batch_size=32",
+        ]
+    )
+    with pytest.raises(TrainingConfigError, match=r"loss became NaN at step \d+"):
+        train(cfg)
+    assert not (run / "model").exists() and not (run / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------- prediction details
+
+
+def test_blank_finding_is_no_finding(tiny_export):
+    clf = scrclf.load(tiny_export.export_dir, backend="torch")
+    texts = GOOD_TEXTS
+    none = clf.logits(texts, [None, None])
+    for blank in (" ", "\t\u200b", ""):
+        same = clf.logits(texts, [blank, blank])
+        for a, b in zip(none, same, strict=True):
+            assert (a == b).all()
+
+
+def test_blank_finding_in_training_data_is_none(toy_corpus):
+    from scrclf.data.records import Record
+
+    rows = [json.loads(line) for line in _lines(toy_corpus / "train.jsonl")[:2]]
+    rows[0]["finding"] = "  "
+    records = [Record(r, "train.jsonl", i) for i, r in enumerate(rows, 1)]
+    validate_records(records, _tasks())
+    assert records[0].data["finding"] is None
+
+
+def test_predict_reads_a_fifo_once(tiny_export, tmp_path, capsys):
+    """A FIFO (like `--input <(cat recs.txt)`) can be read once: it is streamed."""
+    import threading
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    payload = ("\n".join(GOOD_TEXTS * 3) + "\n").encode()
+    writer = threading.Thread(target=lambda: fifo.write_bytes(payload), daemon=True)
+    writer.start()
+    dest = tmp_path / "p.jsonl"
+    code = cli.main(_predict(tiny_export.export_dir, fifo, dest))
+    writer.join(timeout=60)
+    assert code == 0, capsys.readouterr().err
+    assert len(dest.read_text().splitlines()) == 6
+
+
+def test_csv_output_neutralises_formula_ids(tiny_export, tmp_path, capsys):
+    src = _recs(
+        tmp_path,
+        "r.jsonl",
+        b'{"id": "=HYPERLINK(\\"x\\")", "text": "The board should act."}\n'
+        b'{"id": "+1", "text": "The board should act."}\n'
+        b'{"id": "@SUM(A1)", "text": "The board should act."}\n'
+        b'{"id": -5, "text": "The board should act."}\n',
+    )
+    dest = tmp_path / "p.csv"
+    argv = _predict(tiny_export.export_dir, src, dest, "--output-format", "csv")
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    ids = [row[0] for row in csv.reader(io.StringIO(dest.read_text()))][1:]
+    assert ids == ['\'=HYPERLINK("x")', "'+1", "'@SUM(A1)", "-5"]
+
+
+@pytest.mark.parametrize("texts", [set(GOOD_TEXTS), dict.fromkeys(GOOD_TEXTS)])
+def test_unordered_texts_are_refused(tiny_export, texts):
+    clf = scrclf.load(tiny_export.export_dir, backend="torch")
+    with pytest.raises(DataError, match="no fixed order"):
+        clf.predict(texts)

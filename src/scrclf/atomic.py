@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,13 +53,50 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` is a device, pipe, socket or a descriptor name (``/dev/stdout``)."""
+    text = str(path)
+    if text.startswith(("/dev/", "/proc/self/fd/")):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+@contextlib.contextmanager
+def _open_special(path: Path, mode: str, **open_kwargs) -> Iterator[IO]:
+    """A device or pipe is written directly: it cannot be renamed over, and must not be."""
+    try:
+        fh = open(path, mode, **open_kwargs)
+    except OSError as err:
+        raise _explain(err, path) from err
+    try:
+        with fh:
+            yield fh
+            fh.flush()
+    except OutputError:
+        raise
+    except OSError as err:
+        raise _explain(err, path) from err
+
+
 @contextlib.contextmanager
 def open_for_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Stream into a temporary sibling of ``path``; rename it into place on success.
 
     On any exception the temporary file is removed and ``path`` is left as it was.
+    A device or pipe (``/dev/null``, ``/dev/stdout``, a FIFO) is written directly. A
+    symbolic link is followed: the file it points to is replaced, the link stays.
     """
     path = Path(path)
+    if _is_special(path):
+        with _open_special(path, mode, **open_kwargs) as fh:
+            yield fh
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     if path.is_dir():
         raise OutputError(errno.EISDIR, f"cannot write {path}: it is a directory")
     tmp = None
@@ -170,26 +208,127 @@ def recover_interrupted_swap(dest: str | Path) -> None:
         _fsync_dir(dest.parent)
 
 
+# Written into evaluation report folders, listing their files; with an export's manifest it
+# tells a folder that scrclf wrote (and may replace) from one holding someone's own files.
+STAMP_FILE = ".scrclf-output"
+_REPORT_FILES = re.compile(r"(metrics\.json|report\.md|[^/]+\.png|profile/profile\.(json|md|png))")
+_PROFILE_FILES = re.compile(r"profile\.(json|md|png)")
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_symlink() or not p.is_dir()
+    )
+
+
+def foreign_files(folder: str | Path) -> list[str]:
+    """Files of an existing folder that scrclf did not write there (all of them when the
+    folder carries no marker of ours).
+
+    The markers: the stamp of a report (it lists the report's files), an export's
+    ``manifest.json`` (it lists the export's files), the ``config.json`` of a saved scrclf
+    model (a run's ``model/``), and the fixed file names of an unstamped evaluation report
+    (``metrics.json`` with ``report.md``) or of a profile (``profile.json``).
+    """
+    folder = Path(folder)
+    files = _files(folder)
+    stamp = _json_object(folder / STAMP_FILE)
+    if stamp is not None and isinstance(stamp.get("files"), list):
+        listed = {str(f) for f in stamp["files"]} | {STAMP_FILE}
+        return [f for f in files if f not in listed]
+    manifest = _json_object(folder / "manifest.json")
+    if manifest is not None and isinstance(manifest.get("files"), dict):
+        listed = set(manifest["files"]) | {"manifest.json"}
+        return [f for f in files if f not in listed]
+    config = _json_object(folder / "config.json")
+    if config is not None and config.get("model_type") == "scrclf":
+        return []
+    if "metrics.json" in files and "report.md" in files:
+        return [f for f in files if not _REPORT_FILES.fullmatch(f)]
+    if "profile.json" in files:
+        return [f for f in files if not _PROFILE_FILES.fullmatch(f)]
+    return files
+
+
+def check_replaceable(dest: str | Path) -> None:
+    """Refuse ``dest`` unless it is absent, an empty folder, or an earlier output of scrclf
+    holding nothing else (:func:`foreign_files`). Raises :class:`OutputError`; nothing is
+    changed."""
+    dest = Path(dest)
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise OutputError(
+            errno.EEXIST,
+            f"cannot write {dest}: it exists and is not a folder scrclf wrote; it was left "
+            "alone. Move it away or choose another destination",
+        )
+    if not dest.is_dir():
+        return
+    try:
+        foreign = foreign_files(dest)
+    except OSError as err:
+        raise _explain(err, dest) from err
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise OutputError(
+            errno.EEXIST,
+            f"cannot write {dest}: it holds files that scrclf did not write ({shown}); "
+            "they were left alone. Move them away or choose another destination",
+        )
+
+
+def _write_stamp(folder: Path, kind: str) -> None:
+    from scrclf.version import __version__
+
+    write_json(
+        folder / STAMP_FILE,
+        {"kind": kind, "written_by": f"scrclf {__version__}", "files": _files(folder)},
+    )
+
+
 @contextlib.contextmanager
-def directory(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
+def directory(dest: str | Path, overwrite: bool = True, stamp: str | None = None) -> Iterator[Path]:
     """Build a directory in a temporary sibling; on success swap it in for ``dest``.
 
     On any exception the temporary directory is removed and ``dest`` is left as it was.
+    An existing ``dest`` is replaced only when it is empty or an earlier scrclf output with
+    nothing else in it (:func:`foreign_files`); anything else is refused with an
+    :class:`OutputError` before the build starts. ``stamp`` names the kind of output; the
+    folder then gets a stamp file listing its files, so that it can be replaced later.
     """
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         recover_interrupted_swap(dest)
+    except OSError as err:
+        raise _explain(err, dest) from err
+    if overwrite:
+        check_replaceable(dest)
+    try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as err:
         raise _explain(err, dest) from err
     try:
         yield tmp
+        if stamp is not None:
+            _write_stamp(tmp, stamp)
         _make_ordinary(tmp)
-        if dest.exists():
+        if dest.exists() or dest.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{dest} exists; pass overwrite=True to replace it")
+            check_replaceable(dest)  # it may have changed while the folder was built
             old = _previous(dest)
             if old.exists():
                 shutil.rmtree(old)

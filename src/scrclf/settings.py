@@ -195,6 +195,38 @@ class TrainerSettings:
         return self.learning_rate * self.head_lr_scale
 
 
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The token and character limits of the ``data`` config group, typed and checked once
+    (defaults in ``configs/data/scr_recs.yaml``)."""
+
+    max_length: int
+    max_chars: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> DataSettings:
+        s = "data"
+        for key in ("max_length", "max_chars"):
+            if key not in cfg:
+                raise SettingsError(f"{s}.{key} is missing from the data config")
+        return cls(
+            max_length=_typed(s, "max_length", cfg["max_length"], int, minimum=8),
+            max_chars=_typed(s, "max_chars", cfg["max_chars"], int, minimum=1),
+        )
+
+    def check_positions(self, positions: int | None, encoder: str) -> None:
+        """``data.max_length`` must fit the encoder's position embeddings: past them the
+        model trains on truncated inputs but fails on any longer input once exported."""
+        if positions is not None and self.max_length > positions:
+            raise SettingsError(
+                f"data.max_length={self.max_length} is more than the {positions} positions "
+                f"of the encoder ({encoder}); set data.max_length to at most {positions}"
+            )
+
+
 def compose(config_name: str = "train", overrides: list[str] | None = None) -> Any:
     """A config composed from the shipped defaults with Hydra overrides, outside a Hydra app
     (benchmarks, notebooks): ``compose(overrides=["trainer=gpu_fast"]).trainer``."""

@@ -7,6 +7,7 @@ temperatures.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -65,8 +66,22 @@ class TaskSpec:
                 setattr(self, key, [float(v) for v in value])
         if self.thresholds is not None and self.type != MULTI_LABEL:
             raise TaskConfigError(f"{where}: thresholds apply to multi-label tasks only")
-        if not (self.temperature > 0):
-            raise TaskConfigError(f"{where}: temperature must be > 0")
+        for label, threshold in zip(self.labels, self.thresholds or [], strict=False):
+            if not (0.0 < threshold < 1.0):  # also refuses NaN
+                raise TaskConfigError(
+                    f"{where}: the threshold of '{label}' must be a number between 0 and 1 "
+                    f"(exclusive), got {threshold!r}"
+                )
+        try:
+            self.temperature = float(self.temperature)
+        except (TypeError, ValueError):
+            raise TaskConfigError(
+                f"{where}: temperature must be a number, got {self.temperature!r}"
+            ) from None
+        if not (0.0 < self.temperature < math.inf):  # also refuses NaN
+            raise TaskConfigError(
+                f"{where}: temperature must be finite and > 0, got {self.temperature!r}"
+            )
 
     @property
     def num_labels(self) -> int:

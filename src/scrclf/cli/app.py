@@ -23,6 +23,8 @@ import io
 import itertools
 import json
 import os
+import signal
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,7 +33,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from scrclf import atomic
-from scrclf.data.records import CSV_FIELD_LIMIT, DataError, has_visible_text, line_of_offset
+from scrclf.data.records import (
+    CSV_FIELD_LIMIT,
+    DataError,
+    DuplicateKeyError,
+    duplicate_column,
+    has_visible_text,
+    line_of_offset,
+    unique_keys,
+)
 from scrclf.errors import ScrClfError, SettingsError, one_line
 from scrclf.inference.classifier import (
     BACKENDS,
@@ -107,7 +117,11 @@ def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, object_pairs_hook=unique_keys)
+        except DuplicateKeyError as err:
+            raise DataError(
+                f"key '{err.key}' appears twice in one object", source, number
+            ) from None
         except json.JSONDecodeError as err:
             raise DataError(
                 f"invalid JSON ({err.msg} at column {err.colno})", source, number
@@ -124,11 +138,15 @@ def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
 
 
 def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
-    reader = csv.DictReader(lines)
+    # strict: an unclosed quote is an error, not a cell that swallows the rows after it
+    reader = csv.DictReader(lines, strict=True)
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)  # long texts are truncated later
     try:
         if reader.fieldnames is None:
             raise DataError("empty CSV file (no header row)", source, 1)
+        duplicate = duplicate_column(reader.fieldnames)
+        if duplicate is not None:
+            raise DataError(f"column '{duplicate}' appears twice in the header", source, 1)
         if "text" not in reader.fieldnames:
             raise DataError(f"no 'text' column; the header has {reader.fieldnames}", source, 1)
         for row in reader:
@@ -248,6 +266,21 @@ class JsonlWriter:
         self.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, with a leading apostrophe.
+
+    As OWASP recommends for CSV injection: a cell starting with ``=``, ``+``, ``-``, ``@``,
+    a tab or a carriage return is prefixed with ``'``, which spreadsheets show as text.
+    Numbers (an integer id such as -5) are left alone.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 class CsvWriter:
     """``id``, ``line``; per task its label(s), the primary theme, and a score per label."""
 
@@ -266,7 +299,7 @@ class CsvWriter:
         self.writer.writerow(header)
 
     def write(self, item: Item, prediction: Mapping[str, Any]) -> None:
-        row: list[Any] = ["" if item.id is None else item.id, item.line]
+        row: list[Any] = ["" if item.id is None else spreadsheet_safe(item.id), item.line]
         for task in self.tasks:
             entry = prediction[task.name]
             if task.is_multi_label:
@@ -289,11 +322,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise SettingsError(f"--batch-size must be >= 1, got {args.batch_size}")
-    from_file = args.input != STDIO
+    if _same_file(args.input, args.output):
+        raise SettingsError(
+            f"--output is the input file {args.input}; write the predictions to another file"
+        )
+    from_file = args.input != STDIO and not _is_stream(args.input)
     total = None
     if from_file:
-        # A first pass validates the whole file before any model is loaded or output written.
+        # A regular file is validated in a first pass, before any model is loaded or output
+        # written. Pipes, FIFOs and stdin can be read only once: they are validated as they
+        # stream, and an error midway still leaves no output file.
+        before = _identity(args.input)
         total = sum(1 for _ in read_items(args.input, args.format))
+        if _identity(args.input) != before:
+            raise DataError("the file changed while it was read; run again", args.input)
     quiet_libraries()
     clf = load(args.model, backend=args.backend, quantized=args.quantized, device=args.device)
     show_progress = from_file and not args.no_progress
@@ -323,6 +365,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ):
         _warn(message)
     return 0
+
+
+def _is_stream(path: str) -> bool:
+    """A pipe, FIFO, socket or device (``<(cmd)``, ``/dev/stdin``): it can be read once."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # not there (or unreadable): the reader names the problem
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def _identity(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _same_file(src: str, dest: str) -> bool:
+    if STDIO in (src, dest):
+        return False
+    try:
+        return os.path.samefile(src, dest)
+    except OSError:
+        return False
 
 
 def _warn(message: str) -> None:
@@ -599,6 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("scrclf: error: choose a command (see scrclf --help)", file=sys.stderr)
         return EXIT_USAGE
+    previous = _terminate_like_interrupt()
     try:
         return int(func(args) or 0)
     except BrokenPipeError:
@@ -612,6 +678,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scrclf: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_like_interrupt() -> Any:
+    """Make SIGTERM unwind like Ctrl-C, so that temporary files are removed; returns the
+    previous handler (None when signals cannot be set here, outside the main thread)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -49,6 +49,35 @@ class Record:
 # --------------------------------------------------------------------------- reading
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names one key twice (raised inside the JSON parser)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: a key given twice is an error, not a
+    silent "the last one wins"."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
+def duplicate_column(names: Sequence[Any]) -> str | None:
+    """The first column name that a header repeats, or None."""
+    seen: set[Any] = set()
+    for name in names:
+        if name in seen:
+            return str(name)
+        seen.add(name)
+    return None
+
+
 def line_of_offset(data: bytes, offset: int) -> int:
     """The 1-based line holding byte ``offset`` of ``data``."""
     return len(LINE_BREAK_BYTES.findall(data, 0, offset)) + 1
@@ -77,7 +106,9 @@ def _read_jsonl(path: Path) -> list[Record]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=unique_keys)
+        except DuplicateKeyError as err:
+            raise DataError(f"key '{err.key}' appears twice in one object", path, lineno) from None
         except json.JSONDecodeError as err:
             raise DataError(
                 f"invalid JSON ({err.msg} at column {err.colno})", path, lineno
@@ -95,7 +126,9 @@ def _read_jsonl(path: Path) -> list[Record]:
 def _read_json(path: Path) -> list[Record]:
     text = _decode(path.read_bytes(), path)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as err:
+        raise DataError(f"key '{err.key}' appears twice in one object", path) from None
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON ({err.msg})", path, err.lineno) from None
     except RecursionError:
@@ -115,11 +148,15 @@ def _read_json(path: Path) -> list[Record]:
 def _read_csv(path: Path) -> list[Record]:
     """Rows of a CSV file; cells stay strings (label lists are parsed by validation)."""
     text = _decode(path.read_bytes(), path)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a cell that swallows the rows after it
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
         if reader.fieldnames is None:
             raise DataError("empty CSV file (no header row)", path, 1)
+        duplicate = duplicate_column(reader.fieldnames)
+        if duplicate is not None:
+            raise DataError(f"column '{duplicate}' appears twice in the header", path, 1)
         records = []
         for row in reader:
             lineno = reader.line_num
@@ -151,6 +188,9 @@ def _read_parquet(path: Path) -> list[Record]:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types
         raise DataError(f"cannot read Parquet: {err}", path) from None
+    duplicate = duplicate_column(table.column_names)
+    if duplicate is not None:
+        raise DataError(f"column '{duplicate}' appears twice", path)
     return [Record(row, str(path), i) for i, row in enumerate(table.to_pylist(), start=1)]
 
 
@@ -324,6 +364,8 @@ def validate_records(
             finding = row[pair_column]
             if isinstance(finding, float) and math.isnan(finding):
                 row[pair_column] = None
+            elif isinstance(finding, str) and not has_visible_text(finding):
+                row[pair_column] = None  # a blank finding is no finding
             elif not isinstance(finding, str):
                 raise DataError(
                     f"must be a string or null, got {type(finding).__name__}",
@@ -388,42 +430,81 @@ def validate_records(
     return present
 
 
+def normalise_id(value: Any) -> str:
+    """An id as compared across splits: trimmed, case-folded, and a whole float written as an
+    integer (a Parquet or spreadsheet ``1.0`` is the id ``1``)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = unicodedata.normalize("NFKC", str(value)).strip().casefold()
+    if re.fullmatch(r"[+-]?\d+\.0+", text):
+        text = text.split(".")[0]
+    return text
+
+
+def text_key(text: Any) -> str:
+    """A text as compared for duplicates: its lower-cased words and numbers."""
+    return " ".join(re.findall(r"[a-z0-9']+", str(text).lower()))
+
+
 def check_splits(
     splits: Mapping[str, Sequence[Record]],
     *,
     id_column: str = "id",
     group_column: str | None = "review_id",
+    text_column: str = "text",
 ) -> None:
-    """Splits must be non-empty, share no id and share no review (group)."""
+    """Splits must be non-empty and share no id, no review (group) and no text.
+
+    The one leakage check of training and ``scrclf data validate``. Ids and review ids are
+    compared normalised (:func:`normalise_id`), texts by their words (:func:`text_key`).
+    """
     id_home: dict[str, tuple[str, Record]] = {}
     group_home: dict[str, tuple[str, Record]] = {}
+    text_home: dict[str, tuple[str, Record]] = {}
     for split, records in splits.items():
         if not records:
             raise DataError(f"split '{split}' is empty")
         for rec in records:
-            rid = str(rec.data[id_column])
+            rid = normalise_id(rec.data[id_column])
             if rid in id_home and id_home[rid][0] != split:
                 other_split, other = id_home[rid]
                 raise DataError(
-                    f"id '{rid}' is in split '{split}' and in split '{other_split}' "
-                    f"({other.file}:{other.line})",
+                    f"id '{rec.data[id_column]}' is in split '{split}' and in split "
+                    f"'{other_split}' (as '{other.data[id_column]}', {other.file}:{other.line})"
+                    if str(rec.data[id_column]) != str(other.data[id_column])
+                    else f"id '{rec.data[id_column]}' is in split '{split}' and in split "
+                    f"'{other_split}' ({other.file}:{other.line})",
                     rec.file,
                     rec.line,
                     id_column,
                 )
             id_home[rid] = (split, rec)
             if group_column:
-                gid = str(rec.data[group_column])
+                gid = normalise_id(rec.data[group_column])
                 if gid in group_home and group_home[gid][0] != split:
                     other_split, other = group_home[gid]
+                    shown = str(rec.data[group_column])
+                    same = shown == str(other.data[group_column])
                     raise DataError(
-                        f"review '{gid}' is in split '{split}' and in split '{other_split}' "
-                        f"({other.file}:{other.line}); splits must be made by review",
+                        f"review '{shown}' is in split '{split}' and in split '{other_split}' "
+                        + ("(" if same else f"(as '{other.data[group_column]}', ")
+                        + f"{other.file}:{other.line}); splits must be made by review",
                         rec.file,
                         rec.line,
                         group_column,
                     )
                 group_home.setdefault(gid, (split, rec))
+            key = text_key(rec.data.get(text_column))
+            if key in text_home and text_home[key][0] != split:
+                other_split, other = text_home[key]
+                raise DataError(
+                    f"exact duplicate of the text at {other.file}:{other.line} (split "
+                    f"'{other_split}'); a text in two splits leaks between them",
+                    rec.file,
+                    rec.line,
+                    text_column,
+                )
+            text_home.setdefault(key, (split, rec))
 
 
 def resolve_split_files(data_cfg: Mapping[str, Any]) -> dict[str, Path]:
@@ -456,7 +537,10 @@ def load_splits(
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
     check_splits(
-        out, id_column=data_cfg.get("id_column", "id"), group_column=data_cfg.get("group_column")
+        out,
+        id_column=data_cfg.get("id_column", "id"),
+        group_column=data_cfg.get("group_column"),
+        text_column=data_cfg.get("text_column", "text"),
     )
     return out
 
@@ -482,7 +566,10 @@ def _load_hub(data_cfg, tasks, wanted):  # pragma: no cover - needs network
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
     check_splits(
-        out, id_column=data_cfg.get("id_column", "id"), group_column=data_cfg.get("group_column")
+        out,
+        id_column=data_cfg.get("id_column", "id"),
+        group_column=data_cfg.get("group_column"),
+        text_column=data_cfg.get("text_column", "text"),
     )
     return out
 
@@ -518,7 +605,10 @@ def tokenize(
 ) -> dict[str, list]:
     """Tokenize texts, pairing each with its finding when it has one."""
     findings = list(findings) if findings is not None else [None] * len(texts)
-    inputs = [t if not f else (t, f) for t, f in zip(texts, findings, strict=True)]
+    # A blank finding (whitespace, control or format characters only) is no finding.
+    inputs = [
+        (t, f) if f and has_visible_text(f) else t for t, f in zip(texts, findings, strict=True)
+    ]
     # "only_second" would fail when the text alone is too long; longest_first is safe.
     return tokenizer(inputs, truncation="longest_first", max_length=max_length)
 

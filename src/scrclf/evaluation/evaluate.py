@@ -707,7 +707,7 @@ def write_report(
     from scrclf.reporting.markdown import render_evaluation
 
     out_dir = Path(out_dir)
-    with atomic.directory(out_dir) as tmp:
+    with atomic.directory(out_dir, stamp="evaluation report") as tmp:
         atomic.write_json(tmp / "metrics.json", result)
         images: dict[str, dict[str, str]] = {}
         if plots:

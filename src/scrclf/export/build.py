@@ -575,6 +575,7 @@ def export_model(
     name = check_name(dest.name)
     if wheel:
         wheel_version = check_version(wheel_version)
+    atomic.check_replaceable(dest)  # before any work: never replace someone's folder
     files = _run_files(run_dir)
     run_config = _read_run_config(files["config"])
     metrics = _read_metrics(files["metrics"])

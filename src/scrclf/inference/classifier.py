@@ -121,6 +121,18 @@ def _is_pickle(name: str) -> bool:
     return name.lower().endswith(PICKLE_SUFFIXES)
 
 
+def refuse_outside_links(root: Path) -> None:
+    """Refuse any symbolic link in the folder that resolves outside it (run folders and
+    exports alike: ``config.json`` linked to a file elsewhere is refused like a path in the
+    metadata that leaves the folder)."""
+    resolved_root = root.resolve()
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() and not path.resolve().is_relative_to(resolved_root):
+            raise UnsafeModelError(
+                f"a symbolic link that resolves outside the model folder {root}", path
+            )
+
+
 def refuse_pickles(root: Path) -> None:
     """Refuse a folder holding any file with a pickle suffix."""
     for path in sorted(root.rglob("*")):
@@ -307,6 +319,11 @@ def check_inputs(texts: Any, findings: Any = None) -> tuple[list[str], list[str 
     """Validate a batch; raise ``ValueError`` naming the index of the first bad item."""
     if isinstance(texts, (str, bytes)):
         raise DataError("texts must be a list of strings, got a single string; pass [text]")
+    if isinstance(texts, (set, frozenset, Mapping)) or isinstance(findings, (set, frozenset)):
+        raise DataError(
+            f"texts must be a list or tuple, got {type(texts).__name__}: it has no fixed "
+            "order to give the results back in"
+        )
     try:
         texts = list(texts)
     except TypeError:
@@ -352,6 +369,11 @@ class TorchBackend:
             )
         except (OSError, ValueError, SafetensorError) as err:
             raise ModelLoadError(f"cannot load the torch model: {err}", root) from None
+        except RuntimeError as err:  # weights whose shapes do not fit config.json
+            first = " ".join(str(err).split())[:300]
+            raise ModelLoadError(
+                f"weights do not fit {CONFIG_FILE}: {first}", root / WEIGHTS_FILE
+            ) from None
         names = list(getattr(model, "task_names", []))
         if names != tasks.names:
             raise ModelLoadError(
@@ -684,6 +706,7 @@ def inspect_model_dir(
             root,
         )
     refuse_pickles(root)
+    refuse_outside_links(root)
     manifest = verify_manifest(root)
     meta = None
     if (root / EXPORT_META_FILE).is_file():
@@ -719,6 +742,7 @@ def load(
     """
     if backend not in BACKENDS:
         raise SettingsError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_device(device)
     root, manifest, meta = inspect_model_dir(path)
     config, tasks = read_tasks(root)
     if backend == "auto":
@@ -769,6 +793,22 @@ def load(
     else:
         engine = TorchBackend(root, tasks, device)
     return Classifier(root, config, tasks, tokenizer, engine, quantized, meta, manifest)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device that this machine does not have, naming the setting."""
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise SettingsError(f"device must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device={device} but no CUDA GPU is visible; use device=cpu")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise SettingsError(
+                f"device={device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+            )
 
 
 def quiet_libraries() -> None:

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from scrclf import atomic
 from scrclf.data.records import MultiTaskCollator
 from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
 from scrclf.training.run import (
+    RUN_CONFIG_FILE,
     ReportFn,
     RunInputs,
     TrainingConfigError,
@@ -83,6 +85,7 @@ def training_arguments(t: TrainerSettings, run_dir: Path, tasks: TaskSet, seed: 
 
 def _trainer_class():
     """The Trainer with sequential evaluation and an optional learning rate for the heads."""
+    import torch
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
 
@@ -90,6 +93,19 @@ def _trainer_class():
         def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
             self.head_learning_rate = head_learning_rate
             super().__init__(*args, **kwargs)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            # The Trainer checks each step's loss for NaN anyway (logging_nan_inf_filter), so
+            # this adds no synchronisation; without it a diverged run trains on NaN weights.
+            if not bool(torch.isfinite(loss).all()):
+                step = self.state.global_step + 1
+                raise TrainingConfigError(
+                    f"loss became NaN at step {step}: the run diverged; lower "
+                    f"trainer.learning_rate (now {self.args.learning_rate:g}) or set "
+                    f"trainer.max_grad_norm (now {self.args.max_grad_norm:g})"
+                )
+            return loss
 
         def _get_eval_sampler(self, eval_dataset):
             # Evaluation splits are sorted by length (load_inputs): reading them in order
@@ -116,7 +132,7 @@ def _trainer_class():
     return ScrClfTrainer
 
 
-def _run_clock(started: float, metric: str, report: ReportFn | None):
+def _run_clock(started: float, metric: str, report: ReportFn | None, run_config: Any = None):
     """A callback timing the best checkpoint and passing each evaluation to ``report``."""
     from transformers import TrainerCallback
 
@@ -146,6 +162,10 @@ def _run_clock(started: float, metric: str, report: ReportFn | None):
                 report(int(round(state.epoch or 0)), float(metrics[key]))
 
         def on_save(self, args, state, control, **kwargs):
+            if run_config is not None and state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    atomic.write_json(folder / RUN_CONFIG_FILE, run_config)
             best = state.best_model_checkpoint or ""
             if best.endswith(f"checkpoint-{state.global_step}"):
                 self.time_to_best_s = time.time() - started
@@ -165,7 +185,7 @@ def train_with_trainer(
 
     settings, tasks, run_dir = inputs.trainer, inputs.tasks, inputs.run_dir
     args = training_arguments(settings, run_dir, tasks, inputs.seed)
-    clock = _run_clock(started, args.metric_for_best_model, report)
+    clock = _run_clock(started, args.metric_for_best_model, report, inputs.cfg)
     callbacks = [clock]
     patience = settings.early_stopping_patience
     if patience:

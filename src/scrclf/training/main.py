@@ -16,6 +16,7 @@ from scrclf.settings import TrainerSettings
 from scrclf.training.hand_loop import train_lean
 from scrclf.training.hf_loop import train_with_trainer
 from scrclf.training.run import (
+    RUN_CONFIG_FILE,
     ReportFn,
     TrainingConfigError,
     _container,
@@ -25,6 +26,118 @@ from scrclf.training.run import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Hydra writes these into the run folder before training starts.
+HYDRA_ENTRIES = (".hydra",)
+# Settings that may change when a run is resumed: they do not change what is learnt.
+RESUME_MAY_CHANGE = {
+    "resume",
+    "paths",
+    "run_name",
+    "eval_splits",
+    "trainer.num_threads",
+    "trainer.dataloader_workers",
+    "trainer.eval_batch_size",
+    "trainer.logging_steps",
+    "trainer.name",
+    "data.dir",
+}
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """A new run needs an empty folder (apart from Hydra's own files): training into a
+    folder that holds another run would mix its checkpoints and replace its results."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingConfigError(f"paths.output_dir={run_dir} is a file, not a folder")
+    if resume or not run_dir.is_dir():
+        return
+    held = sorted(
+        entry.name
+        for entry in run_dir.iterdir()
+        if entry.name not in HYDRA_ENTRIES and not entry.name.endswith(".log")
+    )
+    if held:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise TrainingConfigError(
+            f"paths.output_dir={run_dir} is not empty (it holds {shown}); train into a new "
+            "folder, or pass resume=true to continue the run that is there"
+        )
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
+def check_resumable(checkpoint: Path, cfg_dict: dict[str, Any], model_config: Any) -> None:
+    """Resume only from a checkpoint of this run: same labels, same model, same settings.
+
+    The labels and the model's shape are compared with the checkpoint's ``config.json``; the
+    settings with the run config stored beside each checkpoint.
+    """
+    import json
+
+    saved_path = checkpoint / "config.json"
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TrainingConfigError(
+            f"{saved_path}: cannot read the checkpoint's config ({err})"
+        ) from None
+
+    def heads(tasks: Any) -> list[tuple[Any, ...]]:
+        return [(t.get("name"), t.get("type"), list(t.get("labels") or [])) for t in tasks or []]
+
+    differences = []
+    old_heads, new_heads = heads(saved.get("tasks")), heads(model_config.tasks)
+    if old_heads != new_heads:
+        for old, new in zip(old_heads, new_heads, strict=False):
+            if old != new:
+                differences.append(f"task '{new[0]}' has labels {new[2]}, the checkpoint {old[2]}")
+                break
+        else:
+            differences.append(
+                f"tasks {[h[0] for h in new_heads]}, the checkpoint {[h[0] for h in old_heads]}"
+            )
+    old_enc, new_enc = saved.get("encoder") or {}, dict(model_config.encoder)
+    for key in sorted(set(old_enc) | set(new_enc)):
+        if old_enc.get(key) != new_enc.get(key):
+            differences.append(
+                f"encoder {key} is {new_enc.get(key)!r}, the checkpoint {old_enc.get(key)!r}"
+            )
+    if saved.get("max_seq_length") != model_config.max_seq_length:
+        differences.append(
+            f"data.max_length is {model_config.max_seq_length}, "
+            f"the checkpoint {saved.get('max_seq_length')}"
+        )
+    stored = checkpoint / RUN_CONFIG_FILE
+    if stored.is_file():
+        try:
+            old_cfg = _flat(json.loads(stored.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            raise TrainingConfigError(f"{stored}: cannot read ({err})") from None
+        new_cfg = _flat(json.loads(json.dumps(cfg_dict, default=str)))
+        for key in sorted(set(old_cfg) | set(new_cfg)):
+            if not _may_change(key) and old_cfg.get(key) != new_cfg.get(key):
+                differences.append(
+                    f"{key}={new_cfg.get(key)!r}, the checkpoint was trained with "
+                    f"{old_cfg.get(key)!r}"
+                )
+    if differences:
+        raise TrainingConfigError(
+            f"resume=true but {checkpoint} does not match these settings: "
+            + "; ".join(differences[:3])
+            + ("; ..." if len(differences) > 3 else "")
+            + ". Resume with the settings of that run, or train into a new folder"
+        )
 
 
 def train(
@@ -44,6 +157,7 @@ def train(
     loop = trainer.loop
     resume = bool(cfg_dict["resume"])
 
+    check_run_dir(run_dir, resume)
     checkpoint = None
     if resume:
         if loop == "lean":
@@ -62,6 +176,8 @@ def train(
     set_seed(int(cfg_dict["seed"]))
     threads = configure_threads(trainer.num_threads)
     inputs = load_inputs(cfg_dict, run_dir)
+    if checkpoint is not None:
+        check_resumable(checkpoint, cfg_dict, inputs.model.config)
     if loop == "lean":
         return train_lean(inputs, started=started, report=report)
     return train_with_trainer(inputs, checkpoint, started, threads, report)

@@ -29,16 +29,18 @@ import numpy as np
 
 from scrclf import atomic
 from scrclf.calibration import calibrate
-from scrclf.data.records import Record, build_dataset, load_splits
+from scrclf.data.records import DataError, Record, build_dataset, load_splits
 from scrclf.errors import TrainingConfigError  # noqa: F401 (re-exported)
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.modeling.encoders import build_model, load_tokenizer
-from scrclf.settings import TrainerSettings
+from scrclf.settings import DataSettings, TrainerSettings
 from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
 MAX_POS_WEIGHT = 30.0
+# The resolved config, stored in each checkpoint so that a resume can be checked against it.
+RUN_CONFIG_FILE = "scrclf_run_config.json"
 LOOPS = ("trainer", "lean")
 
 # Called after each evaluation on the validation split with (epoch, value of
@@ -83,6 +85,25 @@ def prepare_tasks(task_cfg: Any, train_records: Sequence[Record]) -> TaskSet:
         if task.class_weighting == "balanced":
             task.class_weights = class_weights(task, rows)
     return tasks
+
+
+def check_classes(tasks: TaskSet, split: str, records: Sequence[Record]) -> None:
+    """Every task needs at least two classes in ``split``: with one, the model learns a
+    constant and every score is meaningless."""
+    for task in tasks:
+        seen: set[str] = set()
+        for rec in records:
+            value = rec.data[task.column]
+            seen.update(value if isinstance(value, list) else [value])
+            if len(seen) > 1:
+                break
+        if len(seen) < 2:
+            raise DataError(
+                f"task '{task.name}' has only one class in split '{split}' "
+                f"({', '.join(sorted(seen)) or 'none'}); a model cannot learn or be scored "
+                "on one class",
+                records[0].file if records else None,
+            )
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -237,12 +258,20 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
     data_cfg, model_cfg = cfg_dict["data"], cfg_dict["model"]
     eval_splits = list(cfg_dict.get("eval_splits") or [])
     wanted = ["train", "validation"] + [s for s in eval_splits if s not in ("train", "validation")]
+    data_settings = DataSettings.from_config(data_cfg)
     raw_tasks = cfg_dict["task"]["tasks"]
     splits = load_splits(data_cfg, TaskSet.from_config(raw_tasks), splits=wanted)
     tasks = prepare_tasks(raw_tasks, splits["train"])
+    for split in ("train", "validation"):
+        check_classes(tasks, split, splits[split])
 
     tokenizer = load_tokenizer(model_cfg)
-    model = build_model(model_cfg, tasks, int(data_cfg.get("max_length", 256)))
+    model = build_model(model_cfg, tasks, data_settings.max_length)
+    encoder_cfg = model.config.encoder_config()
+    data_settings.check_positions(
+        getattr(encoder_cfg, "max_position_embeddings", None),
+        str(model_cfg.get("encoder") or f"model={model_cfg.get('name', '?')}"),
+    )
     datasets = {}
     for name, records in splits.items():
         ds = build_dataset(records, tokenizer, tasks, data_cfg)
