@@ -377,7 +377,12 @@ def _is_stream(path: str) -> bool:
 
 
 def _identity(path: str) -> tuple[int, int, int, int]:
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", path) from None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 

@@ -170,6 +170,7 @@ class Line:
     gap_before: bool = False  # a blank line or a paragraph-sized vertical gap precedes it
     after_break: bool = False  # first line of a page or column
     heading: bool | None = None  # decided by the reader when it knows (fonts), else guessed
+    continues: bool = False  # the reader knows it carries on the line before ("K. Smith")
 
 
 def lines_to_blocks(lines: Sequence[Line]) -> list[Block]:
@@ -192,6 +193,10 @@ def lines_to_blocks(lines: Sequence[Line]) -> list[Block]:
         marker, _ = split_marker(text)
         if marker is not None and current is not None and closes_bracket(current.text, marker):
             marker = None  # "(Finding" at a line end, "4) ..." on the next: not an item
+        if line.continues and current is not None and current.kind != HEADING:
+            current.text = dehyphen.join(current.text, text)
+            last_line = line
+            continue
         starts_new = (
             current is None
             or heading

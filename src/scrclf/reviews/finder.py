@@ -190,6 +190,21 @@ def ordinal(marker: str) -> int | None:
     return None
 
 
+_INLINE_MARKER = re.compile(r"(?:^|\s)(\(?)([a-z]|[ivx]{1,4}|\d{1,2})\)(?=\s)")
+
+
+def continues_inline_list(text: str, marker: str) -> bool:
+    """``(b)`` after a text whose last bracketed marker is ``(a)``: that list goes on."""
+    m = re.fullmatch(r"(\(?)([a-z]|[ivx]{1,4}|\d{1,2})\)", marker.strip().lower())
+    if m is None:
+        return False
+    found = [x for x in _INLINE_MARKER.finditer(text.lower()) if x.group(1) == m.group(1)]
+    if not found:
+        return False
+    before, after = ordinal(found[-1].group(2)), ordinal(m.group(2))
+    return before is not None and after is not None and after == before + 1
+
+
 class _Walker:
     def __init__(self) -> None:
         self.section: str | None = None  # "rec", "find", "both", "questions" or None
@@ -279,11 +294,13 @@ class _Walker:
         if (
             self.item is not None
             and style == self.top
-            and self.item.text.rstrip().endswith(":")
-            and ordinal(marker) == 1
+            and (
+                (self.item.text.rstrip().endswith(":") and ordinal(marker) == 1)
+                or continues_inline_list(self.item.text, marker)
+            )
         ):
-            # "... The caseworker should:" then "(a) meet ...": the item's own list, not the
-            # next item, which would carry on the numbering.
+            # "... The caseworker should:" then "(a) meet ...", or "... without: (a) a
+            # review;" then "(b) a discussion ...": the item's own list, not the next item.
             self.sub_point(self.item, marker, text)
             return
         if self.top is None or style == self.top or self.item is None:

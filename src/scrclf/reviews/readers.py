@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,6 +384,7 @@ _RULE = re.compile(r"^\s*(?:={3,}|-{3,}|_{3,})\s*$")
 _SENTENCE_END = re.compile(r"(?:[.?!:;][\"'’”)\]]*|\))$")
 # A pasted table row: its number (or the dash of an unnumbered row), then its text.
 _PASTED_ROW = re.compile(r"^(\d{1,3}|R\d{1,3}|[-–•])\s+([A-Z].*)$")
+_INITIAL = re.compile(r"^(?:[A-Za-z]|[ivxIVX]{1,4})\.\s")
 _ROW_START = re.compile(r"^(?:\d{1,3}|R\d{1,3}|[-–•])\s+[A-Z]")
 _CELLS = re.compile(r"\s{2,}|\t")
 
@@ -432,11 +433,17 @@ def _undouble(lines: list[str]) -> list[str]:
     return out
 
 
+def _starts_item(line: str) -> bool:
+    """The line opens with an item's number or bullet, or is one alone."""
+    return split_marker(line.strip() + " ")[0] is not None
+
+
 def _numbered_furniture(lines: list[str]) -> set[str]:
     """Keys of footers or headers that carry the page number ("Report title | 7").
 
-    They recur with numbers counting up by one, a page of text apart; numbered headings
-    ("Finding 3") count up too but sit closer together, some only a paragraph apart.
+    They recur with numbers counting up by one, a page of text apart (the last page may be
+    short), and one of them opens or closes the text. Numbered headings ("Finding 3") count
+    up too, but none stands first or last in a report.
     """
     seen: dict[str, list[tuple[int, int]]] = defaultdict(list)
     content = 0
@@ -446,20 +453,35 @@ def _numbered_furniture(lines: list[str]) -> set[str]:
             continue
         content += 1
         digits = re.findall(r"\d+", stripped)
-        if not digits or len(stripped) > 120 or split_marker(stripped + " ")[0] is not None:
+        if not digits or len(stripped) > 120 or _starts_item(stripped):
             continue
         seen[furniture_key(stripped)].append((int(digits[-1]), content))
-    last = content
-    return {
-        key
-        for key, marks in seen.items()
-        # two pages show two numbers: enough when one of them opens or closes the text
-        if (len(marks) >= 3 or (len(marks) == 2 and (marks[0][1] <= 3 or marks[1][1] >= last - 1)))
-        and all(
-            b == a + 1 and there - here >= PAGE_LINES
-            for (a, here), (b, there) in itertools.pairwise(marks)
-        )
-    }
+    keys = set()
+    for key, marks in seen.items():
+        if len(marks) < 2 or not (marks[0][1] <= 3 or marks[-1][1] >= content - 1):
+            continue
+        steps = list(itertools.pairwise(marks))
+        if all(b == a + 1 for (a, _), (b, _) in steps) and all(
+            there - here >= PAGE_LINES for (_, here), (_, there) in steps[:-1]
+        ):
+            keys.add(key)
+    return keys
+
+
+def _furniture_neighbours(pages: list[list[str]], known: set[str]) -> set[str]:
+    """Keys of lines that stand next to known furniture on two pages or more: the second
+    line of a two-line running header, a footer line above the page number."""
+    counts: Counter[str] = Counter()
+    for page in pages:
+        body = [x.strip() for x in page if x.strip()]
+        furniture = [bool(PAGE_NUMBER_RE.match(x)) or furniture_key(x) in known for x in body]
+        found = set()
+        for k, text in enumerate(body):
+            beside = (k > 0 and furniture[k - 1]) or (k + 1 < len(body) and furniture[k + 1])
+            if not furniture[k] and beside and not _starts_item(text):
+                found.add(furniture_key(text))
+        counts.update(found)
+    return {key for key, n in counts.items() if n >= 2 and len(key) < 120}
 
 
 def _text_pages(lines: list[str]) -> tuple[list[list[str]], set[str]]:
@@ -550,10 +572,11 @@ def read_text(path: Path) -> Document:
     for page in pages:
         body = [x for x in page if x.strip() and not PAGE_NUMBER_RE.match(x.strip())]
         edges.append(body[:2] + body[-2:])
-        tops.append([x for x in body[:2] if split_marker(x.strip())[0] is None])
+        tops.append([x for x in body[:2] if not _starts_item(x)])
     running = repeated_lines(edges, share=0.3, minimum=3) if len(pages) > 2 else set()
     running |= repeated_lines(tops, share=0.0, minimum=2)
     running -= {""}
+    running |= _furniture_neighbours(pages, running | numbered)
     width = _wrap_width([x for page in pages for x in page if x.strip()])
     lines: list[_TextLine] = []
     blank = broken = False
@@ -612,7 +635,11 @@ def read_text(path: Path) -> Document:
 
 def _drop_interruptions(lines: list[_TextLine], width: float) -> list[_TextLine]:
     """Drop page headers that split a sentence: lines after a page break, between a full
-    line that stops mid-sentence and the lower-case line that carries the sentence on."""
+    line that stops mid-sentence and the lower-case line that carries the sentence on.
+
+    Each dropped line stops short of the next: a line of text wrapped into the lower-case
+    one ("NHS England's guidance ... already" / "requires.") is kept.
+    """
     out: list[_TextLine] = []
     i = 0
     while i < len(lines):
@@ -620,9 +647,13 @@ def _drop_interruptions(lines: list[_TextLine], width: float) -> list[_TextLine]
         if line.break_before and out and not _ends_sentence(out[-1].text):
             for j in range(i, min(i + 3, len(lines) - 1)):
                 head = lines[j].text.strip()
-                if head[:1].islower() or split_marker(head)[0] is not None:
-                    break
                 later = lines[j + 1]
+                if (
+                    head[:1].islower()
+                    or _starts_item(head)
+                    or not _ends_early(head, later.text.strip(), width)
+                ):
+                    break
                 if later.text.strip()[:1].islower() and not _ends_early(
                     out[-1].text, later.text.strip(), width
                 ):
@@ -641,6 +672,7 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
     width = _wrap_width([x.text for x in lines])
     out: list[Line] = []
     in_table = False
+    columns: set[str] = set()  # the column names of the pasted table being read
     previous_heading = False
     for i, line in enumerate(lines):
         stripped = line.text.strip()
@@ -654,9 +686,15 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
         ):
             out.append(Line("\x00theader\x00" + "\x00".join(cells), line.page, heading=False))
             in_table, previous_heading = True, False
+            columns = {c.lower().strip(" .:") for c in cells}
             continue
         if in_table and len(cells) >= 3 and "\t" in stripped:
             out.append(Line("\x00trow\x00" + "\x00".join(cells), line.page, heading=False))
+            continue
+        label = re.match(r"([A-Za-z][\w ]{0,30}):\s", stripped)
+        if in_table and label and label.group(1).lower() in columns:
+            out.append(Line(stripped, line.page, heading=False))  # "Timescale: ..." of a row
+            previous_heading = False
             continue
         # The author's paragraph breaks: blank lines, or the line before stopping short at
         # the end of a sentence. Across a page break only the second is evidence.
@@ -671,7 +709,10 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
         if _MARKDOWN_HEADING.match(stripped):
             stripped, heading = _MARKDOWN_HEADING.sub("", stripped), True
         elif heading is None and stripped.isupper() and len(stripped) < 80:
-            heading = len(re.findall(r"[A-Z]", stripped)) >= 3
+            # in capitals, unless it ends a sentence another line began ("... to the MASH.")
+            heading = len(re.findall(r"[A-Z]", stripped)) >= 3 and (
+                stripped[-1] not in ".;," or i == 0 or gap or _ends_sentence(prev)
+            )
         elif heading is None:
             # Without a blank line above, a heading follows a line that stopped short, or
             # the end of a sentence when it names a section, a numbered one or an agency.
@@ -702,6 +743,16 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
             )
         if heading:
             in_table = False
+        # A letter and a full stop opening a line that carries on a sentence the full line
+        # before left open is an initial ("... with" / "K. School staff"), not an item.
+        initial = (
+            i > 0
+            and not gap
+            and not heading
+            and bool(_INITIAL.match(stripped))
+            and not _ends_sentence(prev)
+            and not _ends_early(prev, stripped, width)
+        )
         out.append(
             Line(
                 stripped,
@@ -709,6 +760,7 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
                 gap_before=bool(gap or heading),
                 after_break=line.break_before and (i == 0 or _ends_early(prev, stripped, width)),
                 heading=bool(heading),
+                continues=initial,
             )
         )
         previous_heading = bool(heading)
