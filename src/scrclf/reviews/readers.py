@@ -729,7 +729,7 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
             )
             alone_after = (
                 nxt is None
-                or nxt.blank_before
+                or (nxt.blank_before and not nxt.break_before)
                 or nxt.heading is True
                 or _ends_early(line.text, nxt.text, width)
             )
