@@ -376,8 +376,11 @@ def _is_stream(path: str) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
-def _identity(path: str) -> tuple[int, int, int, int]:
-    st = os.stat(path)
+def _identity(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # not there (or unreadable): the reader names the problem
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
