@@ -601,7 +601,7 @@ def render_txt(doc: Doc, path: Path, rng: random.Random) -> None:
 # only: the held-out third is the main set's and is not extended.
 
 VARIANT_SEED = SEED + 1
-VARIANTS = 16
+VARIANTS = 24
 VARIANT_STYLES = ["cited", "interleaved", "agency", "table", "cited", "cspr", "interleaved", "agency"]
 ITEM_MARKERS = [
     "{n}.",
@@ -673,6 +673,7 @@ def render_txt_variant(doc: Doc, path: Path, rng: random.Random, k: int) -> dict
     hyphenate = [0.5, 0.9, 0.0][k % 3]
     marker_alone = k % 4 == 2
     hanging = k % 2 == 1
+    tab = k % 5 == 3  # "1.<TAB>The board should ..." as word processors paste their lists
     table_tabs = (k // len(VARIANT_STYLES)) % 2 == 1
     crlf = k % 5 == 2
     headers = [doc.header] if k % 3 != 2 else [doc.header, "OFFICIAL - published report"]
@@ -740,6 +741,9 @@ def render_txt_variant(doc: Doc, path: Path, rng: random.Random, k: int) -> dict
             if marker_alone and marker != "•":
                 add([marker], g)
                 add(wrap(text), start="")
+            elif tab:
+                lines = wrap(text, marker + " ", pad)
+                add([lines[0].replace(" ", "\t", 1)] + lines[1:], g)
             else:
                 add(wrap(text, marker + " ", pad), g)
             for s, sub in enumerate(subs or []):
@@ -803,6 +807,7 @@ def render_txt_variant(doc: Doc, path: Path, rng: random.Random, k: int) -> dict
         "sub_marker": sub_template,
         "marker_alone": marker_alone,
         "hanging_indent": hanging,
+        "tab_after_marker": tab and not marker_alone,
         "table": "tabs" if table_tabs else "flattened",
         "crlf": crlf,
     }

@@ -376,13 +376,11 @@ def _is_stream(path: str) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
-def _identity(path: str) -> tuple[int, int, int, int]:
+def _identity(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except OSError as err:
-        raise DataError(f"cannot read: {err.strerror or err}", path) from None
+    except OSError:
+        return None  # not there (or unreadable): the reader names the problem
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 

@@ -205,6 +205,17 @@ def continues_inline_list(text: str, marker: str) -> bool:
     return before is not None and after is not None and after == before + 1
 
 
+@dataclass
+class _Paused:
+    section: str
+    title: str
+    addressee: str | None
+    top: tuple[str, int] | None
+    last: int | None  # the ordinal of the last item found
+    finding: Finding | None
+    headings: list[str] = field(default_factory=list)  # the headings seen since
+
+
 class _Walker:
     def __init__(self) -> None:
         self.section: str | None = None  # "rec", "find", "both", "questions" or None
@@ -218,15 +229,33 @@ class _Walker:
         self.item: Recommendation | None = None
         self.top: tuple[str, int] | None = None
         self.columns: dict[str, int] | None = None
+        self.page: int | None = None  # the page of the latest paragraph, item or row
+        # A section a heading ended at a page break, kept in case the heading was page
+        # furniture: the numbering of the next item or finding shows whether it goes on.
+        self.paused: _Paused | None = None
+        self.item_style: tuple[str, int] | None = None  # the numbering of the latest item
 
     # -- sections
     def heading(self, block: Block) -> None:
         text = block.text
         marker, rest = split_marker(text)
+        if marker is not None and self.continues_items(marker, rest, block):
+            self.marked(marker, rest, block)  # "3.4 Train staff ..." set apart like a title
+            return
         title = rest if marker and re.match(r"^\d", marker) else text
         self.item = None
         fm = FINDING_START.match(title)
         if fm:
+            paused = self.paused
+            if (
+                self.section is None
+                and paused is not None
+                and paused.section == "both"
+                and paused.finding is not None
+                and paused.finding.number is not None
+                and int(fm.group(1)) == int(paused.finding.number) + 1
+            ):
+                self.resume()  # "Finding 4" after "Finding 3": the section goes on
             self.open_finding(fm.group(1), block)
             if self.section in (None, "rec") or self.section == "questions":
                 self.section = "find" if self.section != "both" else "both"
@@ -244,6 +273,7 @@ class _Walker:
         ):
             self.agency, self.top, self.filling = agency, None, None
             return
+        last_ordinal = ordinal(self.items[-1].number or "") if self.items else None
         self.filling = None
         self.agency = None
         self.top = None
@@ -260,8 +290,66 @@ class _Walker:
             self.section, self.section_title = "find", title
             self.finding = None
         else:
+            if (
+                self.section in ("rec", "both", "questions")
+                and block.page is not None
+                and self.page is not None
+                and block.page != self.page
+            ):
+                self.paused = _Paused(
+                    self.section,
+                    self.section_title,
+                    self.section_addressee,
+                    self.item_style,
+                    last_ordinal,
+                    self.finding,
+                )
+            elif self.section is None and self.paused is not None:
+                self.paused.headings.append(title)
             self.section, self.section_title = None, title
             self.finding = None
+
+    def continues_items(self, marker: str, title: str, block: Block) -> bool:
+        """A heading numbered as the next item of the list being read, and no section title."""
+        if self.section not in ("rec", "both") or self.item is None or self.top is None:
+            return False
+        if REC_HEADING.search(title) or FINDING_HEADING.search(title):
+            return False
+        last = ordinal(self.item.number or "")
+        number = ordinal(marker)
+        return (
+            marker_style(marker, block.level) == self.top
+            and last is not None
+            and number == last + 1
+        )
+
+    def resume(self) -> None:
+        """Go back into the section a page-furniture heading interrupted."""
+        paused = self.paused
+        if paused is None:
+            return
+        self.section, self.section_title = paused.section, paused.title
+        self.section_addressee, self.top, self.finding = (
+            paused.addressee,
+            paused.top,
+            paused.finding,
+        )
+        # an agency heading among the interrupting ones ("Health") still leads what follows
+        agencies = [addressee_of(h) for h in paused.headings if len(h) < 60]
+        self.agency = next((a for a in reversed(agencies) if a), None)
+        self.paused = None
+
+    def resume_if_numbered(self, block: Block) -> None:
+        """Resume a paused section when the block's number follows on from its last item."""
+        paused = self.paused
+        if paused is None or self.section is not None or paused.top is None:
+            return
+        marker = block.marker if block.kind == ITEM else split_marker(block.text)[0]
+        if marker is None or marker_style(marker, block.level) != paused.top:
+            return
+        number = ordinal(marker)
+        if number is not None and paused.last is not None and number == paused.last + 1:
+            self.resume()
 
     def open_finding(self, number: str | None, block: Block, text: str = "") -> None:
         f = Finding(number, text, block.page)
@@ -315,6 +403,7 @@ class _Walker:
             if self.top is None:
                 self.top = style
             self.new_item(marker, text, block)
+            self.item_style = style
         else:
             self.sub_point(self.item, marker, text)
 
@@ -391,6 +480,10 @@ class _Walker:
 
     def walk(self, blocks: Sequence[Block]) -> list[Recommendation]:
         for block in blocks:
+            if block.kind != HEADING:
+                self.resume_if_numbered(block)
+                self.paused = None
+                self.page = block.page if block.page is not None else self.page
             if block.kind == HEADING:
                 self.heading(block)
             elif block.kind == ROW:

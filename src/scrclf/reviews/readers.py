@@ -39,7 +39,7 @@ from .blocks import (
     repeated_lines,
     split_marker,
 )
-from .finder import addressee_of
+from .finder import addressee_of, continues_inline_list
 
 if TYPE_CHECKING:
     from bs4 import Tag
@@ -377,6 +377,8 @@ UNWRAPPED = 160
 # A line ends early, before the wrap width, when the next line's first word would still
 # have fitted on it with this share of the width to spare: the break was the author's.
 EARLY_SLACK = 0.1
+# What a page-number line of pasted text becomes once it has split the pages.
+PAGE_MARK = "\x00page"
 # Pages of pasted text hold at least this many lines; numbered furniture recurs no closer.
 PAGE_LINES = 15
 _MARKDOWN_HEADING = re.compile(r"^#{1,6}\s+")
@@ -385,6 +387,11 @@ _SENTENCE_END = re.compile(r"(?:[.?!:;][\"'’”)\]]*|\))$")
 # A pasted table row: its number (or the dash of an unnumbered row), then its text.
 _PASTED_ROW = re.compile(r"^(\d{1,3}|R\d{1,3}|[-–•])\s+([A-Z].*)$")
 _INITIAL = re.compile(r"^(?:[A-Za-z]|[ivxIVX]{1,4})\.\s")
+_GO_ON_WORDS = set(
+    "a an the of to and or for with in on by at from that which who whom whose its their his "
+    "her our as is are was were be been should must will would could may not than into "
+    "about between under within without".split()
+)
 _ROW_START = re.compile(r"^(?:\d{1,3}|R\d{1,3}|[-–•])\s+[A-Z]")
 _CELLS = re.compile(r"\s{2,}|\t")
 
@@ -396,6 +403,7 @@ class _TextLine:
     blank_before: bool  # a blank line separates it from the previous content line
     break_before: bool  # page furniture or a page break separates it from that line
     heading: bool | None = None
+    bare: bool = False  # an item's number alone on its line, its text on the next
 
 
 def _names_section(text: str) -> bool:
@@ -468,55 +476,139 @@ def _numbered_furniture(lines: list[str]) -> set[str]:
     return keys
 
 
-def _furniture_neighbours(pages: list[list[str]], known: set[str]) -> set[str]:
-    """Keys of lines that stand next to known furniture on two pages or more: the second
-    line of a two-line running header, a footer line above the page number."""
+def _line_counts(pages: list[list[str]]) -> Counter[str]:
+    """How often each line occurs in the whole text, spacing and case aside."""
+    return Counter(normalise_space(x).lower() for page in pages for x in page if x.strip())
+
+
+def _furniture_neighbours(
+    pages: list[list[str]], known: set[str], everywhere: Counter[str]
+) -> set[str]:
+    """Keys of lines that stand next to known furniture on two pages or more, and nowhere
+    else: the second line of a two-line running header, a footer line above the number."""
     counts: Counter[str] = Counter()
     for page in pages:
         body = [x.strip() for x in page if x.strip()]
-        furniture = [bool(PAGE_NUMBER_RE.match(x)) or furniture_key(x) in known for x in body]
+        furniture = [x == PAGE_MARK or furniture_key(x) in known for x in body]
         found = set()
         for k, text in enumerate(body):
             beside = (k > 0 and furniture[k - 1]) or (k + 1 < len(body) and furniture[k + 1])
             if not furniture[k] and beside and not _starts_item(text):
-                found.add(furniture_key(text))
+                found.add(normalise_space(text).lower())
         counts.update(found)
-    return {key for key, n in counts.items() if n >= 2 and len(key) < 120}
+    return {
+        furniture_key(t)
+        for t, n in counts.items()
+        if n >= 2 and n == everywhere[t] and len(t) < 120
+    }
+
+
+def _title_headers(pages: list[list[str]]) -> set[str]:
+    """Keys of lines opening a later page that repeat the words of the report's title.
+
+    A running header often restates the title ("Serious Case Review: Child A" above
+    "Harwick LSCB | Serious Case Review Child A"); in a short report it may show once.
+    """
+    first = next((x for page in pages for x in page if x.strip() and x != PAGE_MARK), "")
+    title = set(re.findall(r"[a-z0-9]+", first.lower()))
+    if len(title) < 3 or len(first) > 100:
+        return set()
+    keys = set()
+    for page in pages[1:]:
+        for line in [x for x in page if x.strip() and x != PAGE_MARK][:2]:
+            words = set(re.findall(r"[a-z0-9]+", line.lower()))
+            if title <= words and len(line) < 120 and not _starts_item(line):
+                keys.add(furniture_key(line))
+    return keys
+
+
+def _recurring(
+    lines_per_page: list[list[str]], everywhere: Counter[str], share: float, minimum: int
+) -> set[str]:
+    """Keys of lines repeated word for word on ``share`` of the pages (and ``minimum``),
+    found only there.
+
+    Unlike :func:`repeated_lines` the numbers must match too: "Finding 2: Seeing the
+    child" and "Finding 4: Seeing the child" opening two pages are headings, not a header;
+    and a heading repeated through the text ("Questions for the partnership") is no header
+    for opening some of its pages.
+    """
+    counts: Counter[str] = Counter()
+    for lines in lines_per_page:
+        counts.update({normalise_space(t).lower() for t in lines if t.strip()})
+    need = max(minimum, int(share * len(lines_per_page) + 0.999))
+    return {
+        furniture_key(t)
+        for t, n in counts.items()
+        if n >= need and n == everywhere[t] and len(t) < 120
+    }
+
+
+def _page_marks(lines: list[str], numbered: set[str]) -> set[int]:
+    """Indices of the lines that number pages: page-number lines and numbered furniture
+    whose numbers count up page by page. A year alone on a line ("2012") is not one."""
+    candidates = []
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s and PAGE_NUMBER_RE.match(s):
+            candidates.append((i, int(re.findall(r"\d+", s)[0])))
+        elif s and furniture_key(s) in numbered:
+            candidates.append((i, int(re.findall(r"\d+", s)[-1])))
+    if not candidates:
+        return set()
+    # The longest run of numbers rising by one to three (a page may have lost its number).
+    best: list[int] = []
+    before: list[int | None] = []
+    for k, (_, value) in enumerate(candidates):
+        links = [j for j in range(k) if 1 <= value - candidates[j][1] <= 3]
+        j = max(links, key=lambda j: best[j], default=None)
+        best.append(best[j] + 1 if j is not None else 1)
+        before.append(j)
+    k = max(range(len(candidates)), key=lambda k: best[k])
+    if best[k] == 1 and candidates[k][1] > len(lines) // 5 + 2:
+        return set()  # one number, too high to count the pages of this text
+    chain = set()
+    at: int | None = k
+    while at is not None:
+        chain.add(candidates[at][0])
+        at = before[at]
+    return chain
 
 
 def _text_pages(lines: list[str]) -> tuple[list[list[str]], set[str]]:
     """Split pasted text into pages: at form feeds, else at page-number lines.
 
     A page number closes its page when the numbers sit at the foot of pages and opens one
-    when they sit at the top, which shows as a page of text after the last number.
-    Returns the pages and the keys of numbered furniture lines.
+    when they sit at the top, which shows as a page of text after the last number (or as
+    page 1 opening the text). Page-number lines come back as :data:`PAGE_MARK`. Returns
+    the pages and the keys of numbered furniture lines.
     """
     numbered = _numbered_furniture(lines)
-
-    def is_number(line: str) -> bool:
-        s = line.strip()
-        return bool(s) and (bool(PAGE_NUMBER_RE.match(s)) or furniture_key(s) in numbered)
-
-    if any("\f" in line for line in lines):
-        pages: list[list[str]] = [[]]
-        for line in lines:
-            for k, part in enumerate(line.split("\f")):
-                if k:
-                    pages.append([])
-                pages[-1].append(part)
-        return pages, numbered
-    marks = [i for i, line in enumerate(lines) if is_number(line)]
-    if not marks:
-        return [lines], numbered
-    before = sum(1 for x in lines[: marks[0]] if x.strip())
-    after = sum(1 for x in lines[marks[-1] + 1 :] if x.strip())
-    top = after > max(before, 3)
-    pages = [[]]
-    for i, line in enumerate(lines):
-        if top and i in marks and any(x.strip() for x in pages[-1]):
-            if i != marks[0] or before > 3:
+    parts: list[tuple[str, bool]] = []  # each piece of a line, and whether a form feed led
+    for line in lines:
+        parts.extend((part, k > 0) for k, part in enumerate(line.split("\f")))
+    texts = [part for part, _ in parts]
+    marks = _page_marks(texts, numbered)
+    texts = [PAGE_MARK if i in marks else t for i, t in enumerate(texts)]
+    pages: list[list[str]] = [[]]
+    if any(feed for _, feed in parts):
+        for text, (_, feed) in zip(texts, parts, strict=True):
+            if feed:
                 pages.append([])
-        pages[-1].append(line)
+            pages[-1].append(text)
+        return pages, numbered
+    if not marks:
+        return [texts], numbered
+    first, last = min(marks), max(marks)
+    before = sum(1 for x in texts[:first] if x.strip())
+    after = sum(1 for x in texts[last + 1 :] if x.strip())
+    opens = before <= 3 and re.findall(r"\d+", parts[first][0].strip()) == ["1"]
+    top = after > max(before, 3) or (opens and after > 0)
+    for i, text in enumerate(texts):
+        if top and i in marks and any(x.strip() for x in pages[-1]):
+            if i != first or before > 3:
+                pages.append([])
+        pages[-1].append(text)
         if not top and i in marks:
             pages.append([])
     return pages, numbered
@@ -536,6 +628,12 @@ def _wrap_width(lines: Sequence[str]) -> float:
 def _ends_sentence(line: str) -> bool:
     """Ends a sentence or clause, perhaps with a closing quote or a bracketed citation."""
     return bool(_SENTENCE_END.search(line.rstrip()))
+
+
+def _open_ended(line: str) -> bool:
+    """Ends on a comma or a word no sentence ends on ("the", "of", "should")."""
+    words = line.rstrip().split()
+    return bool(words) and (words[-1].endswith(",") or words[-1] in _GO_ON_WORDS)
 
 
 def _ends_early(line: str, following: str, width: float) -> bool:
@@ -563,24 +661,25 @@ def read_text(path: Path) -> Document:
 
     def furniture(line: str) -> bool:
         key = furniture_key(line)
-        return bool(PAGE_NUMBER_RE.match(line)) or key in numbered or key in running
+        return line == PAGE_MARK or key in numbered or key in running
 
     # Running headers and footers: lines that recur at the top or bottom of pages, or
     # among the first two lines of two pages or more (a short report has few pages).
     edges = []
     tops = []
     for page in pages:
-        body = [x for x in page if x.strip() and not PAGE_NUMBER_RE.match(x.strip())]
+        body = [x for x in page if x.strip() and x != PAGE_MARK]
         edges.append(body[:2] + body[-2:])
         tops.append([x for x in body[:2] if not _starts_item(x)])
-    running = repeated_lines(edges, share=0.3, minimum=3) if len(pages) > 2 else set()
-    running |= repeated_lines(tops, share=0.0, minimum=2)
+    everywhere = _line_counts(pages)
+    running = _recurring(edges, everywhere, share=0.3, minimum=3) if len(pages) > 2 else set()
+    running |= _recurring(tops, everywhere, share=0.0, minimum=2)
     running -= {""}
-    running |= _furniture_neighbours(pages, running | numbered)
+    running |= _title_headers(pages)
+    running |= _furniture_neighbours(pages, running | numbered, everywhere)
     width = _wrap_width([x for page in pages for x in page if x.strip()])
     lines: list[_TextLine] = []
     blank = broken = False
-    pending: _TextLine | None = None  # a marker alone on its line, waiting for its text
     for number, page in enumerate(pages, start=1):
         if number > 1:
             broken = True
@@ -600,7 +699,7 @@ def read_text(path: Path) -> Document:
             line = _TextLine(raw_line, number, blank, broken)
             blank = broken = False
             marker, rest = split_marker(stripped + " ")
-            if (
+            line.bare = (
                 marker is not None
                 and not rest.strip()
                 and (
@@ -609,54 +708,59 @@ def read_text(path: Path) -> Document:
                     or _ends_sentence(lines[-1].text)
                     or _ends_early(lines[-1].text, stripped, width)
                 )
-            ):
-                pending = line if pending is None else pending
-                continue
-            if pending is not None:  # "Recommendation 4" above its text: one item
-                indent = raw_line[: len(raw_line) - len(raw_line.lstrip())]
-                line = _TextLine(
-                    indent + pending.text.strip() + " " + stripped,
-                    pending.page,
-                    pending.blank_before,
-                    pending.break_before,
-                )
-                pending = None
+            )
             lines.append(line)
-    if pending is not None:
-        lines.append(pending)
-    lines = _drop_interruptions(lines, width)
+    lines = _join_bare_markers(_drop_interruptions(lines, width))
     return Document(
         path,
         "txt",
-        _pasted_tables(lines_to_blocks(_text_lines(lines))),
+        _pasted_tables(lines_to_blocks(_text_lines(lines, width))),
         pages=len([p for p in pages if any(x.strip() for x in p)]),
     )
 
 
 def _drop_interruptions(lines: list[_TextLine], width: float) -> list[_TextLine]:
-    """Drop page headers that split a sentence: lines after a page break, between a full
-    line that stops mid-sentence and the lower-case line that carries the sentence on.
+    """Drop page headers that split a sentence: lines after a page break, between a line
+    that leaves a sentence open and the line that carries the sentence on.
 
-    Each dropped line stops short of the next: a line of text wrapped into the lower-case
-    one ("NHS England's guidance ... already" / "requires.") is kept.
+    The open line is a full line that stops mid-sentence, or an item's number alone. The
+    sentence goes on in a line starting in lower case, or, after a number alone or a line
+    ending on a word no sentence ends on ("... for seven months, the"), in the first full
+    line or the first that ends a sentence. Each dropped line stops short of the next and
+    ends no sentence: text wrapped into the next line ("NHS England's guidance ...
+    already" / "requires.") is kept.
     """
     out: list[_TextLine] = []
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.break_before and out and not _ends_sentence(out[-1].text):
+        prev = out[-1] if out else None
+        if (
+            line.break_before
+            and prev is not None
+            and (prev.bare or not _ends_sentence(prev.text))
+            and (prev.bare or not _ends_early(prev.text, line.text.strip(), width))
+        ):
+            open_ended = prev.bare or _open_ended(prev.text)
             for j in range(i, min(i + 3, len(lines) - 1)):
                 head = lines[j].text.strip()
                 later = lines[j + 1]
                 if (
                     head[:1].islower()
                     or _starts_item(head)
+                    or _ends_sentence(head)
                     or not _ends_early(head, later.text.strip(), width)
                 ):
                     break
-                if later.text.strip()[:1].islower() and not _ends_early(
-                    out[-1].text, later.text.strip(), width
-                ):
+                following = lines[j + 2].text if j + 2 < len(lines) else ""
+                carries_on = later.text.strip()[:1].islower() or (
+                    open_ended
+                    and not _starts_item(later.text)
+                    and (
+                        _ends_sentence(later.text) or not _ends_early(later.text, following, width)
+                    )
+                )
+                if carries_on:
                     later.break_before = True
                     later.page = line.page
                     i = j + 1
@@ -667,9 +771,28 @@ def _drop_interruptions(lines: list[_TextLine], width: float) -> list[_TextLine]
     return out
 
 
-def _text_lines(lines: list[_TextLine]) -> list[Line]:
+def _join_bare_markers(lines: list[_TextLine]) -> list[_TextLine]:
+    """ "Recommendation 4" on a line of its own and its text below: one line."""
+    out: list[_TextLine] = []
+    for line in lines:
+        prev = out[-1] if out else None
+        if prev is not None and prev.bare and not line.bare:
+            indent = line.text[: len(line.text) - len(line.text.lstrip())]
+            out[-1] = _TextLine(
+                indent + prev.text.strip() + " " + line.text.strip(),
+                prev.page,
+                prev.blank_before,
+                prev.break_before,
+            )
+        elif prev is not None and prev.bare and line.bare:
+            continue  # two numbers alone: keep the first
+        else:
+            out.append(line)
+    return out
+
+
+def _text_lines(lines: list[_TextLine], width: float) -> list[Line]:
     """Paragraph breaks, page breaks, headings and pasted tables of the content lines."""
-    width = _wrap_width([x.text for x in lines])
     out: list[Line] = []
     in_table = False
     columns: set[str] = set()  # the column names of the pasted table being read
@@ -738,6 +861,8 @@ def _text_lines(lines: list[_TextLine]) -> list[Line]:
                 alone_before
                 and alone_after
                 and bool(re.match(r"[A-Z0-9]", stripped))
+                and bool(re.search(r"[A-Za-z]{2}", stripped))
+                and not re.search(r"\w[.?!]\s", split_marker(stripped)[1])  # two sentences
                 and (marker is None or marker[:1].isdigit())
                 and looks_like_heading(stripped)
             )
@@ -771,35 +896,54 @@ def _pasted_tables(blocks: list[Block]) -> list[Block]:
     """Rows of a table pasted as text: "3 Health: The trust should ... Timescale: 6 months".
 
     Copying a table out of a PDF viewer flattens each row into one run of text that starts
-    with its number (or a dash where the row has none); the agency is the labelled lead before a colon and the timescale the
-    labelled tail, where present. Rows copied from a word processor or spreadsheet keep
-    their cells apart with tabs.
+    with its number (or a dash where the row has none); the agency is the labelled lead
+    before a colon and the timescale the labelled tail, where present. A row's text may
+    be broken by its own list ("... should: (a) ...; (b) ..." with "(d)" opening a line).
+    Rows copied from a word processor or spreadsheet keep their cells apart with tabs.
     """
     out: list[Block] = []
     in_table = False
+    flat = ""  # the text of the latest flattened row, while more of it may follow
     for block in blocks:
         if block.text.startswith(("\x00theader", "\x00trow")):
             cells = block.text.split("\x00")[2:]
             out.append(Block(ROW, " | ".join(cells), block.page, cells=cells))
-            in_table = True
+            in_table, flat = True, ""
             continue
         m = _PASTED_ROW.match(block.text) if in_table and block.kind == PARA else None
+        if m is None and flat and block.kind == PARA and _continues_row(flat, block.text):
+            flat = f"{flat} {block.text}"
+            out[-1] = _flat_row(flat, out[-1].page)
+            continue
         if m is None:
-            in_table = False
+            in_table, flat = False, ""
             out.append(block)
             continue
-        rest = m.group(2)
-        timescale = ""
-        t = re.search(r"\s*\bTimescale:\s*(.+)$", rest)
-        if t:
-            timescale, rest = t.group(1), rest[: t.start()]
-        agency = ""
-        a = re.match(r"^([^:.]{2,60}):\s+(.*)$", rest)
-        if a:
-            agency, rest = a.group(1), a.group(2)
-        cells = [m.group(1), agency, rest, timescale]
-        out.append(Block(ROW, " | ".join(cells), block.page, cells=cells))
+        flat = block.text
+        out.append(_flat_row(flat, block.page))
     return out
+
+
+def _continues_row(row: str, text: str) -> bool:
+    if text[:1].islower():
+        return True
+    marker, _ = split_marker(text)
+    return marker is not None and continues_inline_list(row, marker)
+
+
+def _flat_row(text: str, page: int | None) -> Block:
+    m = _PASTED_ROW.match(text)
+    number, rest = (m.group(1), m.group(2)) if m else ("", text)
+    timescale = ""
+    t = re.search(r"\s*\bTimescale:\s*(.+)$", rest)
+    if t:
+        timescale, rest = t.group(1), rest[: t.start()]
+    agency = ""
+    a = re.match(r"^([^:.]{2,60}):\s+(.*)$", rest)
+    if a:
+        agency, rest = a.group(1), a.group(2)
+    cells = [number, agency, rest, timescale]
+    return Block(ROW, " | ".join(cells), page, cells=cells)
 
 
 # ----------------------------------------------------------------------------------- DOCX
