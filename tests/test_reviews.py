@@ -24,6 +24,8 @@ from scrclf.reviews.readers import DocumentError  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures" / "reviews"
 GOLD = {p: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.gold.json"))}
 DEV = [g for g in GOLD.values() if not g["held_out"]]
+# Development-only pasted-text variants (see the fixtures' README); none is held out.
+VARIANTS = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("variants/*.gold.json"))]
 
 
 def test_fixture_set_has_the_promised_shape():
@@ -48,6 +50,98 @@ def test_development_documents_are_read_exactly(gold):
             assert similarity(rec.finding or "", want["finding"]) >= 0.9
         if want["page"] is not None:
             assert rec.page == want["page"]
+
+
+def test_text_variants_are_development_documents():
+    assert len(VARIANTS) >= 20 and all(not g["held_out"] for g in VARIANTS)
+    assert {g["format"] for g in VARIANTS} == {"txt"}
+    features = [g["features"] for g in VARIANTS]
+    for key in ("spacing", "page_numbers", "item_marker", "headings"):
+        assert len({f[key] for f in features}) >= 3, key
+    assert any(f["marker_alone"] for f in features) and any(f["crlf"] for f in features)
+
+
+@pytest.mark.parametrize("gold", VARIANTS, ids=[g["document"] for g in VARIANTS])
+def test_text_variants_are_read_exactly(gold):
+    found = find_recommendations(read_document(FIXTURES / gold["document"]).blocks)
+    assert len(found) == len(gold["recommendations"])
+    for rec, want in zip(found, gold["recommendations"], strict=True):
+        assert similarity(rec.text, want["text"]) >= 0.9
+        assert rec.page == want["page"]
+        if want["finding"] is None:
+            assert rec.finding is None
+        else:
+            assert similarity(rec.finding or "", want["finding"]) >= 0.9
+
+
+def _texts(tmp_path, text: str) -> list[str]:
+    path = tmp_path / "pasted.txt"
+    path.write_text(text, encoding="utf-8")
+    return [r.text for r in find_recommendations(read_document(path).blocks)]
+
+
+def test_pasted_text_without_blank_lines_or_with_one_after_every_line(tmp_path):
+    lines = [
+        "Serious Case Review: Child A",
+        "1. Introduction",
+        "The review looked at how the agencies worked together with the family over",
+        "the two years before the death of the child.",
+        "2. Recommendations",
+        "R1 The board should review its neglect strategy and report on progress",
+        "to the partnership within six months.",
+        "R2 Schools should refer concerns about neglect in the same way as any",
+        "other concern.",
+        "3. Conclusion",
+        "The board will publish its response to the recommendations.",
+    ]
+    want = [
+        "The board should review its neglect strategy and report on progress to the "
+        "partnership within six months.",
+        "Schools should refer concerns about neglect in the same way as any other concern.",
+    ]
+    assert _texts(tmp_path, "\n".join(lines)) == want
+    assert _texts(tmp_path, "\n\n".join(lines)) == want
+
+
+def test_page_furniture_of_pasted_text(tmp_path):
+    page = [
+        "Recommendation 1",
+        "The local authority should ensure that every child on the child protection",
+        "register has an allocated qualified social worker, and should report to the",
+        "Harwick LSCB | Serious Case Review Child A",  # a header met once, mid-sentence
+        "Board each quarter on any child without one.",
+        "Recommendation 2",
+        "Health visitors should record the outcome of every contact by",
+        "2012",  # a year alone on a line, not a page number
+        "at the latest.",
+    ]
+    text = "\n".join(
+        ["1", "Serious Case Review: Child A", "Recommendations", *page[:3], "", "2", *page[3:]]
+    )
+    assert _texts(tmp_path, text) == [
+        "The local authority should ensure that every child on the child protection register "
+        "has an allocated qualified social worker, and should report to the Board each "
+        "quarter on any child without one.",
+        "Health visitors should record the outcome of every contact by 2012 at the latest.",
+    ]
+
+
+def test_numbers_inside_an_item_are_not_items(tmp_path):
+    text = "\n".join(
+        [
+            "Recommendations",
+            "(a) The school should tell the social worker about every absence. (Finding",
+            "4)",
+            "(b) The caseworker should: (a) meet the child in person every half-term;",
+            "(b) chair every meeting about the child's education; and (c) stay with",
+            "the case after a referral. The police should talk to the school about",
+            "K. Smith, the pupil's older brother.",
+        ]
+    )
+    found = _texts(tmp_path, text)
+    assert len(found) == 2
+    assert found[0].endswith("(Finding 4)")
+    assert "(b) chair every meeting" in found[1] and found[1].endswith("older brother.")
 
 
 def test_cleaning_of_pasted_text():

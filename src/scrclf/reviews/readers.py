@@ -503,7 +503,7 @@ def _furniture_neighbours(
     }
 
 
-def _title_headers(pages: list[list[str]]) -> set[str]:
+def _title_headers(pages: list[list[str]], width: float) -> set[str]:
     """Keys of lines opening a later page that repeat the words of the report's title.
 
     A running header often restates the title ("Serious Case Review: Child A" above
@@ -513,13 +513,35 @@ def _title_headers(pages: list[list[str]]) -> set[str]:
     title = set(re.findall(r"[a-z0-9]+", first.lower()))
     if len(title) < 3 or len(first) > 100:
         return set()
-    keys = set()
+    keys: set[str] = set()
     for page in pages[1:]:
-        for line in [x for x in page if x.strip() and x != PAGE_MARK][:2]:
+        body = [x for x in page if x.strip() and x != PAGE_MARK]
+        for k, line in enumerate(body[:2]):
             words = set(re.findall(r"[a-z0-9]+", line.lower()))
             if title <= words and len(line) < 120 and not _starts_item(line):
                 keys.add(furniture_key(line))
+            elif (
+                k == 1
+                and furniture_key(body[0]) in keys
+                and _second_header(line)
+                and _ends_early(line, body[2] if len(body) > 2 else "", width)
+            ):
+                keys.add(furniture_key(line))  # "OFFICIAL" under the title-like header
     return keys
+
+
+def _second_header(line: str) -> bool:
+    """Could be the second line of a running header: short, no item, no section title."""
+    text = line.strip()
+    return (
+        len(text) < 80
+        and not _starts_item(text)
+        and not _ends_sentence(text)
+        and not _names_section(text)
+        and not HEADING_WORDS.search(text)
+        and len(_CELLS.split(text)) < 3  # a table's header row
+        and not text[:1].islower()
+    )
 
 
 def _recurring(
@@ -663,21 +685,23 @@ def read_text(path: Path) -> Document:
         key = furniture_key(line)
         return line == PAGE_MARK or key in numbered or key in running
 
-    # Running headers and footers: lines that recur at the top or bottom of pages, or
-    # among the first two lines of two pages or more (a short report has few pages).
+    # Running headers and footers: lines that recur word for word at the top or bottom of
+    # pages and nowhere else, or among the first two lines of two pages or more (a short
+    # report has few pages), lines opening a page that restate the title, and the lines
+    # beside such furniture on two pages.
     edges = []
     tops = []
     for page in pages:
         body = [x for x in page if x.strip() and x != PAGE_MARK]
         edges.append(body[:2] + body[-2:])
         tops.append([x for x in body[:2] if not _starts_item(x)])
+    width = _wrap_width([x for page in pages for x in page if x.strip() and x != PAGE_MARK])
     everywhere = _line_counts(pages)
     running = _recurring(edges, everywhere, share=0.3, minimum=3) if len(pages) > 2 else set()
     running |= _recurring(tops, everywhere, share=0.0, minimum=2)
     running -= {""}
-    running |= _title_headers(pages)
+    running |= _title_headers(pages, width)
     running |= _furniture_neighbours(pages, running | numbered, everywhere)
-    width = _wrap_width([x for page in pages for x in page if x.strip()])
     lines: list[_TextLine] = []
     blank = broken = False
     for number, page in enumerate(pages, start=1):
@@ -772,7 +796,7 @@ def _drop_interruptions(lines: list[_TextLine], width: float) -> list[_TextLine]
 
 
 def _join_bare_markers(lines: list[_TextLine]) -> list[_TextLine]:
-    """ "Recommendation 4" on a line of its own and its text below: one line."""
+    """Join an item's number alone on its line ("Recommendation 4") to the text below it."""
     out: list[_TextLine] = []
     for line in lines:
         prev = out[-1] if out else None
@@ -842,13 +866,8 @@ def _text_lines(lines: list[_TextLine], width: float) -> list[Line]:
             alone_before = (
                 i == 0
                 or gap
-                or line.break_before
                 or _ends_early(prev, stripped, width)
-                or (
-                    _ends_sentence(prev)
-                    and bool(re.match(r"[A-Z0-9]", stripped))
-                    and _names_section(stripped)
-                )
+                or (_ends_sentence(prev) and (line.break_before or _names_section(stripped)))
             )
             alone_after = (
                 nxt is None
@@ -862,7 +881,7 @@ def _text_lines(lines: list[_TextLine], width: float) -> list[Line]:
                 and alone_after
                 and bool(re.match(r"[A-Z0-9]", stripped))
                 and bool(re.search(r"[A-Za-z]{2}", stripped))
-                and not re.search(r"\w[.?!]\s", split_marker(stripped)[1])  # two sentences
+                and not re.search(r"[\w)][.?!]\s", split_marker(stripped)[1])  # two sentences
                 and (marker is None or marker[:1].isdigit())
                 and looks_like_heading(stripped)
             )
@@ -935,9 +954,9 @@ def _flat_row(text: str, page: int | None) -> Block:
     m = _PASTED_ROW.match(text)
     number, rest = (m.group(1), m.group(2)) if m else ("", text)
     timescale = ""
-    t = re.search(r"\s*\bTimescale:\s*(.+)$", rest)
+    t = re.match(r"^(.*)\s\bTimescale:\s*(.+)$", rest)  # the last label: the text may hold one
     if t:
-        timescale, rest = t.group(1), rest[: t.start()]
+        rest, timescale = t.group(1), t.group(2)
     agency = ""
     a = re.match(r"^([^:.]{2,60}):\s+(.*)$", rest)
     if a:
