@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import scrclf
     from scrclf import atomic
-    from scrclf.export.build import DEFAULT_QUANTIZATION, _agreement
+    from scrclf.export.build import _agreement
     from scrclf.export.onnx import quiet_exporters as _quiet
     from scrclf.export.quantization import build_int8_graph, calibration_batches
+    from scrclf.settings import QuantizationSettings
 
     torch.set_num_threads(args.threads)
     ref = scrclf.load(args.model, backend="torch")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         splits[split] = {"batches": batches, "torch": logits, "torch_s": seconds, "n": len(texts)}
     train_texts, train_findings = split_inputs(args.data_dir / "train.jsonl")
     calibration = calibration_batches(
-        ref, train_texts, train_findings, int(DEFAULT_QUANTIZATION["calibration_items"])
+        ref, train_texts, train_findings, QuantizationSettings.defaults().calibration_items
     )
 
     recipes = []

@@ -10,26 +10,28 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
 from scrclf.export.build import check_name, export_model
+from scrclf.settings import ExportSettings
 
 
 @hydra.main(config_path="../configs", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     try:
         name = check_name(str(cfg.name))
+        settings = ExportSettings.from_config(cfg)
         dest = export_model(
             Path(str(cfg.run_dir)),
             Path(str(cfg.out_dir)) / name,
-            wheel=bool(cfg.wheel),
-            parity_split=str(cfg.parity_split),
-            opset=int(cfg.onnx.opset),
-            max_logit_diff=float(cfg.onnx.max_logit_diff),
-            license=str(cfg.license),
-            wheel_version=str(cfg.wheel_version),
-            quantization_options=OmegaConf.to_container(cfg.quantization, resolve=True),
+            wheel=settings.wheel,
+            parity_split=settings.parity_split,
+            opset=settings.onnx.opset,
+            max_logit_diff=settings.onnx.max_logit_diff,
+            license=settings.license,
+            wheel_version=settings.wheel_version,
+            quantization_options=settings.quantization,
         )
     except ScrClfError as err:  # a problem the user can fix; anything else is a bug
         print(f"export: error: {one_line(err)}", file=sys.stderr, flush=True)

@@ -98,3 +98,46 @@ def test_cli_prints_config_and_rejects_unknown_key():
     )
     assert bad.returncode != 0
     assert "epochz" in bad.stderr
+
+
+def test_export_settings_come_from_the_shipped_yaml():
+    from scrclf.export.build import quantization_settings
+    from scrclf.settings import ExportSettings, QuantizationSettings, compose
+
+    shipped = OmegaConf.load(ROOT / "configs" / "export.yaml")
+    defaults = ExportSettings.defaults()
+    assert defaults.quantization.as_dict() == OmegaConf.to_container(shipped.quantization)
+    assert defaults.onnx.opset == shipped.onnx.opset
+    assert defaults.onnx.max_logit_diff == shipped.onnx.max_logit_diff
+    assert (defaults.parity_split, defaults.license) == (shipped.parity_split, shipped.license)
+    cfg = compose("export", ["run_dir=r", "name=n", "quantization.smooth_alpha=null"])
+    assert ExportSettings.from_config(cfg).quantization.smooth_alpha is None
+    # Python callers give some options; the rest come from the YAML
+    got = quantization_settings({"calibration_items": 8})
+    assert got == QuantizationSettings(
+        smooth_alpha=defaults.quantization.smooth_alpha,
+        calibration_split=defaults.quantization.calibration_split,
+        calibration_items=8,
+        fuse=defaults.quantization.fuse,
+    )
+    assert quantization_settings(None) == defaults.quantization
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["quantization.calibration_items=many"], "export.quantization.calibration_items must"),
+        (["quantization.smooth_alpha=1.5"], "export.quantization.smooth_alpha must be between"),
+        (["+quantization.bits=4"], "unknown setting export.quantization.bits"),
+        (["onnx.max_logit_diff=-1"], "export.onnx.max_logit_diff must be at least 0"),
+        (["wheel=maybe"], "export.wheel must be bool"),
+        (["+colour=red"], "unknown setting export.colour"),
+    ],
+)
+def test_export_settings_name_the_setting_at_fault(overrides, message):
+    from scrclf.errors import SettingsError
+    from scrclf.settings import ExportSettings, compose
+
+    cfg = compose("export", ["run_dir=r", "name=n", *overrides])
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        ExportSettings.from_config(cfg)

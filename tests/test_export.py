@@ -30,6 +30,7 @@ from scrclf.export.build import (
     parity_inputs,
 )
 from scrclf.inference.classifier import build_manifest
+from scrclf.settings import ExportSettings
 from tests.helpers import ROOT
 
 EXPECTED_FILES = {
@@ -108,7 +109,10 @@ def test_data_fingerprint_hashes_and_counts_each_split(tiny_export):
 def test_export_meta_records_versions_contract_and_parity(tiny_export):
     meta = json.loads((tiny_export.export_dir / "scrclf.json").read_text())
     assert meta["versions"]["scrclf"] == scrclf.__version__
-    assert meta["onnx"]["opset"] == export_mod.DEFAULT_OPSET
+    assert meta["onnx"]["opset"] == ExportSettings.defaults().onnx.opset
+    assert meta["onnx"]["quantization"]["smoothing"]["alpha"] == (
+        ExportSettings.defaults().quantization.smooth_alpha
+    )
     assert meta["label_order"]["evidence"] == [
         "research",
         "guidance",
@@ -305,7 +309,7 @@ def test_failed_export_keeps_the_earlier_export_intact(tiny_export, tmp_path, mo
 def _reuse_graph(tiny_export):
     """Stand-in for the ONNX step: the graph exported by the fixture (the same model)."""
 
-    def export_onnx(model, path, opset=export_mod.DEFAULT_OPSET):
+    def export_onnx(model, path, opset):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(tiny_export.export_dir / "onnx" / "model.onnx", path)
         meta = json.loads((tiny_export.export_dir / "scrclf.json").read_text())

@@ -18,6 +18,7 @@ from scrclf.export.quantization import (
     fuse,
     smooth,
 )
+from scrclf.settings import QuantizationSettings
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_fusion_is_kept_only_when_the_logits_hold(tiny, runtime_graph, tmp_path,
 def test_int8_graph_with_and_without_calibration(tiny, tmp_path):
     clf, batches = tiny
     info = build_int8_graph(clf.engine.model, tmp_path / "q.onnx", batches)
-    assert info["smoothing"]["alpha"] == 0.8
+    assert info["smoothing"]["alpha"] == QuantizationSettings.defaults().smooth_alpha
     assert info["smoothing"]["calibration_items"] == 64
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
     assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"}

@@ -227,6 +227,150 @@ class DataSettings:
             )
 
 
+# --------------------------------------------------------------------------- export
+
+EXPORT_CONFIG = "export.yaml"
+# Keys of configs/export.yaml that are the job's inputs rather than settings, and the
+# ``paths`` group its interpolations read.
+EXPORT_INPUTS = ("run_dir", "name", "out_dir", "paths")
+
+
+def _section(cfg: Any, section: str) -> Mapping[str, Any]:
+    """``cfg`` as a plain mapping, or a :class:`SettingsError` naming ``section``."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise SettingsError(f"{section} must be a mapping of settings, got {cfg!r}")
+    return cfg
+
+
+def _keys(
+    cfg: Mapping[str, Any], section: str, known: set[str], ignored: tuple[str, ...] = ()
+) -> None:
+    """Refuse a key of ``cfg`` that is not ``known`` (nor ``ignored``), and a missing one."""
+    unknown = sorted(set(cfg) - known - set(ignored))
+    if unknown:
+        raise SettingsError(
+            f"unknown setting {section}.{unknown[0]}; known: {', '.join(sorted(known))}"
+        )
+    missing = sorted(known - set(cfg))
+    if missing:
+        raise SettingsError(f"{section}.{missing[0]} is missing from the config")
+
+
+def _shipped(file: str, *keys: str) -> Any:
+    """The block at ``keys`` of the shipped config ``file`` (no interpolation resolved)."""
+    from omegaconf import OmegaConf
+
+    path = config_dir() / file
+    if not path.is_file():
+        raise SettingsError(f"shipped config not found: {path}")
+    node: Any = OmegaConf.load(path)
+    for key in keys:
+        node = node[key]
+    return node
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """How the int8 graph is built (``quantization`` in ``configs/export.yaml``, which holds
+    the defaults and says what each setting does)."""
+
+    smooth_alpha: float | None
+    calibration_split: str
+    calibration_items: int
+    fuse: bool
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str = "export.quantization") -> QuantizationSettings:
+        c = _section(cfg, section)
+        _keys(c, section, {f.name for f in fields(cls)})
+        alpha = _typed(section, "smooth_alpha", c["smooth_alpha"], float, optional=True)
+        if alpha is not None and not 0 <= alpha <= 1:
+            raise SettingsError(
+                f"{section}.smooth_alpha must be between 0 and 1 (or null), got {alpha!r}"
+            )
+        return cls(
+            smooth_alpha=alpha,
+            calibration_split=_typed(section, "calibration_split", c["calibration_split"], str),
+            calibration_items=_typed(
+                section, "calibration_items", c["calibration_items"], int, minimum=1
+            ),
+            fuse=_typed(section, "fuse", c["fuse"], bool),
+        )
+
+    @classmethod
+    def defaults(cls) -> QuantizationSettings:
+        """The shipped defaults, from ``configs/export.yaml``."""
+        return cls.from_config(_shipped(EXPORT_CONFIG, "quantization"))
+
+    @classmethod
+    def with_options(cls, options: Mapping[str, Any] | None) -> QuantizationSettings:
+        """The shipped defaults with ``options`` (any of the settings) put over them."""
+        base = _section(_shipped(EXPORT_CONFIG, "quantization"), "export.quantization")
+        return cls.from_config({**base, **dict(options or {})})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class OnnxSettings:
+    """The fp32 ONNX graph and its check against torch (``onnx`` in ``configs/export.yaml``)."""
+
+    opset: int
+    max_logit_diff: float
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str = "export.onnx") -> OnnxSettings:
+        c = _section(cfg, section)
+        _keys(c, section, {f.name for f in fields(cls)})
+        return cls(
+            opset=_typed(section, "opset", c["opset"], int, minimum=7),
+            max_logit_diff=_typed(section, "max_logit_diff", c["max_logit_diff"], float, minimum=0),
+        )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The settings of ``configs/export.yaml``, typed and checked once (its inputs
+    ``run_dir``, ``name`` and ``out_dir`` are read by the export script itself)."""
+
+    wheel: bool
+    wheel_version: str
+    parity_split: str
+    onnx: OnnxSettings
+    quantization: QuantizationSettings
+    license: str
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ExportSettings:
+        if hasattr(cfg, "keys"):  # the job's inputs stay unresolved: they name app paths
+            cfg = {k: cfg[k] for k in cfg.keys() if k not in EXPORT_INPUTS}
+        c = _section(cfg, "export")
+        _keys(c, "export", {f.name for f in fields(cls)})
+        return cls(
+            wheel=_typed("export", "wheel", c["wheel"], bool),
+            wheel_version=_typed("export", "wheel_version", c["wheel_version"], str),
+            parity_split=_typed("export", "parity_split", c["parity_split"], str),
+            onnx=OnnxSettings.from_config(c["onnx"], "export.onnx"),
+            quantization=QuantizationSettings.from_config(c["quantization"], "export.quantization"),
+            license=_typed("export", "license", c["license"], str),
+        )
+
+    @classmethod
+    def defaults(cls) -> ExportSettings:
+        """The shipped defaults, from ``configs/export.yaml``."""
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(_shipped(EXPORT_CONFIG), resolve=False)
+        if not isinstance(cfg, dict):
+            raise SettingsError(f"{config_dir() / EXPORT_CONFIG}: expected a mapping")
+        return cls.from_config({k: v for k, v in cfg.items() if k not in ("defaults", "hydra")})
+
+
 def compose(config_name: str = "train", overrides: list[str] | None = None) -> Any:
     """A config composed from the shipped defaults with Hydra overrides, outside a Hydra app
     (benchmarks, notebooks): ``compose(overrides=["trainer=gpu_fast"]).trainer``."""

@@ -38,7 +38,7 @@ from scrclf import atomic
 from scrclf.calibration import decide, probabilities
 from scrclf.data.records import DataError, read_records
 from scrclf.errors import ExportError  # noqa: F401 (re-exported)
-from scrclf.export.onnx import DEFAULT_OPSET, export_onnx
+from scrclf.export.onnx import export_onnx
 from scrclf.export.wheel import build_wheel, check_version, module_name
 from scrclf.inference.classifier import (
     CONFIG_FILE,
@@ -56,21 +56,13 @@ from scrclf.inference.classifier import (
     load,
 )
 from scrclf.reporting.model_card import render_model_card
+from scrclf.settings import ExportSettings, QuantizationSettings
 from scrclf.tasks import TaskSet
 from scrclf.version import __version__
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_LOGIT_DIFF = 1e-3
 PARITY_BATCH_SIZE = 32
-# The int8 graph: SmoothQuant strength, the split and number of items it is calibrated on,
-# and onnxruntime's transformer fusion. configs/export.yaml sets the same values.
-DEFAULT_QUANTIZATION = {
-    "smooth_alpha": 0.8,
-    "calibration_split": "train",
-    "calibration_items": 256,
-    "fuse": True,
-}
 MODEL_CARD_FILE = "README.md"
 METRICS_FILE = "metrics.json"
 TRAINING_CONFIG_FILE = "training_config.yaml"
@@ -257,31 +249,42 @@ def measure_parity(
     return results
 
 
+def quantization_settings(
+    options: QuantizationSettings | Mapping[str, Any] | None,
+) -> QuantizationSettings:
+    """``options`` as settings: given whole, or as a mapping of some settings put over the
+    shipped defaults (``quantization`` in ``configs/export.yaml``)."""
+    if isinstance(options, QuantizationSettings):
+        return options
+    return QuantizationSettings.with_options(options)
+
+
 def quantize_onnx(
     model,
     dst: str | Path,
     run_config: Mapping[str, Any],
     clf: Classifier,
-    options: Mapping[str, Any] | None = None,
+    options: QuantizationSettings | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The int8 graph of ``model`` (see ``scrclf.export.quantization``), calibrated on the run's
-    ``options["calibration_split"]`` as ``clf`` tokenizes it; without readable data it is
-    quantized without smoothing. ``options`` override ``DEFAULT_QUANTIZATION``."""
+    ``calibration_split`` as ``clf`` tokenizes it; without readable data it is quantized
+    without smoothing. ``options`` (a mapping of some settings) override the defaults of
+    ``quantization`` in the shipped ``configs/export.yaml``."""
     from scrclf.export.quantization import build_int8_graph, calibration_batches
 
-    options = dict(DEFAULT_QUANTIZATION, **(options or {}))
-    split, texts, findings, notes = parity_inputs(run_config, str(options["calibration_split"]))
+    settings = quantization_settings(options)
+    split, texts, findings, notes = parity_inputs(run_config, settings.calibration_split)
     if split is None:
         logger.warning("int8 graph not smoothed: no calibration data (%s)", "; ".join(notes))
         batches = []
     else:
-        batches = calibration_batches(clf, texts, findings, int(options["calibration_items"]))
+        batches = calibration_batches(clf, texts, findings, settings.calibration_items)
     info = build_int8_graph(
         model,
         dst,
         batches,
-        smooth_alpha=options["smooth_alpha"],
-        fuse_operators=bool(options["fuse"]),
+        smooth_alpha=settings.smooth_alpha,
+        fuse_operators=settings.fuse,
     )
     if info.get("smoothing"):
         info["smoothing"]["calibration_split"] = split
@@ -548,14 +551,16 @@ def export_model(
     dest: str | Path,
     *,
     wheel: bool = False,
-    parity_split: str = "test",
-    opset: int = DEFAULT_OPSET,
-    max_logit_diff: float = DEFAULT_MAX_LOGIT_DIFF,
-    license: str = "apache-2.0",
-    wheel_version: str = "1.0.0",
-    quantization_options: Mapping[str, Any] | None = None,
+    parity_split: str | None = None,
+    opset: int | None = None,
+    max_logit_diff: float | None = None,
+    license: str | None = None,
+    wheel_version: str | None = None,
+    quantization_options: QuantizationSettings | Mapping[str, Any] | None = None,
 ) -> Path:
     """Export the training run at ``run_dir`` to the folder ``dest`` (its name is the model's).
+
+    A setting left out (None) takes its default from the shipped ``configs/export.yaml``.
 
     Args:
         run_dir: a finished training run (``model/``, ``metrics.json``, ``config.yaml``).
@@ -567,10 +572,17 @@ def export_model(
         max_logit_diff: fail when fp32 ONNX and torch logits differ by more than this.
         license: the license named in the model card.
         wheel_version: the wheel's version (PEP 440).
-        quantization_options: for the int8 graph: ``smooth_alpha`` (None: no smoothing),
-            ``calibration_split``, ``calibration_items``, ``fuse``; defaults in
-            ``DEFAULT_QUANTIZATION``.
+        quantization_options: for the int8 graph, :class:`scrclf.settings.QuantizationSettings`
+            or a mapping of some of ``smooth_alpha`` (None: no smoothing),
+            ``calibration_split``, ``calibration_items``, ``fuse``, put over the defaults.
     """
+    defaults = ExportSettings.defaults()
+    parity_split = defaults.parity_split if parity_split is None else parity_split
+    opset = defaults.onnx.opset if opset is None else opset
+    max_logit_diff = defaults.onnx.max_logit_diff if max_logit_diff is None else max_logit_diff
+    license = defaults.license if license is None else license
+    wheel_version = defaults.wheel_version if wheel_version is None else wheel_version
+    int8 = quantization_settings(quantization_options)  # checked before any work
     run_dir, dest = Path(run_dir), Path(dest)
     name = check_name(dest.name)
     if wheel:
@@ -586,9 +598,7 @@ def export_model(
         model.save_pretrained(tmp)
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
-        quantization = quantize_onnx(
-            model, tmp / ONNX_INT8_FILE, run_config, source, quantization_options
-        )
+        quantization = quantize_onnx(model, tmp / ONNX_INT8_FILE, run_config, source, int8)
 
         split, texts, findings, notes = parity_inputs(run_config, parity_split)
         if split is None:

@@ -41,6 +41,7 @@ import numpy as np
 from scrclf.errors import SettingsError
 from scrclf.export.onnx import example_inputs, logits_module, quiet_exporters
 from scrclf.inference.classifier import INPUT_NAMES, OUTPUT_PREFIX
+from scrclf.settings import QuantizationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -274,8 +275,8 @@ def build_int8_graph(
     model,
     dst: str | Path,
     calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
-    smooth_alpha: float | None = 0.8,
-    fuse_operators: bool = True,
+    smooth_alpha: float | None | str = "shipped",
+    fuse_operators: bool | None = None,
 ) -> dict[str, Any]:
     """Write the int8 graph of ``model`` to ``dst`` and describe how it was made.
 
@@ -285,11 +286,20 @@ def build_int8_graph(
         calibration: padded int64 batches (``input_ids``, ``attention_mask``,
             ``token_type_ids``) of calibration text; without them the graph is not smoothed.
         smooth_alpha: SmoothQuant's migration strength (0: none, 1: all of the activation
-            range into the weights); None turns smoothing off.
-        fuse_operators: apply onnxruntime's transformer fusion.
+            range into the weights); None turns smoothing off; by default
+            ``quantization.smooth_alpha`` of the shipped ``configs/export.yaml``.
+        fuse_operators: apply onnxruntime's transformer fusion; by default
+            ``quantization.fuse`` of the shipped ``configs/export.yaml``.
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if smooth_alpha == "shipped" or fuse_operators is None:
+        shipped = QuantizationSettings.defaults()
+        if smooth_alpha == "shipped":
+            smooth_alpha = shipped.smooth_alpha
+        if fuse_operators is None:
+            fuse_operators = shipped.fuse
 
     calibration = list(calibration or [])
     info: dict[str, Any] = {
