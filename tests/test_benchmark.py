@@ -23,6 +23,7 @@ from scrclf.evaluation.baselines import (
     cue_table_markdown,
 )
 from scrclf.evaluation.evaluate import file_sha256, load_eval_data, score
+from scrclf.evaluation.suites import _container
 from scrclf.inference.classifier import file_sha256 as inference_sha256
 from scrclf.tasks import TaskSet
 from tests.helpers import ROOT, compose_train, write_jsonl
@@ -422,3 +423,60 @@ def test_benchmark_script(toy_corpus, tmp_path):
         len(read_records(toy_corpus / "test.jsonl"))
         == json.loads((out / "leaderboard.json").read_text())["datasets"][0]["n_items"]
     )
+
+
+def test_suite_settings_hold_the_yaml_defaults():
+    from scrclf.settings import BenchmarkSettings, era_bins
+
+    cfg = _container(compose_train([], config_name="benchmark/default"))
+    bench = BenchmarkSettings.from_config(cfg)
+    shipped = cfg["datasets"]
+    assert bench.variants.typos is not None
+    assert bench.variants.typos.seed == shipped["variants"]["typos"]["seed"]
+    assert bench.variants.typos.rate == shipped["variants"]["typos"]["rate"]
+    assert bench.variants.truncate_words == shipped["variants"]["truncate"]["words"]
+    assert bench.slices.addressee is not None and bench.slices.era is not None
+    assert bench.slices.addressee.min_items == shipped["slices"]["addressee"]["min_items"]
+    assert [b.as_dict() for b in era_bins()] == [
+        {"name": b.get("name"), "min": b.get("min"), "max": b.get("max")}
+        for b in shipped["slices"]["era"]["bins"]
+    ]
+    assert list(bench.metrics) == cfg["metrics"]
+    assert (bench.bootstrap.resamples, bench.bootstrap.seed) == (
+        cfg["bootstrap"]["resamples"],
+        cfg["bootstrap"]["seed"],
+    )
+    off = _container(
+        compose_train(
+            ["datasets.variants.typos=null", "datasets.slices.era=null"],
+            config_name="benchmark/default",
+        )
+    )
+    bench = BenchmarkSettings.from_config(off)
+    assert bench.variants.typos is None and bench.slices.era is None
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["bootstrap.resamples=0"], "benchmark.bootstrap.resamples must be at least 1"),
+        (["bootstrap.confidence=2"], "benchmark.bootstrap.confidence must lie between 0 and 1"),
+        (["datasets.variants.typos.rate=lots"], "benchmark.datasets.variants.typos.rate must"),
+        (["~datasets.variants.typos.seed"], "benchmark.datasets.variants.typos.seed is missing"),
+        (["datasets.slices.era.min_items=-1"], "benchmark.datasets.slices.era.min_items must"),
+        (["datasets.slices.era.bins=[{name: x}]"], "benchmark.datasets.slices.era.bins[0] needs"),
+        (["systems.backend=gpu"], "benchmark.systems.backend must be one of"),
+        (["+bootstrap.method=bca"], "unknown setting benchmark.bootstrap.method"),
+        (["+colour=red"], "unknown setting benchmark.colour"),
+        (["metrics=[]"], "benchmark.metrics must name at least one metric"),
+    ],
+)
+def test_suite_settings_name_the_setting_at_fault(overrides, message):
+    import re
+
+    from scrclf.errors import SettingsError
+    from scrclf.settings import BenchmarkSettings
+
+    cfg = _container(compose_train(overrides, config_name="benchmark/default"))
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        BenchmarkSettings.from_config(cfg)

@@ -371,6 +371,276 @@ class ExportSettings:
         return cls.from_config({k: v for k, v in cfg.items() if k not in ("defaults", "hydra")})
 
 
+# ------------------------------------------------------------------------ benchmark
+
+BENCHMARK_CONFIG = ("benchmark", "default.yaml")
+BACKENDS = ("auto", "torch", "onnx")
+# Top-level keys of a suite config that other code reads: the task and paths groups, the
+# job's name, and the data group (checked by scrclf.evaluation.evaluate.data_settings).
+BENCHMARK_OTHER = ("task", "paths", "run_name", "hydra")
+
+
+def _optional_section(cfg: Mapping[str, Any], key: str, section: str) -> Mapping[str, Any] | None:
+    """The mapping at ``cfg[key]``; None when it is absent, null or false (turned off)."""
+    value = cfg.get(key)
+    if value is None or value is False:
+        return None
+    return _section(value, f"{section}.{key}")
+
+
+def _list(value: Any) -> list[Any]:
+    """A setting that takes one value or a list of them (null or empty: none)."""
+    if value in (None, "", []):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """The cluster bootstrap of a suite's intervals (``bootstrap`` in a suite config)."""
+
+    resamples: int
+    seed: int
+    confidence: float
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str = "benchmark.bootstrap") -> BootstrapSettings:
+        c = _section(cfg, section)
+        _keys(c, section, {f.name for f in fields(cls)})
+        confidence = _typed(section, "confidence", c["confidence"], float)
+        if not 0 < confidence < 1:
+            raise SettingsError(
+                f"{section}.confidence must lie between 0 and 1, got {confidence!r}"
+            )
+        return cls(
+            resamples=_typed(section, "resamples", c["resamples"], int, minimum=1),
+            seed=_typed(section, "seed", c["seed"], int, minimum=0),
+            confidence=confidence,
+        )
+
+
+@dataclass(frozen=True)
+class TyposSettings:
+    """The typo variant: the share of words of four or more letters changed, and the seed."""
+
+    rate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class VariantSettings:
+    """Robustness variants of the eval split (``datasets.variants``); None: not made."""
+
+    no_finding: bool
+    lowercase: bool
+    typos: TyposSettings | None
+    truncate_words: int | None
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str = "benchmark.datasets.variants") -> VariantSettings:
+        c = _section(cfg if cfg is not None else {}, section)
+        known = {"no_finding", "lowercase", "typos", "truncate"}
+        unknown = sorted(set(c) - known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {section}.{unknown[0]}; known: {', '.join(sorted(known))}"
+            )
+        typos = _optional_section(c, "typos", section)
+        if typos is not None:
+            sub = f"{section}.typos"
+            _keys(typos, sub, {"rate", "seed"})
+            rate = _typed(sub, "rate", typos["rate"], float, minimum=0)
+            if rate > 1:
+                raise SettingsError(f"{sub}.rate must be at most 1, got {rate!r}")
+            typos_settings: TyposSettings | None = TyposSettings(
+                rate=rate, seed=_typed(sub, "seed", typos["seed"], int, minimum=0)
+            )
+        else:
+            typos_settings = None
+        truncate = _optional_section(c, "truncate", section)
+        words = None
+        if truncate is not None:
+            sub = f"{section}.truncate"
+            _keys(truncate, sub, {"words"})
+            words = _typed(sub, "words", truncate["words"], int, minimum=1)
+        return cls(
+            no_finding=_typed(section, "no_finding", c.get("no_finding") or False, bool),
+            lowercase=_typed(section, "lowercase", c.get("lowercase") or False, bool),
+            typos=typos_settings,
+            truncate_words=words,
+        )
+
+
+@dataclass(frozen=True)
+class EraBin:
+    """A range of review years, ``min`` and ``max`` inclusive, either open (None)."""
+
+    name: str | None
+    min: int | None
+    max: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("name", self.name), ("min", self.min), ("max", self.max))}
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    """Subsets of the eval split by the value (or, with ``bins``, the year range) of a
+    column; slices with fewer than ``min_items`` items are skipped."""
+
+    column: str
+    min_items: int
+    bins: tuple[EraBin, ...] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str, *, binned: bool = False) -> SliceSettings:
+        c = _section(cfg, section)
+        _keys(c, section, {"column", "min_items", *(("bins",) if binned else ())})
+        bins = None
+        if binned:
+            raw = c["bins"]
+            if not isinstance(raw, (list, tuple)) or not raw:
+                raise SettingsError(f"{section}.bins must be a list of year ranges, got {raw!r}")
+            bins = tuple(_era_bin(b, f"{section}.bins[{i}]") for i, b in enumerate(raw))
+        return cls(
+            column=_typed(section, "column", c["column"], str),
+            min_items=_typed(section, "min_items", c["min_items"], int, minimum=1),
+            bins=bins,
+        )
+
+
+def _era_bin(cfg: Any, section: str) -> EraBin:
+    c = _section(cfg, section)
+    unknown = sorted(set(c) - {"name", "min", "max"})
+    if unknown:
+        raise SettingsError(f"unknown setting {section}.{unknown[0]}; known: max, min, name")
+    lo = _typed(section, "min", c.get("min"), int, optional=True)
+    hi = _typed(section, "max", c.get("max"), int, optional=True)
+    if lo is None and hi is None:
+        raise SettingsError(f"{section} needs min, max or both")
+    if lo is not None and hi is not None and lo > hi:
+        raise SettingsError(f"{section}.min must be at most its max, got {lo} > {hi}")
+    return EraBin(_typed(section, "name", c.get("name"), str, optional=True), lo, hi)
+
+
+def era_bins() -> tuple[EraBin, ...]:
+    """The era slices of the shipped default suite (``configs/benchmark/default.yaml``)."""
+    slices = _section(_shipped("/".join(BENCHMARK_CONFIG), "datasets", "slices"), "slices")
+    era = SliceSettings.from_config(slices["era"], "benchmark.datasets.slices.era", binned=True)
+    assert era.bins is not None
+    return era.bins
+
+
+@dataclass(frozen=True)
+class SlicesSettings:
+    """The slices of the eval split (``datasets.slices``); None: not made."""
+
+    addressee: SliceSettings | None
+    era: SliceSettings | None
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str = "benchmark.datasets.slices") -> SlicesSettings:
+        c = _section(cfg if cfg is not None else {}, section)
+        unknown = sorted(set(c) - {"addressee", "era"})
+        if unknown:
+            raise SettingsError(f"unknown setting {section}.{unknown[0]}; known: addressee, era")
+        addressee = _optional_section(c, "addressee", section)
+        era = _optional_section(c, "era", section)
+        return cls(
+            addressee=None
+            if addressee is None
+            else SliceSettings.from_config(addressee, f"{section}.addressee"),
+            era=None
+            if era is None
+            else SliceSettings.from_config(era, f"{section}.era", binned=True),
+        )
+
+
+@dataclass(frozen=True)
+class SystemsSettings:
+    """What a suite scores (``systems``): trained models, baselines, and how models run."""
+
+    models: tuple[str, ...]
+    baselines: tuple[str, ...]
+    baseline_options: dict[str, Any]
+    backend: str
+    batch_size: int
+
+    @classmethod
+    def from_config(cls, cfg: Any, section: str = "benchmark.systems") -> SystemsSettings:
+        c = _section(cfg, section)
+        _keys(c, section, {f.name for f in fields(cls)})
+        options = c["baseline_options"] or {}
+        if not isinstance(options, Mapping):
+            raise SettingsError(f"{section}.baseline_options must be a mapping, got {options!r}")
+        return cls(
+            models=tuple(str(m) for m in _list(c["models"])),
+            baselines=tuple(str(b) for b in _list(c["baselines"])),
+            baseline_options={str(k): v for k, v in options.items()},
+            backend=_typed(section, "backend", c["backend"], str, choices=BACKENDS),
+            batch_size=_typed(section, "batch_size", c["batch_size"], int, minimum=1),
+        )
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """A benchmark suite config (``configs/benchmark/``), typed and checked once; the
+    default suite holds every default and says what each setting does. The ``data`` group's
+    columns are read by :func:`scrclf.evaluation.evaluate.data_settings`."""
+
+    suite: str
+    train_split: str
+    eval_split: str
+    external: tuple[str, ...]
+    systems: SystemsSettings
+    variants: VariantSettings
+    slices: SlicesSettings
+    metrics: tuple[str, ...]
+    bootstrap: BootstrapSettings
+    profile: bool
+    plots: bool
+    report_root: str
+    out_dir: str | None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> BenchmarkSettings:
+        s = "benchmark"
+        c = _section(cfg, s)
+        known = {
+            "suite", "data", "systems", "datasets", "metrics", "bootstrap", "profile", "plots",
+            "report_root", "out_dir",
+        }  # fmt: skip
+        _keys(c, s, known, ignored=BENCHMARK_OTHER)
+        data = _section(c["data"], f"{s}.data")
+        for key in ("train_split", "eval_split", "external"):
+            if key not in data:
+                raise SettingsError(f"{s}.data.{key} is missing from the config")
+        datasets = _section(c["datasets"] if c["datasets"] is not None else {}, f"{s}.datasets")
+        unknown = sorted(set(datasets) - {"variants", "slices"})
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {s}.datasets.{unknown[0]}; known: slices, variants"
+            )
+        metrics = tuple(str(m) for m in _list(c["metrics"]))
+        if not metrics:
+            raise SettingsError(f"{s}.metrics must name at least one metric")
+        return cls(
+            suite=_typed(s, "suite", c["suite"], str),
+            train_split=_typed(f"{s}.data", "train_split", data["train_split"], str),
+            eval_split=_typed(f"{s}.data", "eval_split", data["eval_split"], str),
+            external=tuple(str(p) for p in _list(data["external"])),
+            systems=SystemsSettings.from_config(c["systems"]),
+            variants=VariantSettings.from_config(datasets.get("variants")),
+            slices=SlicesSettings.from_config(datasets.get("slices")),
+            metrics=metrics,
+            bootstrap=BootstrapSettings.from_config(c["bootstrap"]),
+            profile=_typed(s, "profile", c["profile"], bool),
+            plots=_typed(s, "plots", c["plots"], bool),
+            report_root=_typed(s, "report_root", c["report_root"], str),
+            out_dir=_typed(s, "out_dir", c["out_dir"], str, optional=True),
+        )
+
+
 def compose(config_name: str = "train", overrides: list[str] | None = None) -> Any:
     """A config composed from the shipped defaults with Hydra overrides, outside a Hydra app
     (benchmarks, notebooks): ``compose(overrides=["trainer=gpu_fast"]).trainer``."""

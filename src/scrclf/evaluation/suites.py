@@ -58,20 +58,17 @@ from scrclf.evaluation.evaluate import (
     score,
 )
 from scrclf.evaluation.metrics import HEADLINE
+from scrclf.settings import (
+    BenchmarkSettings,
+    BootstrapSettings,
+    SlicesSettings,
+    VariantSettings,
+    era_bins,
+)
 from scrclf.tasks import TaskSet
 from scrclf.version import __version__
 
 MEAN = "mean"
-DEFAULT_METRICS = (
-    "macro_f1",
-    "micro_f1",
-    "weighted_f1",
-    "accuracy",
-    "subset_accuracy",
-    "hamming_loss",
-    "pr_auc",
-    "ece",
-)
 VERSION_PACKAGES = (
     "scrclf",
     "torch",
@@ -86,11 +83,6 @@ VERSION_PACKAGES = (
     "matplotlib",
 )
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx")
-DEFAULT_ERAS = (
-    {"name": "<=2012", "max": 2012},
-    {"name": "2013-2017", "min": 2013, "max": 2017},
-    {"name": ">=2018", "min": 2018},
-)
 
 
 # --------------------------------------------------------------------- robustness variants
@@ -227,10 +219,13 @@ def era_name(bin_spec: Mapping[str, Any]) -> str:
 def slices_by_era(
     rows: Sequence[Mapping[str, Any]],
     column: str = "review_year",
-    bins: Sequence[Mapping[str, Any]] = DEFAULT_ERAS,
+    bins: Sequence[Mapping[str, Any]] | None = None,
     min_items: int = 1,
 ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """Slices by year ranges (``min``/``max`` inclusive, either open), and notes."""
+    """Slices by year ranges (``min``/``max`` inclusive, either open), and notes; by default
+    the eras of the shipped default suite (``configs/benchmark/default.yaml``)."""
+    if bins is None:
+        bins = [b.as_dict() for b in era_bins()]
     years: list[int | None] = []
     bad = 0
     for row in rows:
@@ -378,33 +373,46 @@ class BenchDataset:
         }
 
 
-def _bootstrap(data: EvalData, boot_cfg: Mapping[str, Any]) -> ClusterBootstrap:
+def _bootstrap(data: EvalData, boot: BootstrapSettings) -> ClusterBootstrap:
     ids, _ = data.clusters()
-    return ClusterBootstrap(
-        ids, resamples=int(boot_cfg.get("resamples", 1000)), seed=int(boot_cfg.get("seed", 0))
-    )
+    return ClusterBootstrap(ids, resamples=boot.resamples, seed=boot.seed)
 
 
 def build_datasets(
     main: EvalData,
-    cfg: Mapping[str, Any],
-    boot_cfg: Mapping[str, Any],
+    cfg: Mapping[str, Any] | BenchmarkSettings,
+    boot_cfg: Mapping[str, Any] | BootstrapSettings | None = None,
     externals: Sequence[EvalData] = (),
 ) -> tuple[list[BenchDataset], list[str]]:
     """The evaluation split, external files, robustness variants and slices of a suite,
-    and notes on slices left out."""
+    and notes on slices left out.
+
+    ``cfg`` is the suite's settings, or its ``datasets`` mapping with ``boot_cfg`` its
+    ``bootstrap`` mapping (both checked as in :class:`scrclf.settings.BenchmarkSettings`).
+    """
+    if isinstance(cfg, BenchmarkSettings):
+        variants, slices, boot_settings = cfg.variants, cfg.slices, cfg.bootstrap
+    else:
+        variants = VariantSettings.from_config(cfg.get("variants"))
+        slices = SlicesSettings.from_config(cfg.get("slices"))
+        boot_settings = (
+            boot_cfg
+            if isinstance(boot_cfg, BootstrapSettings)
+            else BootstrapSettings.from_config(boot_cfg)
+        )
     s = main.settings
-    boot = _bootstrap(main, boot_cfg)
+    boot = _bootstrap(main, boot_settings)
     out = [BenchDataset(main, "test", f"the '{main.name}' split", boot)]
     for ext in externals:
         out.append(
-            BenchDataset(ext, "external", f"external file {ext.file}", _bootstrap(ext, boot_cfg))
+            BenchDataset(
+                ext, "external", f"external file {ext.file}", _bootstrap(ext, boot_settings)
+            )
         )
 
-    variants = cfg.get("variants") or {}
     records = main.records
     made: list[tuple[str, list[Record], str]] = []
-    if variants.get("no_finding") and s.get("pair_column"):
+    if variants.no_finding and s.get("pair_column"):
         made.append(
             (
                 "no_finding",
@@ -412,7 +420,7 @@ def build_datasets(
                 "finding paragraph removed: the recommendation text alone",
             )
         )
-    if variants.get("lowercase"):
+    if variants.lowercase:
         made.append(
             (
                 "lowercase",
@@ -420,9 +428,8 @@ def build_datasets(
                 "text and finding lower-cased",
             )
         )
-    typos = variants.get("typos")
-    if typos:
-        rate, seed = float(typos.get("rate", 0.05)), int(typos.get("seed", 0))
+    if variants.typos is not None:
+        rate, seed = variants.typos.rate, variants.typos.seed
         made.append(
             (
                 f"typos_{round(100 * rate)}pct",
@@ -432,9 +439,8 @@ def build_datasets(
                 f"a typo in {100 * rate:.0f}% of words of four or more letters (seed {seed})",
             )
         )
-    trunc = variants.get("truncate")
-    if trunc:
-        words = int(trunc.get("words", 20))
+    if variants.truncate_words is not None:
+        words = variants.truncate_words
         made.append(
             (
                 f"first_{words}_words",
@@ -454,22 +460,20 @@ def build_datasets(
             )
         )
 
-    slices = cfg.get("slices") or {}
     rows = main.rows
     found: list[tuple[str, np.ndarray, str]] = []
     notes: list[str] = []
-    by_value = slices.get("addressee")
-    if by_value:
-        column = str(by_value.get("column", "addressee"))
-        got, n = slices_by_value(rows, column, int(by_value.get("min_items", 1)))
+    by_value = slices.addressee
+    if by_value is not None:
+        column = by_value.column
+        got, n = slices_by_value(rows, column, by_value.min_items)
         found += [(f"{main.name}[{column}={v}]", idx, f"items addressed to {v}") for v, idx in got]
         notes += n
-    era = slices.get("era")
-    if era:
-        column = str(era.get("column", "review_year"))
-        got, n = slices_by_era(
-            rows, column, era.get("bins") or DEFAULT_ERAS, int(era.get("min_items", 1))
-        )
+    era = slices.era
+    if era is not None:
+        column = era.column
+        bins = [b.as_dict() for b in era.bins or ()]
+        got, n = slices_by_era(rows, column, bins, era.min_items)
         found += [(f"{main.name}[era {v}]", idx, f"reviews from {v}") for v, idx in got]
         notes += n
     for name, idx, description in found:
@@ -656,12 +660,6 @@ def _container(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value in (None, "", []):
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _unique_names(names: Sequence[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -671,13 +669,15 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def output_dir(cfg: Mapping[str, Any]) -> Path:
+def output_dir(cfg: Mapping[str, Any] | BenchmarkSettings) -> Path:
     """``out_dir`` if set, else ``<report_root>/<suite>-<timestamp>`` (never an existing one)."""
-    if cfg.get("out_dir"):
-        return Path(str(cfg["out_dir"]))
-    base = (
-        Path(str(cfg.get("report_root") or "reports/benchmarks")) / f"{cfg['suite']}-{_timestamp()}"
-    )
+    if isinstance(cfg, BenchmarkSettings):
+        out_dir, report_root, suite = cfg.out_dir, cfg.report_root, cfg.suite
+    else:
+        out_dir, report_root, suite = cfg["out_dir"], cfg["report_root"], cfg["suite"]
+    if out_dir:
+        return Path(str(out_dir))
+    base = Path(str(report_root)) / f"{suite}-{_timestamp()}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -689,21 +689,20 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     """Run a suite config (see ``configs/benchmark/``) and write its report folder."""
     c = _container(cfg)
     command = command if command is not None else shlex.join(["python", *sys.argv])
-    suite = str(c.get("suite") or "suite")
+    bench = BenchmarkSettings.from_config(c)
+    suite = bench.suite
     tasks = TaskSet.from_config(c["task"]["tasks"])
     data_cfg = dict(c["data"])
     settings = data_settings(data_cfg)
     root = resolve_dir(data_cfg["dir"])
     splits = dict(data_cfg.get("splits") or {})
-    train_split = str(data_cfg.get("train_split", "train"))
-    eval_split = str(data_cfg.get("eval_split", "test"))
+    train_split, eval_split = bench.train_split, bench.eval_split
     for split in (train_split, eval_split):
         if split not in splits:
             raise DataError(f"split '{split}' is not in data.splits ({sorted(splits)})")
     files = {split: root / str(splits[split]) for split in (train_split, eval_split)}
-    sys_cfg = dict(c.get("systems") or {})
-    baseline_names = _as_list(sys_cfg.get("baselines"))
-    models = _as_list(sys_cfg.get("models"))
+    baseline_names = list(bench.systems.baselines)
+    models = list(bench.systems.models)
     if not models and not baseline_names:
         raise SettingsError(
             "the suite has no systems: set systems.models=[PATH,...] and/or systems.baselines"
@@ -716,7 +715,7 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     if not main.present:
         raise DataError("the evaluation split has no label column", files[eval_split])
     externals = []
-    for path in _as_list(data_cfg.get("external")):
+    for path in bench.external:
         ext = load_eval_data(path, tasks, settings, name=f"external:{Path(str(path)).stem}")
         if not ext.present:
             raise DataError(
@@ -726,9 +725,8 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
                 path,
             )
         externals.append(ext)
-    boot_cfg = dict(c.get("bootstrap") or {})
-    confidence = float(boot_cfg.get("confidence", 0.95))
-    datasets, slice_notes = build_datasets(main, c.get("datasets") or {}, boot_cfg, externals)
+    confidence = bench.bootstrap.confidence
+    datasets, slice_notes = build_datasets(main, bench, externals=externals)
 
     systems: list[System] = []
     data_files: list[tuple[str, Path]] = [(eval_split, files[eval_split])]
@@ -739,8 +737,8 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
             model_system(
                 path,
                 tasks,
-                str(sys_cfg.get("backend", "auto")),
-                int(sys_cfg.get("batch_size", 32)),
+                bench.systems.backend,
+                bench.systems.batch_size,
                 name=name,
             )
         )
@@ -749,11 +747,11 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
             files[train_split], tasks, settings, name=train_split, require_labels=True
         )
         data_files.insert(0, (train_split, files[train_split]))
-        options = dict(sys_cfg.get("baseline_options") or {})
+        options = bench.systems.baseline_options
         for name in baseline_names:
             systems.append(baseline_system(str(name), tasks, train, options.get(name)))
 
-    wanted = list(c.get("metrics") or DEFAULT_METRICS)
+    wanted = list(bench.metrics)
     entries, results, logits = score_suite(systems, datasets, confidence, wanted)
 
     board: dict[str, Any] = {
@@ -781,7 +779,7 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     }
 
     profile_result = None
-    if c.get("profile", True):
+    if bench.profile:
         from scrclf.evaluation.domain_profile import profile as build_profile
         from scrclf.inference.classifier import format_predictions
 
@@ -810,10 +808,8 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         )
 
     board = finite(board)
-    out = output_dir(c)
-    write_benchmark(
-        out, board, finite(results), c, profile_result, plots=bool(c.get("plots", True))
-    )
+    out = output_dir(bench)
+    write_benchmark(out, board, finite(results), c, profile_result, plots=bench.plots)
     return out
 
 
