@@ -328,3 +328,36 @@ def test_evaluate_script_accepts_model_equals_path(tiny_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"report written to {out}" in done.stdout
     assert json.loads((out / "metrics.json").read_text())["data"]["name"] == "validation"
+
+
+def test_evaluate_settings_hold_the_yaml_defaults_and_name_faults():
+    import re
+
+    from omegaconf import OmegaConf
+
+    from scrclf.errors import SettingsError
+    from scrclf.settings import EvaluateSettings, data_columns
+
+    def settings(*overrides):
+        cfg = compose_train(["model_path=m", *overrides], config_name="evaluate")
+        return EvaluateSettings.from_config(OmegaConf.to_container(cfg, resolve=True))
+
+    shipped = OmegaConf.load(ROOT / "configs" / "evaluate.yaml")
+    got = settings()
+    assert got.split == shipped.split == EvaluateSettings.default_split()
+    assert (got.backend, got.batch_size, got.plots) == (
+        shipped.backend,
+        shipped.batch_size,
+        shipped.plots,
+    )
+    assert got.bootstrap.resamples == shipped.bootstrap.resamples
+    corpus = OmegaConf.load(ROOT / "configs" / "data" / "scr_recs.yaml")
+    assert evaluation.data_settings(None) == {k: corpus[k] for k in data_columns()}
+    for overrides, message in [
+        (["bootstrap.resamples=none"], "evaluate.bootstrap.resamples must be int"),
+        (["batch_size=0"], "evaluate.batch_size must be at least 1"),
+        (["backend=gpu"], "evaluate.backend must be one of"),
+        (["+colour=red"], "unknown setting evaluate.colour"),
+    ]:
+        with pytest.raises(SettingsError, match=re.escape(message)):
+            settings(*overrides)

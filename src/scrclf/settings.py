@@ -8,6 +8,7 @@ without a source tree.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -639,6 +640,72 @@ class BenchmarkSettings:
             report_root=_typed(s, "report_root", c["report_root"], str),
             out_dir=_typed(s, "out_dir", c["out_dir"], str, optional=True),
         )
+
+
+# ------------------------------------------------------------------------- evaluate
+
+EVALUATE_CONFIG = "evaluate.yaml"
+DATA_CONFIG = ("data", "scr_recs.yaml")
+# The column names and character limit of the corpus, read from the data config a model
+# was trained with, or from the shipped corpus config when a model folder has none.
+DATA_COLUMNS = ("id_column", "text_column", "pair_column", "group_column", "max_chars")
+
+
+def data_columns() -> dict[str, Any]:
+    """The column names and ``max_chars`` of the shipped ``configs/data/scr_recs.yaml``."""
+    return dict(_data_columns())
+
+
+@functools.lru_cache(maxsize=1)
+def _data_columns() -> tuple[tuple[str, Any], ...]:
+    node = _shipped("/".join(DATA_CONFIG))
+    return tuple((key, node[key]) for key in DATA_COLUMNS)
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """``configs/evaluate.yaml``, typed and checked once (the file holds the defaults and
+    says what each setting does)."""
+
+    model_path: str
+    split: str
+    file: str | None
+    data_dir: str | None
+    report_dir: str | None
+    report_root: str
+    recalibrate: bool
+    validation_file: str | None
+    profile: bool
+    plots: bool
+    backend: str
+    batch_size: int
+    bootstrap: BootstrapSettings
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> EvaluateSettings:
+        s = "evaluate"
+        c = _section(cfg, s)
+        _keys(c, s, {f.name for f in fields(cls)}, ignored=("paths", "run_name", "hydra"))
+        return cls(
+            model_path=_typed(s, "model_path", c["model_path"], str),
+            split=_typed(s, "split", c["split"], str),
+            file=_typed(s, "file", c["file"], str, optional=True),
+            data_dir=_typed(s, "data_dir", c["data_dir"], str, optional=True),
+            report_dir=_typed(s, "report_dir", c["report_dir"], str, optional=True),
+            report_root=_typed(s, "report_root", c["report_root"], str),
+            recalibrate=_typed(s, "recalibrate", c["recalibrate"], bool),
+            validation_file=_typed(s, "validation_file", c["validation_file"], str, optional=True),
+            profile=_typed(s, "profile", c["profile"], bool),
+            plots=_typed(s, "plots", c["plots"], bool),
+            backend=_typed(s, "backend", c["backend"], str, choices=BACKENDS),
+            batch_size=_typed(s, "batch_size", c["batch_size"], int, minimum=1),
+            bootstrap=BootstrapSettings.from_config(c["bootstrap"], f"{s}.bootstrap"),
+        )
+
+    @staticmethod
+    def default_split() -> str:
+        """``split`` of the shipped ``configs/evaluate.yaml``."""
+        return str(_shipped(EVALUATE_CONFIG, "split"))
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None) -> Any:

@@ -57,6 +57,7 @@ from scrclf.evaluation.bootstrap import (
     replicates,
 )
 from scrclf.inference.classifier import quiet_libraries
+from scrclf.settings import EvaluateSettings, data_columns
 from scrclf.tasks import HEADLINE, TaskSet
 from scrclf.version import __version__
 
@@ -67,14 +68,6 @@ SETTING_DESCRIPTIONS = {
     CALIBRATED: "temperatures and thresholds stored in the model (tuned on validation)",
     DEFAULT: "temperature 1, threshold 0.5 for every label",
     RECALIBRATED: "temperatures and thresholds re-fitted on the given validation file",
-}
-# Column settings used when a model folder carries no training config.
-DEFAULT_DATA_SETTINGS: dict[str, Any] = {
-    "id_column": "id",
-    "text_column": "text",
-    "pair_column": "finding",
-    "group_column": "review_id",
-    "max_chars": 20_000,
 }
 PREDICT_CHUNK = 256
 
@@ -269,8 +262,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def data_settings(data_config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Column names and limits from a training config's ``data`` section (or the defaults)."""
-    out = dict(DEFAULT_DATA_SETTINGS)
+    """Column names and limits from a training config's ``data`` section; a key it lacks
+    takes its value from the shipped corpus config (``configs/data/scr_recs.yaml``)."""
+    out = data_columns()
     for key in out:
         if not data_config or key not in data_config:
             continue
@@ -756,28 +750,27 @@ def evaluate_from_config(cfg: Any) -> Path:
         if OmegaConf.is_config(cfg)
         else dict(cfg)
     )
-    if c.get("file") and c.get("split") not in (None, "test"):
+    e = EvaluateSettings.from_config(c)
+    if e.file and e.split != EvaluateSettings.default_split():
         raise SettingsError("give either file=PATH or split=NAME, not both")
-    source = resolve_model(c["model_path"])
-    data = c.get("file")
-    data_name = Path(data).stem if data else str(c.get("split") or "test")
-    out = c.get("report_dir") or default_report_dir(c["report_root"], source, data_name)
-    boot = c.get("bootstrap") or {}
+    source = resolve_model(e.model_path)
+    data_name = Path(e.file).stem if e.file else e.split
+    out = e.report_dir or default_report_dir(e.report_root, source, data_name)
     evaluate(
         source.path,
-        data,
+        e.file,
         out,
-        split=str(c.get("split") or "test"),
-        data_dir=c.get("data_dir"),
-        recalibrate=bool(c.get("recalibrate")),
-        validation_file=c.get("validation_file"),
-        resamples=int(boot.get("resamples", DEFAULT_RESAMPLES)),
-        seed=int(boot.get("seed", DEFAULT_SEED)),
-        confidence=float(boot.get("confidence", DEFAULT_CONFIDENCE)),
-        profile=bool(c.get("profile")),
-        plots=bool(c.get("plots", True)),
-        backend=str(c.get("backend", "auto")),
-        batch_size=int(c.get("batch_size", 32)),
+        split=e.split,
+        data_dir=e.data_dir,
+        recalibrate=e.recalibrate,
+        validation_file=e.validation_file,
+        resamples=e.bootstrap.resamples,
+        seed=e.bootstrap.seed,
+        confidence=e.bootstrap.confidence,
+        profile=e.profile,
+        plots=e.plots,
+        backend=e.backend,
+        batch_size=e.batch_size,
     )
     return Path(out)
 
