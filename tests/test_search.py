@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -123,3 +124,30 @@ def test_search_script_runs_one_trial(toy_corpus, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| 0 | COMPLETE |" in out.stdout
     assert (tmp_path / "cli" / "trial_000" / "metrics.json").exists()
+
+
+def test_search_settings_come_from_the_shipped_yaml_and_name_faults():
+    from omegaconf import OmegaConf
+
+    from scrclf.settings import SearchSettings
+
+    shipped = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "search" / "default.yaml"))
+    got = SearchSettings.with_options({"n_trials": 3})
+    assert got.n_trials == 3
+    assert (got.seed, got.metric, got.direction) == (
+        shipped["seed"],
+        shipped["metric"],
+        shipped["direction"],
+    )
+    assert list(got.overrides) == shipped["overrides"]
+    assert got.params == shipped["params"]
+    only = {"model.dropout": {"type": "float", "low": 0.0, "high": 0.2}}
+    assert SearchSettings.with_options({"params": only}).params == only
+    for options, message in [
+        ({"n_trials": "many"}, "search.n_trials must be int"),
+        ({"direction": "up"}, "search.direction must be one of"),
+        ({"timeout_s": -1}, "search.timeout_s must be at least 0"),
+        ({"trials": 3}, "unknown setting search.trials"),
+    ]:
+        with pytest.raises(SearchConfigError, match=re.escape(message)):
+            SearchSettings.with_options(options)

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from scrclf.errors import SettingsError
+from scrclf.errors import SearchConfigError, SettingsError
 from scrclf.tasks import TaskSet
 
 TASK_CONFIG = ("task", "codebook.yaml")
@@ -706,6 +706,68 @@ class EvaluateSettings:
     def default_split() -> str:
         """``split`` of the shipped ``configs/evaluate.yaml``."""
         return str(_shipped(EVALUATE_CONFIG, "split"))
+
+
+# --------------------------------------------------------------------------- search
+
+SEARCH_CONFIG = ("search", "default.yaml")
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """A search config (``configs/search/``), typed and checked once; ``default.yaml``
+    holds every default and says what each setting does. The space itself (``params``) is
+    checked by :func:`scrclf.training.search.check_space`."""
+
+    study_name: str
+    n_trials: int
+    direction: str
+    metric: str
+    seed: int | None
+    storage: str | None
+    pruning: bool
+    timeout_s: float | None
+    overrides: tuple[str, ...]
+    params: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SearchSettings:
+        try:
+            return cls._from_config(cfg)
+        except SearchConfigError:
+            raise
+        except SettingsError as err:
+            raise SearchConfigError(str(err)) from None
+
+    @classmethod
+    def _from_config(cls, cfg: Any) -> SearchSettings:
+        s = "search"
+        c = _section(cfg, s)
+        _keys(c, s, {f.name for f in fields(cls)})
+        params = c["params"] if c["params"] is not None else {}
+        if not isinstance(params, Mapping):
+            raise SearchConfigError(f"{s}.params must be a mapping of parameters, got {params!r}")
+        overrides = _list(c["overrides"])
+        return cls(
+            study_name=_typed(s, "study_name", c["study_name"], str),
+            n_trials=_typed(s, "n_trials", c["n_trials"], int, minimum=1),
+            direction=_typed(s, "direction", c["direction"], str, choices=DIRECTIONS),
+            metric=_typed(s, "metric", c["metric"], str),
+            seed=_typed(s, "seed", c["seed"], int, minimum=0, optional=True),
+            storage=_typed(s, "storage", c["storage"], str, optional=True),
+            pruning=_typed(s, "pruning", c["pruning"], bool),
+            timeout_s=_typed(s, "timeout_s", c["timeout_s"], float, minimum=0, optional=True),
+            overrides=tuple(str(o) for o in overrides),
+            params={str(k): v for k, v in params.items()},
+        )
+
+    @classmethod
+    def with_options(cls, options: Mapping[str, Any] | None) -> SearchSettings:
+        """The shipped ``configs/search/default.yaml`` with the settings of ``options``
+        (each replaced whole: ``params`` given is the whole space) put over it."""
+        base = _section(_shipped("/".join(SEARCH_CONFIG)), "search")
+        return cls.from_config({**base, **dict(options or {})})
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None) -> Any:

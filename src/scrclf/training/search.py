@@ -44,7 +44,7 @@ from scrclf.errors import SearchConfigError  # noqa: F401 (re-exported)
 logger = logging.getLogger(__name__)
 
 PARAM_TYPES = ("float", "int", "categorical")
-DIRECTIONS = ("maximize", "minimize")
+DIRECTIONS = settings.DIRECTIONS
 
 
 # ------------------------------------------------------------------------- the space
@@ -174,13 +174,15 @@ def _storage_url(storage: str | None) -> str | None:
 
 
 def run_search(
-    search_cfg: Mapping[str, Any],
+    search_cfg: Mapping[str, Any] | settings.SearchSettings,
     train_overrides: Sequence[str] = (),
     config_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run a study; each trial is a full training run in ``<out_dir>/trial_NNN``.
 
+    ``search_cfg`` is a search config: settings it leaves out come from the shipped
+    ``configs/search/default.yaml`` (a ``params`` given is the whole space).
     ``train_overrides`` apply to every trial (before ``search_cfg.overrides`` and the
     sampled values). ``out_dir`` defaults to ``<paths.log_dir>/search/<study_name>/<time>``.
     Returns the summary also written to ``<out_dir>/search.json``.
@@ -190,15 +192,18 @@ def run_search(
     from scrclf.training import train
 
     config_dir = Path(config_dir) if config_dir else settings.config_dir()
-    params = dict(search_cfg.get("params") or {})
+    search = (
+        search_cfg
+        if isinstance(search_cfg, settings.SearchSettings)
+        else settings.SearchSettings.with_options(search_cfg)
+    )
+    params = dict(search.params)
     check_space(params)
-    direction = str(search_cfg.get("direction", "maximize"))
-    if direction not in DIRECTIONS:
-        raise SearchConfigError(f"search.direction must be one of {DIRECTIONS}, got {direction!r}")
-    metric = str(search_cfg.get("metric", "at_default_decisions.validation.mean_macro_f1"))
-    n_trials = int(search_cfg.get("n_trials", 20))
-    study_name = str(search_cfg.get("study_name", "scrclf"))
-    base = [*train_overrides, *(search_cfg.get("overrides") or [])]
+    direction = search.direction
+    metric = search.metric
+    n_trials = search.n_trials
+    study_name = search.study_name
+    base = [*train_overrides, *search.overrides]
 
     # Fail on a bad key or value before the first trial trains.
     probe = compose_config(config_dir, [*base, *_first_values(params)])
@@ -213,16 +218,16 @@ def run_search(
 
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        if search_cfg.get("pruning")
+        if search.pruning
         else optuna.pruners.NopPruner()
     )
     study = optuna.create_study(
         study_name=study_name,
-        storage=_storage_url(search_cfg.get("storage")),
+        storage=_storage_url(search.storage),
         load_if_exists=True,
         direction=cast(Literal["maximize", "minimize"], direction),  # checked above
         pruner=pruner,
-        sampler=optuna.samplers.TPESampler(seed=search_cfg.get("seed")),
+        sampler=optuna.samplers.TPESampler(seed=search.seed),
     )
 
     def objective(trial) -> float:
@@ -245,15 +250,14 @@ def run_search(
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         started = time.time()
-        summary = train(cfg, run_dir=run_dir, report=report if search_cfg.get("pruning") else None)
+        summary = train(cfg, run_dir=run_dir, report=report if search.pruning else None)
         trial.set_user_attr("train_s", time.time() - started)
         return metric_value(summary, metric)
 
-    timeout = search_cfg.get("timeout_s")
     study.optimize(
         objective,
         n_trials=n_trials,
-        timeout=float(timeout) if timeout else None,
+        timeout=search.timeout_s or None,
         catch=(RuntimeError, MemoryError),
     )
     summary = summarize(study, metric, params)
