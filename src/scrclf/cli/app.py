@@ -36,11 +36,10 @@ from scrclf import atomic
 from scrclf.data.records import (
     CSV_FIELD_LIMIT,
     DataError,
-    DuplicateKeyError,
     duplicate_column,
     has_visible_text,
+    json_object,
     line_of_offset,
-    unique_keys,
 )
 from scrclf.errors import ScrClfError, SettingsError, one_line
 from scrclf.inference.classifier import (
@@ -116,22 +115,7 @@ def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        try:
-            obj = json.loads(raw, object_pairs_hook=unique_keys)
-        except DuplicateKeyError as err:
-            raise DataError(
-                f"key '{err.key}' appears twice in one object", source, number
-            ) from None
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"invalid JSON ({err.msg} at column {err.colno})", source, number
-            ) from None
-        except RecursionError:
-            raise DataError("invalid JSON (nested too deeply)", source, number) from None
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"each line must be a JSON object, got {type(obj).__name__}", source, number
-            )
+        obj = json_object(raw, source, number)
         if "text" not in obj:
             raise DataError("missing 'text'", source, number, "text")
         yield _check_item(source, number, obj["text"], obj.get("finding"), obj.get("id"))

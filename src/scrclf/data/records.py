@@ -99,27 +99,29 @@ def _decode(raw: bytes, path: Path) -> str:
         ) from None
 
 
+def json_object(raw: str, source: str | Path, line: int) -> dict[str, Any]:
+    """One JSONL line as an object, or a :class:`DataError` naming ``source`` and ``line``
+    (invalid JSON, a key given twice, nesting too deep, or not an object)."""
+    try:
+        obj = json.loads(raw, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as err:
+        raise DataError(f"key '{err.key}' appears twice in one object", source, line) from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"invalid JSON ({err.msg} at column {err.colno})", source, line) from None
+    except RecursionError:
+        raise DataError("invalid JSON (nested too deeply)", source, line) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"each line must be a JSON object, got {type(obj).__name__}", source, line)
+    return obj
+
+
 def _read_jsonl(path: Path) -> list[Record]:
     text = _decode(path.read_bytes(), path)
     records = []
     for lineno, line in enumerate(LINE_BREAK.split(text), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line, object_pairs_hook=unique_keys)
-        except DuplicateKeyError as err:
-            raise DataError(f"key '{err.key}' appears twice in one object", path, lineno) from None
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"invalid JSON ({err.msg} at column {err.colno})", path, lineno
-            ) from None
-        except RecursionError:
-            raise DataError("invalid JSON (nested too deeply)", path, lineno) from None
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"each line must be a JSON object, got {type(obj).__name__}", path, lineno
-            )
-        records.append(Record(obj, str(path), lineno))
+        records.append(Record(json_object(line, path, lineno), str(path), lineno))
     return records
 
 
