@@ -126,15 +126,7 @@ class TrainerSettings:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainerSettings:
         s = "trainer"
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise SettingsError(
-                f"unknown setting {s}.{unknown[0]}; known: {', '.join(sorted(known))}"
-            )
-        missing = sorted(known - set(cfg))
-        if missing:
-            raise SettingsError(f"{s}.{missing[0]} is missing from the trainer config")
+        _keys(cfg, s, {f.name for f in fields(cls)})
         c = cfg
         return cls(
             name=_typed(s, "name", c["name"], str),

@@ -538,12 +538,7 @@ def load_splits(
             raise DataError(f"split '{split}' has no records (data.splits.{split})", files[split])
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
-    check_splits(
-        out,
-        id_column=data_cfg.get("id_column", "id"),
-        group_column=data_cfg.get("group_column"),
-        text_column=data_cfg.get("text_column", "text"),
-    )
+    _check_loaded_splits(out, data_cfg)
     return out
 
 
@@ -557,6 +552,19 @@ def validation_kwargs(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def _check_loaded_splits(
+    splits: Mapping[str, Sequence[Record]], data_cfg: Mapping[str, Any]
+) -> None:
+    """:func:`check_splits` with the data config's column names."""
+    kwargs = validation_kwargs(data_cfg)
+    check_splits(
+        splits,
+        id_column=kwargs["id_column"],
+        group_column=kwargs["group_column"],
+        text_column=kwargs["text_column"],
+    )
+
+
 def _load_hub(data_cfg, tasks, wanted):  # pragma: no cover - needs network
     import datasets
 
@@ -567,12 +575,7 @@ def _load_hub(data_cfg, tasks, wanted):  # pragma: no cover - needs network
         records = [Record(r, f"{data_cfg['hub_name']}[{split}]", i) for i, r in enumerate(rows, 1)]
         validate_records(records, tasks, **validation_kwargs(data_cfg))
         out[split] = records
-    check_splits(
-        out,
-        id_column=data_cfg.get("id_column", "id"),
-        group_column=data_cfg.get("group_column"),
-        text_column=data_cfg.get("text_column", "text"),
-    )
+    _check_loaded_splits(out, data_cfg)
     return out
 
 
