@@ -129,3 +129,92 @@ def test_package_import_registers_model_type():
 def test_bad_task_specs_are_rejected(bad, match):
     with pytest.raises(TaskConfigError, match=match):
         TaskSet.from_config([bad])
+
+
+# ----------------------------------------------------------------------------- wide part
+
+
+@pytest.fixture(scope="module")
+def wide_model(tiny_model_cfg, tasks):
+    cfg = dict(tiny_model_cfg, wide={"buckets": 2048, "ngrams": 2})
+    torch.manual_seed(0)
+    model = build_model(cfg, tasks, max_length=64).eval()
+    with torch.no_grad():
+        model.wide.weight.normal_()
+    return model
+
+
+def test_wide_part_starts_at_zero_and_adds_to_every_head(tiny_model_cfg, tasks, batch):
+    cfg = dict(tiny_model_cfg, wide={"buckets": 512, "ngrams": 1})
+    model = build_model(cfg, tasks, max_length=64).eval()
+    assert model.wide.weight.shape == (512, sum(t.num_labels for t in tasks))
+    assert float(model.wide.weight.detach().abs().sum()) == 0.0
+    with torch.no_grad():
+        before = model(**batch).logits
+        model.wide.weight.fill_(0.5)
+        after = model(**batch).logits
+    for b, a in zip(before, after, strict=True):
+        assert torch.all(a > b)
+
+
+def test_wide_part_ignores_padding(wide_model, batch):
+    one = {k: v[:1] for k, v in batch.items()}
+    length = int(one["attention_mask"].sum())
+    trimmed = {k: v[:, :length] for k, v in one.items()}
+    with torch.no_grad():
+        padded = wide_model.wide_logits(one["input_ids"], one["attention_mask"])
+        alone = wide_model.wide_logits(trimmed["input_ids"], trimmed["attention_mask"])
+    assert torch.allclose(padded, alone, atol=1e-6)
+
+
+def test_wide_bigrams_tell_word_order_apart(wide_model):
+    ids = torch.tensor([[101, 2000, 3000, 102], [101, 3000, 2000, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        out = wide_model.wide_logits(ids, mask)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_wide_part_learns_at_the_head_rate(wide_model):
+    groups = wide_model.param_groups(1e-5, 0.01, head_learning_rate=1e-3)
+    wide_group = [g for g in groups if any(p is wide_model.wide.weight for p in g["params"])]
+    assert wide_group and wide_group[0]["lr"] == 1e-3
+
+
+def test_wide_model_saves_and_reloads(wide_model, batch, tmp_path):
+    wide_model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.wide == {"buckets": 2048, "ngrams": 2}
+    with torch.no_grad():
+        for a, b in zip(wide_model(**batch).logits, loaded(**batch).logits, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "wide, message",
+    [
+        ({"buckets": 0}, "buckets"),
+        ({"buckets": 10, "ngrams": 3}, "ngrams"),
+        ({"buckets": 10, "size": 4}, "unknown keys"),
+        ("yes", "mapping"),
+    ],
+)
+def test_bad_wide_settings_are_refused(wide, message):
+    with pytest.raises(scrclf.errors.SettingsError, match=message):
+        ScrClfConfig(wide=wide)
+
+
+def test_wide_model_exports_to_onnx_with_the_same_logits(wide_model, batch, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from scrclf.export.onnx import export_onnx
+
+    export_onnx(wide_model, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    feeds = {k: v.numpy() for k, v in batch.items()}
+    outputs = session.run(None, feeds)
+    with torch.no_grad():
+        expected = wide_model(**batch).logits
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)

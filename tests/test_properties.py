@@ -241,16 +241,17 @@ def _check_item(clf, item: dict) -> None:
     assert [scores[lab] for lab in labels] == sorted((scores[lab] for lab in labels), reverse=True)
     thresholds = dict(zip(themes_task.labels, themes_task.decision_thresholds(), strict=True))
     margin = {lab: scores[lab] - thresholds[lab] for lab in themes_task.labels}
-    above = {lab for lab in themes_task.labels if margin[lab] >= 0}
-    if above:
-        assert set(labels) <= above
-        assert len(labels) == min(len(above), themes_task.max_labels)
-        dropped = above - set(labels)
-        if dropped:
-            assert min(margin[lab] for lab in labels) >= max(margin[lab] for lab in dropped)
-    else:  # nothing reaches its threshold: the top-scoring theme is taken
-        assert labels == [max(scores, key=scores.get)]
-        assert scores[labels[0]] == max(scores.values())
+    top = max(scores, key=scores.get)
+    # the top-scoring theme is always the primary; the others must reach their thresholds
+    assert labels[0] == top
+    above = {lab for lab in themes_task.labels if margin[lab] >= 0} | {top}
+    assert set(labels) <= above
+    assert len(labels) == min(len(above), themes_task.max_labels)
+    dropped = above - set(labels)
+    if dropped:
+        assert min(margin[lab] for lab in labels if lab != top) >= max(
+            margin[lab] for lab in dropped
+        )
     for name in ("evidence", "action_strength"):
         entry = item[name]
         probs = entry["scores"]

@@ -2,8 +2,13 @@
 
 Everything here is plain NumPy so that the torch path, the ONNX path and evaluation apply
 exactly the same rule: ``p = sigmoid(logit / T)`` (multi-label) or ``softmax(logit / T)``
-(single-label); a multi-label class is on when ``p >= threshold``; if none is on, the
-highest-scoring label is taken (every recommendation has at least one theme).
+(single-label); a multi-label class is on when ``p >= threshold``, and the highest-scoring
+label is always on: every recommendation has a primary theme (codebook), and the primary is
+the top score. At most ``max_labels`` stay on, the highest margins over threshold first.
+
+Thresholds are tuned per label for F1 on held-out data; with ``count_calibration`` a task's
+thresholds are then moved together, by one shift in logit space, until the mean number of
+labels predicted per item matches the annotated mean (F1-optimal thresholds over-predict).
 """
 
 from __future__ import annotations
@@ -44,15 +49,15 @@ def decide_multi_label(
     at_least_one: bool = True,
     max_labels: int | None = None,
 ) -> np.ndarray:
-    """A 0/1 matrix: on where ``p >= threshold``; the top label when nothing is on."""
+    """A 0/1 matrix: on where ``p >= threshold``, and the top label always (the primary)."""
     probs = np.asarray(probs, dtype=np.float64)
     on = probs >= np.asarray(thresholds, dtype=np.float64)[None, :]
     if at_least_one and len(probs):
-        empty = ~on.any(axis=1)
-        on[empty, probs[empty].argmax(axis=1)] = True
+        on[np.arange(len(probs)), probs.argmax(axis=1)] = True
     if max_labels is not None and len(probs):
-        # keep at most max_labels, the highest margins over threshold first
+        # keep at most max_labels: the primary, then the highest margins over threshold
         margin = np.where(on, probs - np.asarray(thresholds)[None, :], -np.inf)
+        margin[np.arange(len(probs)), probs.argmax(axis=1)] = np.inf
         order = np.argsort(-margin, axis=1)
         keep = np.zeros_like(on)
         rows = np.arange(len(probs))[:, None]
@@ -107,6 +112,52 @@ def tune_thresholds(
         thresholds.append(best)
         how.append("tuned")
     return thresholds, how
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+# Calibrated thresholds stay inside this range, so no label is switched fully on or off.
+SHIFT_RANGE = (-4.0, 4.0)
+THRESHOLD_RANGE = (0.01, 0.99)
+
+
+def shift_thresholds(thresholds: Sequence[float], shift: float) -> list[float]:
+    """Thresholds moved by ``shift`` in logit space (positive: fewer labels)."""
+    moved = 1.0 / (1.0 + np.exp(-(_logit(np.asarray(thresholds)) + float(shift))))
+    return [float(t) for t in np.clip(moved, *THRESHOLD_RANGE)]
+
+
+def calibrate_label_count(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    thresholds: Sequence[float],
+    max_labels: int | None = None,
+    steps: int = 321,
+) -> tuple[list[float], float, dict[str, float]]:
+    """Shift all thresholds together until the mean labels per item match the annotations.
+
+    Returns the shifted thresholds, the shift (logit units) and the mean counts before and
+    after. The shift closest to zero wins among equally good ones.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    target = float(np.asarray(targets).astype(bool).sum(axis=1).mean())
+
+    def mean_count(shift: float) -> float:
+        moved = shift_thresholds(thresholds, shift)
+        return float(decide_multi_label(probs, moved, max_labels=max_labels).sum(axis=1).mean())
+
+    candidates = sorted(np.linspace(*SHIFT_RANGE, steps), key=lambda s: (abs(s), s))
+    best = min(candidates, key=lambda s: abs(mean_count(s) - target))
+    best = float(round(best, 6))
+    summary = {
+        "annotated_per_item": target,
+        "predicted_per_item_before": mean_count(0.0),
+        "predicted_per_item_after": mean_count(best),
+    }
+    return shift_thresholds(thresholds, best), best, summary
 
 
 def _nll(task: TaskSpec, logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
@@ -165,6 +216,12 @@ def calibrate(
         if task.is_multi_label:
             probs = probabilities(task, task_logits)
             thresholds, how = tune_thresholds(probs, task_targets, min_positives=min_positives)
+            if task.count_calibration:
+                thresholds, shift, counts = calibrate_label_count(
+                    probs, task_targets, thresholds, max_labels=task.max_labels
+                )
+                entry["count_shift"] = shift
+                entry["label_count"] = counts
             task.thresholds = thresholds
             entry["thresholds"] = dict(zip(task.labels, thresholds, strict=True))
             entry["threshold_source"] = dict(zip(task.labels, how, strict=True))

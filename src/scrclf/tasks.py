@@ -32,6 +32,9 @@ class TaskSpec:
     loss_weight: float = 1.0
     class_weighting: str = "none"
     max_labels: int | None = None
+    # Multi-label: after per-label threshold tuning, shift all thresholds together so the
+    # mean number of labels per item matches the annotations (see scrclf.calibration).
+    count_calibration: bool = False
     # Filled in by training / calibration and stored with the model.
     class_weights: list[float] | None = None
     thresholds: list[float] | None = None
@@ -64,6 +67,8 @@ class TaskSpec:
                         f"{where}: {key} has {len(value)} values for {len(self.labels)} labels"
                     )
                 setattr(self, key, [float(v) for v in value])
+        if self.count_calibration and self.type != MULTI_LABEL:
+            raise TaskConfigError(f"{where}: count_calibration applies to multi-label tasks only")
         if self.thresholds is not None and self.type != MULTI_LABEL:
             raise TaskConfigError(f"{where}: thresholds apply to multi-label tasks only")
         for label, threshold in zip(self.labels, self.thresholds or [], strict=False):

@@ -23,6 +23,29 @@ from scrclf.tasks import TaskSet
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
+# Bigram ids are hashed as ``(first * WIDE_HASH_MULTIPLIER + second) mod buckets``; the
+# multiplier is a prime larger than any vocabulary, so distinct bigrams rarely collide.
+WIDE_HASH_MULTIPLIER = 1_000_003
+WIDE_KEYS = {"buckets", "ngrams"}
+
+
+def check_wide(wide: Any) -> dict[str, int] | None:
+    """The ``wide`` setting as ``{"buckets": int, "ngrams": 1 | 2}``, or None when off."""
+    if wide is None or wide is False:
+        return None
+    if not isinstance(wide, dict):
+        raise SettingsError(f"model.wide must be null or a mapping, got {wide!r}")
+    unknown = set(wide) - WIDE_KEYS
+    if unknown:
+        raise SettingsError(
+            f"model.wide: unknown keys {sorted(unknown)}; known: {sorted(WIDE_KEYS)}"
+        )
+    buckets, ngrams = wide.get("buckets"), wide.get("ngrams", 2)
+    if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
+        raise SettingsError(f"model.wide.buckets must be a positive integer, got {buckets!r}")
+    if ngrams not in (1, 2):
+        raise SettingsError(f"model.wide.ngrams must be 1 or 2, got {ngrams!r}")
+    return {"buckets": int(buckets), "ngrams": int(ngrams)}
 
 
 class ScrClfConfig(PretrainedConfig):
@@ -38,6 +61,7 @@ class ScrClfConfig(PretrainedConfig):
         dropout: float = 0.1,
         max_seq_length: int = 256,
         text_pair: bool = True,
+        wide: dict[str, int] | None = None,
         **kwargs,
     ):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
@@ -48,6 +72,7 @@ class ScrClfConfig(PretrainedConfig):
         self.dropout = float(dropout)
         self.max_seq_length = int(max_seq_length)
         self.text_pair = bool(text_pair)
+        self.wide = check_wide(wide)
         super().__init__(**kwargs)
 
     @property
@@ -100,6 +125,12 @@ class ScrClfModel(PreTrainedModel):
         self.task_names = tasks.names
         self.dropout = nn.Dropout(config.dropout)
         self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, t.num_labels) for t in tasks})
+        self._label_counts = [t.num_labels for t in tasks]
+        # The wide part: a linear model over hashed token unigrams and bigrams, computed from
+        # the token ids inside the graph and added to the heads' logits.
+        self.wide = (
+            nn.Embedding(config.wide["buckets"], sum(self._label_counts)) if config.wide else None
+        )
         for t in tasks:
             weights = t.class_weights
             tensor = torch.tensor(weights, dtype=torch.float32) if weights else torch.empty(0)
@@ -109,7 +140,9 @@ class ScrClfModel(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear) and any(module is h for h in self.heads.values()):
+        if module is getattr(self, "wide", None):
+            module.weight.data.zero_()
+        elif isinstance(module, nn.Linear) and any(module is h for h in self.heads.values()):
             std = getattr(self.encoder.config, "initializer_range", 0.02)
             module.weight.data.normal_(mean=0.0, std=std)
             if module.bias is not None:
@@ -123,14 +156,16 @@ class ScrClfModel(PreTrainedModel):
         """Optimizer parameter groups: the one weight-decay rule every training loop uses.
 
         Weight matrices decay; biases and normalisation weights (one-dimensional, or named
-        ``norm``) do not. The heads learn at ``head_learning_rate`` when it is given.
+        ``norm``) do not. The heads and the wide part learn at ``head_learning_rate`` when it
+        is given.
         """
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
             decays = param.ndim >= 2 and "norm" not in name.lower()
-            groups.setdefault((name.startswith("heads."), decays), []).append(param)
+            is_head = name.startswith(("heads.", "wide."))
+            groups.setdefault((is_head, decays), []).append(param)
         return [
             {
                 "params": params,
@@ -164,6 +199,27 @@ class ScrClfModel(PreTrainedModel):
             return hidden[:, 0]
         return masked_mean(hidden, attention_mask)
 
+    def wide_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The wide part's logits for all tasks, ``[batch, sum of labels]``.
+
+        Each token id and (with ``ngrams: 2``) each pair of neighbouring ids picks a bucket;
+        the bucket vectors of an item are summed and divided by the square root of the
+        number of features, as a length-normalised bag of n-grams.
+        """
+        assert self.wide is not None and self.config.wide is not None
+        buckets = self.config.wide["buckets"]
+        mask = attention_mask.to(self.wide.weight.dtype)
+        ids = [torch.remainder(input_ids, buckets)]
+        weights = [mask]
+        if self.config.wide["ngrams"] >= 2:
+            pairs = input_ids[:, :-1] * WIDE_HASH_MULTIPLIER + input_ids[:, 1:]
+            ids.append(torch.remainder(pairs, buckets))
+            weights.append(mask[:, :-1] * mask[:, 1:])
+        features = torch.cat(ids, dim=1)
+        weight = torch.cat(weights, dim=1)
+        summed = (self.wide(features) * weight.unsqueeze(-1)).sum(dim=1)
+        return summed / weight.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -184,6 +240,10 @@ class ScrClfModel(PreTrainedModel):
         hidden = self.encoder(**enc_kwargs).last_hidden_state
         pooled = self.dropout(self.pool(hidden, attention_mask))
         logits = tuple(self.heads[name](pooled) for name in self.task_names)
+        if self.wide is not None:
+            wide = self.wide_logits(input_ids, attention_mask).to(logits[0].dtype)
+            parts = torch.split(wide, self._label_counts, dim=1)
+            logits = tuple(a + b for a, b in zip(logits, parts, strict=True))
 
         targets = dict(labels or {})
         targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})
