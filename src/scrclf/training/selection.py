@@ -1,0 +1,444 @@
+"""The model-selection study: train recipe variants, score them against TF-IDF, pick one.
+
+A study is a YAML file (``benchmarks/model_selection.yaml``) listing variants, each a set of
+Hydra overrides of ``configs/train.yaml`` and the seeds to train it with. For every variant
+and seed the study trains a run (or reuses a finished one), then scores it on the validation
+and test splits with review-bootstrap intervals, beside the TF-IDF baseline fitted on the
+training split with the same resamples (paired differences).
+
+Selection uses validation only: the chosen variant is the one with the best mean validation
+macro-F1 among those whose training finished within the time budget. Test figures are
+reported, never used to choose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scrclf.calibration import calibrate, decide, probabilities
+from scrclf.errors import SettingsError
+from scrclf.evaluation.bootstrap import ClusterBootstrap, interval
+from scrclf.evaluation.evaluate import (
+    EvalData,
+    data_settings,
+    load_classifier,
+    load_eval_data,
+    model_logits,
+    resolve_model,
+    score,
+)
+from scrclf.evaluation.suites import baseline_system
+from scrclf.tasks import HEADLINE, TaskSet
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("validation", "test")
+STUDY_KEYS = {"name", "baseline", "time_budget_s", "bootstrap", "variants"}
+VARIANT_KEYS = {"name", "description", "overrides", "seeds"}
+
+
+@dataclass
+class Variant:
+    name: str
+    description: str
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [42])
+
+
+@dataclass
+class Study:
+    name: str
+    variants: list[Variant]
+    baseline: str = "tfidf_logreg"
+    time_budget_s: float | None = None
+    resamples: int = 1000
+    bootstrap_seed: int = 0
+
+
+def read_study(path: str | Path) -> Study:
+    """A study file, checked: unknown keys, duplicate variant names and bad seeds are refused."""
+    import yaml
+
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SettingsError(f"{file}: cannot read the study file ({err.strerror})") from err
+    if not isinstance(raw, Mapping):
+        raise SettingsError(f"{file}: a study file is a mapping with 'variants'")
+    unknown = set(raw) - STUDY_KEYS
+    if unknown:
+        raise SettingsError(f"{file}: unknown keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
+    variants = []
+    for i, entry in enumerate(raw.get("variants") or []):
+        where = f"{file}: variants[{i}]"
+        if not isinstance(entry, Mapping) or not entry.get("name"):
+            raise SettingsError(f"{where}: each variant needs a 'name'")
+        bad = set(entry) - VARIANT_KEYS
+        if bad:
+            raise SettingsError(
+                f"{where}: unknown keys {sorted(bad)}; known: {sorted(VARIANT_KEYS)}"
+            )
+        overrides = entry.get("overrides") or []
+        seeds = entry.get("seeds") or [42]
+        if not all(isinstance(o, str) for o in overrides):
+            raise SettingsError(f"{where}: overrides must be strings like 'trainer.max_epochs=6'")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise SettingsError(f"{where}: seeds must be integers")
+        variants.append(
+            Variant(str(entry["name"]), str(entry.get("description", "")), list(overrides), seeds)
+        )
+    if not variants:
+        raise SettingsError(f"{file}: the study lists no variants")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{file}: variant names must be distinct, got {names}")
+    boot = raw.get("bootstrap") or {}
+    budget = raw.get("time_budget_s")
+    return Study(
+        name=str(raw.get("name") or file.stem),
+        variants=variants,
+        baseline=str(raw.get("baseline", "tfidf_logreg")),
+        time_budget_s=float(budget) if budget is not None else None,
+        resamples=int(boot.get("resamples", 1000)),
+        bootstrap_seed=int(boot.get("seed", 0)),
+    )
+
+
+def run_dir(runs: Path, variant: Variant, seed: int) -> Path:
+    return runs / f"{variant.name}-s{seed}"
+
+
+def is_finished(path: Path) -> bool:
+    return (path / "metrics.json").is_file() and (path / "model" / "config.json").is_file()
+
+
+def train_variant(variant: Variant, seed: int, out: Path) -> None:
+    """Train one run of a variant into ``out`` (evaluated on validation only)."""
+    from scrclf.settings import compose
+    from scrclf.training.main import train
+
+    cfg = compose(
+        "train",
+        [
+            *variant.overrides,
+            f"seed={seed}",
+            f"paths.output_dir={out}",
+            "eval_splits=[validation]",
+        ],
+    )
+    train(cfg)
+
+
+def themes_per_item(task, logits: np.ndarray) -> float:
+    return float(decide(task, probabilities(task, logits)).sum(axis=1).mean())
+
+
+def label_shares(task, logits: np.ndarray) -> np.ndarray:
+    """Share of items given each label (any position)."""
+    return decide(task, probabilities(task, logits)).mean(axis=0)
+
+
+def _summary(
+    tasks: TaskSet,
+    logits: Mapping[str, np.ndarray],
+    data: EvalData,
+    boot: ClusterBootstrap,
+    baseline: tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]],
+) -> dict[str, Any]:
+    metrics, reps = score(tasks, logits, data, boot, detailed=False)
+    base_metrics, base_reps = baseline
+    targets = data.targets(tasks)
+    out: dict[str, Any] = {HEADLINE: metrics[HEADLINE], "tasks": {}}
+    out[f"{HEADLINE}_interval"] = metrics[f"{HEADLINE}_interval"]
+    diff = reps[HEADLINE]["macro_f1"] - base_reps[HEADLINE]["macro_f1"]
+    out["gap"] = {
+        HEADLINE: [metrics[HEADLINE] - base_metrics[HEADLINE], interval(diff)],
+    }
+    for task in tasks:
+        if task.name not in metrics:
+            continue
+        m = metrics[task.name]
+        entry = {
+            "micro_f1": m["micro_f1"],
+            "macro_f1": m["macro_f1"],
+            "micro_f1_interval": m["intervals"].get("micro_f1"),
+            "macro_f1_interval": m["intervals"].get("macro_f1"),
+        }
+        for key in ("micro_f1", "macro_f1"):
+            d = reps[task.name][key] - base_reps[task.name][key]
+            entry[f"gap_{key}"] = [m[key] - base_metrics[task.name][key], interval(d)]
+        if task.is_multi_label:
+            entry["per_item"] = themes_per_item(task, logits[task.name])
+            entry["annotated_per_item"] = float(targets[task.name].sum(axis=1).mean())
+            shares = label_shares(task, logits[task.name])
+            gold = targets[task.name].mean(axis=0)
+            entry["share_gap_max"] = float(np.abs(shares - gold).max())
+            entry["share_gap_label"] = task.labels[int(np.abs(shares - gold).argmax())]
+        out["tasks"][task.name] = entry
+    return out
+
+
+def _training_record(path: Path) -> dict[str, Any]:
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    training = metrics.get("training", {})
+    return {
+        "time_to_best_s": training.get("time_to_best_s"),
+        "train_runtime_s": training.get("train_runtime_s"),
+        "epochs_run": training.get("epochs_run"),
+        "best_checkpoint": training.get("best_checkpoint"),
+        "num_threads": training.get("num_threads"),
+        "validation_at_training": metrics.get("validation", {}).get(HEADLINE),
+    }
+
+
+def run_study(
+    study: Study,
+    runs: str | Path,
+    out_dir: str | Path,
+    train: bool = True,
+    data_dir: str | Path | None = None,
+    trainer: Callable[[Variant, int, Path], None] = train_variant,
+) -> dict[str, Any]:
+    """Train what is missing, score every run, write ``results.json`` and ``results.md``.
+
+    ``runs`` holds one folder per variant and seed (``<variant>-s<seed>``); finished runs are
+    reused, so a study can be extended or resumed. ``train=False`` scores finished runs only.
+    """
+    from scrclf.atomic import write_json, write_text
+    from scrclf.settings import compose, task_set
+
+    runs, out_dir = Path(runs), Path(out_dir)
+    tasks = task_set()
+    cfg = compose("train")
+    root = Path(str(data_dir)) if data_dir is not None else Path(str(cfg.data.dir))
+    settings = data_settings(dict(cfg.data))
+    files = {s: root / str(cfg.data.splits[s]) for s in ("train", *SPLITS)}
+    data = {s: load_eval_data(f, tasks, settings, name=s) for s, f in files.items()}
+    boots = {
+        s: ClusterBootstrap(data[s].clusters()[0], study.resamples, study.bootstrap_seed)
+        for s in SPLITS
+    }
+    base = baseline_system(study.baseline, tasks, data["train"])
+    baseline_scores = {}
+    for split in SPLITS:
+        logits = base.predict(data[split])
+        baseline_scores[split] = score(tasks, logits, data[split], boots[split], detailed=False)
+
+    rows: list[dict[str, Any]] = []
+    for variant in study.variants:
+        for seed in variant.seeds:
+            path = run_dir(runs, variant, seed)
+            if not is_finished(path):
+                if not train:
+                    logger.warning("%s: not trained, skipped", path.name)
+                    continue
+                logger.info("training %s (seed %d) into %s", variant.name, seed, path)
+                trainer(variant, seed, path)
+            classifier = load_classifier(resolve_model(path), backend="torch")
+            logits = {
+                split: model_logits(
+                    classifier, data[split].texts, data[split].findings, 64, desc=split
+                )[0]
+                for split in SPLITS
+            }
+            # One decision rule for every run: temperatures, thresholds and the label-count
+            # shift are refitted on validation with the current task config.
+            run_tasks = TaskSet.from_config(classifier.tasks.to_list())
+            for task, fresh in zip(run_tasks, tasks, strict=True):
+                task.max_labels, task.count_calibration = fresh.max_labels, fresh.count_calibration
+            val_targets = data["validation"].targets(run_tasks)
+            calibrate(
+                run_tasks,
+                [logits["validation"][t.name] for t in run_tasks],
+                [val_targets[t.name] for t in run_tasks],
+            )
+            row: dict[str, Any] = {
+                "variant": variant.name,
+                "description": variant.description,
+                "overrides": variant.overrides,
+                "seed": seed,
+                "training": _training_record(path),
+            }
+            for split in SPLITS:
+                row[split] = _summary(
+                    run_tasks, logits[split], data[split], boots[split], baseline_scores[split]
+                )
+            rows.append(row)
+            logger.info(
+                "%s seed %d: validation %s %.3f, test %.3f",
+                variant.name,
+                seed,
+                HEADLINE,
+                row["validation"][HEADLINE],
+                row["test"][HEADLINE],
+            )
+    result = {
+        "study": study.name,
+        "baseline": study.baseline,
+        "time_budget_s": study.time_budget_s,
+        "bootstrap": {"resamples": study.resamples, "seed": study.bootstrap_seed},
+        "data": {s: _describe(data[s], files[s]) for s in files},
+        "baseline_scores": {
+            split: _baseline_summary(tasks, baseline_scores[split][0]) for split in SPLITS
+        },
+        "runs": rows,
+        "selected": select(rows, study.time_budget_s),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", result)
+    write_text(out_dir / "results.md", format_study(result, tasks))
+    return result
+
+
+def _describe(data: EvalData, file: Path) -> dict[str, Any]:
+    ids, missing = data.clusters()
+    return {
+        "file": file.name,
+        "n_items": len(data.records),
+        "n_reviews": int(ids.max()) + 1 - missing if len(ids) else 0,
+    }
+
+
+def _baseline_summary(tasks: TaskSet, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {HEADLINE: metrics[HEADLINE]}
+    for task in tasks:
+        if task.name in metrics:
+            out[task.name] = {
+                "micro_f1": metrics[task.name]["micro_f1"],
+                "macro_f1": metrics[task.name]["macro_f1"],
+            }
+    return out
+
+
+def variant_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant: mean validation and test headline over seeds, seed spread, time."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        out.setdefault(row["variant"], {"val": [], "test": [], "time": []})
+        entry = out[row["variant"]]
+        entry["val"].append(row["validation"][HEADLINE])
+        entry["test"].append(row["test"][HEADLINE])
+        entry["time"].append(row["training"].get("time_to_best_s"))
+    return {
+        name: {
+            "validation": float(np.mean(e["val"])),
+            "test": float(np.mean(e["test"])),
+            "test_seed_sd": float(np.std(e["test"], ddof=1)) if len(e["test"]) > 1 else None,
+            "seeds": len(e["val"]),
+            "time_to_best_s": (
+                float(np.mean([t for t in e["time"] if t is not None]))
+                if any(t is not None for t in e["time"])
+                else None
+            ),
+        }
+        for name, e in out.items()
+    }
+
+
+def select(rows: Sequence[Mapping[str, Any]], budget_s: float | None) -> dict[str, Any] | None:
+    """The variant with the best mean validation headline within the time budget."""
+    means = variant_means(rows)
+    allowed = {
+        n: m
+        for n, m in means.items()
+        if budget_s is None or (m["time_to_best_s"] is not None and m["time_to_best_s"] <= budget_s)
+    }
+    if not allowed:
+        return None
+    name = max(allowed, key=lambda n: allowed[n]["validation"])
+    return {"variant": name, "by": f"validation {HEADLINE}", **allowed[name]}
+
+
+def _ci(value: float, bounds: Sequence[float] | None, signed: bool = False) -> str:
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    if not bounds or bounds[0] is None:
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(bounds[0])}, {fmt.format(bounds[1])}]"
+
+
+def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
+    """The study as Markdown: one row per run, then the per-variant means and the choice."""
+    base = result["baseline_scores"]["test"]
+    lines = [
+        f"# Model selection: `{result['study']}`",
+        "",
+        f"Test figures with 95% review-bootstrap intervals ({result['bootstrap']['resamples']} "
+        f"resamples); gaps are paired differences to `{result['baseline']}` on the same "
+        "resamples. Selection uses validation only.",
+        "",
+        f"`{result['baseline']}` on test: {HEADLINE} {base[HEADLINE]:.3f}; "
+        + "; ".join(
+            f"{t.name} micro {base[t.name]['micro_f1']:.3f} / macro {base[t.name]['macro_f1']:.3f}"
+            for t in tasks
+            if t.name in base
+        ),
+        "",
+        "| variant | seed | val mean macro-F1 | test mean macro-F1 | themes micro-F1 | "
+        "themes micro gap | themes macro-F1 | evidence macro-F1 | action_strength macro-F1 | "
+        "themes/item (annotated) | max theme share gap | time to best (s) |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result["runs"]:
+        t = row["test"]["tasks"]
+        th = t.get("themes", {})
+        time_s = row["training"].get("time_to_best_s")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["variant"],
+                    str(row["seed"]),
+                    f"{row['validation'][HEADLINE]:.3f}",
+                    _ci(row["test"][HEADLINE], row["test"][f"{HEADLINE}_interval"]),
+                    _ci(th.get("micro_f1", float("nan")), th.get("micro_f1_interval")),
+                    _ci(*th["gap_micro_f1"], signed=True) if th else "",
+                    _ci(th.get("macro_f1", float("nan")), th.get("macro_f1_interval")),
+                    _ci(t["evidence"]["macro_f1"], t["evidence"]["macro_f1_interval"])
+                    if "evidence" in t
+                    else "",
+                    _ci(t["action_strength"]["macro_f1"], t["action_strength"]["macro_f1_interval"])
+                    if "action_strength" in t
+                    else "",
+                    f"{th['per_item']:.2f} ({th['annotated_per_item']:.2f})" if th else "",
+                    f"{th['share_gap_max']:.3f} ({th['share_gap_label']})" if th else "",
+                    f"{time_s:.0f}" if time_s is not None else "",
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "| variant | what changed | seeds | val mean macro-F1 | test mean macro-F1 (seed sd) |",
+    ]
+    lines.append("| :--- | :--- | ---: | ---: | ---: |")
+    described = {r["variant"]: r["description"] for r in result["runs"]}
+    for name, m in variant_means(result["runs"]).items():
+        sd = f" ({m['test_seed_sd']:.3f})" if m["test_seed_sd"] is not None else ""
+        lines.append(
+            f"| {name} | {described[name]} | {m['seeds']} | {m['validation']:.3f} | "
+            f"{m['test']:.3f}{sd} |"
+        )
+    chosen = result.get("selected")
+    lines.append("")
+    if chosen:
+        budget = result.get("time_budget_s")
+        within = (
+            f" among variants reaching their best checkpoint within {budget:.0f} s"
+            if budget
+            else ""
+        )
+        lines.append(
+            f"Selected by {chosen['by']}{within}: **{chosen['variant']}** "
+            f"(validation {chosen['validation']:.3f})."
+        )
+    else:
+        lines.append("No variant met the time budget.")
+    return "\n".join(lines) + "\n"

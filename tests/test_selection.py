@@ -1,0 +1,94 @@
+"""The model-selection study: study files are checked, runs are trained or reused, scored
+beside the baseline with the same resamples, and the choice is made on validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scrclf.errors import SettingsError
+from scrclf.training.selection import Variant, read_study, run_study, select
+
+
+def _study(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_study_file_is_checked(tmp_path):
+    with pytest.raises(SettingsError, match="unknown keys"):
+        read_study(_study(tmp_path, "variants: [{name: a}]\nextra: 1\n"))
+    with pytest.raises(SettingsError, match="distinct"):
+        read_study(_study(tmp_path, "variants: [{name: a}, {name: a}]\n"))
+    with pytest.raises(SettingsError, match="seeds"):
+        read_study(_study(tmp_path, "variants: [{name: a, seeds: [x]}]\n"))
+    with pytest.raises(SettingsError, match="no variants"):
+        read_study(_study(tmp_path, "name: s\n"))
+    study = read_study(
+        _study(tmp_path, "time_budget_s: 60\nvariants: [{name: a, overrides: ['seed=1']}]\n")
+    )
+    assert study.variants[0].seeds == [42] and study.time_budget_s == 60
+
+
+def test_selection_uses_validation_and_the_time_budget():
+    def row(name, val, test, time_s):
+        return {
+            "variant": name,
+            "validation": {"mean_macro_f1": val},
+            "test": {"mean_macro_f1": test},
+            "training": {"time_to_best_s": time_s},
+        }
+
+    rows = [row("fast", 0.80, 0.90, 100), row("slow", 0.85, 0.70, 900)]
+    assert select(rows, None)["variant"] == "slow"  # best validation, whatever test says
+    assert select(rows, 600)["variant"] == "fast"
+    assert select(rows, 50) is None
+
+
+def test_study_trains_missing_runs_reuses_finished_ones_and_writes_a_table(
+    tiny_run, toy_corpus, tmp_path
+):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "reused-s42")
+    trained: list[tuple[str, int]] = []
+
+    def trainer(variant: Variant, seed: int, out: Path) -> None:
+        trained.append((variant.name, seed))
+        shutil.copytree(tiny_run, out)
+
+    study = read_study(
+        _study(
+            tmp_path,
+            "bootstrap: {resamples: 50}\n"
+            "variants:\n"
+            "  - {name: reused, description: already trained}\n"
+            "  - {name: fresh, description: trained now, seeds: [1, 2]}\n",
+        )
+    )
+    result = run_study(study, runs, tmp_path / "out", data_dir=toy_corpus, trainer=trainer)
+    assert trained == [("fresh", 1), ("fresh", 2)]
+    assert [r["variant"] for r in result["runs"]] == ["reused", "fresh", "fresh"]
+    first = result["runs"][0]["test"]
+    themes = first["tasks"]["themes"]
+    assert 0 <= themes["micro_f1"] <= 1
+    low, high = themes["micro_f1_interval"]
+    assert low <= themes["micro_f1"] <= high
+    # the paired gap is the difference to the baseline's own score on the same data
+    base = result["baseline_scores"]["test"]["themes"]["micro_f1"]
+    assert themes["gap_micro_f1"][0] == pytest.approx(themes["micro_f1"] - base)
+    assert themes["per_item"] >= 1.0  # a primary theme for every item
+    saved = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert saved["selected"]["by"].startswith("validation")
+    table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "| reused | 42 |" in table and "| fresh | 2 |" in table
+    assert str(tmp_path) not in json.dumps(saved)
+
+
+def test_no_train_skips_missing_runs(tiny_run, toy_corpus, tmp_path):
+    study = read_study(_study(tmp_path, "bootstrap: {resamples: 20}\nvariants: [{name: a}]\n"))
+    result = run_study(study, tmp_path / "runs", tmp_path / "out", train=False, data_dir=toy_corpus)
+    assert result["runs"] == [] and result["selected"] is None
