@@ -241,6 +241,8 @@ class ScrClfModel(PreTrainedModel):
         pooled = self.dropout(self.pool(hidden, attention_mask))
         logits = tuple(self.heads[name](pooled) for name in self.task_names)
         if self.wide is not None:
+            if input_ids is None:
+                raise TypeError("the wide part needs input_ids")
             wide = self.wide_logits(input_ids, attention_mask).to(logits[0].dtype)
             parts = torch.split(wide, self._label_counts, dim=1)
             logits = tuple(a + b for a, b in zip(logits, parts, strict=True))

@@ -243,7 +243,7 @@ def run_study(
                 logger.info("training %s (seed %d) into %s", variant.name, seed, path)
                 trainer(variant, seed, path)
             classifier = load_classifier(resolve_model(path), backend="torch")
-            logits = {
+            logits: dict[str, dict[str, np.ndarray]] = {
                 split: model_logits(
                     classifier, data[split].texts, data[split].findings, 64, desc=split
                 )[0]
@@ -399,7 +399,7 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
                     f"{row['validation'][HEADLINE]:.3f}",
                     _ci(row["test"][HEADLINE], row["test"][f"{HEADLINE}_interval"]),
                     _ci(th.get("micro_f1", float("nan")), th.get("micro_f1_interval")),
-                    _ci(*th["gap_micro_f1"], signed=True) if th else "",
+                    _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True) if th else "",
                     _ci(th.get("macro_f1", float("nan")), th.get("macro_f1_interval")),
                     _ci(t["evidence"]["macro_f1"], t["evidence"]["macro_f1_interval"])
                     if "evidence" in t
