@@ -229,8 +229,10 @@ def run_study(
     base = baseline_system(study.baseline, tasks, data["train"])
     baseline_scores = {}
     for split in SPLITS:
-        logits = base.predict(data[split])
-        baseline_scores[split] = score(tasks, logits, data[split], boots[split], detailed=False)
+        base_logits = base.predict(data[split])
+        baseline_scores[split] = score(
+            tasks, base_logits, data[split], boots[split], detailed=False
+        )
 
     rows: list[dict[str, Any]] = []
     for variant in study.variants:
