@@ -218,3 +218,27 @@ def test_wide_model_exports_to_onnx_with_the_same_logits(wide_model, batch, tmp_
         expected = wide_model(**batch).logits
     for got, want in zip(outputs, expected, strict=True):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_layer_lr_decay_lowers_the_rate_layer_by_layer(tiny_model_cfg, tasks):
+    model = build_model(tiny_model_cfg, tasks, max_length=64)
+    groups = model.param_groups(1e-4, 0.01, head_learning_rate=1e-3, layer_lr_decay=0.5)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    # the tiny encoder has 2 layers: layer 1 at the full rate, layer 0 at half, embeddings a quarter
+    assert rate[id(named["encoder.encoder.layer.1.attention.self.query.weight"])] == 1e-4
+    assert rate[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == 5e-5
+    assert rate[id(named["encoder.embeddings.word_embeddings.weight"])] == 2.5e-5
+    assert rate[id(named["heads.themes.weight"])] == 1e-3
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    flat = model.param_groups(1e-4, 0.01)
+    assert {g["lr"] for g in flat} == {1e-4}
+
+
+def test_layer_lr_decay_outside_zero_one_is_refused():
+    from scrclf.settings import TrainerSettings
+    from tests.helpers import compose_train
+
+    cfg = compose_train(["trainer.layer_lr_decay=1.5"])
+    with pytest.raises(scrclf.errors.SettingsError, match="layer_lr_decay"):
+        TrainerSettings.from_config(cfg.trainer)

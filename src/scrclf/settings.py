@@ -103,6 +103,7 @@ class TrainerSettings:
     eval_batch_size: int
     learning_rate: float
     head_lr_scale: float | None
+    layer_lr_decay: float | None
     weight_decay: float
     warmup_ratio: float
     lr_scheduler: str
@@ -138,6 +139,9 @@ class TrainerSettings:
             learning_rate=_typed(s, "learning_rate", c["learning_rate"], float, minimum=0),
             head_lr_scale=_typed(
                 s, "head_lr_scale", c["head_lr_scale"], float, minimum=0, optional=True
+            ),
+            layer_lr_decay=_typed(
+                s, "layer_lr_decay", c["layer_lr_decay"], float, minimum=0, optional=True
             ),
             weight_decay=_typed(s, "weight_decay", c["weight_decay"], float, minimum=0),
             warmup_ratio=_typed(s, "warmup_ratio", c["warmup_ratio"], float, minimum=0),
@@ -175,6 +179,12 @@ class TrainerSettings:
             compile_buckets=c["compile_buckets"],
             cuda_graphs=_typed(s, "cuda_graphs", c["cuda_graphs"], bool),
         )
+
+    def __post_init__(self) -> None:
+        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
+            raise SettingsError(
+                f"trainer.layer_lr_decay must be in (0, 1] or null, got {self.layer_lr_decay}"
+            )
 
     @property
     def head_learning_rate(self) -> float | None:

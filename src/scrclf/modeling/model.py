@@ -9,6 +9,7 @@ directory: nothing is downloaded when a saved model is loaded.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,29 +152,60 @@ class ScrClfModel(PreTrainedModel):
             self.encoder._init_weights(module)
 
     def param_groups(
-        self, learning_rate: float, weight_decay: float, head_learning_rate: float | None = None
+        self,
+        learning_rate: float,
+        weight_decay: float,
+        head_learning_rate: float | None = None,
+        layer_lr_decay: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Optimizer parameter groups: the one weight-decay rule every training loop uses.
+        """Optimizer parameter groups: the one weight-decay and learning-rate rule of every loop.
 
         Weight matrices decay; biases and normalisation weights (one-dimensional, or named
         ``norm``) do not. The heads and the wide part learn at ``head_learning_rate`` when it
-        is given.
+        is given. With ``layer_lr_decay`` (between 0 and 1), the top encoder layer learns at
+        ``learning_rate`` and each layer below at ``layer_lr_decay`` times the one above; the
+        embeddings are one step below the lowest layer.
         """
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        depth_of = self._layer_depths() if layer_lr_decay else {}
+        top = max(depth_of.values(), default=0)
+        groups: dict[tuple[bool, bool, int], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
             decays = param.ndim >= 2 and "norm" not in name.lower()
             is_head = name.startswith(("heads.", "wide."))
-            groups.setdefault((is_head, decays), []).append(param)
-        return [
-            {
-                "params": params,
-                "weight_decay": weight_decay if decays else 0.0,
-                "lr": head_learning_rate if (is_head and head_learning_rate) else learning_rate,
-            }
-            for (is_head, decays), params in sorted(groups.items(), key=lambda kv: kv[0])
-        ]
+            depth = top if is_head else depth_of.get(name, top)
+            groups.setdefault((is_head, decays, depth), []).append(param)
+        out = []
+        for (is_head, decays, depth), params in sorted(groups.items(), key=lambda kv: kv[0]):
+            if is_head and head_learning_rate:
+                lr = head_learning_rate
+            elif layer_lr_decay:
+                lr = learning_rate * float(layer_lr_decay) ** (top - depth)
+            else:
+                lr = learning_rate
+            out.append(
+                {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": lr}
+            )
+        return out
+
+    def _layer_depths(self) -> dict[str, int]:
+        """Depth of each encoder parameter: 0 for the embeddings, i + 1 for layer i."""
+        depths: dict[str, int] = {}
+        pattern = re.compile(r"\.layers?\.(\d+)\.")
+        for name, _ in self.named_parameters():
+            if not name.startswith("encoder."):
+                continue
+            match = pattern.search(name)
+            if match:
+                depths[name] = int(match.group(1)) + 1
+            elif ".embeddings." in name:
+                depths[name] = 0
+        top = max(depths.values(), default=0)
+        for name, _ in self.named_parameters():
+            if name.startswith("encoder.") and name not in depths:
+                depths[name] = top  # final norms, relative position biases
+        return depths
 
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.get_input_embeddings()

@@ -102,6 +102,7 @@ class LeanSettings:
     base_learning_rate: float
     learning_rate: float
     head_learning_rate: float | None
+    layer_lr_decay: float | None
     lr_scaling: str
     lr_reference_batch_size: int
     warmup_ratio: float
@@ -168,6 +169,7 @@ class LeanSettings:
             head_learning_rate=(
                 scaled_learning_rate(head_lr, batch, ref, rule) if head_lr else None
             ),
+            layer_lr_decay=t.layer_lr_decay,
             lr_scaling=rule,
             lr_reference_batch_size=ref,
             warmup_ratio=t.warmup_ratio,
@@ -336,7 +338,10 @@ class LeanTrainer:
         kwargs: dict[str, Any] = {"fused": True} if settings.fused_optimizer else {}
         self.optimizer = torch.optim.AdamW(
             cast("ScrClfModel", self.model).param_groups(
-                settings.learning_rate, settings.weight_decay, settings.head_learning_rate
+                settings.learning_rate,
+                settings.weight_decay,
+                settings.head_learning_rate,
+                settings.layer_lr_decay,
             ),
             lr=settings.learning_rate,
             **kwargs,

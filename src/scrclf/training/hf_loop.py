@@ -90,8 +90,15 @@ def _trainer_class():
     from transformers import Trainer
 
     class ScrClfTrainer(Trainer):
-        def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
+        def __init__(
+            self,
+            *args,
+            head_learning_rate: float | None = None,
+            layer_lr_decay: float | None = None,
+            **kwargs,
+        ):
             self.head_learning_rate = head_learning_rate
+            self.layer_lr_decay = layer_lr_decay
             super().__init__(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
@@ -120,7 +127,10 @@ def _trainer_class():
             opt_model = self.model if model is None else model
             # The model owns its parameter groups: one weight-decay rule for every loop.
             param_groups = opt_model.param_groups(
-                self.args.learning_rate, self.args.weight_decay, self.head_learning_rate
+                self.args.learning_rate,
+                self.args.weight_decay,
+                self.head_learning_rate,
+                self.layer_lr_decay,
             )
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(
                 self.args, opt_model
@@ -207,6 +217,7 @@ def train_with_trainer(
         compute_metrics=metrics_fn(tasks),
         callbacks=callbacks,
         head_learning_rate=head_lr,
+        layer_lr_decay=settings.layer_lr_decay,
     )
     train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trained_s = time.time() - started
