@@ -81,3 +81,31 @@ def test_calibrate_records_the_count_shift_only_where_asked():
 def test_count_calibration_is_refused_for_single_label_tasks():
     with pytest.raises(TaskConfigError, match="count_calibration"):
         TaskSpec("e", "single_label", ["a", "b"], count_calibration=True)
+
+
+def test_share_tolerance_keeps_each_label_near_its_annotated_share():
+    from scrclf.calibration import tune_thresholds
+
+    rng = np.random.default_rng(2)
+    n = 1000
+    targets = (rng.uniform(size=(n, 2)) < [0.3, 0.1]).astype(int)
+    # noisy scores: the F1-optimal threshold gives label 1 to far more items than annotated
+    probs = np.clip(0.35 * targets + rng.uniform(0, 0.7, (n, 2)), 0, 1)
+    free, _ = tune_thresholds(probs, targets)
+    held, how = tune_thresholds(probs, targets, share_tolerance=0.02)
+    for j in range(2):
+        share = (probs[:, j] >= held[j]).mean()
+        assert abs(share - targets[:, j].mean()) <= 0.02 + 1e-9
+    assert abs((probs[:, 1] >= free[1]).mean() - 0.1) > 0.02
+    assert how == ["tuned within share tolerance"] * 2
+
+
+def test_share_tolerance_falls_back_to_the_closest_share():
+    from scrclf.calibration import tune_thresholds
+
+    probs = np.array([[0.9], [0.9], [0.9], [0.9], [0.9], [0.1], [0.1], [0.1]])
+    targets = np.array([[1], [1], [1], [1], [1], [1], [0], [0]])
+    # no threshold gives 6/8 items: 5/8 (any threshold in (0.1, 0.9]) is the closest share
+    thresholds, how = tune_thresholds(probs, targets, share_tolerance=0.01)
+    assert 0.1 < thresholds[0] <= 0.9
+    assert how[0].startswith("closest share")

@@ -6,7 +6,9 @@ exactly the same rule: ``p = sigmoid(logit / T)`` (multi-label) or ``softmax(log
 label is always on: every recommendation has a primary theme (codebook), and the primary is
 the top score. At most ``max_labels`` stay on, the highest margins over threshold first.
 
-Thresholds are tuned per label for F1 on held-out data; with ``count_calibration`` a task's
+Thresholds are tuned per label for F1 on held-out data, optionally only among thresholds that
+keep each label's share of items within ``share_tolerance`` of its annotated share (a profile
+that over-counts a theme would mislead its readers); with ``count_calibration`` a task's
 thresholds are then moved together, by one shift in logit space, until the mean number of
 labels predicted per item matches the annotated mean (F1-optimal thresholds over-predict).
 """
@@ -22,6 +24,8 @@ from scrclf.tasks import TaskSet, TaskSpec
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 4)
+# Finer, for thresholds that must also match a label's share of items.
+SHARE_GRID = np.round(np.arange(0.02, 0.981, 0.005), 4)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -84,15 +88,21 @@ def tune_thresholds(
     min_positives: int = 5,
     grid: np.ndarray = THRESHOLD_GRID,
     default: float = DEFAULT_THRESHOLD,
+    share_tolerance: float | None = None,
 ) -> tuple[list[float], list[str]]:
     """Per-label thresholds that maximise each label's F1 on held-out data.
 
     Labels with fewer than ``min_positives`` positives keep ``default`` (too few to tune
-    without overfitting). Ties go to the threshold closest to ``default``. Returns the
-    thresholds and, per label, how it was chosen ("tuned" or "default: n positives").
+    without overfitting). Ties go to the threshold closest to ``default``. With
+    ``share_tolerance``, only thresholds that give the label to a share of items within that
+    distance of its annotated share compete (on the finer :data:`SHARE_GRID`); where none
+    does, the threshold with the closest share is taken. Returns the thresholds and, per
+    label, how each was chosen.
     """
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets).astype(bool)
+    if share_tolerance is not None:
+        grid = SHARE_GRID
     thresholds, how = [], []
     for j in range(probs.shape[1]):
         pos = int(targets[:, j].sum())
@@ -100,17 +110,29 @@ def tune_thresholds(
             thresholds.append(float(default))
             how.append(f"default: {pos} positives")
             continue
+        gold_share = pos / len(targets)
         best, best_f1 = default, -1.0
+        closest, closest_gap = default, np.inf
         for t in sorted(grid, key=lambda g: (abs(g - default), g)):
             pred = probs[:, j] >= t
+            if share_tolerance is not None:
+                gap = abs(float(pred.mean()) - gold_share)
+                if gap < closest_gap - 1e-12:
+                    closest, closest_gap = float(t), gap
+                if gap > share_tolerance + 1e-12:
+                    continue
             tp = float((pred & targets[:, j]).sum())
             fp = float((pred & ~targets[:, j]).sum())
             fn = float((~pred & targets[:, j]).sum())
             f1 = _f1(tp, fp, fn)
             if f1 > best_f1 + 1e-12:
                 best, best_f1 = float(t), f1
-        thresholds.append(best)
-        how.append("tuned")
+        if best_f1 < 0:
+            thresholds.append(closest)
+            how.append(f"closest share: {closest_gap:.3f} from annotated")
+        else:
+            thresholds.append(best)
+            how.append("tuned" if share_tolerance is None else "tuned within share tolerance")
     return thresholds, how
 
 
@@ -215,7 +237,12 @@ def calibrate(
         entry: dict[str, Any] = {"temperature": temperature}
         if task.is_multi_label:
             probs = probabilities(task, task_logits)
-            thresholds, how = tune_thresholds(probs, task_targets, min_positives=min_positives)
+            thresholds, how = tune_thresholds(
+                probs,
+                task_targets,
+                min_positives=min_positives,
+                share_tolerance=task.share_tolerance,
+            )
             if task.count_calibration:
                 thresholds, shift, counts = calibrate_label_count(
                     probs, task_targets, thresholds, max_labels=task.max_labels

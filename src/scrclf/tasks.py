@@ -35,6 +35,9 @@ class TaskSpec:
     # Multi-label: after per-label threshold tuning, shift all thresholds together so the
     # mean number of labels per item matches the annotations (see scrclf.calibration).
     count_calibration: bool = False
+    # Multi-label: thresholds are tuned for F1 only among those that give each label to a
+    # share of held-out items within this distance of its annotated share (null: any).
+    share_tolerance: float | None = None
     # Filled in by training / calibration and stored with the model.
     class_weights: list[float] | None = None
     thresholds: list[float] | None = None
@@ -67,6 +70,14 @@ class TaskSpec:
                         f"{where}: {key} has {len(value)} values for {len(self.labels)} labels"
                     )
                 setattr(self, key, [float(v) for v in value])
+        if self.share_tolerance is not None:
+            if self.type != MULTI_LABEL:
+                raise TaskConfigError(f"{where}: share_tolerance applies to multi-label tasks only")
+            if not 0 < float(self.share_tolerance) < 1:
+                raise TaskConfigError(
+                    f"{where}: share_tolerance must be between 0 and 1, got {self.share_tolerance!r}"
+                )
+            self.share_tolerance = float(self.share_tolerance)
         if self.count_calibration and self.type != MULTI_LABEL:
             raise TaskConfigError(f"{where}: count_calibration applies to multi-label tasks only")
         if self.thresholds is not None and self.type != MULTI_LABEL:
