@@ -81,6 +81,7 @@ def test_study_trains_missing_runs_reuses_finished_ones_and_writes_a_table(
     base = result["baseline_scores"]["test"]["themes"]["micro_f1"]
     assert themes["gap_micro_f1"][0] == pytest.approx(themes["micro_f1"] - base)
     assert themes["per_item"] >= 1.0  # a primary theme for every item
+    assert 0 <= themes["primary_accuracy"] <= 1
     saved = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
     assert saved["selected"]["by"].startswith("validation")
     table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")

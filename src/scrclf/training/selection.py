@@ -182,6 +182,11 @@ def _summary(
             gold = targets[task.name].mean(axis=0)
             entry["share_gap_max"] = float(np.abs(shares - gold).max())
             entry["share_gap_label"] = task.labels[int(np.abs(shares - gold).argmax())]
+            # The codebook's primary theme is the first listed; the model's is its top score.
+            index = task.label2id()
+            primary = np.asarray([index[row[task.column][0]] for row in data.rows])
+            top = np.asarray(logits[task.name]).argmax(axis=1)
+            entry["primary_accuracy"] = float((top == primary).mean())
         out["tasks"][task.name] = entry
     return out
 
@@ -385,8 +390,9 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
         "",
         "| variant | seed | val mean macro-F1 | test mean macro-F1 | themes micro-F1 | "
         "themes micro gap | themes macro-F1 | evidence macro-F1 | action_strength macro-F1 | "
-        "themes/item (annotated) | max theme share gap | time to best (s) |",
-        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "themes/item (annotated) | max theme share gap | primary theme accuracy | "
+        "time to best (s) |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["runs"]:
         t = row["test"]["tasks"]
@@ -411,6 +417,7 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
                     else "",
                     f"{th['per_item']:.2f} ({th['annotated_per_item']:.2f})" if th else "",
                     f"{th['share_gap_max']:.3f} ({th['share_gap_label']})" if th else "",
+                    f"{th['primary_accuracy']:.3f}" if th else "",
                     f"{time_s:.0f}" if time_s is not None else "",
                 ]
             )
