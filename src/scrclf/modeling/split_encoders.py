@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import os
 import re
 import shutil
@@ -85,7 +84,9 @@ MPNET = SplitEncoder(
         "README.md",
     ),
     # upstream sentence-transformers/all-mpnet-base-v2
-    sha256={"model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},
+    sha256={
+        "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+    },
     extra="mpnet",
     aliases=("mpnet",),
 )
