@@ -120,8 +120,9 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
-        "--models", default="minilm,mpnet", help="model configs, comma-separated; the first "
-        "is the reference of the ratios"
+        "--models",
+        default="minilm,mpnet",
+        help="model configs, comma-separated; the first is the reference of the ratios",
     )
     parser.add_argument("--items", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--split", default="test")

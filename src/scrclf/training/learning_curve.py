@@ -73,9 +73,7 @@ class CurveSettings:
     def from_config(cls, cfg: Any, section: str = "learning_curve") -> CurveSettings:
         c = _section(cfg, section)
         _keys(c, section, {f for f in cls.__dataclass_fields__})
-        fractions = tuple(
-            _typed(section, "fractions", f, float) for f in _as_list(c["fractions"])
-        )
+        fractions = tuple(_typed(section, "fractions", f, float) for f in _as_list(c["fractions"]))
         if not fractions or any(not 0 < f <= 1 for f in fractions):
             raise SettingsError(
                 f"{section}.fractions must be shares in (0, 1], got {list(fractions)}"
@@ -252,8 +250,8 @@ def _train_model(
     curve: CurveSettings, data: CurveData, point: Point, train_file: Path, work: Path
 ) -> System:
     from scrclf.training import train
-    from scrclf.training.search import as_override
     from scrclf.training.run import last_complete_checkpoint
+    from scrclf.training.search import as_override
 
     run_dir = work / "runs" / f"{MODEL}_{point.key}"
     resume = last_complete_checkpoint(run_dir / "checkpoints") is not None
@@ -269,7 +267,7 @@ def _train_model(
             as_override("paths.output_dir", str(run_dir.resolve())),
             "eval_splits=[]",
             as_override("resume", resume),
-        ]
+        ],
     )
     train(cfg, run_dir=run_dir)
     return model_system(run_dir, data.tasks, name=MODEL)
@@ -335,7 +333,8 @@ def stored_point(point: Point, setup: Mapping[str, Any], out_dir: Path) -> dict[
         return None  # a damaged file is measured again
     if result.get("setup") != json.loads(json.dumps(setup)):
         differs = sorted(
-            k for k in set(setup) | set(result.get("setup") or {})
+            k
+            for k in set(setup) | set(result.get("setup") or {})
             if (result.get("setup") or {}).get(k) != json.loads(json.dumps(setup)).get(k)
         )
         raise SettingsError(
@@ -348,9 +347,7 @@ def stored_point(point: Point, setup: Mapping[str, Any], out_dir: Path) -> dict[
 # -------------------------------------------------------------------------- summary
 
 
-def summarize(
-    results: Sequence[Mapping[str, Any]], confidence: float
-) -> list[dict[str, Any]]:
+def summarize(results: Sequence[Mapping[str, Any]], confidence: float) -> list[dict[str, Any]]:
     """One row per system and share: the mean over seeds with its bootstrap interval."""
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
     for r in results:
