@@ -186,7 +186,7 @@ def load_curve_data(curve: CurveSettings, configs: Path) -> CurveData:
     from scrclf.evaluation.evaluate import resolve_dir
 
     cfg = _compose(configs, curve.train_overrides)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg = dict(_section(cfg.data, "data"))
     data_cfg["dir"] = str(resolve_dir(data_cfg["dir"]))
     files = resolve_split_files(data_cfg)
     for split in ("train", curve.eval_split):
@@ -314,7 +314,8 @@ def run_point(
         },
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic.write_json(point.path(out_dir), finite(result))
+    result = finite(result)
+    atomic.write_json(point.path(out_dir), result)
     if point.system == MODEL and not keep_runs:
         shutil.rmtree(work / "runs" / f"{MODEL}_{point.key}", ignore_errors=True)
     (work / "data" / f"{point.key}.jsonl").unlink(missing_ok=True)
@@ -331,12 +332,10 @@ def stored_point(point: Point, setup: Mapping[str, Any], out_dir: Path) -> dict[
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a damaged file is measured again
-    if result.get("setup") != json.loads(json.dumps(setup)):
-        differs = sorted(
-            k
-            for k in set(setup) | set(result.get("setup") or {})
-            if (result.get("setup") or {}).get(k) != json.loads(json.dumps(setup)).get(k)
-        )
+    expected = finite(setup)
+    found = result.get("setup") or {}
+    differs = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+    if differs:
         raise SettingsError(
             f"{path}: this point was made with other settings ({', '.join(differs)} differ); "
             "write the curve to another out_dir, or remove the points folder to start over"
@@ -429,7 +428,8 @@ def write_report(
 
     ids, _ = data.eval_data.clusters()
     rows = summarize(results, curve.bootstrap.confidence)
-    report = {
+    points = [{k: v for k, v in r.items() if k != "replicates"} for r in results]
+    report: dict[str, Any] = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {
             "fractions": list(curve.fractions),
@@ -455,12 +455,12 @@ def write_report(
         "points_planned": planned,
         "points_done": len(results),
         "rows": rows,
-        "points": [{k: v for k, v in r.items() if k != "replicates"} for r in results],
+        "points": points,
     }
     atomic.write_json(out_dir / f"{RESULT_STEM}.json", finite(report))
     atomic.write_text(out_dir / f"{RESULT_STEM}.md", markdown(report))
     if rows:
-        learning_curve_chart(rows, report["points"], out_dir / f"{RESULT_STEM}.png")
+        learning_curve_chart(rows, points, out_dir / f"{RESULT_STEM}.png")
     return report
 
 
