@@ -19,7 +19,7 @@ from scrclf.errors import EncoderNotFoundError, ModelIntegrityError, ScrClfError
 from scrclf.modeling import split_encoders
 from scrclf.modeling.encoders import build_model, resolve_path
 from scrclf.modeling.split_encoders import SplitEncoder, assemble, find_parts
-from tests.helpers import compose_train
+from tests.helpers import CONFIG_DIR, compose_train
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 DISTS = ("fake-enc-part-001", "fake-enc-part-002", "fake-enc-part-003")
@@ -107,7 +107,7 @@ def test_assembles_checks_and_loads(fake, encoder_files, tmp_path, no_network):
     cfg = compose_train(["model=tiny", "model.encoder=cache:fake-enc", "model.encoder_config=null"])
     from scrclf.settings import task_set
 
-    model = build_model(cfg.model, task_set(None), 64)
+    model = build_model(cfg.model, task_set(CONFIG_DIR / "task" / "codebook.yaml"), 64)
     assert model.encoder.config.hidden_size == 16
 
 
@@ -167,7 +167,7 @@ def test_mpnet_config_names_the_cache_and_explains_when_missing(tmp_path, monkey
     from scrclf.settings import task_set
 
     with pytest.raises(EncoderNotFoundError) as caught:
-        build_model(cfg.model, task_set(None), 64)
+        build_model(cfg.model, task_set(CONFIG_DIR / "task" / "codebook.yaml"), 64)
     message = str(caught.value)
     assert "model.encoder=cache:all-mpnet-base-v2" in message
     assert "scrclf encoder assemble all-mpnet-base-v2" in message
