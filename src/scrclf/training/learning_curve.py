@@ -308,10 +308,8 @@ def run_point(
         "macro_f1": {t: metrics[t]["macro_f1"] for t in tasks},
         "macro_f1_interval": {t: metrics[t]["intervals"]["macro_f1"] for t in tasks},
         # Per-resample values: the seeds of a share are averaged resample by resample.
-        "replicates": {
-            HEADLINE: reps[HEADLINE]["macro_f1"],
-            **{t: reps[t]["macro_f1"] for t in tasks},
-        },
+        # Rounded to 6 decimals: far below the spread between resamples.
+        "replicates": {name: np.round(reps[name]["macro_f1"], 6) for name in (HEADLINE, *tasks)},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     result = finite(result)
@@ -445,10 +443,12 @@ def write_report(
             },
         },
         "data": {
-            "train_file": str(data.train_file),
+            # names and digests, not paths: the report is meant to be committed
+            "train_file": data.train_file.name,
+            "train_file_sha256": file_sha256(data.train_file),
             "train_items": len(data.train_lines),
             "train_reviews": len(set(data.train_reviews)),
-            "eval_file": str(data.eval_data.file),
+            "eval_file": data.eval_data.file.name if data.eval_data.file else None,
             "eval_items": len(data.eval_data.records),
             "eval_reviews": int(ids.max()) + 1 if len(ids) else 0,
         },
