@@ -179,7 +179,10 @@ def run_child(kind: str, spec: dict[str, Any], timeout: float, work: Path) -> di
             "reason": f"exit status {proc.returncode} after {time.time() - started:.0f} s "
             "(see the output above)",
         }
-    return {"status": "done", **json.loads(result_file.read_text())}
+    result = json.loads(result_file.read_text())
+    if "error" in result:
+        return {"status": "failed", "reason": result["error"]}
+    return {"status": "done", **result}
 
 
 def run_throughput(args, out: Path, timeout: float) -> dict[str, Any]:
@@ -290,8 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.child:
+        from scrclf.errors import ScrClfError, one_line
+
         spec = json.loads(args.child)
-        result = CHILDREN[spec["kind"]](spec)
+        try:
+            result = CHILDREN[spec["kind"]](spec)
+        except ScrClfError as err:  # a problem to report (parts missing, bad setting)
+            result = {"error": one_line(err)}
         Path(spec["result"]).write_text(json.dumps(result, indent=2, default=float))
         return 0
 
