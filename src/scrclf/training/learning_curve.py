@@ -313,7 +313,8 @@ def run_point(
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     result = finite(result)
-    atomic.write_json(point.path(out_dir), result)
+    # one line: the file is mostly the replicates, data for this module rather than reading
+    atomic.write_text(point.path(out_dir), json.dumps(result, separators=(",", ":")) + "\n")
     if point.system == MODEL and not keep_runs:
         shutil.rmtree(work / "runs" / f"{MODEL}_{point.key}", ignore_errors=True)
     (work / "data" / f"{point.key}.jsonl").unlink(missing_ok=True)
