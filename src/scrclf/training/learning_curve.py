@@ -429,7 +429,8 @@ def write_report(
     rows = summarize(results, curve.bootstrap.confidence)
     points = [{k: v for k, v in r.items() if k != "replicates"} for r in results]
     report: dict[str, Any] = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # each point has its own finished_at; this is when the summary was last rewritten
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {
             "fractions": list(curve.fractions),
             "n_seeds": curve.n_seeds,
