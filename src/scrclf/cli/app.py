@@ -59,7 +59,12 @@ from scrclf.inference.classifier import (
 )
 from scrclf.version import __version__
 
-SUBCOMMAND_MODULES = ["scrclf.cli.data", "scrclf.cli.evaluate", "scrclf.cli.review"]
+SUBCOMMAND_MODULES = [
+    "scrclf.cli.data",
+    "scrclf.cli.encoders",
+    "scrclf.cli.evaluate",
+    "scrclf.cli.review",
+]
 EXIT_USAGE = 2
 INPUT_FORMATS = ("auto", "lines", "csv", "jsonl")
 OUTPUT_FORMATS = ("jsonl", "csv")

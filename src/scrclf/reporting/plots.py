@@ -261,3 +261,55 @@ def headline_chart(rows: Sequence[Mapping[str, Any]], title: str, path: str | Pa
     ax.set_xlabel("mean macro-F1 over tasks")
     ax.set_title(title, fontsize=10)
     _save(fig, path)
+
+
+def learning_curve_chart(
+    rows: Sequence[Mapping[str, Any]], points: Sequence[Mapping[str, Any]], path: str | Path
+) -> None:
+    """Mean macro-F1 against training items, one line per system with its interval band.
+
+    ``rows``: per system and share, ``system``, ``train_items``, ``mean_macro_f1`` and
+    ``mean_macro_f1_interval``; ``points``: the single runs (``system``, ``train_items``,
+    ``mean_macro_f1``), drawn as dots.
+    """
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    for i, system in enumerate(systems):
+        mine = sorted((r for r in rows if r["system"] == system), key=lambda r: r["train_items"])
+        x = [r["train_items"] for r in mine]
+        colour = _colour(i)
+        ax.plot(x, [r["mean_macro_f1"] for r in mine], marker="o", color=colour, label=system)
+        if all(r.get("mean_macro_f1_interval") for r in mine):
+            ax.fill_between(
+                x,
+                [r["mean_macro_f1_interval"][0] for r in mine],
+                [r["mean_macro_f1_interval"][1] for r in mine],
+                color=colour,
+                alpha=0.15,
+                linewidth=0,
+            )
+        runs = [p for p in points if p["system"] == system]
+        ax.scatter(
+            [p["train_items"] for p in runs],
+            [p["mean_macro_f1"] for p in runs],
+            s=10,
+            color=colour,
+            alpha=0.6,
+        )
+        for r in mine:
+            ax.annotate(
+                f"{r['fraction']:g}",
+                (r["train_items"], r["mean_macro_f1"]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+                color=colour,
+            )
+    ax.set_xlabel("training items (label: share of the training reviews)")
+    ax.set_ylabel("mean macro-F1 over tasks")
+    ax.set_title("Learning curve: mean over seeds, band = review-bootstrap interval", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
