@@ -672,6 +672,9 @@ class EvaluateSettings:
     backend: str
     batch_size: int
     bootstrap: BootstrapSettings
+    # The column map of ``file`` and ``validation_file`` (checked by
+    # scrclf.data.columns.ColumnMap.from_config).
+    columns: Mapping[str, Any] | str | None
 
     @classmethod
     def from_config(cls, cfg: Any) -> EvaluateSettings:
@@ -692,6 +695,7 @@ class EvaluateSettings:
             backend=_typed(s, "backend", c["backend"], str, choices=BACKENDS),
             batch_size=_typed(s, "batch_size", c["batch_size"], int, minimum=1),
             bootstrap=BootstrapSettings.from_config(c["bootstrap"], f"{s}.bootstrap"),
+            columns=c["columns"],
         )
 
     @staticmethod

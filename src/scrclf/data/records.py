@@ -236,7 +236,7 @@ def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Re
             if owner
             else f"unknown label '{value}'"
         )
-        close = _closest(value, task.labels)
+        close = closest_label(value, task.labels)
         suggestion = f" (did you mean '{close}'?)" if close else ""
         parts = [p.strip() for p in value.split(",")]
         if task.is_multi_label and len(parts) > 1 and all(p in task.labels for p in parts):
@@ -246,11 +246,18 @@ def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Re
         )
 
 
-def _closest(value: str, options: Sequence[str]) -> str | None:
+def label_key(value: str) -> str:
+    """A label as compared: case-folded, with spaces, hyphens and underscores as one ``_``."""
+    return re.sub(r"[\s_\-]+", "_", str(value).strip().casefold()).strip("_")
+
+
+def closest_label(value: str, options: Sequence[str]) -> str | None:
+    """The option ``value`` most likely means (compared as :func:`label_key`), or None."""
     import difflib
 
-    match = difflib.get_close_matches(value, options, n=1, cutoff=0.75)
-    return match[0] if match else None
+    keys = {label_key(o): o for o in options}
+    match = difflib.get_close_matches(label_key(value), list(keys), n=1, cutoff=0.6)
+    return keys[match[0]] if match else None
 
 
 def has_visible_text(text: str) -> bool:
@@ -275,7 +282,7 @@ def unicode_problem(text: str) -> str | None:
     return None
 
 
-def _label_list(value: str) -> list[Any]:
+def label_list(value: str) -> list[Any]:
     """A multi-label cell given as a string: a JSON list, or labels separated by ';'."""
     stripped = value.strip()
     if stripped.startswith("[") and stripped.endswith("]"):
@@ -405,7 +412,7 @@ def validate_records(
                 if isinstance(value, str):
                     # Spreadsheets hold lists as "a;b" (or as a JSON list): accepted in every
                     # format.
-                    value = _label_list(value)
+                    value = label_list(value)
                     row[task.column] = value
                 if not isinstance(value, list):
                     raise DataError(

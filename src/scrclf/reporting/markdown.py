@@ -280,6 +280,18 @@ def render_evaluation(
     recal = result.get("recalibration")
     if recal:
         out += render_recalibration(recal)
+    files = result.get("items")
+    if files:
+        out += [
+            "## Per-item predictions",
+            "",
+            f"Every item with its id, review, text, and per task the gold and predicted "
+            f"labels, the score of every label and whether it is right: "
+            f"[{files['csv']}]({files['csv']}), [{files['jsonl']}]({files['jsonl']}). "
+            f"The errors the model was surest of, per task: [{files['errors']}]"
+            f"({files['errors']}).",
+            "",
+        ]
     if result.get("profile"):
         out += ["## Profile", "", f"See [{result['profile']}]({result['profile']}).", ""]
     return "\n".join(out).rstrip() + "\n"
