@@ -1,0 +1,156 @@
+"""Column maps and label normalisation for files in an evaluator's own schema."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from scrclf.data.columns import ColumnMap, apply_column_map, check_columns, normalise_labels
+from scrclf.data.records import Record, closest_label, validate_records
+from scrclf.errors import DataError, SettingsError
+from scrclf.settings import data_columns, task_set
+from tests.helpers import toy_rows
+
+EVALUATOR_COLUMNS = {
+    "id": "ref",
+    "review_id": "review",
+    "text": "recommendation",
+    "finding": "rationale",
+    "themes": "theme_codes",
+    "evidence": "evidence_basis",
+    "action_strength": "strength",
+}
+SPELLING = {"none_stated": "None Stated", "local_data": "local-data", "strong": "STRONG"}
+
+
+def evaluator_rows(n_reviews: int = 4, per_review: int = 9, seed: int = 5) -> list[dict]:
+    """Toy recommendations renamed into an evaluator's columns and label spellings."""
+    out = []
+    for row in toy_rows(n_reviews, per_review, seed, "EV"):
+        mapped = {EVALUATOR_COLUMNS[k]: v for k, v in row.items() if k in EVALUATOR_COLUMNS}
+        mapped["theme_codes"] = ";".join(row["themes"])
+        mapped["evidence_basis"] = SPELLING.get(row["evidence"], row["evidence"])
+        mapped["strength"] = SPELLING.get(row["action_strength"], row["action_strength"])
+        out.append(mapped)
+    return out
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+EVALUATOR_MAP = {
+    "id": "ref",
+    "text": "recommendation",
+    "finding": "rationale",
+    "review": "review",
+    "labels": {"themes": "theme_codes", "evidence": "evidence_basis", "action_strength": "strength"},
+}
+
+
+def test_map_from_options_file_and_config_agree(tmp_path):
+    (tmp_path / "map.yaml").write_text(
+        "id: ref\ntext: recommendation\nfinding: rationale\nreview: review\n"
+        "labels:\n  themes: theme_codes\n  evidence: evidence_basis\n  action_strength: strength\n"
+    )
+    from_file = ColumnMap.from_file(tmp_path / "map.yaml")
+    from_options = ColumnMap.from_options(
+        None,
+        [
+            "id=ref",
+            "text=recommendation",
+            "finding=rationale",
+            "review=review",
+            "themes=theme_codes",
+            "evidence=evidence_basis",
+            "action_strength=strength",
+        ],
+    )
+    from_config = ColumnMap.from_config(EVALUATOR_MAP)
+    assert from_file == from_options == from_config
+    # options override the file
+    merged = ColumnMap.from_options(tmp_path / "map.yaml", ["id=other"], ["evidence:NS=none_stated"])
+    assert merged.id == "other" and merged.text == "recommendation"
+    assert merged.label_map == {"evidence": {"NS": "none_stated"}}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ColumnMap.from_options(None, ["id"]), "KEY=NAME"),
+        (lambda: ColumnMap.from_options(None, [], ["evidence=x"]), "TASK:CODE=LABEL"),
+        (lambda: ColumnMap.from_config({"idd": "ref"}), "unknown setting columns.idd"),
+    ],
+)
+def test_bad_maps_are_refused(make, message):
+    with pytest.raises(SettingsError, match=message):
+        make()
+
+
+def test_unknown_task_in_a_map_gets_a_suggestion():
+    cmap = ColumnMap.from_options(None, ["theme=theme_codes"])
+    with pytest.raises(SettingsError, match="did you mean 'themes'"):
+        cmap.renames(data_columns(), task_set())
+
+
+def test_applied_map_renames_and_labels_are_normalised():
+    tasks = task_set()
+    rows = evaluator_rows()
+    records = [Record(dict(r), "ev.csv", i + 2) for i, r in enumerate(rows)]
+    mapped = apply_column_map(records, ColumnMap.from_config(EVALUATOR_MAP), data_columns(), tasks)
+    assert set(mapped[0].data) == {
+        "id", "review_id", "text", "finding", "themes", "evidence", "action_strength",
+    }  # fmt: skip
+    notes = normalise_labels(mapped, tasks, {})
+    assert any("'None Stated' as 'none_stated'" in n for n in notes)
+    assert any("'STRONG' as 'strong'" in n for n in notes)
+    assert validate_records(mapped, tasks, require_group=False) == tasks.names
+    # the original records are untouched
+    assert "ref" in records[0].data
+
+
+def test_label_map_translates_codes_and_checks_targets():
+    tasks = task_set()
+    recs = [Record({"evidence": "NS"}, "f", 1), Record({"evidence": "res"}, "f", 2)]
+    notes = normalise_labels(recs, tasks, {"evidence": {"NS": "none_stated", "RES": "research"}})
+    assert [r.data["evidence"] for r in recs] == ["none_stated", "research"]
+    assert notes
+    with pytest.raises(SettingsError, match="did you mean 'none_stated'"):
+        normalise_labels(recs, tasks, {"evidence": {"NS": "none stated!"}})
+
+
+def test_unknown_label_says_did_you_mean():
+    assert closest_label("None Stated", ["research", "none_stated"]) == "none_stated"
+    tasks = task_set()
+    rec = Record(
+        {"id": "1", "text": "Do the thing well.", "evidence": "nonestatd"}, "f.csv", 2
+    )
+    with pytest.raises(DataError, match="did you mean 'none_stated'"):
+        validate_records([rec], tasks, require_labels=False, require_group=False)
+
+
+def test_missing_id_column_names_the_columns_and_the_option(tmp_path):
+    records = [Record({"ref": "a", "text": "x y z"}, "ev.csv", 2)]
+    with pytest.raises(DataError, match=r"no 'id' column; the file has \['ref', 'text'\].*--column id=NAME"):
+        check_columns(records, data_columns(), "ev.csv")
+    with pytest.raises(DataError, match="no column 'reference'"):
+        apply_column_map(
+            records, ColumnMap(id="reference"), data_columns(), task_set(), "ev.csv"
+        )
+
+
+def test_map_file_in_json(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(EVALUATOR_MAP | {"label_map": {"evidence": {"NS": "none_stated"}}}))
+    cmap = ColumnMap.from_file(path)
+    assert cmap.labels["evidence"] == "evidence_basis"
+    assert cmap.label_map == {"evidence": {"NS": "none_stated"}}
+    (tmp_path / "bad.yaml").write_text("- a\n- b\n")
+    with pytest.raises(DataError, match="must hold a mapping"):
+        ColumnMap.from_file(tmp_path / "bad.yaml")

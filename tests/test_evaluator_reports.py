@@ -1,0 +1,72 @@
+"""An evaluator's own file: column maps through the commands, per-item predictions, the
+worst errors, and warnings on small samples."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from scrclf.cli.app import main
+from tests.test_columns import EVALUATOR_MAP, evaluator_rows, write_csv
+
+MAP_OPTIONS = [
+    "--column", "id=ref", "--column", "text=recommendation", "--column", "finding=rationale",
+    "--column", "review=review", "--column", "themes=theme_codes",
+    "--column", "evidence=evidence_basis", "--column", "action_strength=strength",
+]  # fmt: skip
+
+
+def test_evaluate_an_evaluators_file(tiny_run, tmp_path, capsys, no_network):
+    rows = evaluator_rows()  # 36 recommendations from four reviews
+    data = write_csv(tmp_path / "mine.csv", rows)
+    assert main(["evaluate", "--model", str(tiny_run), "--file", str(data)]) == 2
+    assert "no 'id' column" in capsys.readouterr().err
+
+    out = tmp_path / "report"
+    argv = ["evaluate", "--model", str(tiny_run), "--file", str(data), "--out", str(out)]
+    assert main([*argv, "--resamples", "50", "--no-plots", *MAP_OPTIONS]) == 0
+    err = capsys.readouterr().err
+    assert "fewer than 10" in err and "'None Stated' as 'none_stated'" in err
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bootstrap"]["warning"].startswith("intervals rest on 4 reviews")
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["id"] for r in table] == [r["ref"] for r in rows]
+    assert [r["review"] for r in table] == [r["review"] for r in rows]
+    assert [r["text"] for r in table] == [r["recommendation"] for r in rows]
+    items = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for item, row in zip(items, table, strict=True):
+        ev = item["evidence"]
+        assert ev["correct"] == (ev["gold"] == ev["predicted"])
+        assert row["evidence_correct"] == str(ev["correct"])
+        assert abs(sum(ev["scores"].values()) - 1) < 1e-6
+        th = item["themes"]
+        assert th["correct"] == (set(th["gold"]) == set(th["predicted"]))
+        assert (th["error_confidence"] is None) == th["correct"]
+    # the worst errors are the wrong items the model was surest of, surest first
+    errors = (out / "errors.md").read_text()
+    wrong = sorted(
+        (it for it in items if not it["evidence"]["correct"]),
+        key=lambda it: -it["evidence"]["error_confidence"],
+    )
+    n_wrong = len(wrong)
+    assert f"## evidence: {n_wrong} of {len(items)} items wrong" in errors
+    if wrong:
+        section = errors.split("## evidence")[1].split("## ")[0]
+        assert f"{wrong[0]['evidence']['error_confidence']:.3f} | {wrong[0]['id']} |" in section
+    report = (out / "report.md").read_text()
+    assert "predictions.csv" in report and "fewer than 10" in report
+
+
+def test_map_file_works_for_profile_and_evaluate(tiny_run, tmp_path, capsys, no_network):
+    data = write_csv(tmp_path / "mine.csv", evaluator_rows())
+    cmap = tmp_path / "columns.json"
+    cmap.write_text(json.dumps(EVALUATOR_MAP))
+    assert main(["profile", "--file", str(data), "--columns", str(cmap)]) == 0
+    printed = capsys.readouterr().out
+    assert "none_stated" in printed and "None Stated" not in printed
+    out = tmp_path / "r"
+    argv = ["evaluate", "--model", str(tiny_run), "--file", str(data), "--columns", str(cmap)]
+    assert main([*argv, "--out", str(out), "--resamples", "20", "--no-plots"]) == 0
+    assert (out / "errors.md").is_file()
