@@ -50,7 +50,11 @@ EVALUATOR_MAP = {
     "text": "recommendation",
     "finding": "rationale",
     "review": "review",
-    "labels": {"themes": "theme_codes", "evidence": "evidence_basis", "action_strength": "strength"},
+    "labels": {
+        "themes": "theme_codes",
+        "evidence": "evidence_basis",
+        "action_strength": "strength",
+    },
 }
 
 
@@ -75,7 +79,9 @@ def test_map_from_options_file_and_config_agree(tmp_path):
     from_config = ColumnMap.from_config(EVALUATOR_MAP)
     assert from_file == from_options == from_config
     # options override the file
-    merged = ColumnMap.from_options(tmp_path / "map.yaml", ["id=other"], ["evidence:NS=none_stated"])
+    merged = ColumnMap.from_options(
+        tmp_path / "map.yaml", ["id=other"], ["evidence:NS=none_stated"]
+    )
     assert merged.id == "other" and merged.text == "recommendation"
     assert merged.label_map == {"evidence": {"NS": "none_stated"}}
 
@@ -128,21 +134,19 @@ def test_label_map_translates_codes_and_checks_targets():
 def test_unknown_label_says_did_you_mean():
     assert closest_label("None Stated", ["research", "none_stated"]) == "none_stated"
     tasks = task_set()
-    rec = Record(
-        {"id": "1", "text": "Do the thing well.", "evidence": "nonestatd"}, "f.csv", 2
-    )
+    rec = Record({"id": "1", "text": "Do the thing well.", "evidence": "nonestatd"}, "f.csv", 2)
     with pytest.raises(DataError, match="did you mean 'none_stated'"):
         validate_records([rec], tasks, require_labels=False, require_group=False)
 
 
 def test_missing_id_column_names_the_columns_and_the_option(tmp_path):
     records = [Record({"ref": "a", "text": "x y z"}, "ev.csv", 2)]
-    with pytest.raises(DataError, match=r"no 'id' column; the file has \['ref', 'text'\].*--column id=NAME"):
+    with pytest.raises(
+        DataError, match=r"no 'id' column; the file has \['ref', 'text'\].*--column id=NAME"
+    ):
         check_columns(records, data_columns(), "ev.csv")
     with pytest.raises(DataError, match="no column 'reference'"):
-        apply_column_map(
-            records, ColumnMap(id="reference"), data_columns(), task_set(), "ev.csv"
-        )
+        apply_column_map(records, ColumnMap(id="reference"), data_columns(), task_set(), "ev.csv")
 
 
 def test_map_file_in_json(tmp_path):

@@ -70,3 +70,77 @@ def test_map_file_works_for_profile_and_evaluate(tiny_run, tmp_path, capsys, no_
     argv = ["evaluate", "--model", str(tiny_run), "--file", str(data), "--columns", str(cmap)]
     assert main([*argv, "--out", str(out), "--resamples", "20", "--no-plots"]) == 0
     assert (out / "errors.md").is_file()
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _predict(capsys, model, *argv):
+    code = main(["predict", "--model", str(model), "--no-progress", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_with_a_column_map_keeps_id_review_and_text(tiny_export, tmp_path, capsys):
+    rows = evaluator_rows(1, 3, 2)
+    data = write_csv(tmp_path / "mine.csv", rows)
+    code, out, err = _predict(capsys, tiny_export.export_dir, "--input", str(data))
+    assert code == 2 and "no 'text' column" in err and "--column text=NAME" in err
+    code, out, err = _predict(
+        capsys, tiny_export.export_dir, "--input", str(data), *MAP_OPTIONS[:8]
+    )
+    assert code == 0, err
+    got = [json.loads(line) for line in out.splitlines()]
+    assert [(g["id"], g["review"], g["text"]) for g in got] == [
+        (r["ref"], r["review"], r["recommendation"]) for r in rows
+    ]
+    # the same rows as TSV, written as CSV
+    tsv = tmp_path / "mine.tsv"
+    tsv.write_text(
+        "ref\treview\trecommendation\n"
+        + "".join(f"{r['ref']}\t{r['review']}\t{r['recommendation']}\n" for r in rows)
+    )
+    code, out, err = _predict(
+        capsys, tiny_export.export_dir, "--input", str(tsv), "--output-format", "csv",
+        "--column", "id=ref", "--column", "review=review", "--column", "text=recommendation",
+    )  # fmt: skip
+    assert code == 0, err
+    table = list(csv.DictReader(out.splitlines()))
+    assert [(t["id"], t["review"], t["text"]) for t in table] == [
+        (g["id"], g["review"], g["text"]) for g in got
+    ]
+
+
+def test_predict_refuses_headers_unknown_formats_and_empty_input(
+    tiny_export, tmp_path, capsys, monkeypatch
+):
+    import io
+    import sys
+
+    model = tiny_export.export_dir
+    monkeypatch.setattr(sys, "stdin", io.StringIO("id,text\n1,Train the staff well.\n"))
+    code, out, err = _predict(capsys, model)
+    assert code == 2 and out == ""
+    assert "<stdin>:1: the first line looks like a CSV header" in err and "--format csv" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("id,text\n1,Train the staff well.\n"))
+    code, out, err = _predict(capsys, model, "--format", "csv")
+    assert code == 0 and json.loads(out)["id"] == "1"
+
+    odd = tmp_path / "recs.dat"
+    odd.write_text("Train the staff well.\n")
+    code, _, err = _predict(capsys, model, "--input", str(odd))
+    assert code == 2 and "unknown input format (suffix '.dat')" in err
+    assert _predict(capsys, model, "--input", str(odd), "--format", "lines")[0] == 0
+
+    text_with_header = tmp_path / "recs.txt"
+    text_with_header.write_text("text\nTrain the staff well.\n")
+    code, _, err = _predict(capsys, model, "--input", str(text_with_header))
+    assert code == 2 and "looks like a CSV header" in err
+
+    for name, content in (("empty.txt", ""), ("blank.jsonl", "\n\n"), ("header.csv", "id,text\n")):
+        (tmp_path / name).write_text(content)
+        code, _, err = _predict(capsys, model, "--input", str(tmp_path / name))
+        assert code == 2 and "no recommendations in the input" in err, name
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = _predict(capsys, model)
+    assert code == 2 and "<stdin>: no recommendations" in err
