@@ -322,7 +322,9 @@ def read_items(path: str, fmt: str = "auto", columns: InputColumns | None = None
         lines: Iterable[str] = stream
         if fmt == "auto":
             head = list(itertools.islice(stream, 1))
-            by_content = path == STDIO or (_is_stream(path) and not Path(path).suffix)
+            by_content = path == STDIO or (
+                _is_stream(path) and Path(path).suffix.lower() not in SUFFIX_FORMATS
+            )
             fmt = detect_format(
                 STDIO if by_content else path, head[0] if head else None, columns, source
             )
