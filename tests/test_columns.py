@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,52 @@ def test_map_file_in_json(tmp_path):
     (tmp_path / "bad.yaml").write_text("- a\n- b\n")
     with pytest.raises(DataError, match="must hold a mapping"):
         ColumnMap.from_file(tmp_path / "bad.yaml")
+
+
+def test_data_validate_a_single_file_with_a_map(tmp_path, capsys):
+    from scrclf.cli.app import main
+
+    rows = evaluator_rows()
+    rows[0]["addressee"] = "childrens_social_care"  # corpus-only fields are not checked
+    for row in rows:
+        if row["strength"] == "STRONG":
+            row["strength"] = "intermediate"
+    data = write_csv(tmp_path / "mine.csv", rows)
+    assert main(["data", "validate", str(data)]) == 2
+    assert "no 'id' column" in capsys.readouterr().err
+    argv = ["data", "validate", str(data), "--column", "id=ref", "--column", "text=recommendation"]
+    argv += ["--column", "review=review", "--column", "evidence=evidence_basis"]
+    argv += ["--column", "action_strength=strength", "--column", "themes=theme_codes"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{data}: 36 items from 4 reviews" in out
+    assert "'None Stated' as 'none_stated'" in out
+    assert "no item labelled strong (action_strength)" in out
+    assert "fewer than 10 reviews" in out
+    assert out.rstrip().endswith("file OK (with the warnings above)")
+    assert main([*argv, "--strict"]) == 1
+    capsys.readouterr()
+    rows[3]["evidence_basis"] = "Nun Stated"
+    write_csv(data, rows)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:5: field 'evidence': unknown label 'Nun Stated'" in err
+    assert "did you mean 'none_stated'" in err
+
+
+def test_corpus_validation_warns_on_labels_missing_from_a_split(tmp_path, capsys):
+    import shutil
+
+    from scrclf.cli.app import main
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "scr_recs", corpus)
+    test = [json.loads(line) for line in (corpus / "test.jsonl").read_text().splitlines()]
+    for row in test:
+        if row["action_strength"] == "strong":
+            row["action_strength"] = "intermediate"
+    (corpus / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    assert main(["data", "validate", str(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "split 'test' has no item labelled strong (action_strength)" in out
+    assert out.rstrip().endswith("corpus OK (with the warnings above)")

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scrclf.cli.columns import add_column_options, column_map
 from scrclf.data.corpus import (
     agreement_by_group,
     double_coding_agreement,
     format_agreement,
     format_agreement_by_group,
+    format_file_report,
     format_report,
     validate_corpus,
+    validate_file,
 )
+from scrclf.data.records import SUPPORTED_SUFFIXES
 from scrclf.evaluation.corpus_checks import check_corpus, format_checks
 from scrclf.evaluation.difficulty import difficulty
 from scrclf.settings import task_set
@@ -20,7 +24,24 @@ from scrclf.settings import task_set
 
 def _cmd_validate(args) -> int:
     tasks = task_set(args.tasks)
-    report = validate_corpus(args.corpus_dir, tasks, near_dup_threshold=args.near_dup)
+    path = args.corpus_dir
+    cmap = column_map(args)
+    if path.is_file() or (not path.exists() and path.suffix.lower() in SUPPORTED_SUFFIXES):
+        file_report = validate_file(path, tasks, cmap)
+        print(
+            json.dumps(file_report.to_dict(), indent=2)
+            if args.json
+            else format_file_report(file_report)
+        )
+        if args.strict and file_report.warnings:
+            print(f"scrclf: error: {len(file_report.warnings)} warnings (--strict)")
+            return 1
+        print("file OK" + (" (with the warnings above)" if file_report.warnings else ""))
+        return 0
+    if not cmap.is_empty:
+        print("scrclf: error: --column/--columns/--label apply to a single file, not a corpus")
+        return 2
+    report = validate_corpus(path, tasks, near_dup_threshold=args.near_dup)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -28,7 +49,7 @@ def _cmd_validate(args) -> int:
     if args.strict and report.near_duplicates:
         print(f"scrclf: error: {len(report.near_duplicates)} near-duplicate pairs (--strict)")
         return 1
-    print("corpus OK")
+    print("corpus OK" + (" (with the warnings above)" if report.warnings else ""))
     return 0
 
 
@@ -82,9 +103,13 @@ def register_cli(subparsers) -> None:
     data = subparsers.add_parser("data", help="corpus tools")
     sub = data.add_subparsers(dest="data_command", required=True)
     val = sub.add_parser(
-        "validate", help="check a corpus directory (schema, labels, splits, duplicates, lengths)"
+        "validate",
+        help="check a corpus directory (schema, labels, splits, duplicates, lengths), or one "
+        "annotated file as evaluate reads it",
     )
-    val.add_argument("corpus_dir", type=Path)
+    val.add_argument(
+        "corpus_dir", type=Path, metavar="PATH", help="a corpus directory or one annotated file"
+    )
     val.add_argument(
         "--tasks",
         type=Path,
@@ -97,8 +122,13 @@ def register_cli(subparsers) -> None:
         default=0.6,
         help="Jaccard threshold on word 3-grams for near-duplicate pairs (default 0.6)",
     )
-    val.add_argument("--strict", action="store_true", help="fail when near-duplicates are found")
+    val.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when near-duplicates are found (a corpus) or on any warning (a file)",
+    )
     val.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_column_options(val)
     val.set_defaults(func=_cmd_validate)
     agr = sub.add_parser("agreement", help="inter-annotator agreement of a double-coding file")
     agr.add_argument("file", type=Path)
