@@ -208,3 +208,55 @@ def test_corpus_validation_warns_on_labels_missing_from_a_split(tmp_path, capsys
     out = capsys.readouterr().out
     assert "split 'test' has no item labelled strong (action_strength)" in out
     assert out.rstrip().endswith("corpus OK (with the warnings above)")
+
+
+# ------------------------------------------------------------------ model as a coder
+
+
+def test_predictions_as_a_coder_beside_the_humans(tmp_path, capsys):
+    from scrclf.cli.app import main
+    from scrclf.data.agreement import agreement
+    from scrclf.evaluation.human_agreement import read_double_coding
+
+    root = Path(__file__).resolve().parents[1] / "data" / "scr_recs"
+    lines = (root / "annotation" / "double_coding.jsonl").read_text().splitlines()[:120]
+    double = tmp_path / "double.jsonl"
+    double.write_text("\n".join(lines) + "\n")
+    tasks = task_set()
+    coders = read_double_coding(double)
+    # a "model" that codes exactly as coder B, written as `scrclf predict` JSONL
+    preds = tmp_path / "preds.jsonl"
+    with preds.open("w") as fh:
+        for item, labels in coders["coder_b"].items():
+            row = {"id": item, "review": item.split("-")[0], "line": 1, "text": "x"}
+            row["themes"] = {"labels": labels["themes"], "primary": labels["themes"][0]}
+            row["evidence"] = {"label": labels["evidence"]}
+            row["action_strength"] = {"label": labels["action_strength"]}
+            fh.write(json.dumps(row) + "\n")
+    argv = ["data", "agreement", str(double), "--predictions", str(preds), "--json"]
+    assert main([*argv, "--resamples", "200"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    pairs = {tuple(p["coders"]): p["tasks"] for p in result["pairs"]}
+    assert list(pairs) == [
+        ("coder_a", "coder_b"), ("model", "coder_a"), ("model", "coder_b"), ("model", "adjudicated"),
+    ]  # fmt: skip
+    humans = agreement(coders["coder_a"], coders["coder_b"], tasks)
+    assert pairs[("coder_a", "coder_b")]["evidence"]["kappa"]["value"] == pytest.approx(
+        humans["evidence"]["kappa"]
+    )
+    assert pairs[("coder_a", "coder_b")]["themes"]["primary_kappa"]["value"] == pytest.approx(
+        humans["themes"]["primary_kappa"]
+    )
+    assert pairs[("coder_a", "coder_b")]["themes"]["mean_label_kappa"]["value"] == pytest.approx(
+        humans["themes"]["mean_label_kappa"]
+    )
+    assert pairs[("model", "coder_b")]["action_strength"]["kappa"]["value"] == pytest.approx(1)
+    model_a = pairs[("model", "coder_a")]["action_strength"]["kappa"]
+    assert model_a["value"] == pytest.approx(humans["action_strength"]["kappa"])
+    lo, hi = model_a["interval"]
+    assert lo < model_a["value"] < hi  # reviews resampled: a real interval
+    assert result["n_reviews"] == len({i.split("-")[0] for i in coders["coder_b"]})
+    # the readable table
+    assert main([*argv[:-1], "--resamples", "50"]) == 0
+    table = capsys.readouterr().out
+    assert "| model vs coder A |" in table and "| coder A vs coder B (human) |" in table

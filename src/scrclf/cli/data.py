@@ -17,6 +17,7 @@ from scrclf.data.corpus import (
     validate_file,
 )
 from scrclf.data.records import SUPPORTED_SUFFIXES
+from scrclf.evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from scrclf.evaluation.corpus_checks import check_corpus, format_checks
 from scrclf.evaluation.difficulty import difficulty
 from scrclf.settings import task_set
@@ -75,6 +76,8 @@ def _cmd_difficulty(args) -> int:
 
 def _cmd_agreement(args) -> int:
     tasks = task_set(args.tasks)
+    if args.predictions:
+        return _model_agreement(args, tasks)
     if args.by_style:
         groups = agreement_by_group(args.file, args.by_style, tasks)
         print(
@@ -83,6 +86,28 @@ def _cmd_agreement(args) -> int:
         return 0
     result = double_coding_agreement(args.file, tasks)
     print(json.dumps(result, indent=2) if args.json else format_agreement(result, tasks))
+    return 0
+
+
+def _model_agreement(args, tasks) -> int:
+    from scrclf.data.corpus import SPLITS
+    from scrclf.data.records import read_records
+    from scrclf.evaluation.human_agreement import (
+        format_model_agreement,
+        model_agreement,
+        read_predictions,
+    )
+
+    coder, reviews = read_predictions(args.predictions, tasks)
+    if args.corpus:
+        for split in SPLITS:
+            path = args.corpus / f"{split}.jsonl"
+            for rec in read_records(path) if path.is_file() else []:
+                reviews.setdefault(str(rec.data.get("id")), rec.data.get("review_id"))
+    result = model_agreement(
+        args.file, coder, tasks, reviews, resamples=args.resamples, seed=args.seed
+    )
+    print(json.dumps(result, indent=2) if args.json else format_model_agreement(result, tasks))
     return 0
 
 
@@ -130,8 +155,30 @@ def register_cli(subparsers) -> None:
     val.add_argument("--json", action="store_true", help="print the report as JSON")
     add_column_options(val)
     val.set_defaults(func=_cmd_validate)
-    agr = sub.add_parser("agreement", help="inter-annotator agreement of a double-coding file")
+    agr = sub.add_parser(
+        "agreement",
+        help="inter-annotator agreement of a double-coding file; with --predictions, a "
+        "model's predictions as a coder beside the two humans",
+    )
     agr.add_argument("file", type=Path)
+    agr.add_argument(
+        "--predictions",
+        type=Path,
+        help="a model's predictions of the double-coded items (the JSONL or CSV of "
+        "`scrclf predict`, with ids): kappa model vs each coder with review-bootstrap "
+        "intervals, beside coder vs coder",
+    )
+    agr.add_argument(
+        "--corpus",
+        type=Path,
+        metavar="CORPUS_DIR",
+        help="with --predictions: look up each item's review here when the predictions "
+        "do not carry it",
+    )
+    agr.add_argument(
+        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples"
+    )
+    agr.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
     agr.add_argument("--json", action="store_true", help="print the result as JSON")
     agr.add_argument(

@@ -663,14 +663,7 @@ def evaluate(
         settings_tasks[RECALIBRATED] = refit
         recal_log = {"validation": validation.describe(), "changes": _changes(tasks, refit, fitted)}
 
-    decisions: dict[str, Any] = {}
-    for setting, setting_tasks in settings_tasks.items():
-        metrics, _ = score(setting_tasks, logits, dataset, boot, confidence)
-        decisions[setting] = {
-            "description": SETTING_DESCRIPTIONS[setting],
-            "tasks": _decision_summary(setting_tasks),
-            "metrics": metrics,
-        }
+    decisions = score_decisions(settings_tasks, logits, dataset, boot, confidence)
     if recal_log is not None:
         stored, refit = decisions[CALIBRATED]["metrics"], decisions[RECALIBRATED]["metrics"]
         recal_log["delta"] = {
@@ -683,21 +676,14 @@ def evaluate(
         }
         recal_log["delta"][HEADLINE] = refit[HEADLINE] - stored[HEADLINE]
 
-    result: dict[str, Any] = {
-        "scrclf_version": __version__,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "model": {
-            "path": str(source.path),
-            "model_dir": str(source.model_dir),
-            "kind": source.kind,
-            "name": source.name,
-            "backend": classifier.backend,
-        },
-        "data": dataset.describe(),
-        "headline": HEADLINE,
-        "bootstrap": boot.describe(confidence),
-        "decisions": decisions,
+    model_info = {
+        "path": str(source.path),
+        "model_dir": str(source.model_dir),
+        "kind": source.kind,
+        "name": source.name,
+        "backend": classifier.backend,
     }
+    result = report_result(model_info, dataset, boot, confidence, decisions)
     if recal_log is not None:
         result["recalibration"] = recal_log
     result = finite(result)
@@ -722,6 +708,44 @@ def evaluate(
             result, out_dir, tasks, plots=plots, profile_result=profile_result, items=items
         )
     return result
+
+
+def score_decisions(
+    settings_tasks: Mapping[str, TaskSet],
+    logits: Mapping[str, np.ndarray],
+    dataset: EvalData,
+    boot: ClusterBootstrap,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, Any]:
+    """Detailed metrics with intervals at each decision setting (``calibrated``, ...)."""
+    decisions: dict[str, Any] = {}
+    for setting, setting_tasks in settings_tasks.items():
+        metrics, _ = score(setting_tasks, logits, dataset, boot, confidence)
+        decisions[setting] = {
+            "description": SETTING_DESCRIPTIONS[setting],
+            "tasks": _decision_summary(setting_tasks),
+            "metrics": metrics,
+        }
+    return decisions
+
+
+def report_result(
+    model: Mapping[str, Any],
+    dataset: EvalData,
+    boot: ClusterBootstrap,
+    confidence: float,
+    decisions: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``metrics.json`` of a report folder (without recalibration and profile)."""
+    return {
+        "scrclf_version": __version__,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "model": dict(model),
+        "data": dataset.describe(),
+        "headline": HEADLINE,
+        "bootstrap": boot.describe(confidence),
+        "decisions": dict(decisions),
+    }
 
 
 def write_report(
