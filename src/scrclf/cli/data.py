@@ -175,9 +175,7 @@ def register_cli(subparsers) -> None:
         help="with --predictions: look up each item's review here when the predictions "
         "do not carry it",
     )
-    agr.add_argument(
-        "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples"
-    )
+    agr.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     agr.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     agr.add_argument("--tasks", type=Path, default=None, help="task config YAML")
     agr.add_argument("--json", action="store_true", help="print the result as JSON")
