@@ -144,3 +144,65 @@ def test_predict_refuses_headers_unknown_formats_and_empty_input(
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     code, _, err = _predict(capsys, model)
     assert code == 2 and "<stdin>: no recommendations" in err
+
+
+# ------------------------------------------------------------------ evaluate metric
+
+
+def test_the_evaluate_metric_module_scores_the_project_way(tiny_run, toy_corpus, no_network):
+    import evaluate
+    import numpy as np
+    import pytest
+
+    import scrclf
+    from scrclf.evaluation.evaluate import load_eval_data, score
+    from scrclf.evaluation.metrics import compute_metrics, flatten
+    from scrclf.inference.classifier import read_tasks
+
+    model_dir = tiny_run / "model"
+    clf = scrclf.load(model_dir)
+    tasks = clf.tasks
+    data = load_eval_data(toy_corpus / "test.jsonl", tasks)
+    logits = dict(zip(tasks.names, clf.logits(data.texts, data.findings), strict=True))
+    predictions = [
+        {n: np.asarray(logits[n][i]).tolist() for n in tasks.names} for i in range(len(data.rows))
+    ]
+    references = [{t.name: row[t.column] for t in tasks} for row in data.rows]
+
+    metric = evaluate.load(scrclf.metric_path())
+    got = metric.compute(predictions=predictions, references=references, model=str(model_dir))
+    internal, _ = score(read_tasks(model_dir)[1], logits, data, detailed=False)
+    assert got["mean_macro_f1"] == pytest.approx(internal["mean_macro_f1"], abs=1e-12)
+    for key, value in flatten(internal).items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+
+    # without a model: the codebook at temperature 1 and threshold 0.5
+    plain = metric.compute(predictions=predictions, references=references)
+    from scrclf.evaluation.evaluate import default_decisions
+
+    expected = flatten(
+        compute_metrics(
+            default_decisions(read_tasks(model_dir)[1]),
+            [np.asarray(logits[n]) for n in tasks.names],
+            [data.targets(tasks)[n] for n in tasks.names],
+        )
+    )
+    assert plain == pytest.approx(expected)
+
+
+def test_the_metric_module_is_package_data():
+    import fnmatch
+    from pathlib import Path
+
+    import tomllib
+
+    import scrclf
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["package-data"]["scrclf.evaluation"]
+    script = Path(scrclf.metric_path()) / "scrclf_multitask.py"
+    assert script.is_file()
+    relative = script.relative_to(root / "src" / "scrclf" / "evaluation").as_posix()
+    assert any(fnmatch.fnmatch(relative, p) for p in patterns)
+    assert "scrclf.evaluation" in config["packages"]
