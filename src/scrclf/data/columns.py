@@ -199,7 +199,7 @@ class ColumnMap:
                 )
             out[theirs] = str(ours)
         for task, theirs in self.labels.items():
-            out[theirs] = tasks[task].column
+            out[theirs] = str(tasks[task].column)
         targets = Counter(out.values())
         twice = [c for c, n in targets.items() if n > 1]
         if twice:

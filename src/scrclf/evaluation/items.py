@@ -59,7 +59,7 @@ def item_predictions(
             task = tasks[name]
             probs, pred = decided[name]
             scores = {label: float(p) for label, p in zip(task.labels, probs[i], strict=True)}
-            gold = row[task.column]
+            gold = row[str(task.column)]
             if task.is_multi_label:
                 on = [j for j in np.argsort(-probs[i], kind="stable") if pred[i, j]]
                 predicted: Any = [task.labels[j] for j in on]

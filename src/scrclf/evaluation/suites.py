@@ -576,7 +576,9 @@ def score_suite(
         )
         results[ds.name] = {}
         for system in systems:
-            source = logits[system.name][ds.parent if ds.index is not None else ds.name]
+            source = logits[system.name][
+                (ds.parent or ds.name) if ds.index is not None else ds.name
+            ]
             metrics, r = score(
                 system.tasks, source, ds.data, ds.boot, confidence, detailed=False, index=ds.index
             )

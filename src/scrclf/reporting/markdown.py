@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scrclf.reporting.plots import MIN_BIN_COUNT
 from scrclf.tasks import HEADLINE
 
 SETTING_TITLES = {
@@ -148,7 +149,7 @@ def _reliability_rows(
         for s in settings:
             bk = bins_by_setting[s][k]
             row += [
-                bk["count"],
+                f"{bk['count']} *" if 0 < bk["count"] < MIN_BIN_COUNT else bk["count"],
                 fmt(bk["confidence"]) if bk["count"] else "",
                 fmt(bk["accuracy"]) if bk["count"] else "",
             ]
@@ -250,7 +251,8 @@ def render_evaluation(
             "",
             "Multi-label: every (item, label) probability against whether the label is "
             "true. Single-label: the top probability against whether the top label is "
-            "right.",
+            f"right. * marks a bin of fewer than {MIN_BIN_COUNT} predictions: its accuracy "
+            "is noise.",
             "",
             md_table(headers, _reliability_rows(bins)),
             "",

@@ -39,9 +39,9 @@ Returns:
 
 def _task_set(tasks=None, model=None):
     if model is not None:
-        from scrclf.inference.classifier import read_tasks
-
         from pathlib import Path
+
+        from scrclf.inference.classifier import read_tasks
 
         return read_tasks(Path(model))[1]
     from scrclf.settings import task_set
