@@ -260,3 +260,28 @@ def test_predictions_as_a_coder_beside_the_humans(tmp_path, capsys):
     assert main([*argv[:-1], "--resamples", "50"]) == 0
     table = capsys.readouterr().out
     assert "| model vs coder A |" in table and "| coder A vs coder B (human) |" in table
+
+
+def test_tsv_files_are_read_like_csv(tmp_path):
+    from scrclf.data.records import read_records
+
+    rows = evaluator_rows(1, 3, 4)
+    path = tmp_path / "mine.tsv"
+    path.write_text(
+        "ref\trecommendation\tstrength\n"
+        + "".join(f"{r['ref']}\t{r['recommendation']}\t{r['strength']}\n" for r in rows)
+    )
+    records = read_records(path)
+    assert [r.data["ref"] for r in records] == [r["ref"] for r in rows]
+    assert [r.line for r in records] == [2, 3, 4]
+
+
+def test_small_reliability_bins_are_marked():
+    from scrclf.reporting.markdown import _reliability_rows
+
+    bins = [
+        {"lower": 0.0, "upper": 0.5, "count": 3, "confidence": 0.3, "accuracy": 0.0},
+        {"lower": 0.5, "upper": 1.0, "count": 40, "confidence": 0.8, "accuracy": 0.75},
+    ]
+    rows = _reliability_rows({"stored": bins})
+    assert rows[0][1] == "3 *" and rows[1][1] == 40

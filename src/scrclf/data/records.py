@@ -26,7 +26,7 @@ from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 DEFAULT_MAX_CHARS = 20_000
 # Python's csv module refuses fields over 128 KiB by default; a long cell should reach the
 # max_chars check, which names the setting, rather than fail inside the csv module.
@@ -147,11 +147,12 @@ def _read_json(path: Path) -> list[Record]:
     return records
 
 
-def _read_csv(path: Path) -> list[Record]:
-    """Rows of a CSV file; cells stay strings (label lists are parsed by validation)."""
+def _read_csv(path: Path, delimiter: str = ",") -> list[Record]:
+    """Rows of a CSV (or, with a tab ``delimiter``, TSV) file; cells stay strings (label
+    lists are parsed by validation)."""
     text = _decode(path.read_bytes(), path)
     # strict: an unclosed quote is an error, not a cell that swallows the rows after it
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
         if reader.fieldnames is None:
@@ -200,6 +201,7 @@ _READERS = {
     ".jsonl": _read_jsonl,
     ".json": _read_json,
     ".csv": _read_csv,
+    ".tsv": lambda path: _read_csv(path, delimiter="\t"),
     ".parquet": _read_parquet,
 }
 
