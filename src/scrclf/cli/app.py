@@ -320,16 +320,17 @@ def read_items(path: str, fmt: str = "auto", columns: InputColumns | None = None
     columns = columns or InputColumns.from_map()
     with _open_input(path) as stream:
         lines: Iterable[str] = stream
-        if fmt == "auto":
-            head = list(itertools.islice(stream, 1))
-            by_content = path == STDIO or (
-                _is_stream(path) and Path(path).suffix.lower() not in SUFFIX_FORMATS
-            )
-            fmt = detect_format(
-                STDIO if by_content else path, head[0] if head else None, columns, source
-            )
-            lines = itertools.chain(head, stream)
         try:
+            if fmt == "auto":
+                by_content = path == STDIO or (
+                    _is_stream(path) and Path(path).suffix.lower() not in SUFFIX_FORMATS
+                )
+                probe = STDIO if by_content else path
+                fmt = detect_format(probe, None, columns, source)
+                if fmt == "lines":  # plain text: is its first line a header?
+                    head = list(itertools.islice(stream, 1))
+                    fmt = detect_format(probe, head[0] if head else None, columns, source)
+                    lines = itertools.chain(head, stream)
             yield from READERS[fmt](lines, source, columns)
         except UnicodeDecodeError as err:
             line = None if path == STDIO else _first_bad_utf8_line(Path(path))
