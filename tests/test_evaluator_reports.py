@@ -170,7 +170,7 @@ def test_the_evaluate_metric_module_scores_the_project_way(tiny_run, toy_corpus,
     references = [{t.name: row[t.column] for t in tasks} for row in data.rows]
 
     metric = evaluate.load(scrclf.metric_path())
-    got = metric.compute(predictions=predictions, references=references, model=str(model_dir))
+    got = metric.compute(predictions=predictions, references=references, model=str(tiny_run))
     internal, _ = score(read_tasks(model_dir)[1], logits, data, detailed=False)
     assert got["mean_macro_f1"] == pytest.approx(internal["mean_macro_f1"], abs=1e-12)
     for key, value in flatten(internal).items():

@@ -10,7 +10,8 @@ Load it offline from the installed package::
 Each prediction holds, per task, the raw scores (logits) of every label in the task
 config's order; each reference the annotated label(s). Scores become decisions exactly as
 in scrclf: ``model=PATH`` (a model or export folder) applies the temperatures and
-per-label thresholds stored with the model; without it, temperature 1 and threshold 0.5.
+per-label thresholds stored with the model (a training run, its ``model/`` folder or an
+export folder); without it, temperature 1 and threshold 0.5.
 ``tasks=PATH`` names another task config (default: the codebook shipped with scrclf).
 
 The result is :func:`scrclf.evaluation.metrics.compute_metrics` flattened to
@@ -39,11 +40,10 @@ Returns:
 
 def _task_set(tasks=None, model=None):
     if model is not None:
-        from pathlib import Path
-
+        from scrclf.evaluation.evaluate import resolve_model
         from scrclf.inference.classifier import read_tasks
 
-        return read_tasks(Path(model))[1]
+        return read_tasks(resolve_model(model).model_dir)[1]
     from scrclf.settings import task_set
 
     return task_set(tasks)
