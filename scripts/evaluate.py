@@ -35,7 +35,10 @@ def main(cfg: DictConfig) -> str:
         sys.exit(EXIT_USER_ERROR)
     import json
 
-    print(headline_line(json.loads((out / "metrics.json").read_text(encoding="utf-8"))))
+    result = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for note in result["data"]["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(headline_line(result))
     print(f"report written to {out}", flush=True)
     return str(out)
 

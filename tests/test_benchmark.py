@@ -252,16 +252,39 @@ def _smoke_cfg(corpus, out, models=(), extra=()):
     )
 
 
-def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
+def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network, capfd):
     rows = [json.loads(line) for line in (toy_corpus / "test.jsonl").read_text().splitlines()]
-    for row in rows:
-        del row["evidence"]
-    external = write_jsonl(tmp_path / "other_annotations.jsonl", rows[:30])
+    # a double-coded sample of the test split: coder A as annotated, coder B differing
+    double = []
+    for i, row in enumerate(rows[:40]):
+        a = {k: row[k] for k in ("themes", "evidence", "action_strength")}
+        b = dict(a, action_strength="weak" if i % 3 == 0 else a["action_strength"])
+        double.append({"id": row["id"], "coder_a": a, "coder_b": b})
+    double_file = write_jsonl(tmp_path / "double.jsonl", double)
+    external_rows = []
+    for row in rows[:30]:
+        renamed = {("ref" if k == "id" else k): v for k, v in row.items() if k != "evidence"}
+        renamed["action_strength"] = renamed["action_strength"].upper()
+        external_rows.append(renamed)
+    external = write_jsonl(tmp_path / "other_annotations.jsonl", external_rows)
     out = tmp_path / "bench"
-    cfg = _smoke_cfg(toy_corpus, out, [tiny_run], [f"data.external={external}"])
+    cfg = _smoke_cfg(
+        toy_corpus,
+        out,
+        [tiny_run],
+        [
+            f"data.external={external}",
+            "data.external_columns.id=ref",
+            f"agreement.file={double_file}",
+        ],
+    )
     assert cfg.suite == "smoke" and cfg.bootstrap.resamples == 100
+    capfd.readouterr()
     written = benchmark.run_benchmark(cfg, command="pytest smoke")
     assert written == out
+    err = capfd.readouterr().err
+    assert "predicting 1/" in err and f"{tiny_run.name} on test (" in err
+    assert err.rstrip().endswith("done")
     assert {p.name for p in out.iterdir()} == {
         "leaderboard.md",
         "leaderboard.json",
@@ -270,6 +293,7 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
         "suite.yaml",
         "headline.png",
         "profile",
+        "files",
     }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -286,6 +310,52 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
     ext = next(d for d in board["datasets"] if d["kind"] == "external")
     assert ext["tasks"] == ["themes", "action_strength"]
     assert any("evidence" in n for n in ext["notes"])
+    assert any("'WEAK' as 'weak'" in n for n in ext["notes"])
+    assert any("fewer than 10" in n for n in ext["notes"])  # 30 items from 2 reviews
+
+    # every evaluated file has a full report per model
+    for dataset, folder in (
+        ("test", "test"),
+        ("external:other_annotations", "external_other_annotations"),
+    ):
+        report = out / "files" / folder / tiny_run.name
+        assert {
+            "report.md",
+            "metrics.json",
+            "predictions.csv",
+            "predictions.jsonl",
+            "errors.md",
+        } <= {p.name for p in report.iterdir()}
+        assert (report / "profile" / "profile.md").is_file()
+        assert (report / "confusion_themes.png").is_file()
+        items = (report / "predictions.jsonl").read_text().splitlines()
+        assert len(items) == (30 if dataset.startswith("external") else len(rows))
+        assert f"files/{folder}/{tiny_run.name}/report.md" in (out / "leaderboard.md").read_text()
+    ext_items = [
+        json.loads(x)
+        for x in (
+            out / "files" / "external_other_annotations" / tiny_run.name / "predictions.jsonl"
+        )
+        .read_text()
+        .splitlines()
+    ]
+    assert [i["id"] for i in ext_items] == [r["ref"] for r in external_rows]
+    assert "evidence" not in ext_items[0]
+
+    # the model as a third coder beside the two humans, on the same resamples
+    agreement = board["agreement"]["systems"][tiny_run.name]
+    assert agreement["n_items"] == 40
+    pairs = {tuple(p["coders"]): p["tasks"] for p in agreement["pairs"]}
+    assert set(pairs) == {("coder_a", "coder_b"), ("model", "coder_a"), ("model", "coder_b")}
+    from sklearn.metrics import cohen_kappa_score
+
+    human = cohen_kappa_score(
+        [d["coder_a"]["action_strength"] for d in double],
+        [d["coder_b"]["action_strength"] for d in double],
+    )
+    assert pairs[("coder_a", "coder_b")]["action_strength"]["kappa"]["value"] == pytest.approx(
+        human
+    )
 
     entries = {(e["system"], e["dataset"], e["task"]): e for e in board["entries"]}
     for system in systems:
@@ -306,6 +376,8 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
     )
     lower = entries[("tfidf_logreg", "test:lowercase", "mean")]
     assert lower["change_vs_clean"]["value"] == pytest.approx(0.0)  # toy text is lower case
+    assert lower["unchanged"] is True
+    assert any(f"test:lowercase cannot change {tiny_run.name}" in n for n in board["notes"])
     assert "subset_accuracy" in entries[("prior", "test", "themes")]
     assert "accuracy" in entries[("prior", "test", "evidence")]
 
@@ -326,6 +398,8 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network):
 
     md = (out / "leaderboard.md").read_text()
     assert "## Leaderboard: `test`" in md and "## Robustness" in md and "## Slices" in md
+    assert "## Agreement with human coders" in md and "coder a vs coder b" in md.lower()
+    assert " †" in md
     assert "pytest smoke" in md
     profile = json.loads((out / "profile" / "profile.json").read_text())
     assert profile["sources"] == ["annotated", "predicted"]

@@ -20,4 +20,20 @@ def load(path, backend: str = "auto", **kwargs):
     return _load(path, backend=backend, **kwargs)
 
 
-__all__ = ["ScrClfConfig", "ScrClfModel", "TaskSet", "TaskSpec", "load", "__version__"]
+def metric_path() -> str:
+    """The folder of scrclf's multi-task ``evaluate`` metric, shipped with the package:
+    ``evaluate.load(scrclf.metric_path())`` works offline."""
+    from importlib import resources
+
+    return str(resources.files("scrclf") / "evaluation" / "metric" / "scrclf_multitask")
+
+
+__all__ = [
+    "ScrClfConfig",
+    "ScrClfModel",
+    "TaskSet",
+    "TaskSpec",
+    "load",
+    "metric_path",
+    "__version__",
+]

@@ -595,6 +595,8 @@ class BenchmarkSettings:
     train_split: str
     eval_split: str
     external: tuple[str, ...]
+    # The column map of the external files (checked by scrclf.data.columns.ColumnMap).
+    external_columns: Mapping[str, Any] | str | None
     systems: SystemsSettings
     variants: VariantSettings
     slices: SlicesSettings
@@ -604,6 +606,8 @@ class BenchmarkSettings:
     plots: bool
     report_root: str
     out_dir: str | None
+    # The double-coding file for model-vs-human agreement (None: not measured).
+    agreement_file: str | None
 
     @classmethod
     def from_config(cls, cfg: Any) -> BenchmarkSettings:
@@ -611,11 +615,11 @@ class BenchmarkSettings:
         c = _section(cfg, s)
         known = {
             "suite", "data", "systems", "datasets", "metrics", "bootstrap", "profile", "plots",
-            "report_root", "out_dir",
+            "report_root", "out_dir", "agreement",
         }  # fmt: skip
         _keys(c, s, known, ignored=BENCHMARK_OTHER)
         data = _section(c["data"], f"{s}.data")
-        for key in ("train_split", "eval_split", "external"):
+        for key in ("train_split", "eval_split", "external", "external_columns"):
             if key not in data:
                 raise SettingsError(f"{s}.data.{key} is missing from the config")
         datasets = _section(c["datasets"] if c["datasets"] is not None else {}, f"{s}.datasets")
@@ -624,6 +628,8 @@ class BenchmarkSettings:
             raise SettingsError(
                 f"unknown setting {s}.datasets.{unknown[0]}; known: slices, variants"
             )
+        agreement = _section(c["agreement"] or {"file": None}, f"{s}.agreement")
+        _keys(agreement, f"{s}.agreement", {"file"})
         metrics = tuple(str(m) for m in _list(c["metrics"]))
         if not metrics:
             raise SettingsError(f"{s}.metrics must name at least one metric")
@@ -632,6 +638,7 @@ class BenchmarkSettings:
             train_split=_typed(f"{s}.data", "train_split", data["train_split"], str),
             eval_split=_typed(f"{s}.data", "eval_split", data["eval_split"], str),
             external=tuple(str(p) for p in _list(data["external"])),
+            external_columns=data["external_columns"],
             systems=SystemsSettings.from_config(c["systems"]),
             variants=VariantSettings.from_config(datasets.get("variants")),
             slices=SlicesSettings.from_config(datasets.get("slices")),
@@ -641,6 +648,7 @@ class BenchmarkSettings:
             plots=_typed(s, "plots", c["plots"], bool),
             report_root=_typed(s, "report_root", c["report_root"], str),
             out_dir=_typed(s, "out_dir", c["out_dir"], str, optional=True),
+            agreement_file=_typed(f"{s}.agreement", "file", agreement["file"], str, optional=True),
         )
 
 
@@ -682,6 +690,9 @@ class EvaluateSettings:
     backend: str
     batch_size: int
     bootstrap: BootstrapSettings
+    # The column map of ``file`` and ``validation_file`` (checked by
+    # scrclf.data.columns.ColumnMap.from_config).
+    columns: Mapping[str, Any] | str | None
 
     @classmethod
     def from_config(cls, cfg: Any) -> EvaluateSettings:
@@ -702,6 +713,7 @@ class EvaluateSettings:
             backend=_typed(s, "backend", c["backend"], str, choices=BACKENDS),
             batch_size=_typed(s, "batch_size", c["batch_size"], int, minimum=1),
             bootstrap=BootstrapSettings.from_config(c["bootstrap"], f"{s}.bootstrap"),
+            columns=c["columns"],
         )
 
     @staticmethod

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from scrclf import atomic
+from scrclf.cli.columns import add_column_options, column_map
+from scrclf.data.columns import ColumnMap
 from scrclf.data.records import (
     CSV_FIELD_LIMIT,
     DataError,
@@ -66,7 +68,17 @@ SUBCOMMAND_MODULES = [
     "scrclf.cli.review",
 ]
 EXIT_USAGE = 2
-INPUT_FORMATS = ("auto", "lines", "csv", "jsonl")
+INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
+# Input formats by file suffix (``--format auto``); any other suffix is refused.
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "lines",
+    ".text": "lines",
+}
 OUTPUT_FORMATS = ("jsonl", "csv")
 STDIO = "-"
 STDIN_NAME = "<stdin>"
@@ -85,59 +97,170 @@ class Item:
     text: str
     finding: str | None = None
     id: str | int | None = None
+    review: str | int | None = None
 
 
-def detect_format(path: str, first_line: str | None = None) -> str:
-    """``csv`` or ``jsonl`` by file suffix (stdin: JSONL when the first line is an object)."""
+@dataclass(frozen=True)
+class InputColumns:
+    """The input's column (CSV) or key (JSONL) names: by default the corpus schema's."""
+
+    text: str
+    finding: str | None
+    id: str
+    review: str | None
+    # The names a column map gave: a CSV must have these columns.
+    given: tuple[str, ...] = ()
+
+    @classmethod
+    def from_map(cls, column_map: ColumnMap | None = None) -> InputColumns:
+        """The shipped corpus names (``configs/data/scr_recs.yaml``), overridden by a map."""
+        from scrclf.settings import data_columns
+
+        names = data_columns()
+        cmap = column_map or ColumnMap()
+        return cls(
+            text=cmap.text or names["text_column"],
+            finding=cmap.finding or names["pair_column"],
+            id=cmap.id or names["id_column"],
+            review=cmap.review or names["group_column"],
+            given=tuple(c for c in (cmap.id, cmap.finding, cmap.review) if c),
+        )
+
+
+def detect_format(
+    path: str,
+    first_line: str | None = None,
+    columns: InputColumns | None = None,
+    source: str | None = None,
+) -> str:
+    """The input format by file suffix (:data:`SUFFIX_FORMATS`); stdin: JSONL when the
+    first line is an object, else plain lines. An unknown suffix, and a first line that
+    looks like a CSV or TSV header, are errors: a header read as text would be classified
+    as a recommendation. A pipe (``source``, read as ``path`` ``-``) is told by content."""
     if path != STDIO:
         suffix = Path(path).suffix.lower()
-        return {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "lines")
-    return "jsonl" if first_line is not None and first_line.lstrip().startswith("{") else "lines"
+        if suffix not in SUFFIX_FORMATS:
+            known = ", ".join(sorted(SUFFIX_FORMATS))
+            raise DataError(
+                f"unknown input format (suffix '{suffix or '(none)'}'); name it with "
+                f"--format lines|csv|tsv|jsonl, or use a file ending in {known}",
+                path,
+            )
+        fmt = SUFFIX_FORMATS[suffix]
+    elif first_line is not None and first_line.lstrip().startswith("{"):
+        fmt = "jsonl"
+    else:
+        fmt = "lines"
+    if fmt == "lines" and first_line is not None:
+        header = header_format(first_line, columns or InputColumns.from_map())
+        if header:
+            raise DataError(
+                f"the first line looks like a {header.upper()} header "
+                f"({first_line.strip()[:60]!r}) and would be classified as a "
+                f"recommendation; pass --format {header} (or --format lines if it is text)",
+                source or (STDIN_NAME if path == STDIO else path),
+                1,
+            )
+    return fmt
 
 
-def _check_item(source: str, line: int, text: Any, finding: Any, item_id: Any) -> Item:
+def header_format(line: str, columns: InputColumns) -> str | None:
+    """``csv`` or ``tsv`` when ``line`` is a header row naming the text column, else None."""
+    for fmt, delimiter in (("tsv", "\t"), ("csv", ",")):
+        try:
+            cells = next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))
+        except (csv.Error, StopIteration):
+            continue
+        names = [c.strip().strip('"').casefold() for c in cells]
+        if columns.text.casefold() in names and (len(names) > 1 or fmt == "csv"):
+            return fmt
+    return None
+
+
+def _check_item(
+    source: str,
+    line: int,
+    text: Any,
+    finding: Any,
+    item_id: Any,
+    review: Any = None,
+    columns: InputColumns | None = None,
+) -> Item:
+    cols = columns or InputColumns.from_map()
     problem = text_problem(text)
     if problem:
-        raise DataError(problem, source, line, "text")
+        raise DataError(problem, source, line, cols.text)
     problem = finding_problem(finding)
     if problem:
-        raise DataError(problem, source, line, "finding")
-    if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, (str, int))):
-        raise DataError(
-            f"must be a string or integer, got {type(item_id).__name__}", source, line, "id"
-        )
-    return Item(line, text, finding or None, item_id)
+        raise DataError(problem, source, line, cols.finding or "finding")
+    for value, name in ((item_id, cols.id), (review, cols.review or "review")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise DataError(
+                f"must be a string or integer, got {type(value).__name__}", source, line, name
+            )
+    return Item(line, text, finding or None, item_id, review)
 
 
-def _read_lines(lines: Iterable[str], source: str) -> Iterator[Item]:
+def _read_lines(lines: Iterable[str], source: str, columns: InputColumns) -> Iterator[Item]:
     for number, raw in enumerate(lines, start=1):
         text = raw.rstrip("\r\n")
         if has_visible_text(text):  # blank lines (also invisible-only ones) separate items
-            yield _check_item(source, number, text, None, None)
+            yield _check_item(source, number, text, None, None, None, columns)
 
 
-def _read_jsonl(lines: Iterable[str], source: str) -> Iterator[Item]:
+def _read_jsonl(lines: Iterable[str], source: str, columns: InputColumns) -> Iterator[Item]:
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         obj = json_object(raw, source, number)
-        if "text" not in obj:
-            raise DataError("missing 'text'", source, number, "text")
-        yield _check_item(source, number, obj["text"], obj.get("finding"), obj.get("id"))
+        if columns.text not in obj:
+            raise DataError(
+                f"missing '{columns.text}'; the object has keys {sorted(obj)} "
+                f"(name the text key with --column text=NAME)",
+                source,
+                number,
+                columns.text,
+            )
+        yield _check_item(
+            source,
+            number,
+            obj[columns.text],
+            obj.get(columns.finding) if columns.finding else None,
+            obj.get(columns.id),
+            obj.get(columns.review) if columns.review else None,
+            columns,
+        )
 
 
-def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
+def _read_tsv(lines: Iterable[str], source: str, columns: InputColumns) -> Iterator[Item]:
+    return _read_csv(lines, source, columns, delimiter="\t")
+
+
+def _read_csv(
+    lines: Iterable[str], source: str, columns: InputColumns, delimiter: str = ","
+) -> Iterator[Item]:
     # strict: an unclosed quote is an error, not a cell that swallows the rows after it
-    reader = csv.DictReader(lines, strict=True)
+    reader = csv.DictReader(lines, strict=True, delimiter=delimiter)
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)  # long texts are truncated later
+    kind = "TSV" if delimiter == "\t" else "CSV"
     try:
         if reader.fieldnames is None:
-            raise DataError("empty CSV file (no header row)", source, 1)
+            raise DataError(f"empty {kind} file (no header row)", source, 1)
         duplicate = duplicate_column(reader.fieldnames)
         if duplicate is not None:
             raise DataError(f"column '{duplicate}' appears twice in the header", source, 1)
-        if "text" not in reader.fieldnames:
-            raise DataError(f"no 'text' column; the header has {reader.fieldnames}", source, 1)
+        if columns.text not in reader.fieldnames:
+            raise DataError(
+                f"no '{columns.text}' column; the header has {reader.fieldnames} "
+                "(name the text column with --column text=NAME)",
+                source,
+                1,
+            )
+        for name in columns.given:
+            if name not in reader.fieldnames:
+                raise DataError(
+                    f"no '{name}' column; the header has {reader.fieldnames}", source, 1
+                )
         for row in reader:
             if None in row:
                 n_cells = len(reader.fieldnames) + len(row[None])
@@ -152,9 +275,11 @@ def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
             yield _check_item(
                 source,
                 reader.line_num,
-                row.get("text"),
-                row.get("finding") or None,
-                row.get("id") or None,
+                row.get(columns.text),
+                (row.get(columns.finding) or None) if columns.finding else None,
+                row.get(columns.id) or None,
+                (row.get(columns.review) or None) if columns.review else None,
+                columns,
             )
     except csv.Error as err:
         raise DataError(f"malformed CSV ({err})", source, reader.line_num or 1) from None
@@ -162,10 +287,11 @@ def _read_csv(lines: Iterable[str], source: str) -> Iterator[Item]:
         csv.field_size_limit(previous_limit)
 
 
-READERS: dict[str, Callable[[Iterable[str], str], Iterator[Item]]] = {
+READERS: dict[str, Callable[[Iterable[str], str, InputColumns], Iterator[Item]]] = {
     "lines": _read_lines,
     "jsonl": _read_jsonl,
     "csv": _read_csv,
+    "tsv": _read_tsv,
 }
 
 
@@ -193,17 +319,24 @@ def _open_input(path: str) -> Iterator[IO[str]]:
         yield stream
 
 
-def read_items(path: str, fmt: str = "auto") -> Iterator[Item]:
+def read_items(path: str, fmt: str = "auto", columns: InputColumns | None = None) -> Iterator[Item]:
     """Stream validated items from a file or stdin (``-``)."""
     source = STDIN_NAME if path == STDIO else path
+    columns = columns or InputColumns.from_map()
     with _open_input(path) as stream:
         lines: Iterable[str] = stream
-        if fmt == "auto":
-            head = list(itertools.islice(stream, 1)) if path == STDIO else []
-            fmt = detect_format(path, head[0] if head else None)
-            lines = itertools.chain(head, stream)
         try:
-            yield from READERS[fmt](lines, source)
+            if fmt == "auto":
+                by_content = path == STDIO or (
+                    _is_stream(path) and Path(path).suffix.lower() not in SUFFIX_FORMATS
+                )
+                probe = STDIO if by_content else path
+                fmt = detect_format(probe, None, columns, source)
+                if fmt == "lines":  # plain text: is its first line a header?
+                    head = list(itertools.islice(stream, 1))
+                    fmt = detect_format(probe, head[0] if head else None, columns, source)
+                    lines = itertools.chain(head, stream)
+            yield from READERS[fmt](lines, source, columns)
         except UnicodeDecodeError as err:
             line = None if path == STDIO else _first_bad_utf8_line(Path(path))
             raise DataError(
@@ -245,13 +378,20 @@ def atomic_output(path: str) -> Iterator[IO[str]]:
 
 
 class JsonlWriter:
-    """One JSON object per line: ``id``, ``line``, then one entry per task."""
+    """One JSON object per line: ``id``, ``review``, ``line``, ``text``, then one entry per
+    task."""
 
     def __init__(self, stream: IO[str], tasks):
         self.stream = stream
 
     def write(self, item: Item, prediction: Mapping[str, Any]) -> None:
-        row = {"id": item.id, "line": item.line, **prediction}
+        row = {
+            "id": item.id,
+            "review": item.review,
+            "line": item.line,
+            "text": item.text,
+            **prediction,
+        }
         self.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -271,11 +411,12 @@ def spreadsheet_safe(value: Any) -> Any:
 
 
 class CsvWriter:
-    """``id``, ``line``; per task its label(s), the primary theme, and a score per label."""
+    """``id``, ``review``, ``line``, ``text``; per task its label(s), the primary theme, and
+    a score per label."""
 
     def __init__(self, stream: IO[str], tasks):
         self.tasks = tasks
-        header = ["id", "line"]
+        header = ["id", "review", "line", "text"]
         for task in tasks:
             header.append(task.name)
             if task.is_multi_label:
@@ -288,7 +429,12 @@ class CsvWriter:
         self.writer.writerow(header)
 
     def write(self, item: Item, prediction: Mapping[str, Any]) -> None:
-        row: list[Any] = ["" if item.id is None else spreadsheet_safe(item.id), item.line]
+        row: list[Any] = [
+            "" if item.id is None else spreadsheet_safe(item.id),
+            "" if item.review is None else spreadsheet_safe(item.review),
+            item.line,
+            spreadsheet_safe(item.text),
+        ]
         for task in self.tasks:
             entry = prediction[task.name]
             if task.is_multi_label:
@@ -315,6 +461,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise SettingsError(
             f"--output is the input file {args.input}; write the predictions to another file"
         )
+    columns = InputColumns.from_map(column_map(args))
     from_file = args.input != STDIO and not _is_stream(args.input)
     total = None
     if from_file:
@@ -322,9 +469,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # written. Pipes, FIFOs and stdin can be read only once: they are validated as they
         # stream, and an error midway still leaves no output file.
         before = _identity(args.input)
-        total = sum(1 for _ in read_items(args.input, args.format))
+        total = sum(1 for _ in read_items(args.input, args.format, columns))
         if _identity(args.input) != before:
             raise DataError("the file changed while it was read; run again", args.input)
+        if total == 0:
+            raise DataError("no recommendations in the input (the file is empty)", args.input)
     quiet_libraries()
     clf = load(args.model, backend=args.backend, quantized=args.quantized, device=args.device)
     show_progress = from_file and not args.no_progress
@@ -335,7 +484,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             tqdm(total=total, unit="item", file=sys.stderr, disable=not show_progress) as bar,
         ):
             writer = WRITERS[args.output_format](out, clf.tasks)
-            for chunk in _chunks(read_items(args.input, args.format), CHUNK_ITEMS):
+            written = 0
+            for chunk in _chunks(read_items(args.input, args.format, columns), CHUNK_ITEMS):
                 predictions = clf.predict(
                     [i.text for i in chunk], [i.finding for i in chunk], batch_size=args.batch_size
                 )
@@ -343,6 +493,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     writer.write(item, prediction)
                 out.flush()
                 bar.update(len(chunk))
+                written += len(chunk)
+            if not written:
+                source = STDIN_NAME if args.input == STDIO else args.input
+                raise DataError("no recommendations in the input (it is empty)", source)
     truncated = sum(w.message.count for w in caught if isinstance(w.message, TruncationWarning))
     if truncated:
         max_length = next(
@@ -583,8 +737,10 @@ def _add_predict(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
         help="classify recommendations from a file or stdin",
-        description="Classify recommendations. Input: plain text (one per line), CSV or JSONL "
-        "with a 'text' column/key and optional 'finding' and 'id'.",
+        description="Classify recommendations. Input: plain text (one per line, .txt), CSV, "
+        "TSV or JSONL with a 'text' column/key and optional 'finding', 'id' and 'review_id' "
+        "(other names with --column or --columns). Output: id, review, line and text, "
+        "then the predictions.",
     )
     p.add_argument("--model", required=True, help="an export folder or a run's model/ folder")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
@@ -595,7 +751,8 @@ def _add_predict(subparsers) -> None:
         "--format",
         choices=INPUT_FORMATS,
         default="auto",
-        help="input format (auto: by suffix; stdin: JSONL if it starts with '{')",
+        help="input format (auto: by suffix .txt, .csv, .tsv, .jsonl, others refused; "
+        "stdin: JSONL if it starts with '{', refused if it starts with a CSV/TSV header)",
     )
     p.add_argument(
         "--output",
@@ -605,6 +762,7 @@ def _add_predict(subparsers) -> None:
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="jsonl")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_column_options(p, labels=False)
     p.set_defaults(func=cmd_predict)
 
 

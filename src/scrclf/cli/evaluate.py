@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from scrclf import atomic
+from scrclf.cli.columns import add_column_options, column_map
 from scrclf.evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from scrclf.evaluation.domain_profile import write_profile
 from scrclf.evaluation.evaluate import (
@@ -40,16 +41,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         backend=args.backend,
         batch_size=args.batch_size,
+        columns=column_map(args),
     )
     for note in result["data"]["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(headline_line(result))
-    print(f"report written to {out}")
+    print(f"report written to {out} (per-item predictions: {out / 'predictions.csv'})")
     return 0
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    result = profile_file(args.file, args.model, backend=args.backend, batch_size=args.batch_size)
+    result = profile_file(
+        args.file,
+        args.model,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        columns=column_map(args),
+    )
     if args.out:
         with atomic.directory(args.out) as tmp:
             write_profile(result, tmp)
@@ -92,6 +100,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-plots", action="store_true", help="skip the PNG charts")
+    add_column_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
     q = subparsers.add_parser(
@@ -110,4 +119,5 @@ def register_cli(subparsers) -> None:
     )
     q.add_argument("--backend", choices=BACKENDS, default="auto")
     q.add_argument("--batch-size", type=int, default=32)
+    add_column_options(q)
     q.set_defaults(func=_cmd_profile)

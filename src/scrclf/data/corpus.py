@@ -238,8 +238,12 @@ def _check_corpus_fields(rec: Record) -> None:
             f"unknown form {form!r}; allowed: {', '.join(FORMS)}", rec.file, rec.line, "form"
         )
     if row.get("addressee") not in ADDRESSEES:
+        from scrclf.data.records import closest_label
+
+        close = closest_label(str(row.get("addressee")), ADDRESSEES)
+        hint = f" (did you mean '{close}'?)" if close else ""
         raise DataError(
-            f"unknown addressee {row.get('addressee')!r}; allowed: {', '.join(ADDRESSEES)}",
+            f"unknown addressee {row.get('addressee')!r}{hint}; allowed: {', '.join(ADDRESSEES)}",
             rec.file,
             rec.line,
             "addressee",
@@ -365,6 +369,15 @@ def validate_corpus(
                 )
             texts[norm] = rec
 
+    for split in SPLITS:
+        counts = label_counts([r.data for r in splits[split]], tasks)
+        for task in tasks:
+            absent = [label for label in task.labels if not counts[task.name][label]]
+            if absent:
+                report.warnings.append(
+                    f"split '{split}' has no item labelled {', '.join(absent)} "
+                    f"({task.name}): those labels cannot be scored there"
+                )
     report.near_duplicates = near_duplicates(rows, threshold=near_dup_threshold)
     if len(report.near_duplicates) > max_near_duplicates:
         report.warnings.append(
@@ -412,6 +425,98 @@ def validate_corpus(
         "max": int(review_sizes.max()),
     }
     return report
+
+
+@dataclass
+class FileReport:
+    """What ``scrclf data validate FILE`` found in one annotated file."""
+
+    file: str
+    n_items: int
+    n_reviews: int
+    tasks: list[str]
+    labels: dict[str, dict[str, int]]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def validate_file(
+    path: str | Path,
+    tasks: TaskSet,
+    columns: Any = None,
+    settings: Mapping[str, Any] | None = None,
+) -> FileReport:
+    """Check one annotated file as ``evaluate`` reads it: the column map applied, labels
+    normalised, every row validated (a task whose column is absent is skipped with a
+    note); labels with no item are warned about. Corpus-only fields (review type, year,
+    addressee) are not checked."""
+    from scrclf.data.columns import ColumnMap, apply_column_map, check_columns, normalise_labels
+    from scrclf.settings import data_columns
+
+    settings = dict(settings or data_columns())
+    cmap = columns or ColumnMap()
+    records = read_records(path)
+    if not records:
+        raise DataError("no records in the file", path)
+    records = apply_column_map(records, cmap, settings, tasks, path)
+    check_columns(records, settings, path)
+    notes = normalise_labels(records, tasks, cmap.label_map)
+    present = validate_records(
+        records,
+        tasks,
+        require_labels=False,
+        require_group=False,
+        id_column=settings["id_column"],
+        text_column=settings["text_column"],
+        pair_column=settings["pair_column"],
+        group_column=settings["group_column"],
+        max_chars=int(settings["max_chars"]),
+    )
+    notes += [
+        f"no '{t.column}' column: task '{t.name}' not checked"
+        for t in tasks
+        if t.name not in present
+    ]
+    group = settings["group_column"]
+    reviews = {str(r.data.get(group)) for r in records if group and r.data.get(group) is not None}
+    counts = label_counts([r.data for r in records], tasks)
+    report = FileReport(
+        str(path),
+        len(records),
+        len(reviews),
+        list(present),
+        {n: {label: counts[n][label] for label in tasks[n].labels} for n in present},
+        notes,
+    )
+    for name in present:
+        absent = [label for label, n in report.labels[name].items() if not n]
+        if absent:
+            report.warnings.append(
+                f"no item labelled {', '.join(absent)} ({name}): those labels cannot be scored"
+            )
+    missing_review = sum(1 for r in records if not group or r.data.get(group) is None)
+    if missing_review:
+        report.warnings.append(
+            f"{missing_review} items have no review id: intervals will ignore review clustering"
+        )
+    if len(reviews) < 10:
+        report.warnings.append(
+            f"{len(reviews)} reviews: intervals from fewer than 10 reviews are rough"
+        )
+    return report
+
+
+def format_file_report(report: FileReport) -> str:
+    lines = [f"{report.file}: {report.n_items} items from {report.n_reviews} reviews"]
+    for task, per_label in report.labels.items():
+        lines.append(f"{task}:")
+        lines += [f"  {label:<26} {n:>5}" for label, n in per_label.items()]
+    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
 
 
 def format_report(report: CorpusReport) -> str:

@@ -26,7 +26,7 @@ from scrclf.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 DEFAULT_MAX_CHARS = 20_000
 # Python's csv module refuses fields over 128 KiB by default; a long cell should reach the
 # max_chars check, which names the setting, rather than fail inside the csv module.
@@ -147,11 +147,12 @@ def _read_json(path: Path) -> list[Record]:
     return records
 
 
-def _read_csv(path: Path) -> list[Record]:
-    """Rows of a CSV file; cells stay strings (label lists are parsed by validation)."""
+def _read_csv(path: Path, delimiter: str = ",") -> list[Record]:
+    """Rows of a CSV (or, with a tab ``delimiter``, TSV) file; cells stay strings (label
+    lists are parsed by validation)."""
     text = _decode(path.read_bytes(), path)
     # strict: an unclosed quote is an error, not a cell that swallows the rows after it
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     previous_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
         if reader.fieldnames is None:
@@ -200,6 +201,7 @@ _READERS = {
     ".jsonl": _read_jsonl,
     ".json": _read_json,
     ".csv": _read_csv,
+    ".tsv": lambda path: _read_csv(path, delimiter="\t"),
     ".parquet": _read_parquet,
 }
 
@@ -236,7 +238,7 @@ def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Re
             if owner
             else f"unknown label '{value}'"
         )
-        close = _closest(value, task.labels)
+        close = closest_label(value, task.labels)
         suggestion = f" (did you mean '{close}'?)" if close else ""
         parts = [p.strip() for p in value.split(",")]
         if task.is_multi_label and len(parts) > 1 and all(p in task.labels for p in parts):
@@ -246,11 +248,18 @@ def _check_label_value(value: Any, task, label_owner: Mapping[str, str], rec: Re
         )
 
 
-def _closest(value: str, options: Sequence[str]) -> str | None:
+def label_key(value: str) -> str:
+    """A label as compared: case-folded, with spaces, hyphens and underscores as one ``_``."""
+    return re.sub(r"[\s_\-]+", "_", str(value).strip().casefold()).strip("_")
+
+
+def closest_label(value: str, options: Sequence[str]) -> str | None:
+    """The option ``value`` most likely means (compared as :func:`label_key`), or None."""
     import difflib
 
-    match = difflib.get_close_matches(value, options, n=1, cutoff=0.75)
-    return match[0] if match else None
+    keys = {label_key(o): o for o in options}
+    match = difflib.get_close_matches(label_key(value), list(keys), n=1, cutoff=0.6)
+    return keys[match[0]] if match else None
 
 
 def has_visible_text(text: str) -> bool:
@@ -275,7 +284,7 @@ def unicode_problem(text: str) -> str | None:
     return None
 
 
-def _label_list(value: str) -> list[Any]:
+def label_list(value: str) -> list[Any]:
     """A multi-label cell given as a string: a JSON list, or labels separated by ';'."""
     stripped = value.strip()
     if stripped.startswith("[") and stripped.endswith("]"):
@@ -405,7 +414,7 @@ def validate_records(
                 if isinstance(value, str):
                     # Spreadsheets hold lists as "a;b" (or as a JSON list): accepted in every
                     # format.
-                    value = _label_list(value)
+                    value = label_list(value)
                     row[task.column] = value
                 if not isinstance(value, list):
                     raise DataError(

@@ -30,6 +30,8 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 # Resamples expanded to item weights at a time: bounds memory on large files.
 CHUNK = 250
+# Below this many reviews a cluster-bootstrap interval is too rough to rely on: reports warn.
+MIN_REVIEWS = 10
 
 MULTI_LABEL_METRICS = (
     "micro_f1",
@@ -136,7 +138,20 @@ class ClusterBootstrap:
             "n_clusters": self.n_clusters,
             "n_items": self.n_items,
             "interval": "percentile",
+            **({"warning": few_reviews_warning(self.n_clusters)} if self.few_clusters else {}),
         }
+
+    @property
+    def few_clusters(self) -> bool:
+        return self.n_clusters < MIN_REVIEWS
+
+
+def few_reviews_warning(n_reviews: int) -> str:
+    """The warning for intervals drawn from fewer than :data:`MIN_REVIEWS` reviews."""
+    return (
+        f"intervals rest on {n_reviews} reviews (fewer than {MIN_REVIEWS}): with so few "
+        "clusters the bootstrap understates the uncertainty; read them as rough"
+    )
 
 
 # ---------------------------------------------------------------- vectorised metrics

@@ -42,6 +42,7 @@ import numpy as np
 
 from scrclf import atomic
 from scrclf.calibration import decide, probabilities
+from scrclf.data.columns import ColumnMap, apply_column_map, check_columns, normalise_labels
 from scrclf.data.records import DataError, Record, encode_targets, read_records, validate_records
 from scrclf.errors import SettingsError
 from scrclf.evaluation.bootstrap import (
@@ -52,9 +53,17 @@ from scrclf.evaluation.bootstrap import (
     SINGLE_LABEL_METRICS,
     ClusterBootstrap,
     cluster_ids,
+    few_reviews_warning,
     interval,
     intervals,
     replicates,
+)
+from scrclf.evaluation.items import (
+    ERRORS_MD,
+    ITEMS_CSV,
+    ITEMS_JSONL,
+    item_predictions,
+    write_items,
 )
 from scrclf.inference.classifier import quiet_libraries
 from scrclf.settings import EvaluateSettings, data_columns
@@ -281,14 +290,19 @@ def load_eval_data(
     settings: Mapping[str, Any] | None = None,
     name: str | None = None,
     require_labels: bool = False,
+    columns: ColumnMap | None = None,
 ) -> EvalData:
     """Read and validate a file (or take records) for scoring.
 
-    A task whose label column is absent from every row is skipped with a note; a row with a
-    bad value raises :class:`DataError` naming file, line and field. Items without a review
-    id are allowed (each is then its own bootstrap cluster, with a note).
+    ``columns`` renames the file's columns into ours and translates its label codes
+    (:mod:`scrclf.data.columns`); label spellings that differ only in case, spaces, hyphens
+    or underscores are read as the codebook's labels, with a note. A task whose label
+    column is absent from every row is skipped with a note; a row with a bad value raises
+    :class:`DataError` naming file, line and field. Items without a review id are allowed
+    (each is then its own bootstrap cluster, with a note).
     """
     settings = data_settings(settings)
+    columns = columns or ColumnMap()
     file = None
     if isinstance(data, (str, Path)):
         file = Path(data)
@@ -302,6 +316,9 @@ def load_eval_data(
         name = name or "records"
     if not records:
         raise DataError("no records to evaluate", file)
+    records = apply_column_map(records, columns, settings, tasks, file)
+    check_columns(records, settings, file)
+    label_notes = normalise_labels(records, tasks, columns.label_map)
     kwargs = {
         k: settings[k]
         for k in ("id_column", "text_column", "pair_column", "group_column", "max_chars")
@@ -311,7 +328,7 @@ def load_eval_data(
     )
     notes = [
         f"task '{t.name}' skipped: no '{t.column}' column" for t in tasks if t.name not in present
-    ]
+    ] + label_notes
     result = EvalData(name, records, present, settings, file, notes)
     _, missing = result.clusters()
     group = settings["group_column"]
@@ -568,6 +585,7 @@ def evaluate(
     plots: bool = True,
     backend: str = "auto",
     batch_size: int = 32,
+    columns: ColumnMap | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model and (with ``out_dir``) write the report folder; returns metrics.json.
 
@@ -584,19 +602,24 @@ def evaluate(
         profile: also write the domain profile (annotated beside predicted) to ``profile/``.
         plots: write PNG charts.
         backend: ``auto``, ``torch`` or ``onnx`` (see :func:`scrclf.load`).
+        columns: how the columns and labels of ``data`` and ``validation_file`` map onto
+            the corpus schema (:class:`scrclf.data.columns.ColumnMap`); never applied to
+            the model's own splits.
     """
     from scrclf.inference.classifier import read_tasks
 
     source = resolve_model(model_path)
     settings = data_settings(source.data_config)
+    data_columns_map = columns
     if data is None:
         data = split_file(source, split, data_dir)
         name = split
+        data_columns_map = None
     else:
         name = None
     # The data are read and checked before any weights are loaded.
     _, model_tasks = read_tasks(source.model_dir)
-    dataset = load_eval_data(data, model_tasks, settings, name=name)
+    dataset = load_eval_data(data, model_tasks, settings, name=name, columns=data_columns_map)
     if not dataset.present:
         raise DataError(
             "no label column of any task ("
@@ -612,7 +635,13 @@ def evaluate(
             if validation_file is not None
             else split_file(source, "validation", data_dir)
         )
-        validation = load_eval_data(vsource, model_tasks, settings, name="validation")
+        validation = load_eval_data(
+            vsource,
+            model_tasks,
+            settings,
+            name="validation",
+            columns=columns if validation_file is not None else None,
+        )
         _check_not_evaluated_data(validation, dataset)
     classifier = load_classifier(source, backend)
     tasks = classifier.tasks
@@ -624,6 +653,8 @@ def evaluate(
         )
     ids, _ = dataset.clusters()
     boot = ClusterBootstrap(ids, resamples=resamples, seed=seed)
+    if boot.few_clusters:
+        dataset.notes.append(few_reviews_warning(boot.n_clusters))
 
     settings_tasks = {CALIBRATED: tasks, DEFAULT: default_decisions(tasks)}
     recal_log = None
@@ -632,14 +663,7 @@ def evaluate(
         settings_tasks[RECALIBRATED] = refit
         recal_log = {"validation": validation.describe(), "changes": _changes(tasks, refit, fitted)}
 
-    decisions: dict[str, Any] = {}
-    for setting, setting_tasks in settings_tasks.items():
-        metrics, _ = score(setting_tasks, logits, dataset, boot, confidence)
-        decisions[setting] = {
-            "description": SETTING_DESCRIPTIONS[setting],
-            "tasks": _decision_summary(setting_tasks),
-            "metrics": metrics,
-        }
+    decisions = score_decisions(settings_tasks, logits, dataset, boot, confidence)
     if recal_log is not None:
         stored, refit = decisions[CALIBRATED]["metrics"], decisions[RECALIBRATED]["metrics"]
         recal_log["delta"] = {
@@ -652,21 +676,14 @@ def evaluate(
         }
         recal_log["delta"][HEADLINE] = refit[HEADLINE] - stored[HEADLINE]
 
-    result: dict[str, Any] = {
-        "scrclf_version": __version__,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "model": {
-            "path": str(source.path),
-            "model_dir": str(source.model_dir),
-            "kind": source.kind,
-            "name": source.name,
-            "backend": classifier.backend,
-        },
-        "data": dataset.describe(),
-        "headline": HEADLINE,
-        "bootstrap": boot.describe(confidence),
-        "decisions": decisions,
+    model_info = {
+        "path": str(source.path),
+        "model_dir": str(source.model_dir),
+        "kind": source.kind,
+        "name": source.name,
+        "backend": classifier.backend,
     }
+    result = report_result(model_info, dataset, boot, confidence, decisions)
     if recal_log is not None:
         result["recalibration"] = recal_log
     result = finite(result)
@@ -684,9 +701,51 @@ def evaluate(
             group_column=settings["group_column"] or "review_id",
         )
         result["profile"] = "profile/profile.md"
+    items = item_predictions(dataset.rows, tasks, logits, dataset.present, settings)
+    result["items"] = {"jsonl": ITEMS_JSONL, "csv": ITEMS_CSV, "errors": ERRORS_MD}
     if out_dir is not None:
-        write_report(result, out_dir, tasks, plots=plots, profile_result=profile_result)
+        write_report(
+            result, out_dir, tasks, plots=plots, profile_result=profile_result, items=items
+        )
     return result
+
+
+def score_decisions(
+    settings_tasks: Mapping[str, TaskSet],
+    logits: Mapping[str, np.ndarray],
+    dataset: EvalData,
+    boot: ClusterBootstrap,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, Any]:
+    """Detailed metrics with intervals at each decision setting (``calibrated``, ...)."""
+    decisions: dict[str, Any] = {}
+    for setting, setting_tasks in settings_tasks.items():
+        metrics, _ = score(setting_tasks, logits, dataset, boot, confidence)
+        decisions[setting] = {
+            "description": SETTING_DESCRIPTIONS[setting],
+            "tasks": _decision_summary(setting_tasks),
+            "metrics": metrics,
+        }
+    return decisions
+
+
+def report_result(
+    model: Mapping[str, Any],
+    dataset: EvalData,
+    boot: ClusterBootstrap,
+    confidence: float,
+    decisions: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``metrics.json`` of a report folder (without recalibration and profile)."""
+    return {
+        "scrclf_version": __version__,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "model": dict(model),
+        "data": dataset.describe(),
+        "headline": HEADLINE,
+        "bootstrap": boot.describe(confidence),
+        "decisions": dict(decisions),
+    }
 
 
 def write_report(
@@ -695,46 +754,62 @@ def write_report(
     tasks: TaskSet,
     plots: bool = True,
     profile_result: Mapping[str, Any] | None = None,
+    items: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write metrics.json, report.md, charts and the profile into ``out_dir`` atomically."""
+    """Write metrics.json, report.md, charts, the per-item predictions and the profile
+    into ``out_dir`` atomically."""
+    with atomic.directory(out_dir, stamp="evaluation report") as tmp:
+        write_report_files(result, tmp, tasks, plots, profile_result, items)
+    return Path(out_dir)
+
+
+def write_report_files(
+    result: Mapping[str, Any],
+    tmp: Path,
+    tasks: TaskSet,
+    plots: bool = True,
+    profile_result: Mapping[str, Any] | None = None,
+    items: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
+    """The files of :func:`write_report`, into an existing folder ``tmp``."""
     from scrclf.reporting import plots as charts
     from scrclf.reporting.markdown import render_evaluation
 
-    out_dir = Path(out_dir)
-    with atomic.directory(out_dir, stamp="evaluation report") as tmp:
-        atomic.write_json(tmp / "metrics.json", result)
-        images: dict[str, dict[str, str]] = {}
-        if plots:
-            decisions = result["decisions"]
-            stored = decisions[CALIBRATED]["metrics"]
-            for name in result["data"]["tasks"]:
-                task = tasks[name]
-                files = {
-                    "confusion": f"confusion_{name}.png",
-                    "reliability": f"reliability_{name}.png",
-                    "per_label_f1": f"per_label_f1_{name}.png",
-                }
-                charts.confusion_chart(
-                    name, task.labels, stored[name]["confusion"], tmp / files["confusion"]
-                )
-                charts.reliability_chart(
-                    name,
-                    {s: decisions[s]["metrics"][name]["reliability"] for s in decisions},
-                    tmp / files["reliability"],
-                )
-                charts.per_label_f1_chart(
-                    name,
-                    task.labels,
-                    {s: decisions[s]["metrics"][name]["per_label"] for s in decisions},
-                    tmp / files["per_label_f1"],
-                )
-                images[name] = files
-        atomic.write_text(tmp / "report.md", render_evaluation(result, images))
-        if profile_result is not None:
-            from scrclf.evaluation.domain_profile import write_profile
+    tmp.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(tmp / "metrics.json", result)
+    if items is not None:
+        write_items(tmp, items, tasks, result["data"]["tasks"], result["data"]["name"])
+    images: dict[str, dict[str, str]] = {}
+    if plots:
+        decisions = result["decisions"]
+        stored = decisions[CALIBRATED]["metrics"]
+        for name in result["data"]["tasks"]:
+            task = tasks[name]
+            files = {
+                "confusion": f"confusion_{name}.png",
+                "reliability": f"reliability_{name}.png",
+                "per_label_f1": f"per_label_f1_{name}.png",
+            }
+            charts.confusion_chart(
+                name, task.labels, stored[name]["confusion"], tmp / files["confusion"]
+            )
+            charts.reliability_chart(
+                name,
+                {s: decisions[s]["metrics"][name]["reliability"] for s in decisions},
+                tmp / files["reliability"],
+            )
+            charts.per_label_f1_chart(
+                name,
+                task.labels,
+                {s: decisions[s]["metrics"][name]["per_label"] for s in decisions},
+                tmp / files["per_label_f1"],
+            )
+            images[name] = files
+    atomic.write_text(tmp / "report.md", render_evaluation(result, images))
+    if profile_result is not None:
+        from scrclf.evaluation.domain_profile import write_profile
 
-            write_profile(profile_result, tmp / "profile", chart=plots)
-    return out_dir
+        write_profile(profile_result, tmp / "profile", chart=plots)
 
 
 def default_report_dir(root: str | Path, source: ModelSource, data_name: str) -> Path:
@@ -771,6 +846,7 @@ def evaluate_from_config(cfg: Any) -> Path:
         plots=e.plots,
         backend=e.backend,
         batch_size=e.batch_size,
+        columns=ColumnMap.from_config(e.columns, "columns"),
     )
     return Path(out)
 
@@ -788,10 +864,14 @@ def headline_line(result: Mapping[str, Any]) -> str:
 
 
 def profile_file(
-    file: str | Path, model: str | Path | None = None, backend: str = "auto", batch_size: int = 32
+    file: str | Path,
+    model: str | Path | None = None,
+    backend: str = "auto",
+    batch_size: int = 32,
+    columns: ColumnMap | None = None,
 ) -> dict[str, Any]:
     """The domain profile of a file of recommendations: annotated shares, and with ``model``
-    the predicted shares beside them."""
+    the predicted shares beside them. ``columns`` maps the file's columns and labels."""
     from scrclf.evaluation.domain_profile import infer_tasks
     from scrclf.evaluation.domain_profile import profile as build_profile
 
@@ -802,7 +882,7 @@ def profile_file(
         quiet_libraries()
         source = resolve_model(model)
         settings = data_settings(source.data_config)
-        data = load_eval_data(file, read_tasks(source.model_dir)[1], settings)
+        data = load_eval_data(file, read_tasks(source.model_dir)[1], settings, columns=columns)
         classifier = load_classifier(source, backend)
         tasks = classifier.tasks
         logits, _ = model_logits(classifier, data.texts, data.findings, batch_size)
@@ -812,6 +892,12 @@ def profile_file(
         records = read_records(file)
         if not records:
             raise DataError("no records to profile", file)
+        from scrclf.settings import task_set
+
+        columns = columns or ColumnMap()
+        codebook = task_set()
+        records = apply_column_map(records, columns, settings, codebook, file)
+        normalise_labels(records, codebook, columns.label_map)
         tasks = infer_tasks([r.data for r in records])
         if tasks is not None:
             validate_records(

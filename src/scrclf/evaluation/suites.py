@@ -33,6 +33,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,11 @@ from typing import Any, cast
 import numpy as np
 
 from scrclf import atomic
+from scrclf.data.columns import ColumnMap
 from scrclf.data.records import DataError, Record
 from scrclf.errors import SettingsError
 from scrclf.evaluation.baselines import BASELINES, build_baseline
-from scrclf.evaluation.bootstrap import ClusterBootstrap, interval
+from scrclf.evaluation.bootstrap import ClusterBootstrap, few_reviews_warning, interval
 from scrclf.evaluation.evaluate import (
     EvalData,
     data_settings,
@@ -307,13 +309,22 @@ def model_system(
         for rel in MODEL_FILES
         if (source.model_dir / rel).is_file()
     }
+    probe = "The Board AND Police should REVIEW the Policy"
+    tokenizer = classifier.tokenizer
+    uncased = tokenizer(probe)["input_ids"] == tokenizer(probe.lower())["input_ids"]
     return System(
         label,
         "model",
         f"trained model ({source.kind}, {classifier.backend} backend)",
         classifier.tasks,
         predict,
-        {"path": str(source.path), "kind": source.kind, "files": files},
+        {
+            "path": str(source.path),
+            "kind": source.kind,
+            "backend": classifier.backend,
+            "files": files,
+            "uncased": uncased,
+        },
     )
 
 
@@ -487,6 +498,22 @@ def build_datasets(
 # ---------------------------------------------------------------------------- scoring
 
 
+class Progress:
+    """Lines on stderr with the time since the run started: a benchmark takes minutes,
+    and a silent one looks hung."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.monotonic() - self.start
+        print(f"benchmark [{elapsed:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _silent(message: str) -> None:
+    return None
+
+
 def _entry(
     system: System, ds: BenchDataset, task: str, metrics: Mapping[str, Any], wanted: Sequence[str]
 ) -> dict[str, Any]:
@@ -521,27 +548,37 @@ def score_suite(
     datasets: Sequence[BenchDataset],
     confidence: float,
     wanted: Sequence[str],
+    progress: Callable[[str], None] = _silent,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, Any]]]:
     """Score every system on every dataset; returns leaderboard entries, full results and
-    the raw logits of every system on every dataset with its own inputs."""
-    from tqdm.auto import tqdm
-
+    the raw logits of every system on every dataset with its own inputs. ``progress`` is
+    told of every step."""
     logits: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     own = [d for d in datasets if d.index is None]
-    with tqdm(total=len(systems) * len(own), desc="predicting", unit="run", disable=None) as bar:
-        for system in systems:
-            logits[system.name] = {}
-            for ds in own:
-                logits[system.name][ds.name] = system.predict(ds.data)
-                bar.update(1)
+    step, steps = 0, len(systems) * len(own)
+    for system in systems:
+        logits[system.name] = {}
+        for ds in own:
+            step += 1
+            progress(
+                f"predicting {step}/{steps}: {system.name} on {ds.name} "
+                f"({len(ds.data.records)} items)"
+            )
+            logits[system.name][ds.name] = system.predict(ds.data)
 
     entries: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     reps: dict[tuple[str, str], Any] = {}
-    for ds in tqdm(datasets, desc="scoring", unit="dataset", disable=None):
+    for number, ds in enumerate(datasets, start=1):
+        progress(
+            f"scoring {number}/{len(datasets)}: {ds.name} "
+            f"({len(systems)} systems, {ds.boot.resamples} resamples)"
+        )
         results[ds.name] = {}
         for system in systems:
-            source = logits[system.name][ds.parent if ds.index is not None else ds.name]
+            source = logits[system.name][
+                (ds.parent or ds.name) if ds.index is not None else ds.name
+            ]
             metrics, r = score(
                 system.tasks, source, ds.data, ds.boot, confidence, detailed=False, index=ds.index
             )
@@ -590,6 +627,35 @@ def score_suite(
                     "interval": interval(diff, confidence),
                 }
     return entries, results, logits
+
+
+def unchanged_variants(
+    systems: Sequence[System],
+    datasets: Sequence[BenchDataset],
+    logits: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+    entries: Sequence[dict[str, Any]],
+) -> list[str]:
+    """Notes on robustness variants that cannot change a system: its outputs on the variant
+    are identical to those on the clean data (an uncased model given lower-cased text).
+    Their leaderboard entries get ``unchanged: true``."""
+    notes = []
+    for ds in datasets:
+        if ds.kind != "variant" or ds.parent is None:
+            continue
+        for system in systems:
+            here, clean = logits[system.name][ds.name], logits[system.name][ds.parent]
+            if not all(np.array_equal(here[n], clean[n]) for n in here):
+                continue
+            why = (
+                ": its tokenizer is uncased (it lower-cases every input)"
+                if ds.name.endswith(":lowercase") and system.info.get("uncased")
+                else " (identical outputs on every item)"
+            )
+            notes.append(f"the variant {ds.name} cannot change {system.name}{why}")
+            for e in entries:
+                if e["system"] == system.name and e["dataset"] == ds.name:
+                    e["unchanged"] = True
+    return notes
 
 
 # ------------------------------------------------------------------------- provenance
@@ -711,12 +777,21 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     if unknown:
         raise SettingsError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
 
+    progress = Progress()
+    progress(f"suite {suite}: reading the data")
     main = load_eval_data(files[eval_split], tasks, settings, name=eval_split)
     if not main.present:
         raise DataError("the evaluation split has no label column", files[eval_split])
+    external_columns = ColumnMap.from_config(bench.external_columns, "data.external_columns")
     externals = []
     for path in bench.external:
-        ext = load_eval_data(path, tasks, settings, name=f"external:{Path(str(path)).stem}")
+        ext = load_eval_data(
+            path,
+            tasks,
+            settings,
+            name=f"external:{Path(str(path)).stem}",
+            columns=external_columns,
+        )
         if not ext.present:
             raise DataError(
                 "the external file has no label column of any task ("
@@ -727,12 +802,16 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         externals.append(ext)
     confidence = bench.bootstrap.confidence
     datasets, slice_notes = build_datasets(main, bench, externals=externals)
+    for ds in datasets:
+        if ds.kind in ("test", "external") and ds.boot.few_clusters:
+            ds.data.notes.append(few_reviews_warning(ds.boot.n_clusters))
 
     systems: list[System] = []
     data_files: list[tuple[str, Path]] = [(eval_split, files[eval_split])]
     data_files += [("external", e.file) for e in externals if e.file is not None]
     names = _unique_names([*baseline_names, *(resolve_model(m).name for m in models)])
     for path, name in zip(models, names[len(baseline_names) :], strict=True):
+        progress(f"loading model {name}")
         systems.append(
             model_system(
                 path,
@@ -749,10 +828,12 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         data_files.insert(0, (train_split, files[train_split]))
         options = bench.systems.baseline_options
         for name in baseline_names:
+            progress(f"fitting baseline {name} on {train_split} ({len(train.records)} items)")
             systems.append(baseline_system(str(name), tasks, train, options.get(name)))
 
     wanted = list(bench.metrics)
-    entries, results, logits = score_suite(systems, datasets, confidence, wanted)
+    entries, results, logits = score_suite(systems, datasets, confidence, wanted, progress)
+    unchanged_notes = unchanged_variants(systems, datasets, logits, entries)
 
     board: dict[str, Any] = {
         "suite": suite,
@@ -774,7 +855,8 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
         "notes": [
             note for ds in datasets if ds.kind in ("test", "external") for note in ds.data.notes
         ]
-        + slice_notes,
+        + slice_notes
+        + unchanged_notes,
         "provenance": provenance(command, data_files, systems),
     }
 
@@ -807,9 +889,145 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
             main.records, predictions, tasks, group_column=settings["group_column"] or "review_id"
         )
 
+    if bench.agreement_file:
+        progress("model-vs-human agreement on the double-coded items")
+        board["agreement"] = agreement_results(
+            bench.agreement_file, main, systems, logits, bench.bootstrap
+        )
+
+    reports = file_reports(systems, datasets, logits, confidence, plots=bench.plots)
+    board["file_reports"] = [
+        {"dataset": r["dataset"], "system": r["system"], "path": r["path"]} for r in reports
+    ]
     board = finite(board)
     out = output_dir(bench)
-    write_benchmark(out, board, finite(results), c, profile_result, plots=bench.plots)
+    progress(f"writing the report to {out}")
+    write_benchmark(
+        out, board, finite(results), c, profile_result, plots=bench.plots, file_reports=reports
+    )
+    progress("done")
+    return out
+
+
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_") or "data"
+
+
+def file_reports(
+    systems: Sequence[System],
+    datasets: Sequence[BenchDataset],
+    logits: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+    confidence: float,
+    plots: bool = True,
+) -> list[dict[str, Any]]:
+    """For every trained model on every evaluated file (the eval split and each external
+    file): the full report of ``scrclf evaluate`` (per-label tables, confusion matrices,
+    calibration at stored and default decisions, per-item predictions, worst errors, the
+    profile), to be written under ``files/<dataset>/<model>/``."""
+    from scrclf.evaluation.domain_profile import profile as build_profile
+    from scrclf.evaluation.evaluate import (
+        CALIBRATED,
+        DEFAULT,
+        default_decisions,
+        report_result,
+        score_decisions,
+    )
+    from scrclf.evaluation.items import ERRORS_MD, ITEMS_CSV, ITEMS_JSONL, item_predictions
+    from scrclf.inference.classifier import format_predictions
+
+    out = []
+    for ds in datasets:
+        if ds.kind not in ("test", "external"):
+            continue
+        for system in systems:
+            if system.kind != "model":
+                continue
+            tasks = system.tasks
+            sys_logits = logits[system.name][ds.name]
+            decisions = score_decisions(
+                {CALIBRATED: tasks, DEFAULT: default_decisions(tasks)},
+                sys_logits,
+                ds.data,
+                ds.boot,
+                confidence,
+            )
+            model = {
+                "path": system.info.get("path"),
+                "model_dir": system.info.get("path"),
+                "kind": system.info.get("kind"),
+                "name": system.name,
+                "backend": system.info.get("backend"),
+            }
+            result = report_result(model, ds.data, ds.boot, confidence, decisions)
+            result["items"] = {"jsonl": ITEMS_JSONL, "csv": ITEMS_CSV, "errors": ERRORS_MD}
+            result["profile"] = "profile/profile.md"
+            s = ds.data.settings
+            predictions = format_predictions(tasks, [sys_logits[n] for n in tasks.names])
+            path = f"files/{_folder_name(ds.name)}/{_folder_name(system.name)}"
+            out.append(
+                {
+                    "dataset": ds.name,
+                    "system": system.name,
+                    "path": path,
+                    "tasks": tasks,
+                    "result": finite(result),
+                    "items": item_predictions(ds.data.rows, tasks, sys_logits, ds.data.present, s),
+                    "profile": build_profile(
+                        ds.data.records,
+                        predictions,
+                        tasks,
+                        group_column=s["group_column"] or "review_id",
+                    ),
+                }
+            )
+    return out
+
+
+def agreement_results(
+    double_coding: str | Path,
+    main: EvalData,
+    systems: Sequence[System],
+    logits: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+    boot: BootstrapSettings,
+) -> dict[str, Any]:
+    """Each model's agreement with the two human coders on the double-coded items of the
+    eval split, beside the humans' agreement on the same items and resamples."""
+    from scrclf.evaluation.human_agreement import model_agreement, predictions_as_coder
+    from scrclf.inference.classifier import format_predictions
+
+    path = resolve_dir(double_coding)
+    s = main.settings
+    ids = [str(r.data[s["id_column"]]) for r in main.records]
+    reviews = dict(zip(ids, main.groups, strict=True))
+    out: dict[str, Any] = {"file": str(path), "systems": {}, "notes": []}
+    models = [m for m in systems if m.kind == "model"]
+    if not models:
+        out["notes"].append("no trained model in the suite: agreement not measured")
+        return out
+    if not path.is_file():
+        raise DataError("double-coding file not found (agreement.file)", path)
+    for system in models:
+        sys_logits = logits[system.name][main.name]
+        predictions = format_predictions(system.tasks, [sys_logits[n] for n in system.tasks.names])
+        coder = predictions_as_coder(ids, system.tasks, predictions)
+        try:
+            result = model_agreement(
+                path,
+                coder,
+                system.tasks,
+                reviews,
+                resamples=boot.resamples,
+                seed=boot.seed,
+                confidence=boot.confidence,
+            )
+        except DataError as err:
+            if "share no item ids" not in str(err):
+                raise
+            out["notes"].append(
+                f"no double-coded item is in the '{main.name}' split: agreement not measured"
+            )
+            return out
+        out["systems"][system.name] = result
     return out
 
 
@@ -820,6 +1038,7 @@ def write_benchmark(
     suite_cfg: Mapping[str, Any],
     profile_result: Mapping[str, Any] | None,
     plots: bool = True,
+    file_reports: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write the report folder atomically (complete, or not there at all)."""
     import yaml
@@ -856,4 +1075,15 @@ def write_benchmark(
             from scrclf.evaluation.domain_profile import write_profile
 
             write_profile(profile_result, tmp / "profile", chart=plots)
+        from scrclf.evaluation.evaluate import write_report_files
+
+        for report in file_reports:
+            write_report_files(
+                report["result"],
+                tmp / report["path"],
+                report["tasks"],
+                plots=plots,
+                profile_result=report["profile"],
+                items=report["items"],
+            )
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scrclf.reporting.plots import MIN_BIN_COUNT
 from scrclf.tasks import HEADLINE
 
 SETTING_TITLES = {
@@ -148,7 +149,7 @@ def _reliability_rows(
         for s in settings:
             bk = bins_by_setting[s][k]
             row += [
-                bk["count"],
+                f"{bk['count']} *" if 0 < bk["count"] < MIN_BIN_COUNT else bk["count"],
                 fmt(bk["confidence"]) if bk["count"] else "",
                 fmt(bk["accuracy"]) if bk["count"] else "",
             ]
@@ -250,7 +251,8 @@ def render_evaluation(
             "",
             "Multi-label: every (item, label) probability against whether the label is "
             "true. Single-label: the top probability against whether the top label is "
-            "right.",
+            f"right. * marks a bin of fewer than {MIN_BIN_COUNT} predictions: its accuracy "
+            "is noise.",
             "",
             md_table(headers, _reliability_rows(bins)),
             "",
@@ -280,6 +282,18 @@ def render_evaluation(
     recal = result.get("recalibration")
     if recal:
         out += render_recalibration(recal)
+    files = result.get("items")
+    if files:
+        out += [
+            "## Per-item predictions",
+            "",
+            f"Every item with its id, review, text, and per task the gold and predicted "
+            f"labels, the score of every label and whether it is right: "
+            f"[{files['csv']}]({files['csv']}), [{files['jsonl']}]({files['jsonl']}). "
+            f"The errors the model was surest of, per task: [{files['errors']}]"
+            f"({files['errors']}).",
+            "",
+        ]
     if result.get("profile"):
         out += ["## Profile", "", f"See [{result['profile']}]({result['profile']}).", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -421,14 +435,21 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
             for d in variants:
                 e = index.get((system, d["name"], "mean"))
                 change = (e or {}).get("change_vs_clean") or {}
-                row.append(
+                cell = (
                     f"{fmt(e['macro_f1'])} ({fmt_signed(change.get('value'), change.get('interval'))})"
                     if e
                     else "n/a"
                 )
+                row.append(cell + (" †" if e and e.get("unchanged") else ""))
             rows.append(row)
         out += [md_table(["system", *[f"`{d['name']}`" for d in variants]], rows), ""]
-        out += [f"- `{d['name']}`: {d['description']}" for d in variants] + [""]
+        out += [f"- `{d['name']}`: {d['description']}" for d in variants]
+        if any(e.get("unchanged") for e in entries):
+            out.append(
+                "- †: the variant cannot change this system (identical outputs on every "
+                "item, e.g. an uncased model given lower-cased text); see the notes"
+            )
+        out += [""]
 
     slices = [d for d in datasets if d["kind"] == "slice"]
     if slices:
@@ -477,6 +498,34 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
         ),
         "",
     ]
+    agreement = board.get("agreement")
+    if agreement:
+        out += render_agreement(agreement)
+    reports = board.get("file_reports") or []
+    if reports:
+        out += [
+            "## Full reports per file",
+            "",
+            "For every trained model on every evaluated file: per-label tables, confusion "
+            "matrices, calibration, the profile, per-item predictions (CSV, JSONL) and the "
+            "worst errors per task.",
+            "",
+            md_table(
+                ["dataset", "system", "report", "per-item predictions", "worst errors"],
+                [
+                    [
+                        f"`{r['dataset']}`",
+                        r["system"],
+                        f"[report.md]({r['path']}/report.md)",
+                        f"[predictions.csv]({r['path']}/predictions.csv)",
+                        f"[errors.md]({r['path']}/errors.md)",
+                    ]
+                    for r in reports
+                ],
+                ["l", "l", "l", "l", "l"],
+            ),
+            "",
+        ]
     notes = board.get("notes") or []
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -557,6 +606,47 @@ def _detail_table(index, systems: Sequence[str], ds: Mapping[str, Any]) -> list[
 
 
 # ---------------------------------------------------------------------------- profile
+
+
+def render_agreement(agreement: Mapping[str, Any]) -> list[str]:
+    """The model-vs-human agreement section of the leaderboard."""
+    out = ["## Agreement with human coders", ""]
+    systems = agreement.get("systems") or {}
+    if not systems:
+        return out + [f"- {n}" for n in agreement.get("notes", [])] + [""]
+    first = next(iter(systems.values()))
+    boot = first["bootstrap"]
+    conf = int(round(100 * boot["confidence"]))
+    out += [
+        f"Each model's decisions as a third coder on the {first['n_items']} double-coded "
+        f"items of the eval split ({first['n_reviews']} reviews; `{agreement['file']}`), "
+        "beside the two human coders on the same items. Cohen's kappa; multi-label tasks: "
+        "kappa on the primary label and the mean per-label kappa. "
+        f"{conf}% intervals from a cluster bootstrap over reviews "
+        f"({boot['resamples']} resamples, shared by all pairs).",
+        "",
+    ]
+    for name, result in systems.items():
+        pairs = result["pairs"]
+        head = ["coders"]
+        keys = []
+        for task, stats in pairs[0]["tasks"].items():
+            for stat in stats:
+                head.append(f"{task} {stat.replace('_', ' ')}")
+                keys.append((task, stat))
+        rows = []
+        for pair in pairs:
+            a, b = pair["coders"]
+            title = f"{'model' if a == 'model' else a} vs {b}".replace("coder_", "coder ")
+            row = [title.replace("model", f"**{name}**", 1) if a == "model" else title]
+            for task, stat in keys:
+                v = pair["tasks"][task][stat]
+                row.append(fmt_ci(v["value"], v["interval"]))
+            rows.append(row)
+        out += [f"**{name}**", "", md_table(head, rows, ["l"] + ["r"] * len(keys)), ""]
+        out += [f"- {n}" for n in result.get("notes", [])]
+    out += [f"- {n}" for n in agreement.get("notes", [])] + [""]
+    return out
 
 
 def render_profile(result: Mapping[str, Any], chart: str | None = None) -> str:

@@ -99,27 +99,54 @@ def _heat(ax, matrix: np.ndarray, rows: list[str], cols: list[str], small: bool 
         )
 
 
+# A reliability bin with fewer predictions than this is drawn hollow: its accuracy is noise.
+MIN_BIN_COUNT = 10
+
+
 def reliability_chart(
     task_name: str, bins_by_setting: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path
 ) -> None:
     """Reliability diagram: accuracy against confidence per bin, one line per decision setting.
 
-    The bars underneath show how many predictions fall in each bin (first setting).
+    Each marker's area grows with the number of predictions in its bin; bins holding fewer
+    than :data:`MIN_BIN_COUNT` are drawn hollow and labelled with their count. The bars
+    underneath show how many predictions fall in each bin (first setting).
     """
     fig = _figure(5.5, 5.0)
     ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
     first = None
     for i, (setting, bins) in enumerate(bins_by_setting.items()):
-        conf = [b["confidence"] for b in bins if b["count"]]
-        acc = [b["accuracy"] for b in bins if b["count"]]
-        ax.plot(conf, acc, marker="o", color=_colour(i), label=setting)
+        used = [b for b in bins if b["count"]]
+        conf = [b["confidence"] for b in used]
+        acc = [b["accuracy"] for b in used]
+        counts = np.asarray([b["count"] for b in used], dtype=np.float64)
+        colour = _colour(i)
+        ax.plot(conf, acc, color=colour, linewidth=1, label=setting)
+        if len(used):
+            sizes = 12 + 160 * np.sqrt(counts / counts.max())
+            small = counts < MIN_BIN_COUNT
+            ax.scatter(
+                np.asarray(conf)[~small], np.asarray(acc)[~small], s=sizes[~small], color=colour
+            )
+            ax.scatter(
+                np.asarray(conf)[small],
+                np.asarray(acc)[small],
+                s=sizes[small],
+                facecolors="none",
+                edgecolors=colour,
+            )
+            for x, y, n in zip(conf, acc, counts, strict=True):
+                if n < MIN_BIN_COUNT:
+                    ax.annotate(
+                        f"n={int(n)}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+                    )
         first = first if first is not None else bins
     ax.set_ylabel("observed frequency / accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{task_name}: reliability")
+    ax.legend(fontsize=8, title=f"hollow: < {MIN_BIN_COUNT} in bin", title_fontsize=7)
+    ax.set_title(f"{task_name}: reliability (marker area ~ items in bin)")
     if first:
         centres = [(b["lower"] + b["upper"]) / 2 for b in first]
         widths = [b["upper"] - b["lower"] for b in first]
