@@ -184,7 +184,13 @@ def test_wide_part_learns_at_the_head_rate(wide_model):
 def test_wide_model_saves_and_reloads(wide_model, batch, tmp_path):
     wide_model.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path).eval()
-    assert loaded.config.wide == {"buckets": 2048, "ngrams": 2}
+    assert loaded.config.wide == {
+        "buckets": 2048,
+        "ngrams": 2,
+        "mode": "joint",
+        "C": 4.0,
+        "mix": None,
+    }
     with torch.no_grad():
         for a, b in zip(wide_model(**batch).logits, loaded(**batch).logits, strict=True):
             assert torch.allclose(a, b, atol=1e-6)

@@ -254,3 +254,36 @@ def calibrate(
             entry["threshold_source"] = dict(zip(task.labels, how, strict=True))
         report[task.name] = entry
     return report
+
+
+# ------------------------------------------------------------- wide and deep weighting
+
+# Candidate weights of the wide logits (the encoder's weigh 1; temperatures fix the scale).
+MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+def log_loss(task: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> float:
+    temperature = fit_temperature(task, logits, targets)
+    probs = probabilities(task, logits, temperature)
+    eps = 1e-12
+    if task.is_multi_label:
+        t = np.asarray(targets, dtype=np.float64)
+        return float(-(t * np.log(probs + eps) + (1 - t) * np.log(1 - probs + eps)).mean())
+    idx = np.asarray(targets, dtype=np.int64)
+    return float(-np.log(probs[np.arange(len(idx)), idx] + eps).mean())
+
+
+def fit_mix(
+    tasks: TaskSet,
+    deep: Sequence[np.ndarray],
+    wide: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    grid: Sequence[float] = MIX_GRID,
+) -> dict[str, float]:
+    """Per task, the weight of the wide logits with the lowest validation log-loss (after
+    fitting a temperature to each candidate)."""
+    mix = {}
+    for task, d, w, t in zip(tasks, deep, wide, targets, strict=True):
+        losses = {m: log_loss(task, np.asarray(d) + m * np.asarray(w), t) for m in grid}
+        mix[task.name] = float(min(losses, key=lambda m: (losses[m], m)))
+    return mix

@@ -27,11 +27,20 @@ POOLING_MODES = ("mean", "cls")
 # Bigram ids are hashed as ``(first * WIDE_HASH_MULTIPLIER + second) mod buckets``; the
 # multiplier is a prime larger than any vocabulary, so distinct bigrams rarely collide.
 WIDE_HASH_MULTIPLIER = 1_000_003
-WIDE_KEYS = {"buckets", "ngrams"}
+WIDE_KEYS = {"buckets", "ngrams", "mode", "C", "mix"}
+# joint: trained with the encoder by the optimizer, added to the heads' logits.
+# logreg: fitted before training as a logistic regression over IDF-weighted n-grams and held
+# fixed; the encoder learns alone, and the weight of the wide logits per task is fitted on
+# validation after training (``mix``).
+WIDE_MODES = ("joint", "logreg")
 
 
-def check_wide(wide: Any) -> dict[str, int] | None:
-    """The ``wide`` setting as ``{"buckets": int, "ngrams": 1 | 2}``, or None when off."""
+def check_wide(wide: Any) -> dict[str, Any] | None:
+    """The ``wide`` setting checked and completed, or None when off.
+
+    ``{"buckets": int, "ngrams": 1 | 2, "mode": "joint" | "logreg", "C": float,
+    "mix": {task: float} | None}``.
+    """
     if wide is None or wide is False:
         return None
     if not isinstance(wide, dict):
@@ -46,7 +55,41 @@ def check_wide(wide: Any) -> dict[str, int] | None:
         raise SettingsError(f"model.wide.buckets must be a positive integer, got {buckets!r}")
     if ngrams not in (1, 2):
         raise SettingsError(f"model.wide.ngrams must be 1 or 2, got {ngrams!r}")
-    return {"buckets": int(buckets), "ngrams": int(ngrams)}
+    mode = wide.get("mode", "joint")
+    if mode not in WIDE_MODES:
+        raise SettingsError(f"model.wide.mode must be one of {WIDE_MODES}, got {mode!r}")
+    c = wide.get("C", 4.0)
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
+        raise SettingsError(f"model.wide.C must be a positive number, got {c!r}")
+    mix = wide.get("mix")
+    if mix is not None:
+        if not isinstance(mix, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in mix.values()
+        ):
+            raise SettingsError(f"model.wide.mix must map task names to weights >= 0, got {mix!r}")
+        mix = {str(k): float(v) for k, v in mix.items()}
+    return {
+        "buckets": int(buckets),
+        "ngrams": int(ngrams),
+        "mode": mode,
+        "C": float(c),
+        "mix": mix,
+    }
+
+
+def wide_features(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, buckets: int, ngrams: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket ids ``[batch, features]`` of every token and neighbouring pair, and their 0/1
+    weights (padding and pairs that touch padding weigh 0)."""
+    mask = attention_mask.to(torch.float32)
+    ids = [torch.remainder(input_ids, buckets)]
+    weights = [mask]
+    if ngrams >= 2:
+        pairs = input_ids[:, :-1] * WIDE_HASH_MULTIPLIER + input_ids[:, 1:]
+        ids.append(torch.remainder(pairs, buckets))
+        weights.append(mask[:, :-1] * mask[:, 1:])
+    return torch.cat(ids, dim=1), torch.cat(weights, dim=1)
 
 
 class ScrClfConfig(PretrainedConfig):
@@ -62,7 +105,7 @@ class ScrClfConfig(PretrainedConfig):
         dropout: float = 0.1,
         max_seq_length: int = 256,
         text_pair: bool = True,
-        wide: dict[str, int] | None = None,
+        wide: dict[str, Any] | None = None,
         **kwargs,
     ):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
@@ -132,6 +175,10 @@ class ScrClfModel(PreTrainedModel):
         self.wide = (
             nn.Embedding(config.wide["buckets"], sum(self._label_counts)) if config.wide else None
         )
+        if self.wide is not None and config.wide and config.wide["mode"] == "logreg":
+            # Fitted before training (scrclf.modeling.wide) and held fixed.
+            self.wide.weight.requires_grad_(False)
+            self.register_buffer("wide_idf", torch.ones(config.wide["buckets"]))
         for t in tasks:
             weights = t.class_weights
             tensor = torch.tensor(weights, dtype=torch.float32) if weights else torch.empty(0)
@@ -235,22 +282,29 @@ class ScrClfModel(PreTrainedModel):
         """The wide part's logits for all tasks, ``[batch, sum of labels]``.
 
         Each token id and (with ``ngrams: 2``) each pair of neighbouring ids picks a bucket;
-        the bucket vectors of an item are summed and divided by the square root of the
-        number of features, as a length-normalised bag of n-grams.
+        the bucket vectors of an item are summed, weighted by the bucket's IDF (logreg mode;
+        1 otherwise), and divided by the Euclidean norm of the weights, as a length-normalised
+        bag of n-grams.
         """
         assert self.wide is not None and self.config.wide is not None
-        buckets = self.config.wide["buckets"]
-        mask = attention_mask.to(self.wide.weight.dtype)
-        ids = [torch.remainder(input_ids, buckets)]
-        weights = [mask]
-        if self.config.wide["ngrams"] >= 2:
-            pairs = input_ids[:, :-1] * WIDE_HASH_MULTIPLIER + input_ids[:, 1:]
-            ids.append(torch.remainder(pairs, buckets))
-            weights.append(mask[:, :-1] * mask[:, 1:])
-        features = torch.cat(ids, dim=1)
-        weight = torch.cat(weights, dim=1)
+        features, weight = wide_features(
+            input_ids, attention_mask, self.config.wide["buckets"], self.config.wide["ngrams"]
+        )
+        weight = weight.to(self.wide.weight.dtype)
+        idf = getattr(self, "wide_idf", None)
+        if isinstance(idf, torch.Tensor):
+            weight = weight * idf[features]
         summed = (self.wide(features) * weight.unsqueeze(-1)).sum(dim=1)
-        return summed / weight.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+        norm = (weight * weight).sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+        return summed / norm
+
+    def wide_mix(self) -> list[float]:
+        """The weight of the wide logits per task: 1 when trained jointly; in logreg mode the
+        fitted weights, 0 until they are fitted (the encoder trains alone)."""
+        wide = self.config.wide or {}
+        default = 1.0 if wide.get("mode", "joint") == "joint" else 0.0
+        mix = wide.get("mix") or {}
+        return [float(mix.get(name, default)) for name in self.task_names]
 
     def forward(
         self,
@@ -277,7 +331,10 @@ class ScrClfModel(PreTrainedModel):
                 raise TypeError("the wide part needs input_ids")
             wide = self.wide_logits(input_ids, attention_mask).to(logits[0].dtype)
             parts = torch.split(wide, self._label_counts, dim=1)
-            logits = tuple(a + b for a, b in zip(logits, parts, strict=True))
+            logits = tuple(
+                a if m == 0 else a + m * b
+                for a, b, m in zip(logits, parts, self.wide_mix(), strict=True)
+            )
 
         targets = dict(labels or {})
         targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})

@@ -29,7 +29,7 @@ import numpy as np
 
 from scrclf import atomic
 from scrclf.calibration import calibrate
-from scrclf.data.records import DataError, Record, build_dataset, load_splits
+from scrclf.data.records import DataError, Record, build_dataset, encode_targets, load_splits
 from scrclf.errors import TrainingConfigError  # noqa: F401 (re-exported)
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.modeling.encoders import build_model, load_tokenizer
@@ -278,6 +278,18 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
         if name != "train":
             ds = ds.select(np.argsort(np.asarray(ds["length"]), kind="stable").tolist())
         datasets[name] = ds
+    wide = model.config.wide
+    if wide and wide["mode"] == "logreg":
+        from scrclf.modeling.wide import fit_wide
+
+        train_rows = [r.data for r in splits["train"]]
+        fit_wide(
+            model,
+            datasets["train"]["input_ids"],
+            encode_targets(train_rows, tasks),
+            tasks,
+            seed=int(cfg_dict["seed"]),
+        )
     return RunInputs(
         cfg=dict(cfg_dict),
         run_dir=run_dir,
@@ -326,6 +338,10 @@ def finish_run(
         split: predict(split)
         for split in ["validation"] + [s for s in eval_splits if s != "validation"]
     }
+    wide_report = None
+    wide = inputs.model.config.wide
+    if wide and wide["mode"] == "logreg":
+        predictions, wide_report = _mix_wide(inputs, predictions)
     default_metrics = {
         s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions
     }
@@ -345,6 +361,7 @@ def finish_run(
             s: default_metrics[s] for s in eval_splits if s in default_metrics
         },
         "calibration": calibration,
+        "wide": wide_report,
         "training": {
             **training,
             "wall_time_s": time.time() - started,
@@ -367,6 +384,36 @@ def finish_run(
                 line = ", ".join(f"{t} macro-F1 {m[t]['macro_f1']:.3f}" for t in tasks.names)
                 print(f"[{split}] {HEADLINE} {m[HEADLINE]:.3f} ({line})", flush=True)
     return summary
+
+
+def _mix_wide(
+    inputs: RunInputs, predictions: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Weigh the fitted wide part beside the trained encoder (logreg mode).
+
+    ``predictions`` hold the encoder's logits alone (the wide weights are 0 during training).
+    The weight per task is fitted on validation and stored in the model config; the returned
+    predictions are the combined logits the saved model gives.
+    """
+    from scrclf.calibration import fit_mix
+    from scrclf.modeling.wide import wide_logits_of
+
+    model = inputs.model
+    wide = {s: wide_logits_of(model, inputs.datasets[s]["input_ids"]) for s in predictions}
+    deep_val, targets_val = predictions["validation"]
+    mix = fit_mix(inputs.tasks, deep_val, wide["validation"], targets_val)
+    model.config.wide = {**model.config.wide, "mix": mix}
+    combined = {}
+    for split, (logits, targets) in predictions.items():
+        combined[split] = (
+            tuple(
+                np.asarray(d) + mix[t.name] * w
+                for d, w, t in zip(logits, wide[split], inputs.tasks, strict=True)
+            ),
+            targets,
+        )
+    logger.info("wide part weighed on validation: %s", mix)
+    return combined, {"mix": mix}
 
 
 def _finite(obj: Any) -> Any:

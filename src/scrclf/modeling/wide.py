@@ -1,0 +1,137 @@
+"""Fitting the wide part in logreg mode: a logistic regression over the model's own n-gram
+features, and the weight of its logits beside the encoder's.
+
+The features are exactly those the model computes from token ids
+(:func:`scrclf.modeling.model.wide_features`), so the fitted weights mean the same inside the
+exported graph. Before training, :func:`fit_wide` sets the IDF of every bucket and fits one
+logistic regression per task (one-vs-rest for multi-label tasks; balanced class weights, as
+the TF-IDF baseline). After training, ``fit_mix`` picks per task the weight of the wide
+logits that minimises the validation log-loss of ``encoder + weight x wide``
+(:func:`scrclf.calibration.fit_mix`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from scrclf.tasks import TaskSet
+
+logger = logging.getLogger(__name__)
+
+
+def feature_matrix(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | None = None):
+    """The wide features of token-id lists as a sparse ``[items, buckets]`` matrix, weighted
+    by ``idf`` (or 1) and normalised as in :meth:`ScrClfModel.wide_logits`."""
+    import torch
+    from scipy import sparse
+
+    from scrclf.modeling.model import wide_features
+
+    wide = model.config.wide
+    rows, cols, vals = [], [], []
+    for i, ids in enumerate(input_ids):
+        tensor = torch.as_tensor([list(ids)], dtype=torch.long)
+        features, weight = wide_features(
+            tensor, torch.ones_like(tensor), wide["buckets"], wide["ngrams"]
+        )
+        f = features[0].numpy()
+        w = weight[0].numpy().astype(np.float64)
+        if idf is not None:
+            w = w * idf[f]
+        norm = max(float(np.sqrt((w * w).sum())), 1.0)
+        rows.append(np.full(len(f), i))
+        cols.append(f)
+        vals.append(w / norm)
+    matrix = sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(input_ids), wide["buckets"]),
+    )
+    matrix.sum_duplicates()
+    return matrix
+
+
+def smooth_idf(model, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """``log((1 + n) / (1 + df)) + 1`` per bucket (scikit-learn's smooth IDF)."""
+    counts = feature_matrix(model, input_ids)
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    n = counts.shape[0]
+    return np.log((1.0 + n) / (1.0 + df)) + 1.0
+
+
+def fit_wide(
+    model,
+    input_ids: Sequence[Sequence[int]],
+    targets: Mapping[str, Sequence[Any]],
+    tasks: TaskSet,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the wide part of ``model`` (logreg mode) on training token ids and targets."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    c = float(model.config.wide["C"])
+    idf = smooth_idf(model, input_ids)
+    x = feature_matrix(model, input_ids, idf)
+    weight = np.zeros((x.shape[1], sum(t.num_labels for t in tasks)), dtype=np.float32)
+    offset = 0
+    report: dict[str, Any] = {
+        "C": c,
+        "items": x.shape[0],
+        "buckets_used": int((idf < idf.max()).sum()),
+    }
+    for task in tasks:
+        y = np.asarray(targets[task.name])
+        block = np.zeros((x.shape[1], task.num_labels), dtype=np.float32)
+        if task.is_multi_label:
+            for j in range(task.num_labels):
+                column = y[:, j].astype(int)
+                if column.min() == column.max():
+                    continue  # a label never (or always) seen: no evidence either way
+                reg = LogisticRegression(
+                    C=c, class_weight="balanced", max_iter=2000, random_state=seed
+                ).fit(x, column)
+                block[:, j] = reg.coef_[0]
+        else:
+            labels = y.astype(int)
+            if len(np.unique(labels)) > 1:
+                reg = LogisticRegression(
+                    C=c, class_weight="balanced", max_iter=2000, random_state=seed
+                ).fit(x, labels)
+                coef = reg.coef_
+                if coef.shape[0] == 1:  # two classes: one row for the second against the first
+                    block[:, reg.classes_[1]] = coef[0]
+                else:
+                    block[:, reg.classes_] = coef.T
+        weight[:, offset : offset + task.num_labels] = block
+        offset += task.num_labels
+    with torch.no_grad():
+        model.wide.weight.copy_(torch.from_numpy(weight))
+        model.wide_idf.copy_(torch.from_numpy(idf.astype(np.float32)))
+    logger.info("wide part fitted: logistic regression (C=%g) on %d items", c, x.shape[0])
+    return report
+
+
+def wide_logits_of(
+    model, input_ids: Sequence[Sequence[int]], batch_size: int = 256
+) -> list[np.ndarray]:
+    """The wide logits of token-id lists, split per task (numpy, in input order)."""
+    import torch
+
+    device = model.wide.weight.device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(input_ids), batch_size):
+            chunk = input_ids[start : start + batch_size]
+            width = max(len(ids) for ids in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, seq in enumerate(chunk):
+                ids[r, : len(seq)] = torch.as_tensor(list(seq))
+                mask[r, : len(seq)] = 1
+            out.append(model.wide_logits(ids.to(device), mask.to(device)).float().cpu().numpy())
+    full = np.concatenate(out) if out else np.zeros((0, sum(model._label_counts)))
+    return np.split(full, np.cumsum(model._label_counts)[:-1], axis=1)

@@ -1,0 +1,130 @@
+"""The wide part in logreg mode: fitted from the model's own n-gram features before
+training, weighed beside the encoder on validation, saved and exported with the model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from scrclf.calibration import fit_mix
+from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.modeling.wide import feature_matrix, fit_wide, smooth_idf, wide_logits_of
+from scrclf.tasks import TaskSet
+from tests.helpers import CONFIG_DIR, compose_train
+
+TEXTS = [
+    "The board should audit supervision records every quarter.",
+    "Training for health visitors on recognising bruising in babies.",
+    "Share information with the police about domestic abuse.",
+    "Audit the records of supervision in children's social care.",
+    "All GPs should attend training on safeguarding babies.",
+    "Information sharing between police and social care must improve.",
+] * 4
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
+
+
+@pytest.fixture(scope="module")
+def model_and_ids(tasks):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
+    cfg["wide"] = {"buckets": 4096, "ngrams": 2, "mode": "logreg", "C": 4.0}
+    model = build_model(cfg, tasks, max_length=64).eval()
+    ids = load_tokenizer(cfg)(TEXTS)["input_ids"]
+    return model, ids
+
+
+def _targets(tasks, n):
+    themes = np.zeros((n, tasks["themes"].num_labels))
+    themes[:, 6] = [1 if "audit" in t.lower() else 0 for t in TEXTS[:n]]  # audit_assurance
+    themes[:, 1] = [1 if "training" in t.lower() else 0 for t in TEXTS[:n]]  # training_learning
+    themes[:, 4] = [1 if "information" in t.lower() else 0 for t in TEXTS[:n]]
+    evidence = np.array([i % 2 for i in range(n)])
+    strength = np.array([("audit" in t.lower()) * 1 for t in TEXTS[:n]])
+    return {"themes": themes, "evidence": evidence, "action_strength": strength}
+
+
+def test_logreg_wide_is_frozen_and_off_until_weighed(model_and_ids):
+    model, _ = model_and_ids
+    assert not model.wide.weight.requires_grad
+    assert model.wide_mix() == [0.0, 0.0, 0.0]
+    assert all(
+        p is not model.wide.weight for g in model.param_groups(1e-4, 0.0) for p in g["params"]
+    )
+
+
+def test_feature_matrix_matches_the_models_own_wide_logits(model_and_ids, tasks):
+    model, ids = model_and_ids
+    fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
+    idf = model.wide_idf.numpy().astype(np.float64)
+    x = feature_matrix(model, ids, idf)
+    expected = x @ model.wide.weight.detach().numpy().astype(np.float64)
+    got = np.concatenate(wide_logits_of(model, ids), axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # a bucket seen in every item has the lowest IDF, one never seen the highest
+    assert idf.min() == pytest.approx(1.0) and idf.max() == pytest.approx(np.log(len(ids) + 1) + 1)
+    assert np.allclose(smooth_idf(model, ids), idf, atol=1e-5)
+
+
+def test_fitted_wide_part_separates_the_cued_labels(model_and_ids, tasks):
+    model, ids = model_and_ids
+    fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
+    themes = wide_logits_of(model, ids)[0]
+    audit = np.array(["audit" in t.lower() for t in TEXTS])
+    assert themes[audit, 6].min() > themes[~audit, 6].max()
+
+
+def test_fit_mix_picks_the_weight_with_the_lowest_log_loss(tasks):
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 3, n)
+    useful = np.eye(3)[y] * 3 + rng.normal(size=(n, 3))
+    noise = rng.normal(size=(n, 3))
+    single = TaskSet.from_config([{"name": "s", "type": "single_label", "labels": ["a", "b", "c"]}])
+    assert fit_mix(single, [noise], [useful], [y])["s"] > 1.0  # the wide part carries the signal
+    assert fit_mix(single, [useful], [noise], [y])["s"] <= 0.5
+
+
+@pytest.mark.slow
+def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corpus, tmp_path):
+    from scrclf.export.onnx import export_onnx
+    from scrclf.inference.classifier import load
+    from scrclf.training import train
+
+    run = tmp_path / "run"
+    train(
+        compose_train(
+            [
+                "model=tiny",
+                f"data.dir={toy_corpus}",
+                f"paths.output_dir={run}",
+                "trainer.max_epochs=1",
+                "trainer.learning_rate=5e-3",
+                "eval_splits=[validation]",
+                "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0}",
+            ]
+        )
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    mix = metrics["wide"]["mix"]
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["wide"]["mix"] == mix and set(mix) == {"themes", "evidence", "action_strength"}
+    clf = load(run / "model", backend="torch")
+    assert clf.engine.model.wide_idf.max() > 1.0  # the fitted IDF came back
+    texts = ["The board should audit supervision.", "Training for GPs on bruising."]
+    logits = clf.logits(texts)
+    export_onnx(clf.engine.model, tmp_path / "model.onnx")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    enc = clf.encode(texts, None)[0]
+    outputs = session.run(None, clf.pad(enc, [0, 1]))
+    for got, want in zip(outputs, logits, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert torch.is_tensor(clf.engine.model.wide.weight)
