@@ -86,6 +86,7 @@ def test_study_trains_missing_runs_reuses_finished_ones_and_writes_a_table(
     assert saved["selected"]["by"].startswith("validation")
     table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
     assert "| reused | 42 |" in table and "| fresh | 2 |" in table
+    assert "| reused | 42 | F1 thresholds |" in table and "| reused | 42 | codebook |" in table
     assert str(tmp_path) not in json.dumps(saved)
 
 

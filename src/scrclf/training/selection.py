@@ -258,14 +258,11 @@ def run_study(
             }
             # One decision rule for every run: temperatures, thresholds and the label-count
             # shift are refitted on validation with the current task config.
-            run_tasks = TaskSet.from_config(classifier.tasks.to_list())
-            for task, fresh in zip(run_tasks, tasks, strict=True):
-                task.max_labels, task.count_calibration = fresh.max_labels, fresh.count_calibration
-            val_targets = data["validation"].targets(run_tasks)
-            calibrate(
-                run_tasks,
-                [logits["validation"][t.name] for t in run_tasks],
-                [val_targets[t.name] for t in run_tasks],
+            val_targets = data["validation"].targets(tasks)
+            run_tasks = _recalibrated(classifier.tasks, tasks, logits["validation"], val_targets)
+            # The same model with plain per-label F1 thresholds, for the decision-rule table.
+            plain = _recalibrated(
+                classifier.tasks, tasks, logits["validation"], val_targets, plain=True
             )
             row: dict[str, Any] = {
                 "variant": variant.name,
@@ -278,6 +275,9 @@ def run_study(
                 row[split] = _summary(
                     run_tasks, logits[split], data[split], boots[split], baseline_scores[split]
                 )
+            row["test_plain_thresholds"] = _summary(
+                plain, logits["test"], data["test"], boots["test"], baseline_scores["test"]
+            )["tasks"].get("themes")
             rows.append(row)
             logger.info(
                 "%s seed %d: validation %s %.3f, test %.3f",
@@ -303,6 +303,24 @@ def run_study(
     write_json(out_dir / "results.json", result)
     write_text(out_dir / "results.md", format_study(result, tasks))
     return result
+
+
+def _recalibrated(
+    saved: TaskSet,
+    current: TaskSet,
+    logits: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
+    plain: bool = False,
+) -> TaskSet:
+    """A run's tasks with decisions refitted on validation under the current task config
+    (``plain``: per-label F1 thresholds, without share tolerance or count calibration)."""
+    tasks = TaskSet.from_config(saved.to_list())
+    for task, fresh in zip(tasks, current, strict=True):
+        task.max_labels = fresh.max_labels
+        task.count_calibration = False if plain else fresh.count_calibration
+        task.share_tolerance = None if plain else fresh.share_tolerance
+    calibrate(tasks, [logits[t.name] for t in tasks], [targets[t.name] for t in tasks])
+    return tasks
 
 
 def _describe(data: EvalData, file: Path) -> dict[str, Any]:
@@ -435,6 +453,27 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
             f"| {name} | {described[name]} | {m['seeds']} | {m['validation']:.3f} | "
             f"{m['test']:.3f}{sd} |"
         )
+    lines += [
+        "",
+        "Decision rules on test (themes): per-label F1 thresholds alone, against the codebook's "
+        "rule (share tolerance and label-count calibration), both fitted on validation.",
+        "",
+        "| variant | seed | rule | themes micro-F1 | themes macro-F1 | themes/item (annotated) | "
+        "max theme share gap |",
+        "| :--- | ---: | :--- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result["runs"]:
+        for rule, th in (
+            ("F1 thresholds", row.get("test_plain_thresholds")),
+            ("codebook", row["test"]["tasks"].get("themes")),
+        ):
+            if not th:
+                continue
+            lines.append(
+                f"| {row['variant']} | {row['seed']} | {rule} | {th['micro_f1']:.3f} | "
+                f"{th['macro_f1']:.3f} | {th['per_item']:.2f} ({th['annotated_per_item']:.2f}) | "
+                f"{th['share_gap_max']:.3f} ({th['share_gap_label']}) |"
+            )
     chosen = result.get("selected")
     lines.append("")
     if chosen:
