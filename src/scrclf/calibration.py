@@ -262,15 +262,24 @@ def calibrate(
 MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
-def log_loss(task: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> float:
-    temperature = fit_temperature(task, logits, targets)
-    probs = probabilities(task, logits, temperature)
-    eps = 1e-12
+def macro_f1_at_decisions(task: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> float:
+    """Macro-F1 of ``task``'s decisions (its temperature and thresholds as they are)."""
+    pred = decide(task, probabilities(task, logits))
     if task.is_multi_label:
-        t = np.asarray(targets, dtype=np.float64)
-        return float(-(t * np.log(probs + eps) + (1 - t) * np.log(1 - probs + eps)).mean())
-    idx = np.asarray(targets, dtype=np.int64)
-    return float(-np.log(probs[np.arange(len(idx)), idx] + eps).mean())
+        y = np.asarray(targets).astype(bool)
+        p = np.asarray(pred).astype(bool)
+        tp = (p & y).sum(axis=0)
+        fp = (p & ~y).sum(axis=0)
+        fn = (~p & y).sum(axis=0)
+    else:
+        y = np.asarray(targets, dtype=np.int64)
+        p = np.asarray(pred, dtype=np.int64)
+        labels = np.arange(task.num_labels)
+        tp = np.array([((p == k) & (y == k)).sum() for k in labels])
+        fp = np.array([((p == k) & (y != k)).sum() for k in labels])
+        fn = np.array([((p != k) & (y == k)).sum() for k in labels])
+    denom = 2 * tp + fp + fn
+    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
 
 
 def fit_mix(
@@ -279,11 +288,25 @@ def fit_mix(
     wide: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
     grid: Sequence[float] = MIX_GRID,
+    min_positives: int = 5,
 ) -> dict[str, float]:
-    """Per task, the weight of the wide logits with the lowest validation log-loss (after
-    fitting a temperature to each candidate)."""
+    """Per task, the weight of the wide logits with the best validation macro-F1 once the
+    task's decisions (temperature, thresholds) are fitted to each candidate; ties go to the
+    smaller weight.
+
+    Log-loss is not the criterion: the wide part's logistic regressions are fitted with
+    balanced class weights, so their logits are shifted towards the rare labels, and a
+    temperature cannot undo a shift, while decisions can.
+    """
+    import copy
+
     mix = {}
     for task, d, w, t in zip(tasks, deep, wide, targets, strict=True):
-        losses = {m: log_loss(task, np.asarray(d) + m * np.asarray(w), t) for m in grid}
-        mix[task.name] = float(min(losses, key=lambda m: (losses[m], m)))
+        scores = {}
+        for m in grid:
+            candidate = copy.deepcopy(task)
+            logits = np.asarray(d) + m * np.asarray(w)
+            calibrate(TaskSet([candidate]), [logits], [t], min_positives=min_positives)
+            scores[m] = macro_f1_at_decisions(candidate, logits, t)
+        mix[task.name] = float(max(grid, key=lambda m: (scores[m], -m)))
     return mix

@@ -6,7 +6,7 @@ The features are exactly those the model computes from token ids
 exported graph. Before training, :func:`fit_wide` sets the IDF of every bucket and fits one
 logistic regression per task (one-vs-rest for multi-label tasks; balanced class weights, as
 the TF-IDF baseline). After training, ``fit_mix`` picks per task the weight of the wide
-logits that minimises the validation log-loss of ``encoder + weight x wide``
+logits that gives the best validation macro-F1 of ``encoder + weight x wide``
 (:func:`scrclf.calibration.fit_mix`).
 """
 

@@ -250,14 +250,7 @@ def run_study(
                 logger.info("training %s (seed %d) into %s", variant.name, seed, path)
                 trainer(variant, seed, path)
             classifier = load_classifier(resolve_model(path), backend="torch")
-            logits: dict[str, dict[str, np.ndarray]] = {
-                split: model_logits(
-                    classifier, data[split].texts, data[split].findings, 64, desc=split
-                )[0]
-                for split in SPLITS
-            }
-            # One decision rule for every run: temperatures, thresholds and the label-count
-            # shift are refitted on validation with the current task config.
+            logits, mix = _run_logits(classifier, tasks, data)
             val_targets = data["validation"].targets(tasks)
             run_tasks = _recalibrated(classifier.tasks, tasks, logits["validation"], val_targets)
             # The same model with plain per-label F1 thresholds, for the decision-rule table.
@@ -270,6 +263,7 @@ def run_study(
                 "overrides": variant.overrides,
                 "seed": seed,
                 "training": _training_record(path),
+                "wide_mix": mix,
             }
             for split in SPLITS:
                 row[split] = _summary(
@@ -303,6 +297,46 @@ def run_study(
     write_json(out_dir / "results.json", result)
     write_text(out_dir / "results.md", format_study(result, tasks))
     return result
+
+
+def _run_logits(
+    classifier, tasks: TaskSet, data: Mapping[str, EvalData]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float] | None]:
+    """A run's logits on validation and test. A fitted wide part (logreg mode) is weighed
+    again on validation with the current rule, as decisions are refitted below."""
+
+    def run(split: str) -> dict[str, np.ndarray]:
+        return model_logits(classifier, data[split].texts, data[split].findings, 64, desc=split)[0]
+
+    model = getattr(classifier.engine, "model", None)
+    wide = getattr(getattr(model, "config", None), "wide", None)
+    if model is None or not wide or wide.get("mode") != "logreg":
+        return {split: run(split) for split in SPLITS}, None
+    from scrclf.calibration import fit_mix
+    from scrclf.modeling.wide import wide_logits_of
+
+    model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
+    deep = {split: run(split) for split in SPLITS}
+    parts = {}
+    for split in SPLITS:
+        pairs = data[split].findings if classifier.text_pair else None
+        enc, _ = classifier.encode(data[split].texts, pairs)
+        parts[split] = dict(
+            zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True)
+        )
+    targets = data["validation"].targets(tasks)
+    names = [t.name for t in tasks]
+    mix = fit_mix(
+        tasks,
+        [deep["validation"][n] for n in names],
+        [parts["validation"][n] for n in names],
+        [targets[n] for n in names],
+    )
+    model.config.wide = {**wide, "mix": mix}
+    combined = {
+        split: {n: deep[split][n] + mix[n] * parts[split][n] for n in names} for split in SPLITS
+    }
+    return combined, mix
 
 
 def _recalibrated(
