@@ -610,18 +610,26 @@ def _add_info(subparsers) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def register_optional(subparsers, modules: Iterable[str]) -> None:
-    """Let each installed module of ``modules`` add subcommands via ``register_cli``."""
+def register_optional(subparsers, modules: Iterable[str]) -> dict[str, str]:
+    """Let each installed module of ``modules`` add subcommands via ``register_cli``.
+
+    Returns the modules left out because a library they need is not installed (the runtime
+    install has no ``train`` extra), each with that library's name."""
+    left_out = {}
     for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
             if err.name is not None and (name == err.name or name.startswith(err.name + ".")):
                 continue  # the module is not part of this installation
+            if err.name is not None and err.name.partition(".")[0] != "scrclf":
+                left_out[name] = err.name.partition(".")[0]
+                continue
             raise
         register = getattr(module, "register_cli", None)
         if register is not None:
             register(subparsers)
+    return left_out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -633,7 +641,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(subparsers)
     _add_info(subparsers)
-    register_optional(subparsers, SUBCOMMAND_MODULES)
+    left_out = register_optional(subparsers, SUBCOMMAND_MODULES)
+    if left_out:
+        parser.epilog = "Not in this installation (pip install 'scrclf[train]'): " + ", ".join(
+            f"'{name.rpartition('.')[2]}' commands (need {lib})" for name, lib in left_out.items()
+        )
     return parser
 
 

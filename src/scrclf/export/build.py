@@ -596,6 +596,8 @@ def export_model(
     with atomic.directory(dest) as tmp:
         model = cast(TorchBackend, source.engine).model  # loaded with backend="torch"
         model.save_pretrained(tmp)
+        # The tokenizer's own limit is the model's: AutoTokenizer(truncation=True) cuts there.
+        source.tokenizer.model_max_length = source.max_seq_length
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
         quantization = quantize_onnx(model, tmp / ONNX_INT8_FILE, run_config, source, int8)

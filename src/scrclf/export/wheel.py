@@ -7,7 +7,9 @@ The wheel ``scrclf_model_<name>-<version>-py3-none-any.whl`` holds one small pac
     clf = bundled.load()                # scrclf.load(<bundled folder>, ...)
     folder = bundled.get_model_path()   # the installed export folder
 
-It installs with ``pip install --no-deps <wheel>`` and needs ``scrclf`` at run time. Only
+It depends on the scrclf runtime alone (``scrclf`` without extras: onnxruntime, tokenizers,
+numpy), so ``pip install --find-links <folder with both wheels> <model wheel>`` gives a
+torch-free environment that predicts with the ONNX graph. Only
 files listed in the export's ``manifest.json`` (and the manifest itself) are bundled, so the
 installed copy is verified by the same checksums. Archive entries carry a fixed timestamp:
 the same export gives the same wheel bytes.
@@ -64,7 +66,7 @@ def _loader_source(name: str, version: str) -> str:
     return f'''"""The scrclf model '{name}' (version {version}), bundled as package data.
 
     import {module_name(name)} as bundled
-    clf = bundled.load()              # or bundled.load(backend="torch")
+    clf = bundled.load()              # the ONNX graph; backend="torch" needs scrclf[train]
     clf.predict(["The board should ..."])
 """
 
