@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import venv
-import zipfile
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
+from scrclf.export.wheel import pinned_closure, wheel_requirements
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
@@ -42,32 +40,6 @@ def _env() -> dict[str, str]:
     env.pop("PYTHONPATH", None)
     env["HF_HUB_OFFLINE"] = "1"
     return env
-
-
-def wheel_requirements(wheel: Path) -> list[str]:
-    """The ``Requires-Dist`` lines of a wheel's metadata."""
-    with zipfile.ZipFile(wheel) as zf:
-        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        lines = zf.read(name).decode("utf-8").splitlines()
-    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
-
-
-def runtime_requirements(scrclf_wheel: Path) -> list[str]:
-    """``name==version`` for every distribution the runtime install needs, at the versions
-    installed in this environment: the scrclf wheel's requirements without extras, followed
-    through their requirements."""
-    pinned: dict[str, str] = {}
-    pending = [Requirement(r) for r in wheel_requirements(scrclf_wheel)]
-    while pending:
-        req = pending.pop()
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        key = re.sub(r"[-_.]+", "-", req.name).lower()
-        if key in pinned:
-            continue
-        pinned[key] = metadata.version(req.name)
-        pending.extend(Requirement(r) for r in metadata.requires(req.name) or [])
-    return sorted(f"{name}=={version}" for name, version in pinned.items())
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +61,7 @@ def runtime_env(tiny_export, tmp_path_factory) -> dict[str, Path]:
     fetched = _run(
         [
             *(sys.executable, "-m", "pip", "download", "--no-deps", "-q"),
-            *("--dest", str(wheels), *runtime_requirements(scrclf_wheel)),
+            *("--dest", str(wheels), *pinned_closure(wheel_requirements(scrclf_wheel))),
         ],
         cwd=root,
     )

@@ -59,6 +59,8 @@ from scrclf.inference.classifier import (
 )
 from scrclf.version import __version__
 
+# Commands of this module: parsing them needs none of SUBCOMMAND_MODULES.
+BUILTIN_COMMANDS = ("predict", "info")
 SUBCOMMAND_MODULES = ["scrclf.cli.data", "scrclf.cli.evaluate", "scrclf.cli.review"]
 EXIT_USAGE = 2
 INPUT_FORMATS = ("auto", "lines", "csv", "jsonl")
@@ -632,7 +634,9 @@ def register_optional(subparsers, modules: Iterable[str]) -> dict[str, str]:
     return left_out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(optional: bool = True) -> argparse.ArgumentParser:
+    """The ``scrclf`` parser; with ``optional=False`` only ``predict`` and ``info``, without
+    importing the modules of the other commands (what ``scrclf predict`` needs to start fast)."""
     parser = argparse.ArgumentParser(
         prog="scrclf",
         description="Classify recommendations from child-protection serious case reviews.",
@@ -641,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(subparsers)
     _add_info(subparsers)
-    left_out = register_optional(subparsers, SUBCOMMAND_MODULES)
+    left_out = register_optional(subparsers, SUBCOMMAND_MODULES) if optional else {}
     if left_out:
         parser.epilog = "Not in this installation (pip install 'scrclf[train]'): " + ", ".join(
             f"'{name.rpartition('.')[2]}' commands (need {lib})" for name, lib in left_out.items()
@@ -656,7 +660,8 @@ def describe_error(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input or model)."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(optional=not words or words[0] not in BUILTIN_COMMANDS)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

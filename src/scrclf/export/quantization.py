@@ -1,28 +1,37 @@
-"""The int8 ONNX graph: a graph built for onnxruntime, smoothed, then dynamically quantized.
+"""The int8 ONNX graph: a graph built for onnxruntime, smoothed, then statically quantized.
 
-Dynamic int8 quantization (``onnxruntime.quantization.quantize_dynamic``) stores each
-weight matrix as int8 with one scale per output channel and quantizes each activation
-tensor at run time with one scale for the whole tensor. A few input channels of a
-transformer's hidden states carry values many times larger than the rest; one scale per
-tensor then leaves the ordinary channels only a few int8 steps, and that error, not the
-weights', is what moves the logits. The graph is therefore built in four steps:
+Each item's labels must not depend on the items batched with it. Dynamic int8 quantization
+(``quantize_dynamic``) computes one activation scale per tensor at run time, over the whole
+batch padding included, so a text's logits move with its neighbours (and with the batch's
+padded length). Here activations are quantized with **static** scales instead: measured
+once on calibration text and stored in the graph as QuantizeLinear/DequantizeLinear (QDQ)
+pairs, so every item is computed with the same scales whatever the batch holds.
+
+Weights are int8 with one scale per output channel. A few input channels of a
+transformer's hidden states carry values many times larger than the rest; one activation
+scale per tensor then leaves the ordinary channels only a few int8 steps. The graph is
+therefore built in four steps:
 
 1. **export for onnxruntime**: the model with plain ("eager") attention through the
    TorchScript exporter, whose graph onnxruntime's transformer optimizer recognises;
-2. **fusion** (``onnxruntime.transformers.optimizer``): attention, embedding + LayerNorm
-   and bias + GELU become single onnxruntime operators (residual + LayerNorm does not: that
-   fused kernel is slower on CPU). The fused graph is kept only where its fp32 outputs
-   match the unfused graph's;
+2. **fusion** (``onnxruntime.transformers.optimizer``, optional): attention, embedding +
+   LayerNorm and bias + GELU become single onnxruntime operators (residual + LayerNorm does
+   not: that fused kernel is slower on CPU). The fused graph is kept only where its fp32
+   outputs match the unfused graph's. The fused ``Attention`` operator has no QDQ form, so
+   its projections stay fp32; the shipped setting leaves fusion off;
 3. **smoothing** (the activation-smoothing idea of "SmoothQuant: Accurate and Efficient
    Post-Training Quantization for Large Language Models", Xiao et al., 2023): for every
    tensor that feeds weight matrices, per-channel scales ``s_j = max|x_j|^alpha /
    max|w_j|^(1 - alpha)`` measured on calibration text divide the activation (one ``Mul``)
    and multiply the matching weight rows, which leaves the fp32 function unchanged and moves
    the outliers into weights, where per-channel scales absorb them;
-4. **dynamic int8 quantization**, per channel, QInt8 weights.
+4. **static int8 quantization** (``quantize_static``, QDQ format) of every matrix product
+   with a weight: QInt8 weights per channel, QUInt8 activations with scales from the
+   calibration text (min/max).
 
-The result runs on onnxruntime only (the fused operators are in its ``com.microsoft``
-domain); ``onnx/model.onnx`` stays a standard-operator fp32 graph.
+Without calibration text no static scale can be measured: the graph is then quantized
+dynamically, and ``scrclf.json`` records ``"batch_independent": false``.
+The result runs on onnxruntime; ``onnx/model.onnx`` stays a standard-operator fp32 graph.
 """
 
 from __future__ import annotations
@@ -284,16 +293,15 @@ def build_int8_graph(
         model: the ``ScrClfModel`` to quantize.
         dst: the ``.onnx`` file to write.
         calibration: padded int64 batches (``input_ids``, ``attention_mask``,
-            ``token_type_ids``) of calibration text; without them the graph is not smoothed.
+            ``token_type_ids``) of calibration text: they set the static activation scales
+            and the smoothing; without them the graph is quantized dynamically (its labels
+            then depend on the batch) and not smoothed.
         smooth_alpha: SmoothQuant's migration strength (0: none, 1: all of the activation
             range into the weights); None turns smoothing off; by default
             ``quantization.smooth_alpha`` of the shipped ``configs/export.yaml``.
         fuse_operators: apply onnxruntime's transformer fusion; by default
             ``quantization.fuse`` of the shipped ``configs/export.yaml``.
     """
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     if smooth_alpha == "shipped" or fuse_operators is None:
         shipped = QuantizationSettings.defaults()
         if smooth_alpha == "shipped":
@@ -302,12 +310,7 @@ def build_int8_graph(
             fuse_operators = shipped.fuse
 
     calibration = list(calibration or [])
-    info: dict[str, Any] = {
-        "method": "onnxruntime.quantization.quantize_dynamic",
-        "weight_type": "QInt8",
-        "per_channel": True,
-        "activations": "uint8, one scale per tensor, computed at run time",
-    }
+    info: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="scrclf_int8_") as tmp:
         current = Path(tmp) / "export.onnx"
         export_for_runtime(model, current)
@@ -333,12 +336,110 @@ def build_int8_graph(
             current = smoothed
         else:
             info["smoothing"] = None
-        with quiet_exporters("root", "onnxruntime"):
-            quantize_dynamic(
-                str(current),
-                str(dst),
-                per_channel=True,
-                weight_type=QuantType.QInt8,
-                extra_options={"DefaultTensorType": TensorProto.FLOAT},
-            )
+        if calibration:
+            info.update(quantize_static_qdq(current, dst, calibration))
+        else:
+            logger.warning("int8 graph quantized dynamically: no calibration text")
+            info.update(quantize_dynamic_int8(current, dst))
     return info
+
+
+def weight_matmuls(model_path: str | Path) -> list[str]:
+    """Names of the MatMul nodes whose second input is a 2-D weight initializer."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    initializers = {init.name: init for init in graph.initializer}
+    return [
+        node.name
+        for nodes in _weighted_groups(graph, initializers).values()
+        for node in nodes
+        if node.op_type == "MatMul"
+    ]
+
+
+class _BatchReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over padded batches."""
+
+    def __init__(self, model_path: str | Path, batches: Sequence[Mapping[str, np.ndarray]]):
+        import onnx
+
+        self.names = [i.name for i in onnx.load(str(model_path)).graph.input]
+        self.batches = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        if batch is None:
+            return None
+        return {
+            n: batch[n] if n in batch else np.zeros_like(batch["input_ids"]) for n in self.names
+        }
+
+    def __iter__(self):
+        return iter(self.get_next, None)
+
+
+def quantize_static_qdq(
+    src: str | Path, dst: str | Path, calibration: Sequence[Mapping[str, np.ndarray]]
+) -> dict[str, Any]:
+    """Static QDQ int8 of the weight matrix products of ``src``, activation scales from the
+    calibration batches; returns its description for ``scrclf.json``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(_BatchReader, CalibrationDataReader):
+        pass
+
+    nodes = weight_matmuls(src)
+    with quiet_exporters("root", "onnxruntime"):
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(src, calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
+    return {
+        "method": "onnxruntime.quantization.quantize_static",
+        "format": "QDQ",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "activations": "uint8, one scale per tensor, calibrated (min/max) and fixed in the graph",
+        "quantized_matmuls": len(nodes),
+        "calibration_items": int(sum(len(b["input_ids"]) for b in calibration)),
+        "batch_independent": True,
+    }
+
+
+def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Dynamic int8 (activation scales computed per batch at run time): the fallback when
+    there is no calibration text."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet_exporters("root", "onnxruntime"):
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "activations": "uint8, one scale per tensor, computed at run time",
+        "batch_independent": False,
+    }

@@ -162,3 +162,40 @@ def build_wheel(
     wheel_path = Path(out_dir) / f"{package}-{version}-py3-none-any.whl"
     atomic.write_bytes(wheel_path, buffer.getvalue())
     return wheel_path
+
+
+# --------------------------------------------------------------------------- wheelhouse
+
+
+def wheel_requirements(wheel: str | Path) -> list[str]:
+    """The ``Requires-Dist`` lines of a wheel's metadata."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = zf.read(name).decode("utf-8").splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+
+
+def pinned_closure(requirements: list[str]) -> list[str]:
+    """``name==version`` of every distribution that ``requirements`` (without extras) need,
+    followed through their own requirements, at the versions installed in this environment:
+    what ``pip download --no-deps`` fetches to fill a folder of wheels for an offline install
+    of the same environment."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pinned: dict[str, str] = {}
+    pending = [Requirement(r) for r in requirements]
+    while pending:
+        req = pending.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        key = re.sub(r"[-_.]+", "-", req.name).lower()
+        if key in pinned:
+            continue
+        try:
+            pinned[key] = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            raise PackagingError(f"{req.name} (required by the runtime) is not installed") from None
+        pending.extend(Requirement(r) for r in metadata.requires(req.name) or [])
+    return sorted(f"{name}=={version}" for name, version in pinned.items())
