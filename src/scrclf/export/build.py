@@ -448,7 +448,9 @@ def model_card(
     front = {
         "language": ["en"],
         "license": license,
-        "library_name": "transformers",
+        # Loaded by scrclf (ONNX runtime) or by transformers after `import scrclf`; the
+        # Hub's transformers widget would call a pipeline this three-head model does not fit.
+        "library_name": "scrclf",
         "pipeline_tag": "text-classification",
         "tags": [
             "scrclf",

@@ -14,8 +14,11 @@ tokenization (its ``max_seq_length``, the finding as text pair), its temperature
 thresholds and decision rule, so the labels are the same. Nothing runs remote code:
 ``trust_remote_code`` stays off, the classes are registered in-process.
 
-``pipeline("feature-extraction")`` does not apply to this model: its outputs are one logits
-tensor per task, not features; :class:`ScrClfOutput` refuses that use with a message.
+Other pipeline tasks do not apply. ``pipeline("feature-extraction", model=path)`` loads the
+model and fails in transformers' own post-processing (``'tuple' object has no attribute
+'tolist'``): the outputs are one logits tensor per task, not features, and transformers
+passes the pipeline's task on to no hook of the model where it could be refused sooner.
+For sentence features, load the encoder: ``AutoModel.from_pretrained(path).encoder``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ from scrclf.inference.classifier import (
     format_predictions,
     text_problem,
 )
-from scrclf.modeling.model import register_auto_classes
-
-PIPELINE_TASK = "scrclf-classification"
+from scrclf.modeling.model import PIPELINE_TASK, register_auto_classes
 
 
 class ScrClfPipeline(Pipeline):

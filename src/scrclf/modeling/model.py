@@ -23,6 +23,8 @@ from scrclf.tasks import TaskSet
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
+# The transformers pipeline task of scrclf models (registered by scrclf.inference.pipeline).
+PIPELINE_TASK = "scrclf-classification"
 
 
 class ScrClfConfig(PretrainedConfig):
