@@ -52,14 +52,30 @@ def build_env(root: Path) -> Path:
     env = _clean_env()
     wheels = root / "wheels"
     pip = [sys.executable, "-m", "pip"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)], env)
+    _run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        env,
+    )
     (wheel,) = wheels.glob("scrclf-*.whl")
     needed = pinned_closure(wheel_requirements(wheel))
     _run([*pip, "download", "--no-deps", "-q", "--dest", str(wheels), *needed], env)
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheels), "scrclf"], env)
+    _run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "scrclf",
+        ],
+        env,
+    )
     return env_dir
 
 

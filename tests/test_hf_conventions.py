@@ -4,6 +4,7 @@ tokenizer's own length limit and the ``scrclf-classification`` pipeline."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import scrclf
 from scrclf.data.records import read_records, tokenize
 from scrclf.inference.tokenizer import RuntimeTokenizer
+from tests.helpers import readme_block
 
 TEXTS = [
     "The board should ensure that staff receive annual training on neglect.",
@@ -107,3 +109,19 @@ def test_pipeline_is_registered_once_transformers_is_imported_after_scrclf(tiny_
     assert out.returncode == 0, out.stderr
     expected = scrclf.load(tiny_export.export_dir).predict(TEXTS[:1])[0]["evidence"]["label"]
     assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_readme_pipeline_route_runs_and_matches_scrclf_load(tiny_export, tmp_path):
+    code = readme_block("pipeline").replace(
+        '"models/scr-minilm"', repr(str(tiny_export.export_dir))
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    got = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    expected = scrclf.load(tiny_export.export_dir).predict(
+        ["The Board should seek assurance that supervision is in place."],
+        ["Research shows supervision supports professional judgement."],
+    )
+    assert _labels([got]) == _labels(expected)

@@ -162,6 +162,7 @@ def test_int8_labels_do_not_depend_on_the_batch(tiny_export):
     for got in runs.values():
         for a, b in zip(alone, got, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
     def labels(items):
         return [{task: v.get("labels", v.get("label")) for task, v in i.items()} for i in items]
 

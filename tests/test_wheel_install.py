@@ -22,7 +22,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from scrclf.export.wheel import pinned_closure, wheel_requirements
-from tests.helpers import ROOT
+from tests.helpers import ROOT, readme_block
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,11 @@ def test_bundled_model_predicts_like_the_export_without_torch(runtime_env, tiny_
 
 def test_installed_cli_predicts_and_describes_the_bundled_model(runtime_env, tmp_path):
     folder = _run(
-        [str(runtime_env["python"]), "-c", "import scrclf_model_tiny as b; print(b.get_model_path())"],
+        [
+            str(runtime_env["python"]),
+            "-c",
+            "import scrclf_model_tiny as b; print(b.get_model_path())",
+        ],
         cwd=tmp_path,
         env=_env(),
     ).stdout.strip()
@@ -149,3 +153,13 @@ def test_installed_cli_predicts_and_describes_the_bundled_model(runtime_env, tmp
     assert "themes" in info.stdout
     helped = _run([str(runtime_env["scrclf"]), "--help"], cwd=tmp_path, env=_env())
     assert "scrclf[train]" in helped.stdout.replace("\n", " ")
+
+
+def test_readme_runtime_wheel_route_runs_in_the_runtime_env(runtime_env, tmp_path):
+    code = readme_block("runtime wheel").replace("scrclf_model_scr_minilm", "scrclf_model_tiny")
+    code += (
+        "\nimport sys\nassert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    out = _run([str(runtime_env["python"]), "-c", code], cwd=tmp_path, env=_env())
+    assert out.returncode == 0, out.stderr
+    assert "'themes'" in out.stdout and "'action_strength'" in out.stdout

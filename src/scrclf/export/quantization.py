@@ -412,14 +412,28 @@ def quantize_static_qdq(
         )
     return {
         "method": "onnxruntime.quantization.quantize_static",
+        "quantized_matmuls": quantized_matmuls(dst),
+        "weight_matmuls": len(nodes),
         "format": "QDQ",
         "weight_type": "QInt8",
         "per_channel": True,
         "activations": "uint8, one scale per tensor, calibrated (min/max) and fixed in the graph",
-        "quantized_matmuls": len(nodes),
         "calibration_items": int(sum(len(b["input_ids"]) for b in calibration)),
         "batch_independent": True,
     }
+
+
+def quantized_matmuls(model_path: str | Path) -> int:
+    """How many MatMul nodes of a QDQ graph take both inputs through DequantizeLinear."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return sum(
+        1
+        for n in graph.node
+        if n.op_type == "MatMul" and len(n.input) > 1 and set(n.input[:2]) <= dequantized
+    )
 
 
 def quantize_dynamic_int8(src: str | Path, dst: str | Path) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from scrclf.inference.classifier import (
     format_predictions,
     text_problem,
 )
-from scrclf.modeling.model import PIPELINE_TASK, register_auto_classes
+from scrclf.modeling.model import register_auto_classes
+
+PIPELINE_TASK = "scrclf-classification"
 
 
 class ScrClfPipeline(Pipeline):

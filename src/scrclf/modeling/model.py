@@ -23,8 +23,6 @@ from scrclf.tasks import TaskSet
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
-# The transformers pipeline task of scrclf models (registered by scrclf.inference.pipeline).
-PIPELINE_TASK = "scrclf-classification"
 
 
 class ScrClfConfig(PretrainedConfig):
@@ -63,7 +61,9 @@ class ScrClfConfig(PretrainedConfig):
         head order, each named ``task.label``."""
         heads = [(t.name, t.labels) for t in self.task_set]
         self.head_id2label = {name: dict(enumerate(labels)) for name, labels in heads}
-        self.head_label2id = {name: {lab: i for i, lab in enumerate(labels)} for name, labels in heads}
+        self.head_label2id = {
+            name: {lab: i for i, lab in enumerate(labels)} for name, labels in heads
+        }
         flat = [f"{name}.{label}" for name, labels in heads for label in labels]
         self.id2label = dict(enumerate(flat))
         self.label2id = {label: i for i, label in enumerate(flat)}
