@@ -25,9 +25,9 @@ therefore built in four steps:
    max|w_j|^(1 - alpha)`` measured on calibration text divide the activation (one ``Mul``)
    and multiply the matching weight rows, which leaves the fp32 function unchanged and moves
    the outliers into weights, where per-channel scales absorb them;
-4. **static int8 quantization** (``quantize_static``, QDQ format) of every matrix product
-   with a weight: QInt8 weights per channel, QUInt8 activations with scales from the
-   calibration text (min/max).
+4. **static int8 quantization** (``quantize_static``, QDQ format) of the matrix products
+   whose input is a LayerNorm output (see :func:`normalized_input_matmuls`): QInt8 weights
+   per channel, QUInt8 activations with scales from the calibration text (min/max).
 
 Without calibration text no static scale can be measured: the graph is then quantized
 dynamically, and ``scrclf.json`` records ``"batch_independent": false``.
@@ -344,18 +344,38 @@ def build_int8_graph(
     return info
 
 
-def weight_matmuls(model_path: str | Path) -> list[str]:
-    """Names of the MatMul nodes whose second input is a 2-D weight initializer."""
+# Operators whose output is a normalized hidden state: narrow, stable ranges that one static
+# scale per tensor represents well.
+NORMALIZING_OPS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization")
+
+
+def normalized_input_matmuls(model_path: str | Path) -> list[str]:
+    """Names of the MatMul nodes that multiply a LayerNorm output (through a smoothing
+    ``Mul``, if any) by a 2-D weight initializer: the ones quantized statically.
+
+    Matrix products fed by the attention context or by GELU stay fp32: their inputs are
+    heavy-tailed, and with one static scale per tensor quantizing them too moved the theme
+    decisions of the default MiniLM model on 28% of validation items (against 6% as here).
+    """
     import onnx
 
     graph = onnx.load(str(model_path)).graph
     initializers = {init.name: init for init in graph.initializer}
-    return [
-        node.name
-        for nodes in _weighted_groups(graph, initializers).values()
-        for node in nodes
-        if node.op_type == "MatMul"
-    ]
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def source(name: str):
+        node = producers.get(name)
+        while node is not None and node.op_type == "Mul" and node.name.startswith("smooth_"):
+            node = producers.get(node.input[0])
+        return node
+
+    names = []
+    for activation, nodes in _weighted_groups(graph, initializers).items():
+        origin = source(activation)
+        if origin is None or origin.op_type not in NORMALIZING_OPS:
+            continue
+        names += [node.name for node in nodes if node.op_type == "MatMul"]
+    return names
 
 
 class _BatchReader:
@@ -395,7 +415,7 @@ def quantize_static_qdq(
     class Reader(_BatchReader, CalibrationDataReader):
         pass
 
-    nodes = weight_matmuls(src)
+    nodes = normalized_input_matmuls(src)
     with quiet_exporters("root", "onnxruntime"):
         quantize_static(
             str(src),
@@ -413,7 +433,7 @@ def quantize_static_qdq(
     return {
         "method": "onnxruntime.quantization.quantize_static",
         "quantized_matmuls": quantized_matmuls(dst),
-        "weight_matmuls": len(nodes),
+        "quantized": "MatMul nodes whose input is a LayerNorm output; the rest stay fp32",
         "format": "QDQ",
         "weight_type": "QInt8",
         "per_channel": True,

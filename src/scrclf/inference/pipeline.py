@@ -46,21 +46,23 @@ PIPELINE_TASK = "scrclf-classification"
 class ScrClfPipeline(Pipeline):
     """Text (or ``{"text", "finding"}``) in, the decisions of every task out."""
 
-    _load_tokenizer = True
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = False
+    # transformers types these None; pipeline() reads them as "load this component?".
+    _load_tokenizer = True  # type: ignore[assignment]
+    _load_processor = False  # type: ignore[assignment]
+    _load_image_processor = False  # type: ignore[assignment]
+    _load_feature_extractor = False  # type: ignore[assignment]
 
     def _sanitize_parameters(self, **kwargs):
         if kwargs:
             raise TypeError(f"{PIPELINE_TASK} takes no options, got {sorted(kwargs)}")
         return {}, {}, {}
 
-    def preprocess(self, inputs: str | Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        if isinstance(inputs, Mapping):
-            text, finding = inputs.get("text"), inputs.get("finding")
+    def preprocess(self, input_: Any, **preprocess_parameters: Any) -> dict[str, Any]:
+        """A text, or ``{"text": ..., "finding": ...}``, tokenized as the model was trained."""
+        if isinstance(input_, Mapping):
+            text, finding = input_.get("text"), input_.get("finding")
         else:
-            text, finding = inputs, None
+            text, finding = input_, None
         problem = text_problem(text)
         if problem:
             raise DataError(f"text {problem}")
@@ -69,15 +71,15 @@ class ScrClfPipeline(Pipeline):
             raise DataError(f"finding {problem}")
         config = self.model.config
         pairs = [finding] if config.text_pair else None
-        enc = tokenize(self.tokenizer, [text], pairs, int(config.max_seq_length))
+        enc = tokenize(self.tokenizer, [str(text)], pairs, int(config.max_seq_length))
         return {k: torch.tensor(v, dtype=torch.long) for k, v in enc.items()}
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.model(**model_inputs, return_dict=True)
-        names = self.model.task_names
+    def _forward(self, input_tensors: dict[str, Any], **forward_parameters: Any) -> Any:
+        out = self.model(**input_tensors, return_dict=True)
+        names = list(getattr(self.model, "task_names", []))
         return {OUTPUT_PREFIX + n: t for n, t in zip(names, out.logits, strict=True)}
 
-    def postprocess(self, model_outputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    def postprocess(self, model_outputs: Any, **postprocess_parameters: Any) -> dict[str, Any]:
         tasks = self.model.config.task_set
         logits = [model_outputs[OUTPUT_PREFIX + t.name].float().cpu().numpy() for t in tasks]
         return format_predictions(tasks, logits)[0]
