@@ -125,19 +125,29 @@ def test_int8_graph_with_and_without_calibration(tiny, tmp_path):
     info = build_int8_graph(clf.engine.model, tmp_path / "q.onnx", batches)
     assert info["smoothing"]["alpha"] == QuantizationSettings.defaults().smooth_alpha
     assert info["smoothing"]["calibration_items"] == 64
-    assert info["method"].endswith("quantize_static") and info["batch_independent"] is True
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger"}
+    assert info["batch_independent"] is True and info["quantized_matmuls"] > 0
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == info["quantized_matmuls"]
+    assert not set(ops) & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "QuantizeLinear"}
     ref = _logits(tmp_path / "q.onnx", batches[:1])
     assert all(np.isfinite(x).all() for x in ref)
 
     plain = build_int8_graph(clf.engine.model, tmp_path / "plain.onnx", None, fuse_operators=False)
     assert plain["smoothing"] is None and "fused_operators" not in plain
-    assert plain["batch_independent"] is False
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node}
-    assert "QAttention" not in ops and not any(o.startswith("smooth_") for o in ops)
-    assert ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger"}
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node]
+    assert "Attention" not in ops and not any(o.startswith("smooth_") for o in ops)
+    # Unfused, the query, key and value projections are quantized too.
+    assert plain["quantized_matmuls"] > info["quantized_matmuls"]
+
+
+def test_per_token_int8_is_close_to_fp32(tiny, runtime_graph, tmp_path):
+    clf, batches = tiny
+    out = tmp_path / "int8.onnx"
+    quantization.quantize_per_token(runtime_graph, out)
+    ref = _logits(runtime_graph, batches[:2])
+    got = _logits(out, batches[:2])
+    for a, b in zip(ref, got, strict=True):
+        assert np.max(np.abs(a - b)) < 0.1 * max(1.0, float(np.max(np.abs(a))))
 
 
 def test_int8_labels_do_not_depend_on_the_batch(tiny_export):
