@@ -352,8 +352,7 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
     constants = {
         "int8_eps": np.array(1e-12, dtype=np.float32),
         "int8_127": np.array(127.0, dtype=np.float32),
-        "int8_minus_127": np.array(-127.0, dtype=np.float32),
-        "int8_128": np.array(128.0, dtype=np.float32),
+        "int8_one": np.array(1.0, dtype=np.float32),
         "int8_zero_point": np.array(128, dtype=np.uint8),
     }
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
@@ -374,19 +373,18 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
             ]
         )
         x = node.input[0]
-        # scale = max|row| / 127; q = round(x / scale) in [-127, 127], stored as q + 128.
+        # scale = max|row| / 127; q = round(x / scale) in [-127, 127], stored as q + 128 by
+        # QuantizeLinear (scale 1, zero point 128: rounds, shifts and casts in one operator).
         nodes += [
             helper.make_node("Abs", [x], [p + "abs"]),
             helper.make_node("ReduceMax", [p + "abs"], [p + "peak"], axes=[-1], keepdims=1),
             helper.make_node("Max", [p + "peak", "int8_eps"], [p + "peak_pos"]),
             helper.make_node("Div", [p + "peak_pos", "int8_127"], [p + "scale"]),
-            helper.make_node("Div", [x, p + "scale"], [p + "scaled"]),
-            helper.make_node("Round", [p + "scaled"], [p + "rounded"]),
+            helper.make_node("Div", ["int8_127", p + "peak_pos"], [p + "inverse"]),
+            helper.make_node("Mul", [x, p + "inverse"], [p + "scaled"]),
             helper.make_node(
-                "Clip", [p + "rounded", "int8_minus_127", "int8_127"], [p + "clipped"]
+                "QuantizeLinear", [p + "scaled", "int8_one", "int8_zero_point"], [p + "uint8"]
             ),
-            helper.make_node("Add", [p + "clipped", "int8_128"], [p + "shifted"]),
-            helper.make_node("Cast", [p + "shifted"], [p + "uint8"], to=TensorProto.UINT8),
             helper.make_node(
                 "MatMulInteger", [p + "uint8", p + "weight", "int8_zero_point"], [p + "int32"]
             ),
