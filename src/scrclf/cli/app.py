@@ -59,6 +59,13 @@ from scrclf.inference.classifier import (
 )
 from scrclf.version import __version__
 
+# Import names of the libraries that only the optional extras (train, reviews) install: a
+# command module that needs one is left out of a runtime install, and named in --help.
+EXTRA_LIBRARIES = frozenset(
+    {"torch", "transformers", "accelerate", "datasets", "evaluate", "hydra", "omegaconf"}
+    | {"safetensors", "sklearn", "tensorboard", "matplotlib", "onnx", "onnxscript"}
+    | {"pypdf", "docx", "bs4", "lxml"}
+)
 # Commands of this module: parsing them needs none of SUBCOMMAND_MODULES.
 BUILTIN_COMMANDS = ("predict", "info")
 SUBCOMMAND_MODULES = ["scrclf.cli.data", "scrclf.cli.evaluate", "scrclf.cli.review"]
@@ -624,10 +631,11 @@ def register_optional(subparsers, modules: Iterable[str]) -> dict[str, str]:
         except ModuleNotFoundError as err:
             if err.name is not None and (name == err.name or name.startswith(err.name + ".")):
                 continue  # the module is not part of this installation
-            if err.name is not None and err.name.partition(".")[0] != "scrclf":
-                left_out[name] = err.name.partition(".")[0]
+            library = (err.name or "").partition(".")[0]
+            if library in EXTRA_LIBRARIES:
+                left_out[name] = library
                 continue
-            raise
+            raise  # any other missing module is a broken installation: never hidden
         register = getattr(module, "register_cli", None)
         if register is not None:
             register(subparsers)

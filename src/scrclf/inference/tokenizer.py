@@ -98,6 +98,10 @@ class RuntimeTokenizer:
         }
         return {name: columns[name] for name in self.model_input_names if name in columns}
 
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """The text of token ids (special tokens left out by default)."""
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
 
 def _token(value: Any) -> str | None:
     """A special token as saved by transformers: a string or an ``AddedToken`` mapping."""
