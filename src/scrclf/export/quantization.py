@@ -349,7 +349,7 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
     model = onnx.load(str(src))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    constants = {
+    constants: dict[str, np.ndarray] = {
         "int8_eps": np.array(1e-12, dtype=np.float32),
         "int8_127": np.array(127.0, dtype=np.float32),
         "int8_one": np.array(1.0, dtype=np.float32),
