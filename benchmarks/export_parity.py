@@ -92,6 +92,24 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
         texts,
         findings,
     )
+    # int8 against the fp32 graph it was made from, and against itself in other batches.
+    int8_vs_fp32 = measure_parity(
+        clfs["onnx fp32"], {"onnx int8": clfs["onnx int8"]}, texts, findings
+    )["onnx int8"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = clfs["onnx int8"].predict(texts, findings, batch_size=1)
+        batched = clfs["onnx int8"].predict(texts, findings, batch_size=THROUGHPUT_BATCH)
+
+    def labels(item: dict) -> dict:
+        return {task: v.get("labels", v.get("label")) for task, v in item.items()}
+
+    batch_independence = {
+        "items": len(texts),
+        "same_labels_batch_1_and_32": sum(
+            labels(a) == labels(b) for a, b in zip(alone, batched, strict=True)
+        ),
+    }
     speed = {}
     single = [
         ([t], [f]) for t, f in zip(texts[:latency_items], findings[:latency_items], strict=True)
@@ -129,6 +147,8 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
         "int8_recipe": (meta.get("onnx") or {}).get("quantization"),
         "sizes_bytes": artifact_sizes(model_dir),
         "parity": parity,
+        "int8_vs_onnx_fp32": int8_vs_fp32,
+        "int8_batch_independence": batch_independence,
         "speed": speed,
         "settings": {
             "latency_items": len(single),
@@ -194,6 +214,24 @@ def markdown(result: dict) -> str:
         "decisions (item x label for multi-label tasks). Timings are end to end "
         "(tokenization, padding, forward pass).",
     ]
+    vs_fp32 = result.get("int8_vs_onnx_fp32")
+    if vs_fp32:
+        lines += [
+            "",
+            "int8 against the fp32 ONNX graph: items equal "
+            + ", ".join(f"{t} {v:.4f}" for t, v in vs_fp32["label_agreement"].items())
+            + "; labels equal "
+            + ", ".join(f"{t} {v:.4f}" for t, v in vs_fp32["decision_agreement"].items())
+            + f"; max abs logit diff {vs_fp32['max_abs_logit_diff']:.3f}.",
+        ]
+    independence = result.get("int8_batch_independence")
+    if independence:
+        lines += [
+            "",
+            f"int8 labels at batch 1 and batch {THROUGHPUT_BATCH}: "
+            f"{independence['same_labels_batch_1_and_32']} of {independence['items']} "
+            "items identical.",
+        ]
     recipe = result.get("int8_recipe")
     if recipe:
         smoothing = recipe.get("smoothing") or {}
@@ -212,6 +250,7 @@ def markdown(result: dict) -> str:
             )
             + f"; {recipe.get('method')} ({recipe.get('weight_type')} weights, "
             + ("per channel" if recipe.get("per_channel") else "per tensor")
+            + (f"; activations {recipe['activations']}" if recipe.get("activations") else "")
             + ").",
         ]
     return "\n".join(lines) + "\n"

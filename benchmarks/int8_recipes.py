@@ -6,7 +6,8 @@
 For an export folder, builds the int8 graph several ways and measures each on the
 validation and test splits against the torch fp32 model:
   * ``dynamic``: ``quantize_dynamic`` (per-channel QInt8) applied to ``onnx/model.onnx``;
-  * ``fused``: the runtime export with onnxruntime's transformer fusion, then the same;
+  * ``fused``: the runtime export with onnxruntime's transformer fusion, then per-token int8
+    (``scrclf.export.quantization.quantize_per_token``: batch-independent);
   * ``fused + smooth A``: as ``fused``, with SmoothQuant smoothing of strength A calibrated on
     the export's calibration sample of the train split (what ``scripts/export.py`` ships).
 Reports, per split and task, the share of items whose decisions equal torch's (multi-label:

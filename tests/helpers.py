@@ -115,3 +115,12 @@ def copy_export(export: TinyExport, dest: Path) -> Path:
     shutil.copytree(export.export_dir, dest, ignore=shutil.ignore_patterns("dist"))
     rewrite_manifest(dest)
     return dest
+
+
+def readme_block(route: str) -> str:
+    """The Python block that follows ``<!-- route: ROUTE -->`` in the README."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = text.index(f"<!-- route: {route} -->")
+    return re.search(r"```python\n(.*?)```", text[marker:], re.S).group(1)

@@ -125,15 +125,62 @@ def test_int8_graph_with_and_without_calibration(tiny, tmp_path):
     info = build_int8_graph(clf.engine.model, tmp_path / "q.onnx", batches)
     assert info["smoothing"]["alpha"] == QuantizationSettings.defaults().smooth_alpha
     assert info["smoothing"]["calibration_items"] == 64
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
-    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "QAttention"}
+    assert info["batch_independent"] is True and info["quantized_matmuls"] > 0
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == info["quantized_matmuls"]
+    assert not set(ops) & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
     ref = _logits(tmp_path / "q.onnx", batches[:1])
     assert all(np.isfinite(x).all() for x in ref)
 
     plain = build_int8_graph(clf.engine.model, tmp_path / "plain.onnx", None, fuse_operators=False)
     assert plain["smoothing"] is None and "fused_operators" not in plain
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node}
-    assert "QAttention" not in ops and not any(o.startswith("smooth_") for o in ops)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node]
+    assert "Attention" not in ops and not any(o.startswith("smooth_") for o in ops)
+    # Unfused, the query, key and value projections are quantized too.
+    assert plain["quantized_matmuls"] > info["quantized_matmuls"]
+
+
+def test_per_token_int8_is_close_to_fp32(tiny, runtime_graph, tmp_path):
+    clf, batches = tiny
+    out = tmp_path / "int8.onnx"
+    quantization.quantize_per_token(runtime_graph, out)
+    ref = _logits(runtime_graph, batches[:2])
+    got = _logits(out, batches[:2])
+    for a, b in zip(ref, got, strict=True):
+        assert np.max(np.abs(a - b)) < 0.1 * max(1.0, float(np.max(np.abs(a))))
+
+
+def test_int8_labels_do_not_depend_on_the_batch(tiny_export):
+    """The same texts in batches of different sizes, orders and padded lengths: identical
+    int8 logits, so identical labels (activation scales are fixed in the graph)."""
+    rows = [r.data for r in read_records(tiny_export.corpus / "test.jsonl")]
+    texts = [r["text"] for r in rows]
+    findings = [r.get("finding") for r in rows]
+    # One very long neighbour pads every batch it joins to many more tokens.
+    long_text = " ".join(texts[:12])
+    int8 = scrclf.load(tiny_export.export_dir, backend="onnx", quantized=True)
+    alone = int8.logits(texts, findings, batch_size=1)
+    runs = {
+        "batch 32": int8.logits(texts, findings, batch_size=32),
+        "batch 7, reversed": [
+            x[::-1] for x in int8.logits(texts[::-1], findings[::-1], batch_size=7)
+        ],
+        "beside a long text": [
+            x[1:] for x in int8.logits([long_text, *texts], [None, *findings], batch_size=64)
+        ],
+    }
+    for got in runs.values():
+        for a, b in zip(alone, got, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+    def labels(items):
+        return [{task: v.get("labels", v.get("label")) for task, v in i.items()} for i in items]
+
+    alone_labels = labels(int8.predict(texts, findings, batch_size=1))
+    assert alone_labels == labels(int8.predict(texts, findings, batch_size=64))
+    assert alone_labels == labels(
+        int8.predict([long_text, *texts], [None, *findings], batch_size=64)[1:]
+    )
 
 
 def test_agreement_per_item_and_per_label(tiny):

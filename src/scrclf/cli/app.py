@@ -61,6 +61,15 @@ from scrclf.inference.classifier import (
 )
 from scrclf.version import __version__
 
+# Import names of the libraries that only the optional extras (train, reviews) install: a
+# command module that needs one is left out of a runtime install, and named in --help.
+EXTRA_LIBRARIES = frozenset(
+    {"torch", "transformers", "accelerate", "datasets", "evaluate", "hydra", "omegaconf"}
+    | {"safetensors", "sklearn", "tensorboard", "matplotlib", "onnx", "onnxscript"}
+    | {"pypdf", "docx", "bs4", "lxml"}
+)
+# Commands of this module: parsing them needs none of SUBCOMMAND_MODULES.
+BUILTIN_COMMANDS = ("predict", "info")
 SUBCOMMAND_MODULES = [
     "scrclf.cli.data",
     "scrclf.cli.encoders",
@@ -773,21 +782,32 @@ def _add_info(subparsers) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def register_optional(subparsers, modules: Iterable[str]) -> None:
-    """Let each installed module of ``modules`` add subcommands via ``register_cli``."""
+def register_optional(subparsers, modules: Iterable[str]) -> dict[str, str]:
+    """Let each installed module of ``modules`` add subcommands via ``register_cli``.
+
+    Returns the modules left out because a library they need is not installed (the runtime
+    install has no ``train`` extra), each with that library's name."""
+    left_out = {}
     for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
             if err.name is not None and (name == err.name or name.startswith(err.name + ".")):
                 continue  # the module is not part of this installation
-            raise
+            library = (err.name or "").partition(".")[0]
+            if library in EXTRA_LIBRARIES:
+                left_out[name] = library
+                continue
+            raise  # any other missing module is a broken installation: never hidden
         register = getattr(module, "register_cli", None)
         if register is not None:
             register(subparsers)
+    return left_out
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(optional: bool = True) -> argparse.ArgumentParser:
+    """The ``scrclf`` parser; with ``optional=False`` only ``predict`` and ``info``, without
+    importing the modules of the other commands (what ``scrclf predict`` needs to start fast)."""
     parser = argparse.ArgumentParser(
         prog="scrclf",
         description="Classify recommendations from child-protection serious case reviews.",
@@ -796,7 +816,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(subparsers)
     _add_info(subparsers)
-    register_optional(subparsers, SUBCOMMAND_MODULES)
+    left_out = register_optional(subparsers, SUBCOMMAND_MODULES) if optional else {}
+    if left_out:
+        parser.epilog = "Not in this installation (pip install 'scrclf[train]'): " + ", ".join(
+            f"'{name.rpartition('.')[2]}' commands (need {lib})" for name, lib in left_out.items()
+        )
     return parser
 
 
@@ -807,7 +831,8 @@ def describe_error(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input or model)."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(optional=not words or words[0] not in BUILTIN_COMMANDS)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

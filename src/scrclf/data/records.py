@@ -17,12 +17,13 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from scrclf.errors import DataError  # noqa: F401 (re-exported)
 from scrclf.tasks import TaskSet
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -663,6 +664,8 @@ class MultiTaskCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
         tokens = [{k: f[k] for k in self.token_keys if k in f} for f in features]
         batch = self.tokenizer.pad(
             tokens, padding=True, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of

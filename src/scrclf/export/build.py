@@ -448,7 +448,9 @@ def model_card(
     front = {
         "language": ["en"],
         "license": license,
-        "library_name": "transformers",
+        # Loaded by scrclf (ONNX runtime) or by transformers after `import scrclf`; the
+        # Hub's transformers widget would call a pipeline this three-head model does not fit.
+        "library_name": "scrclf",
         "pipeline_tag": "text-classification",
         "tags": [
             "scrclf",
@@ -596,6 +598,8 @@ def export_model(
     with atomic.directory(dest) as tmp:
         model = cast(TorchBackend, source.engine).model  # loaded with backend="torch"
         model.save_pretrained(tmp)
+        # The tokenizer's own limit is the model's: AutoTokenizer(truncation=True) cuts there.
+        source.tokenizer.model_max_length = source.max_seq_length
         source.tokenizer.save_pretrained(tmp)
         onnx_info = export_onnx(model, tmp / ONNX_FP32_FILE, opset)
         quantization = quantize_onnx(model, tmp / ONNX_INT8_FILE, run_config, source, int8)

@@ -7,7 +7,9 @@ The wheel ``scrclf_model_<name>-<version>-py3-none-any.whl`` holds one small pac
     clf = bundled.load()                # scrclf.load(<bundled folder>, ...)
     folder = bundled.get_model_path()   # the installed export folder
 
-It installs with ``pip install --no-deps <wheel>`` and needs ``scrclf`` at run time. Only
+It depends on the scrclf runtime alone (``scrclf`` without extras: onnxruntime, tokenizers,
+numpy), so ``pip install --find-links <folder with both wheels> <model wheel>`` gives a
+torch-free environment that predicts with the ONNX graph. Only
 files listed in the export's ``manifest.json`` (and the manifest itself) are bundled, so the
 installed copy is verified by the same checksums. Archive entries carry a fixed timestamp:
 the same export gives the same wheel bytes.
@@ -64,7 +66,7 @@ def _loader_source(name: str, version: str) -> str:
     return f'''"""The scrclf model '{name}' (version {version}), bundled as package data.
 
     import {module_name(name)} as bundled
-    clf = bundled.load()              # or bundled.load(backend="torch")
+    clf = bundled.load()              # the ONNX graph; backend="torch" needs scrclf[train]
     clf.predict(["The board should ..."])
 """
 
@@ -160,3 +162,40 @@ def build_wheel(
     wheel_path = Path(out_dir) / f"{package}-{version}-py3-none-any.whl"
     atomic.write_bytes(wheel_path, buffer.getvalue())
     return wheel_path
+
+
+# --------------------------------------------------------------------------- wheelhouse
+
+
+def wheel_requirements(wheel: str | Path) -> list[str]:
+    """The ``Requires-Dist`` lines of a wheel's metadata."""
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = zf.read(name).decode("utf-8").splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")]
+
+
+def pinned_closure(requirements: list[str]) -> list[str]:
+    """``name==version`` of every distribution that ``requirements`` (without extras) need,
+    followed through their own requirements, at the versions installed in this environment:
+    what ``pip download --no-deps`` fetches to fill a folder of wheels for an offline install
+    of the same environment."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pinned: dict[str, str] = {}
+    pending = [Requirement(r) for r in requirements]
+    while pending:
+        req = pending.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        key = re.sub(r"[-_.]+", "-", req.name).lower()
+        if key in pinned:
+            continue
+        try:
+            pinned[key] = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            raise PackagingError(f"{req.name} (required by the runtime) is not installed") from None
+        pending.extend(Requirement(r) for r in metadata.requires(req.name) or [])
+    return sorted(f"{name}=={version}" for name, version in pinned.items())

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from scrclf.errors import (  # noqa: F401 (re-exported)
     SettingsError,
     UnsafeModelError,
 )
+from scrclf.inference.tokenizer import RuntimeTokenizer
 from scrclf.tasks import TaskConfigError, TaskSet
 
 MANIFEST_FILE = "manifest.json"
@@ -359,8 +361,10 @@ class TorchBackend:
         from safetensors import SafetensorError
         from transformers import AutoModel
 
-        import scrclf  # noqa: F401  (registers the scrclf model type with AutoModel)
+        from scrclf.modeling.model import register_auto_classes
 
+        register_auto_classes()  # AutoConfig and AutoModel must know the scrclf model type
+        _quiet_transformers()
         self.torch = torch
         self.device = torch.device(device)
         try:
@@ -663,11 +667,17 @@ def _require_listed(root: Path, manifest: Mapping[str, Any] | None, files: Itera
             )
 
 
-def _load_tokenizer(root: Path):
+def _load_tokenizer(root: Path, backend: str = "torch"):
+    """The ONNX backend reads ``tokenizer.json`` with the ``tokenizers`` library alone (no
+    transformers); the torch backend loads the transformers tokenizer. Both encode alike."""
+    if backend == "onnx":
+        return RuntimeTokenizer.from_folder(root)
     from transformers import AutoTokenizer
 
-    import scrclf  # noqa: F401  (AutoConfig must know the scrclf model type)
+    from scrclf.modeling.model import register_auto_classes
 
+    register_auto_classes()  # AutoConfig and AutoModel must know the scrclf model type
+    _quiet_transformers()
     try:
         return AutoTokenizer.from_pretrained(str(root), local_files_only=True)
     except (OSError, ValueError, TypeError) as err:
@@ -787,7 +797,7 @@ def load(
                 raise ModelLoadError(f"missing, but named in {WEIGHTS_INDEX_FILE}", path_)
             check_safetensors(path_)
 
-    tokenizer = _load_tokenizer(root)
+    tokenizer = _load_tokenizer(root, backend)
     if backend == "onnx":
         engine: TorchBackend | OnnxBackend = OnnxBackend(weights[0], tasks, device, threads)
     else:
@@ -800,6 +810,8 @@ def check_device(device: str) -> None:
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise SettingsError(f"device must be cpu or cuda[:N], got {device!r}")
     if device.startswith("cuda"):
+        if importlib.util.find_spec("torch") is None:
+            return  # a runtime install: onnxruntime checks its CUDA provider when it loads
         import torch
 
         if not torch.cuda.is_available():
@@ -811,8 +823,22 @@ def check_device(device: str) -> None:
             )
 
 
+_QUIET = {"transformers": False}
+
+
 def quiet_libraries() -> None:
-    """Keep library logging and weight-loading bars off stderr: a command owns its output."""
+    """Keep library logging and weight-loading bars off stderr: a command owns its output.
+
+    transformers is not imported for this: the ONNX backend never loads it. When it is (or
+    once it is, by the torch backend) its logging is set quiet."""
+    _QUIET["transformers"] = True
+    if "transformers" in sys.modules:
+        _quiet_transformers()
+
+
+def _quiet_transformers() -> None:
+    if not _QUIET["transformers"]:
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -117,7 +117,25 @@ class ScrClfConfig(PretrainedConfig):
         self.max_seq_length = int(max_seq_length)
         self.text_pair = bool(text_pair)
         self.wide = check_wide(wide)
+        for derived in ("head_id2label", "head_label2id", "id2label", "label2id", "num_labels"):
+            if self.tasks:
+                kwargs.pop(derived, None)
         super().__init__(**kwargs)
+        if self.tasks:
+            self.set_label_maps()
+
+    def set_label_maps(self) -> None:
+        """The label names of every head: ``head_id2label[task][i]`` and ``head_label2id``
+        per head, and Hugging Face's single ``id2label``/``label2id`` over all outputs in
+        head order, each named ``task.label``."""
+        heads = [(t.name, t.labels) for t in self.task_set]
+        self.head_id2label = {name: dict(enumerate(labels)) for name, labels in heads}
+        self.head_label2id = {
+            name: {lab: i for i, lab in enumerate(labels)} for name, labels in heads
+        }
+        flat = [f"{name}.{label}" for name, labels in heads for label in labels]
+        self.id2label = dict(enumerate(flat))
+        self.label2id = {label: i for i, label in enumerate(flat)}
 
     @property
     def task_set(self) -> TaskSet:
