@@ -3,6 +3,7 @@ validation and test with review-bootstrap intervals, and select on validation.
 
     python benchmarks/model_selection.py                       # benchmarks/model_selection.yaml
     python benchmarks/model_selection.py --no-train            # score finished runs only
+    python benchmarks/model_selection.py --render              # re-select, rewrite the table
     python benchmarks/model_selection.py --runs outputs/study --out benchmarks/results/model_selection
 
 Runs go to ``--runs/<variant>-s<seed>`` and are reused when finished. On 2 cores one MiniLM
@@ -21,17 +22,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     from scrclf.errors import ScrClfError, one_line
-    from scrclf.training.selection import read_study, run_study
+    from scrclf.training.selection import read_study, rerender, run_study
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default=str(ROOT / "benchmarks" / "model_selection.yaml"))
     parser.add_argument("--runs", default=str(ROOT / "outputs" / "study"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "model_selection"))
     parser.add_argument("--no-train", action="store_true", help="score finished runs only")
+    parser.add_argument(
+        "--render", action="store_true", help="select and rewrite the table from results.json"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        result = run_study(read_study(args.study), args.runs, args.out, train=not args.no_train)
+        study = read_study(args.study)
+        if args.render:
+            result = rerender(study, args.out)
+        else:
+            result = run_study(study, args.runs, args.out, train=not args.no_train)
     except ScrClfError as err:
         print(one_line(err), file=sys.stderr)
         return 2

@@ -94,3 +94,20 @@ def test_no_train_skips_missing_runs(tiny_run, toy_corpus, tmp_path):
     study = read_study(_study(tmp_path, "bootstrap: {resamples: 20}\nvariants: [{name: a}]\n"))
     result = run_study(study, tmp_path / "runs", tmp_path / "out", train=False, data_dir=toy_corpus)
     assert result["runs"] == [] and result["selected"] is None
+
+
+def test_render_reselects_from_saved_results(tiny_run, toy_corpus, tmp_path):
+    from scrclf.training.selection import rerender
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "a-s42")
+    text = "bootstrap: {resamples: 20}\ntime_budget_s: 0.001\nvariants: [{name: a}]\n"
+    study = read_study(_study(tmp_path, text))
+    result = run_study(study, runs, tmp_path / "out", train=False, data_dir=toy_corpus)
+    assert result["selected"] is None  # no tiny run is that fast
+    relaxed = read_study(_study(tmp_path, "variants: [{name: a}]\n"))
+    again = rerender(relaxed, tmp_path / "out")
+    assert again["selected"]["variant"] == "a"
+    assert "**a**" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    with pytest.raises(SettingsError, match="no study results"):
+        rerender(relaxed, tmp_path / "nowhere")

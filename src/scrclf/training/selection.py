@@ -339,6 +339,24 @@ def _run_logits(
     return combined, mix
 
 
+def rerender(study: Study, out_dir: str | Path) -> dict[str, Any]:
+    """Select again and rewrite ``results.md`` from a study's ``results.json``, without
+    scoring (after a change of the time budget or of the table's layout)."""
+    from scrclf.atomic import write_json, write_text
+    from scrclf.settings import task_set
+
+    out_dir = Path(out_dir)
+    file = out_dir / "results.json"
+    if not file.is_file():
+        raise SettingsError(f"{file}: no study results to render; run the study first")
+    result = json.loads(file.read_text(encoding="utf-8"))
+    result["time_budget_s"] = study.time_budget_s
+    result["selected"] = select(result["runs"], study.time_budget_s)
+    write_json(file, result)
+    write_text(out_dir / "results.md", format_study(result, task_set()))
+    return result
+
+
 def _recalibrated(
     saved: TaskSet,
     current: TaskSet,
