@@ -70,10 +70,30 @@ FINGERPRINT_FILE = "data_fingerprint.json"
 DIST_DIR = "dist"
 DECISION_RULE = (
     "p = sigmoid(logit / temperature) for multi-label tasks, softmax(logit / temperature) for "
-    "single-label tasks. Multi-label: a label is on when p >= its threshold; when none is on, "
-    "the highest-scoring label is taken; at most max_labels are kept, largest p - threshold "
-    "first. Single-label: the label with the highest p."
+    "single-label tasks. Multi-label: a label is on when p >= its threshold, and the label "
+    "with the highest p is always on (the primary, listed first); at most max_labels are "
+    "kept, the primary and then the largest p - threshold. Single-label: the label with the "
+    "highest p."
 )
+
+
+def wide_text(wide: Mapping[str, Any] | None) -> str:
+    """The model card's words for the wide part (empty when the model has none)."""
+    if not wide:
+        return ""
+    grams = "unigrams and bigrams" if wide.get("ngrams", 2) == 2 else "unigrams"
+    if wide.get("mode") == "logreg":
+        mix = wide.get("mix") or {}
+        weights = ", ".join(f"{task} {weight:g}" for task, weight in mix.items())
+        return (
+            f", plus a wide part: a logistic regression over IDF-weighted hashed token {grams} "
+            f"({wide['buckets']} buckets), fitted on the training split and added to the heads' "
+            f"logits with weights fitted on validation ({weights})"
+        )
+    return (
+        f", plus a wide part: a linear model over hashed token {grams} ({wide['buckets']} "
+        "buckets) trained with the encoder and added to the heads' logits"
+    )
 
 
 # ------------------------------------------------------------------------------- run
@@ -440,6 +460,7 @@ def model_card(
     metrics: Mapping[str, Any],
     fingerprint: Mapping[str, Any],
     license: str = "apache-2.0",
+    wide: Mapping[str, Any] | None = None,
 ) -> str:
     """``README.md`` of an export: a Hugging Face model card with front matter."""
     import yaml
@@ -539,6 +560,7 @@ def model_card(
             "data_lines": "\n".join(data_lines),
             "label_rows": "\n".join(label_rows),
             "decision_rule": DECISION_RULE,
+            "wide": wide_text(wide),
             "evaluation_rows": "\n".join(evaluation_rows),
             "tuning": tuning,
             "parity": parity_text,
@@ -637,7 +659,9 @@ def export_model(
         atomic.write_json(tmp / FINGERPRINT_FILE, fingerprint)
         meta = export_meta(name, source, onnx_info, quantization, parity, run_dir, metrics)
         atomic.write_json(tmp / EXPORT_META_FILE, meta)
-        card = model_card(name, meta, metrics, fingerprint, license=license)
+        card = model_card(
+            name, meta, metrics, fingerprint, license=license, wide=source.config.get("wide")
+        )
         atomic.write_text(tmp / MODEL_CARD_FILE, card)
         atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))
         if wheel:
