@@ -668,7 +668,14 @@ def data_columns() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _data_columns() -> tuple[tuple[str, Any], ...]:
-    node = _shipped("/".join(DATA_CONFIG))
+    # Plain YAML: the runtime install (scrclf predict) has PyYAML but not OmegaConf, and these
+    # keys hold no interpolation.
+    import yaml
+
+    path = config_dir() / "/".join(DATA_CONFIG)
+    if not path.is_file():
+        raise SettingsError(f"shipped config not found: {path}")
+    node = yaml.safe_load(path.read_text(encoding="utf-8"))
     return tuple((key, node[key]) for key in DATA_COLUMNS)
 
 
