@@ -125,3 +125,18 @@ def test_readme_pipeline_route_runs_and_matches_scrclf_load(tiny_export, tmp_pat
         ["Research shows supervision supports professional judgement."],
     )
     assert _labels([got]) == _labels(expected)
+
+
+def test_feature_extraction_pipeline_gives_the_pooled_sentence_embedding(tiny_export):
+    import torch
+    from transformers import AutoModel, AutoTokenizer, pipeline
+
+    extract = pipeline("feature-extraction", model=str(tiny_export.export_dir))
+    got = torch.tensor(extract(TEXTS[0]))
+    model = AutoModel.from_pretrained(tiny_export.export_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_export.export_dir)
+    with torch.no_grad():
+        out = model(**tokenizer(TEXTS[0], return_tensors="pt"))
+    assert got.shape == (1, model.config.encoder["hidden_size"])
+    assert torch.allclose(got, out.sentence_embedding, atol=1e-5)
+    assert out.to_tuple()[0] is out.sentence_embedding  # what the pipeline takes

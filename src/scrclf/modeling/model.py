@@ -96,6 +96,8 @@ class ScrClfConfig(PretrainedConfig):
     """Config of :class:`ScrClfModel`: the encoder's own config plus the task heads."""
 
     model_type = "scrclf"
+    # The Trainer's predictions hold the logits alone.
+    keys_to_ignore_at_inference = ["sentence_embedding"]
 
     def __init__(
         self,
@@ -149,9 +151,15 @@ class ScrClfConfig(PretrainedConfig):
 
 @dataclass
 class ScrClfOutput(ModelOutput):
-    """``logits`` holds one tensor per task, in the order of ``config.tasks``."""
+    """``logits`` holds one tensor per task, in the order of ``config.tasks``;
+    ``sentence_embedding`` the pooled encoder output the heads read (``[batch, hidden]``).
+
+    The embedding comes first, so ``pipeline("feature-extraction")`` (which takes the first
+    tensor of the output) returns it; the Trainer leaves it out of predictions
+    (``keys_to_ignore_at_inference``)."""
 
     loss: torch.Tensor | None = None
+    sentence_embedding: torch.Tensor | None = None
     logits: tuple[torch.Tensor, ...] | None = None
     task_losses: dict[str, torch.Tensor] | None = None
 
@@ -342,7 +350,8 @@ class ScrClfModel(PreTrainedModel):
         if token_type_ids is not None:
             enc_kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**enc_kwargs).last_hidden_state
-        pooled = self.dropout(self.pool(hidden, attention_mask))
+        embedding = self.pool(hidden, attention_mask)
+        pooled = self.dropout(embedding)
         logits = tuple(self.heads[name](pooled) for name in self.task_names)
         if self.wide is not None:
             if input_ids is None:
@@ -387,7 +396,7 @@ class ScrClfModel(PreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
             return (loss, logits) if loss is not None else (logits,)
-        return ScrClfOutput(loss=loss, logits=logits)
+        return ScrClfOutput(loss=loss, sentence_embedding=embedding, logits=logits)
 
 
 _DROP_KEYS = {
