@@ -23,23 +23,32 @@ from scrclf.tasks import TaskSet
 logger = logging.getLogger(__name__)
 
 
-def feature_matrix(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | None = None):
-    """The wide features of token-id lists as a sparse ``[items, buckets]`` matrix, weighted
-    by ``idf`` (or 1) and normalised as in :meth:`ScrClfModel.wide_logits`."""
+Items = list[tuple[np.ndarray, np.ndarray]]
+
+
+def item_features(model, input_ids: Sequence[Sequence[int]]) -> Items:
+    """Per item, the bucket ids of its n-grams and their 0/1 weights, as the model computes
+    them (:func:`scrclf.modeling.model.wide_features`)."""
     import torch
-    from scipy import sparse
 
     from scrclf.modeling.model import wide_features
 
     wide = model.config.wide
-    rows, cols, vals = [], [], []
-    for i, ids in enumerate(input_ids):
+    items = []
+    for ids in input_ids:
         tensor = torch.as_tensor([list(ids)], dtype=torch.long)
         features, weight = wide_features(
             tensor, torch.ones_like(tensor), wide["buckets"], wide["ngrams"]
         )
-        f = features[0].numpy()
-        w = weight[0].numpy().astype(np.float64)
+        items.append((features[0].numpy(), weight[0].numpy().astype(np.float64)))
+    return items
+
+
+def _matrix(items: Items, buckets: int, idf: np.ndarray | None = None):
+    from scipy import sparse
+
+    rows, cols, vals = [], [], []
+    for i, (f, w) in enumerate(items):
         if idf is not None:
             w = w * idf[f]
         norm = max(float(np.sqrt((w * w).sum())), 1.0)
@@ -48,18 +57,28 @@ def feature_matrix(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | 
         vals.append(w / norm)
     matrix = sparse.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(len(input_ids), wide["buckets"]),
+        shape=(len(items), buckets),
     )
     matrix.sum_duplicates()
     return matrix
 
 
+def _idf(items: Items, buckets: int) -> np.ndarray:
+    df = np.zeros(buckets, dtype=np.int64)
+    for f, w in items:
+        df[np.unique(f[w > 0])] += 1
+    return np.log((1.0 + len(items)) / (1.0 + df)) + 1.0
+
+
+def feature_matrix(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | None = None):
+    """The wide features of token-id lists as a sparse ``[items, buckets]`` matrix, weighted
+    by ``idf`` (or 1) and normalised as in :meth:`ScrClfModel.wide_logits`."""
+    return _matrix(item_features(model, input_ids), model.config.wide["buckets"], idf)
+
+
 def smooth_idf(model, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
     """``log((1 + n) / (1 + df)) + 1`` per bucket (scikit-learn's smooth IDF)."""
-    counts = feature_matrix(model, input_ids)
-    df = np.bincount(counts.indices, minlength=counts.shape[1])
-    n = counts.shape[0]
-    return np.log((1.0 + n) / (1.0 + df)) + 1.0
+    return _idf(item_features(model, input_ids), model.config.wide["buckets"])
 
 
 def fit_wide(
@@ -74,8 +93,10 @@ def fit_wide(
     from sklearn.linear_model import LogisticRegression
 
     c = float(model.config.wide["C"])
-    idf = smooth_idf(model, input_ids)
-    x = feature_matrix(model, input_ids, idf)
+    # The n-grams of every item, computed once for the IDF and the weighted matrix.
+    items = item_features(model, input_ids)
+    idf = _idf(items, model.config.wide["buckets"])
+    x = _matrix(items, model.config.wide["buckets"], idf)
     weight = np.zeros((x.shape[1], sum(t.num_labels for t in tasks)), dtype=np.float32)
     offset = 0
     report: dict[str, Any] = {
