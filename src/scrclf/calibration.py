@@ -15,7 +15,7 @@ labels predicted per item matches the annotated mean (F1-optimal thresholds over
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -310,3 +310,23 @@ def fit_mix(
             scores[m] = macro_f1_at_decisions(candidate, logits, t)
         mix[task.name] = float(max(grid, key=lambda m: (scores[m], -m)))
     return mix
+
+
+def weigh_wide(
+    tasks: TaskSet,
+    deep: Mapping[str, Sequence[np.ndarray]],
+    wide: Mapping[str, Sequence[np.ndarray]],
+    targets: Sequence[np.ndarray],
+    fit_on: str = "validation",
+) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+    """Fit the wide weights on the ``fit_on`` split (:func:`fit_mix`) and combine the encoder's
+    and the wide part's logits of every split: ``deep + weight x wide``, per task in order."""
+    mix = fit_mix(tasks, deep[fit_on], wide[fit_on], targets)
+    combined = {
+        split: [
+            np.asarray(d) + mix[t.name] * np.asarray(w)
+            for d, w, t in zip(logits, wide[split], tasks, strict=True)
+        ]
+        for split, logits in deep.items()
+    }
+    return mix, combined

@@ -395,23 +395,17 @@ def _mix_wide(
     The weight per task is fitted on validation and stored in the model config; the returned
     predictions are the combined logits the saved model gives.
     """
-    from scrclf.calibration import fit_mix
+    from scrclf.calibration import weigh_wide
     from scrclf.modeling.wide import wide_logits_of
 
     model = inputs.model
     wide = {s: wide_logits_of(model, inputs.datasets[s]["input_ids"]) for s in predictions}
-    deep_val, targets_val = predictions["validation"]
-    mix = fit_mix(inputs.tasks, deep_val, wide["validation"], targets_val)
+    deep = {split: logits for split, (logits, _) in predictions.items()}
+    mix, logits = weigh_wide(inputs.tasks, deep, wide, predictions["validation"][1])
     model.config.wide = {**model.config.wide, "mix": mix}
-    combined = {}
-    for split, (logits, targets) in predictions.items():
-        combined[split] = (
-            tuple(
-                np.asarray(d) + mix[t.name] * w
-                for d, w, t in zip(logits, wide[split], inputs.tasks, strict=True)
-            ),
-            targets,
-        )
+    combined = {
+        split: (tuple(logits[split]), targets) for split, (_, targets) in predictions.items()
+    }
     logger.info("wide part weighed on validation: %s", mix)
     return combined, {"mix": mix}
 

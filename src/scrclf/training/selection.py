@@ -312,30 +312,23 @@ def _run_logits(
     wide = getattr(getattr(model, "config", None), "wide", None)
     if model is None or not wide or wide.get("mode") != "logreg":
         return {split: run(split) for split in SPLITS}, None
-    from scrclf.calibration import fit_mix
+    from scrclf.calibration import weigh_wide
     from scrclf.modeling.wide import wide_logits_of
 
     model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
-    deep = {split: run(split) for split in SPLITS}
-    parts = {}
+    names = [t.name for t in tasks]
+    deep, parts = {}, {}
     for split in SPLITS:
+        out = run(split)
+        deep[split] = [out[n] for n in names]
         pairs = data[split].findings if classifier.text_pair else None
         enc, _ = classifier.encode(data[split].texts, pairs)
-        parts[split] = dict(
-            zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True)
-        )
+        by_name = dict(zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True))
+        parts[split] = [by_name[n] for n in names]
     targets = data["validation"].targets(tasks)
-    names = [t.name for t in tasks]
-    mix = fit_mix(
-        tasks,
-        [deep["validation"][n] for n in names],
-        [parts["validation"][n] for n in names],
-        [targets[n] for n in names],
-    )
+    mix, logits = weigh_wide(tasks, deep, parts, [targets[n] for n in names])
     model.config.wide = {**wide, "mix": mix}
-    combined = {
-        split: {n: deep[split][n] + mix[n] * parts[split][n] for n in names} for split in SPLITS
-    }
+    combined = {split: dict(zip(names, logits[split], strict=True)) for split in SPLITS}
     return combined, mix
 
 
