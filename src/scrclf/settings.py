@@ -263,14 +263,18 @@ def _keys(
         raise SettingsError(f"{section}.{missing[0]} is missing from the config")
 
 
+def _shipped_file(file: str) -> Path:
+    path = config_dir() / file
+    if not path.is_file():
+        raise SettingsError(f"shipped config not found: {path}")
+    return path
+
+
 def _shipped(file: str, *keys: str) -> Any:
     """The block at ``keys`` of the shipped config ``file`` (no interpolation resolved)."""
     from omegaconf import OmegaConf
 
-    path = config_dir() / file
-    if not path.is_file():
-        raise SettingsError(f"shipped config not found: {path}")
-    node: Any = OmegaConf.load(path)
+    node: Any = OmegaConf.load(_shipped_file(file))
     for key in keys:
         node = node[key]
     return node
@@ -672,10 +676,7 @@ def _data_columns() -> tuple[tuple[str, Any], ...]:
     # keys hold no interpolation.
     import yaml
 
-    path = config_dir() / "/".join(DATA_CONFIG)
-    if not path.is_file():
-        raise SettingsError(f"shipped config not found: {path}")
-    node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    node = yaml.safe_load(_shipped_file("/".join(DATA_CONFIG)).read_text(encoding="utf-8"))
     return tuple((key, node[key]) for key in DATA_COLUMNS)
 
 
