@@ -119,6 +119,7 @@ def test_export_settings_come_from_the_shipped_yaml():
         calibration_split=defaults.quantization.calibration_split,
         calibration_items=8,
         fuse=defaults.quantization.fuse,
+        fuse_attention=defaults.quantization.fuse_attention,
     )
     assert quantization_settings(None) == defaults.quantization
 

@@ -122,32 +122,49 @@ def test_fusion_is_kept_only_when_the_logits_hold(tiny, runtime_graph, tmp_path,
 
 def test_int8_graph_with_and_without_calibration(tiny, tmp_path):
     clf, batches = tiny
+    layers = clf.engine.model.encoder.config.num_hidden_layers
     info = build_int8_graph(clf.engine.model, tmp_path / "q.onnx", batches)
     assert info["smoothing"]["alpha"] == QuantizationSettings.defaults().smooth_alpha
     assert info["smoothing"]["calibration_items"] == 64
-    assert info["batch_independent"] is True and info["quantized_matmuls"] > 0
+    assert info["batch_independent"] is True
     ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
-    assert ops.count("MatMulInteger") == info["quantized_matmuls"]
-    assert not set(ops) & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+    assert ops.count("MatMulIntegerToFloat") == info["quantized_matmuls"]
+    assert not set(ops) & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger"}
+    # Attention stays plain operators by default: query, key, value, output and the two
+    # feed-forward projections of every layer are int8, and the query, key and value
+    # projections share one quantized input.
+    assert "Attention" not in ops
+    assert info["quantized_matmuls"] == 6 * layers
+    assert info["quantized_activations"] == 4 * layers
+    assert ops.count("QuantizeLinear") == info["quantized_activations"]
     ref = _logits(tmp_path / "q.onnx", batches[:1])
     assert all(np.isfinite(x).all() for x in ref)
+
+    fused = build_int8_graph(clf.engine.model, tmp_path / "f.onnx", batches, fuse_attention=True)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node]
+    assert ops.count("Attention") == layers and fused["quantized_matmuls"] == 3 * layers
 
     plain = build_int8_graph(clf.engine.model, tmp_path / "plain.onnx", None, fuse_operators=False)
     assert plain["smoothing"] is None and "fused_operators" not in plain
     ops = [n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node]
     assert "Attention" not in ops and not any(o.startswith("smooth_") for o in ops)
-    # Unfused, the query, key and value projections are quantized too.
-    assert plain["quantized_matmuls"] > info["quantized_matmuls"]
+    assert plain["quantized_matmuls"] == 6 * layers
 
 
 def test_per_token_int8_is_close_to_fp32(tiny, runtime_graph, tmp_path):
     clf, batches = tiny
     out = tmp_path / "int8.onnx"
-    quantization.quantize_per_token(runtime_graph, out)
+    info = quantization.quantize_per_token(runtime_graph, out)
     ref = _logits(runtime_graph, batches[:2])
     got = _logits(out, batches[:2])
     for a, b in zip(ref, got, strict=True):
         assert np.max(np.abs(a - b)) < 0.1 * max(1.0, float(np.max(np.abs(a))))
+    # Left in fp32, the chosen products give back the fp32 logits.
+    kept = tmp_path / "kept.onnx"
+    none = quantization.quantize_per_token(runtime_graph, kept, keep=lambda i: True)
+    assert none["quantized_matmuls"] == 0 and info["quantized_matmuls"] > 0
+    for a, b in zip(ref, _logits(kept, batches[:2]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_int8_labels_do_not_depend_on_the_batch(tiny_export):

@@ -289,6 +289,7 @@ class QuantizationSettings:
     calibration_split: str
     calibration_items: int
     fuse: bool
+    fuse_attention: bool
 
     @classmethod
     def from_config(cls, cfg: Any, section: str = "export.quantization") -> QuantizationSettings:
@@ -306,6 +307,7 @@ class QuantizationSettings:
                 section, "calibration_items", c["calibration_items"], int, minimum=1
             ),
             fuse=_typed(section, "fuse", c["fuse"], bool),
+            fuse_attention=_typed(section, "fuse_attention", c["fuse_attention"], bool),
         )
 
     @classmethod

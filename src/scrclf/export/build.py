@@ -305,6 +305,7 @@ def quantize_onnx(
         batches,
         smooth_alpha=settings.smooth_alpha,
         fuse_operators=settings.fuse,
+        fuse_attention=settings.fuse_attention,
     )
     if info.get("smoothing"):
         info["smoothing"]["calibration_split"] = split

@@ -17,10 +17,12 @@ the rest, which coarsens every token's scale. The graph is therefore built in fo
 
 1. **export for onnxruntime**: the model with plain ("eager") attention through the
    TorchScript exporter, whose graph onnxruntime's transformer optimizer recognises;
-2. **fusion** (``onnxruntime.transformers.optimizer``): attention, embedding + LayerNorm
-   and bias + GELU become single onnxruntime operators (residual + LayerNorm does not: that
-   fused kernel is slower on CPU). The fused graph is kept only where its fp32 outputs
-   match the unfused graph's;
+2. **fusion** (``onnxruntime.transformers.optimizer``): embedding + LayerNorm and bias +
+   GELU become single onnxruntime operators (residual + LayerNorm does not: that fused kernel
+   is slower on CPU). Self-attention stays plain operators unless ``fuse_attention`` is set:
+   onnxruntime's fused ``Attention`` runs its query, key and value projections in fp32, a
+   quarter of the encoder's weight products, which held int8 to 1.7x torch's throughput.
+   The fused graph is kept only where its fp32 outputs match the unfused graph's;
 3. **smoothing** (the activation-smoothing idea of "SmoothQuant: Accurate and Efficient
    Post-Training Quantization for Large Language Models", Xiao et al., 2023): for every
    tensor that feeds weight matrices, per-channel scales ``s_j = max|x_j|^alpha /
@@ -28,8 +30,10 @@ the rest, which coarsens every token's scale. The graph is therefore built in fo
    and multiply the matching weight rows, which leaves the fp32 function unchanged and moves
    the outliers into weights, where per-column scales absorb them;
 4. **per-token int8** (:func:`quantize_per_token`): each ``MatMul`` with a 2-D weight
-   becomes ``MatMulInteger`` on uint8 activations (symmetric per-token scale, zero point
-   128) and int8 weights, rescaled to float by the two scales. Standard ONNX operators only.
+   becomes onnxruntime's ``MatMulIntegerToFloat`` on uint8 activations (symmetric per-token
+   scale, zero point 128) and int8 weights, which applies the per-column weight scales as it
+   writes its output; one ``Mul`` applies the per-token scales. An activation that feeds
+   several weights (query, key and value) is quantized once.
 
 The result runs on onnxruntime (the fused operators are in its ``com.microsoft`` domain);
 ``onnx/model.onnx`` stays a standard-operator fp32 graph.
@@ -42,7 +46,7 @@ import contextlib
 import copy
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +125,12 @@ def fuse(
     num_heads: int,
     hidden_size: int,
     check_batches: Sequence[Mapping[str, np.ndarray]],
+    attention: bool = True,
 ) -> dict[str, int] | None:
     """Fuse transformer operators; returns the fused-operator counts, or None (and writes
-    nothing) when the optimizer fails, fuses nothing, or changes the logits."""
+    nothing) when the optimizer fails, fuses nothing, or changes the logits. With
+    ``attention`` off, self-attention stays plain operators, so that its query, key and value
+    projections remain ``MatMul`` nodes that can be quantized."""
     try:
         from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
@@ -132,6 +139,7 @@ def fuse(
         # Residual + LayerNorm stay two operators: onnxruntime's SkipLayerNormalization CPU
         # kernel measured 6x slower than Add + LayerNormalization (benchmarks/README.md).
         options.enable_skip_layer_norm = False
+        options.enable_attention = bool(attention)
         with quiet_exporters("onnxruntime", "onnxruntime.transformers", "root"):
             fused = optimize_model(
                 str(src),
@@ -287,6 +295,7 @@ def build_int8_graph(
     calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
     smooth_alpha: float | None | str = "shipped",
     fuse_operators: bool | None = None,
+    fuse_attention: bool | None = None,
 ) -> dict[str, Any]:
     """Write the int8 graph of ``model`` to ``dst`` and describe how it was made.
 
@@ -301,9 +310,14 @@ def build_int8_graph(
             ``quantization.smooth_alpha`` of the shipped ``configs/export.yaml``.
         fuse_operators: apply onnxruntime's transformer fusion; by default
             ``quantization.fuse`` of the shipped ``configs/export.yaml``.
+        fuse_attention: let that fusion turn self-attention into onnxruntime's
+            ``Attention`` operator, whose projections then stay fp32; by default
+            ``quantization.fuse_attention``.
     """
-    if smooth_alpha == "shipped" or fuse_operators is None:
+    if smooth_alpha == "shipped" or fuse_operators is None or fuse_attention is None:
         shipped = QuantizationSettings.defaults()
+        if fuse_attention is None:
+            fuse_attention = shipped.fuse_attention
         if smooth_alpha == "shipped":
             smooth_alpha = shipped.smooth_alpha
         if fuse_operators is None:
@@ -320,7 +334,11 @@ def build_int8_graph(
             heads = getattr(config, "num_attention_heads", 0)
             hidden = getattr(config, "hidden_size", 0)
             fused = Path(tmp) / "fused.onnx"
-            counts = fuse(current, fused, heads, hidden, calibration[:2]) if heads else None
+            counts = (
+                fuse(current, fused, heads, hidden, calibration[:2], attention=fuse_attention)
+                if heads
+                else None
+            )
             info["fused_operators"] = counts
             if counts:
                 current = fused
@@ -340,11 +358,69 @@ def build_int8_graph(
     return info
 
 
-def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
+GELU_OPS = ("Gelu", "BiasGelu", "FastGelu")
+
+
+def _gelu_outputs(graph) -> set[str]:
+    """Tensors that are GELU outputs, directly or through a smoothing ``Mul``: bounded below
+    by about -0.17 (times the smoothing scale), so they are quantized one-sided."""
+    producer = {out: node for node in graph.node for out in node.output}
+    found = set()
+    for name, node in producer.items():
+        if node.op_type in GELU_OPS:
+            found.add(name)
+        elif node.op_type == "Mul" and node.name.startswith("smooth_"):
+            source = producer.get(node.input[0])
+            if source is not None and source.op_type in GELU_OPS:
+                found.add(name)
+    return found
+
+
+def _symmetric_rows(helper, x: str, q: str) -> list[Any]:
+    """uint8 ``q + "uint8"`` of ``x`` with one scale per row, ``max|row| / 127``, around zero
+    point 128, and the scales as ``q + "scale"``."""
+    # q = round(x / scale) in [-127, 127], stored as q + 128 by QuantizeLinear (scale 1, zero
+    # point 128: rounds, shifts and casts in one operator).
+    return [
+        helper.make_node("Abs", [x], [q + "abs"]),
+        helper.make_node("ReduceMax", [q + "abs"], [q + "peak"], axes=[-1], keepdims=1),
+        helper.make_node("Max", [q + "peak", "int8_eps"], [q + "peak_pos"]),
+        helper.make_node("Div", [q + "peak_pos", "int8_127"], [q + "scale"]),
+        helper.make_node("Div", ["int8_127", q + "peak_pos"], [q + "inverse"]),
+        helper.make_node("Mul", [x, q + "inverse"], [q + "scaled"]),
+        helper.make_node(
+            "QuantizeLinear", [q + "scaled", "int8_one", "int8_zero_point"], [q + "uint8"]
+        ),
+    ]
+
+
+def _asymmetric_rows(helper, x: str, q: str) -> list[Any]:
+    """uint8 ``q + "uint8"`` of ``x`` spanning each row's range (0 included) in 255 steps:
+    ``x = q * scale + low``, with ``q + "scale"`` and ``q + "low"`` per row. For one-sided
+    activations this halves the step of the symmetric form."""
+    return [
+        helper.make_node("ReduceMin", [x], [q + "min"], axes=[-1], keepdims=1),
+        helper.make_node("ReduceMax", [x], [q + "max"], axes=[-1], keepdims=1),
+        helper.make_node("Min", [q + "min", "int8_fzero"], [q + "low"]),
+        helper.make_node("Max", [q + "max", "int8_fzero"], [q + "high"]),
+        helper.make_node("Sub", [q + "high", q + "low"], [q + "range"]),
+        helper.make_node("Max", [q + "range", "int8_eps"], [q + "range_pos"]),
+        helper.make_node("Div", [q + "range_pos", "int8_255"], [q + "scale"]),
+        helper.make_node("Div", ["int8_255", q + "range_pos"], [q + "inverse"]),
+        helper.make_node("Sub", [x, q + "low"], [q + "shifted"]),
+        helper.make_node("Mul", [q + "shifted", q + "inverse"], [q + "scaled"]),
+        helper.make_node("QuantizeLinear", [q + "scaled", "int8_one", "int8_zero"], [q + "uint8"]),
+    ]
+
+
+def quantize_per_token(
+    src: str | Path, dst: str | Path, keep: Callable[[int], bool] | None = None
+) -> dict[str, Any]:
     """Write ``src`` with every ``MatMul`` by a 2-D weight initializer quantized to int8 per
-    token (activation rows) and per output column (weights); returns its description."""
+    token (activation rows) and per output column (weights); returns its description.
+    ``keep(i)`` true leaves the ``i``-th such ``MatMul`` (in graph order) in fp32."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
@@ -354,12 +430,23 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
         "int8_127": np.array(127.0, dtype=np.float32),
         "int8_one": np.array(1.0, dtype=np.float32),
         "int8_zero_point": np.array(128, dtype=np.uint8),
+        "int8_weight_zero_point": np.array(0, dtype=np.int8),
+        "int8_zero": np.array(0, dtype=np.uint8),
+        "int8_255": np.array(255.0, dtype=np.float32),
+        "int8_fzero": np.array(0.0, dtype=np.float32),
     }
     graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
     nodes, count = [], 0
+    quantized: dict[str, str] = {}  # activation -> prefix of its quantized form
+    one_sided = _gelu_outputs(graph)
+    seen = 0
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
         if weight is None or len(weight.dims) != 2:
+            nodes.append(node)
+            continue
+        seen += 1
+        if keep is not None and keep(seen - 1):
             nodes.append(node)
             continue
         w = numpy_helper.to_array(weight).astype(np.float32)
@@ -373,28 +460,48 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
             ]
         )
         x = node.input[0]
-        # scale = max|row| / 127; q = round(x / scale) in [-127, 127], stored as q + 128 by
-        # QuantizeLinear (scale 1, zero point 128: rounds, shifts and casts in one operator).
+        if x not in quantized:
+            q = f"int8_in{len(quantized)}_"
+            if x in one_sided:
+                nodes += _asymmetric_rows(helper, x, q)
+            else:
+                nodes += _symmetric_rows(helper, x, q)
+            quantized[x] = q
+        q = quantized[x]
+        # onnxruntime's MatMulIntegerToFloat multiplies the int32 products by the per-column
+        # weight scales as it writes them; the per-token scale follows in one Mul.
+        zero = "int8_zero" if x in one_sided else "int8_zero_point"
         nodes += [
-            helper.make_node("Abs", [x], [p + "abs"]),
-            helper.make_node("ReduceMax", [p + "abs"], [p + "peak"], axes=[-1], keepdims=1),
-            helper.make_node("Max", [p + "peak", "int8_eps"], [p + "peak_pos"]),
-            helper.make_node("Div", [p + "peak_pos", "int8_127"], [p + "scale"]),
-            helper.make_node("Div", ["int8_127", p + "peak_pos"], [p + "inverse"]),
-            helper.make_node("Mul", [x, p + "inverse"], [p + "scaled"]),
             helper.make_node(
-                "QuantizeLinear", [p + "scaled", "int8_one", "int8_zero_point"], [p + "uint8"]
-            ),
-            helper.make_node(
-                "MatMulInteger", [p + "uint8", p + "weight", "int8_zero_point"], [p + "int32"]
-            ),
-            helper.make_node("Cast", [p + "int32"], [p + "float"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [p + "float", p + "scale"], [p + "rescaled"]),
-            helper.make_node("Mul", [p + "rescaled", p + "weight_scale"], [node.output[0]]),
+                "MatMulIntegerToFloat",
+                [
+                    q + "uint8",
+                    p + "weight",
+                    "int8_one",
+                    p + "weight_scale",
+                    zero,
+                    "int8_weight_zero_point",
+                ],
+                [p + "rescaled"],
+                domain="com.microsoft",
+            )
         ]
+        if x in one_sided:
+            # x = q * scale + low per row, so x @ W = scale * (q @ W) + low * (column sums of W).
+            sums = (w_int8.astype(np.float32) * w_scale).sum(axis=0).astype(np.float32)
+            graph.initializer.append(numpy_helper.from_array(sums, p + "column_sums"))
+            nodes += [
+                helper.make_node("Mul", [p + "rescaled", q + "scale"], [p + "scaled"]),
+                helper.make_node("Mul", [q + "low", p + "column_sums"], [p + "offset"]),
+                helper.make_node("Add", [p + "scaled", p + "offset"], [node.output[0]]),
+            ]
+        else:
+            nodes.append(helper.make_node("Mul", [p + "rescaled", q + "scale"], [node.output[0]]))
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
+    if count and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     used = {name for node in graph.node for name in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
@@ -406,5 +513,7 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> dict[str, Any]:
         "per_channel": True,
         "activations": "uint8, one scale per token (row), computed from that row at run time",
         "quantized_matmuls": count,
+        "quantized_activations": len(quantized),
+        "one_sided_activations": len(set(quantized) & one_sided),
         "batch_independent": True,
     }
