@@ -511,7 +511,10 @@ def quantize_per_token(
         "method": "per-token int8 (scrclf.export.quantization.quantize_per_token)",
         "weight_type": "int8, one scale per output column",
         "per_channel": True,
-        "activations": "uint8, one scale per token (row), computed from that row at run time",
+        "activations": (
+            "uint8, one scale per token (row), computed from that row at run time: symmetric,"
+            " or over the row's range for GELU outputs"
+        ),
         "quantized_matmuls": count,
         "quantized_activations": len(quantized),
         "one_sided_activations": len(set(quantized) & one_sided),
