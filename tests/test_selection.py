@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scrclf.errors import SettingsError
@@ -111,3 +112,35 @@ def test_render_reselects_from_saved_results(tiny_run, toy_corpus, tmp_path):
     assert "**a**" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
     with pytest.raises(SettingsError, match="no study results"):
         rerender(relaxed, tmp_path / "nowhere")
+
+
+def test_scoring_again_reuses_the_forward_passes_of_the_same_texts(
+    tiny_run, toy_corpus, tmp_path, monkeypatch
+):
+    from scrclf.training import selection
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "a-s42")
+    study = read_study(_study(tmp_path, "bootstrap: {resamples: 20}\nvariants: [{name: a}]\n"))
+    first = run_study(study, runs, tmp_path / "out", train=False, data_dir=toy_corpus)
+    cache = runs / "a-s42" / selection.LOGITS_CACHE
+    assert cache.is_file()
+
+    calls: list[str] = []
+    real = selection.model_logits
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("desc", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "model_logits", counted)
+    again = run_study(study, runs, tmp_path / "out2", train=False, data_dir=toy_corpus)
+    assert calls == []
+    assert again["runs"][0]["test"] == first["runs"][0]["test"]
+    # Other texts (a changed corpus) do not match the saved fingerprint: computed afresh.
+    with np.load(cache) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    arrays["fingerprint"] = np.array("another corpus")
+    np.savez(cache, **arrays)
+    third = run_study(study, runs, tmp_path / "out3", train=False, data_dir=toy_corpus)
+    assert calls and third["runs"][0]["test"] == first["runs"][0]["test"]

@@ -13,6 +13,7 @@ reported, never used to choose.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -110,6 +111,9 @@ def read_study(path: str | Path) -> Study:
         resamples=int(boot.get("resamples", 1000)),
         bootstrap_seed=int(boot.get("seed", 0)),
     )
+
+
+LOGITS_CACHE = "selection_logits.npz"
 
 
 def run_dir(runs: Path, variant: Variant, seed: int) -> Path:
@@ -250,7 +254,7 @@ def run_study(
                 logger.info("training %s (seed %d) into %s", variant.name, seed, path)
                 trainer(variant, seed, path)
             classifier = load_classifier(resolve_model(path), backend="torch")
-            logits, mix = _run_logits(classifier, tasks, data)
+            logits, mix = _run_logits(classifier, tasks, data, cache=path / LOGITS_CACHE)
             val_targets = data["validation"].targets(tasks)
             run_tasks = _recalibrated(classifier.tasks, tasks, logits["validation"], val_targets)
             # The same model with plain per-label F1 thresholds, for the decision-rule table.
@@ -299,11 +303,44 @@ def run_study(
     return result
 
 
+def _fingerprint(data: Mapping[str, EvalData]) -> str:
+    """A digest of the texts and findings of the scored splits, in order."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        for text, finding in zip(data[split].texts, data[split].findings, strict=True):
+            digest.update(f"{split}\x1f{text}\x1f{finding}\x1e".encode())
+    return digest.hexdigest()
+
+
+def _cached_outputs(
+    cache: Path | None, data: Mapping[str, EvalData], compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """``compute()`` (named arrays), kept in ``cache`` (``.npz``) for the same split texts: a
+    finished run does not change, so scoring it again under a new rule skips the forward
+    passes."""
+    key = _fingerprint(data)
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as saved:
+            if str(saved["fingerprint"]) == key:
+                return {k: saved[k] for k in saved.files if k != "fingerprint"}
+    arrays = compute()
+    if cache is not None:
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(tmp, fingerprint=np.array(key), **arrays)
+        tmp.replace(cache)
+    return arrays
+
+
 def _run_logits(
-    classifier, tasks: TaskSet, data: Mapping[str, EvalData]
+    classifier,
+    tasks: TaskSet,
+    data: Mapping[str, EvalData],
+    cache: Path | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float] | None]:
     """A run's logits on validation and test. A fitted wide part (logreg mode) is weighed
-    again on validation with the current rule, as decisions are refitted below."""
+    again on validation with the current rule, as decisions are refitted below. With
+    ``cache``, the forward passes are kept there and reused."""
+    names = [t.name for t in tasks]
 
     def run(split: str) -> dict[str, np.ndarray]:
         return model_logits(classifier, data[split].texts, data[split].findings, 64, desc=split)[0]
@@ -311,20 +348,33 @@ def _run_logits(
     model = getattr(classifier.engine, "model", None)
     wide = getattr(getattr(model, "config", None), "wide", None)
     if model is None or not wide or wide.get("mode") != "logreg":
-        return {split: run(split) for split in SPLITS}, None
+
+        def plain() -> dict[str, np.ndarray]:
+            return {f"{split}/{n}": v for split in SPLITS for n, v in run(split).items()}
+
+        arrays = _cached_outputs(cache, data, plain)
+        return {split: {n: arrays[f"{split}/{n}"] for n in names} for split in SPLITS}, None
     from scrclf.calibration import weigh_wide
     from scrclf.modeling.wide import wide_logits_of
 
-    model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
-    names = [t.name for t in tasks]
-    deep, parts = {}, {}
-    for split in SPLITS:
-        out = run(split)
-        deep[split] = [out[n] for n in names]
-        pairs = data[split].findings if classifier.text_pair else None
-        enc, _ = classifier.encode(data[split].texts, pairs)
-        by_name = dict(zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True))
-        parts[split] = [by_name[n] for n in names]
+    def parts_of() -> dict[str, np.ndarray]:
+        model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
+        arrays = {}
+        for split in SPLITS:
+            out = run(split)
+            pairs = data[split].findings if classifier.text_pair else None
+            enc, _ = classifier.encode(data[split].texts, pairs)
+            by_name = dict(
+                zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True)
+            )
+            for n in names:
+                arrays[f"{split}/deep/{n}"] = out[n]
+                arrays[f"{split}/wide/{n}"] = by_name[n]
+        return arrays
+
+    arrays = _cached_outputs(cache, data, parts_of)
+    deep = {split: [arrays[f"{split}/deep/{n}"] for n in names] for split in SPLITS}
+    parts = {split: [arrays[f"{split}/wide/{n}"] for n in names] for split in SPLITS}
     targets = data["validation"].targets(tasks)
     mix, logits = weigh_wide(tasks, deep, parts, [targets[n] for n in names])
     model.config.wide = {**wide, "mix": mix}
