@@ -307,7 +307,8 @@ def _fingerprint(data: Mapping[str, EvalData]) -> str:
     """A digest of the texts and findings of the scored splits, in order."""
     digest = hashlib.sha256()
     for split in SPLITS:
-        for text, finding in zip(data[split].texts, data[split].findings, strict=True):
+        findings = data[split].findings or [None] * len(data[split].texts)
+        for text, finding in zip(data[split].texts, findings, strict=True):
             digest.update(f"{split}\x1f{text}\x1f{finding}\x1e".encode())
     return digest.hexdigest()
 
@@ -326,7 +327,9 @@ def _cached_outputs(
     arrays = compute()
     if cache is not None:
         tmp = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(tmp, fingerprint=np.array(key), **arrays)
+        payload: dict[str, Any] = {"fingerprint": np.array(key), **arrays}
+        # numpy's stubs read the named arrays as its keyword options.
+        np.savez(tmp, **payload)  # type: ignore[arg-type]
         tmp.replace(cache)
     return arrays
 
