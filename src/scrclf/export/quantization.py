@@ -32,8 +32,9 @@ the rest, which coarsens every token's scale. The graph is therefore built in fo
 4. **per-token int8** (:func:`quantize_per_token`): each ``MatMul`` with a 2-D weight
    becomes onnxruntime's ``MatMulIntegerToFloat`` on uint8 activations (symmetric per-token
    scale, zero point 128) and int8 weights, which applies the per-column weight scales as it
-   writes its output; one ``Mul`` applies the per-token scales. An activation that feeds
-   several weights (query, key and value) is quantized once.
+   writes its output; one ``Mul`` applies the per-token scales. GELU outputs, bounded below,
+   span each token's own range instead (the offset comes back through the weights' column
+   sums). An activation that feeds several weights (query, key and value) is quantized once.
 
 The result runs on onnxruntime (the fused operators are in its ``com.microsoft`` domain);
 ``onnx/model.onnx`` stays a standard-operator fp32 graph.
