@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,7 +24,7 @@ from scrclf.evaluation.evaluate import file_sha256, load_eval_data, score
 from scrclf.evaluation.suites import _container
 from scrclf.inference.classifier import file_sha256 as inference_sha256
 from scrclf.tasks import TaskSet
-from tests.helpers import ROOT, compose_train, write_jsonl
+from tests.helpers import ROOT, compose_train, run_script, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -461,34 +459,21 @@ def test_default_output_folder_is_timestamped_per_suite(tmp_path):
 
 def test_benchmark_script(toy_corpus, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    script = str(ROOT / "scripts" / "benchmark.py")
-    done = subprocess.run(
-        [sys.executable, script, "suite=nonexistent"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = run_script("scripts/benchmark.py", "suite=nonexistent", env=env, timeout=120)
     assert done.returncode == 2 and "unknown suite 'nonexistent'" in done.stderr
     assert "smoke" in done.stderr and "default" in done.stderr
 
     out = tmp_path / "scripted"
-    done = subprocess.run(
-        [
-            sys.executable,
-            script,
-            "suite=smoke",
-            f"data.dir={toy_corpus}",
-            f"out_dir={out}",
-            "systems.baselines=[prior,keywords]",
-            "bootstrap.resamples=20",
-            "plots=false",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-        ],
-        capture_output=True,
-        text=True,
+    done = run_script(
+        "scripts/benchmark.py",
+        "suite=smoke",
+        f"data.dir={toy_corpus}",
+        f"out_dir={out}",
+        "systems.baselines=[prior,keywords]",
+        "bootstrap.resamples=20",
+        "plots=false",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
         env=env,
-        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     prov = json.loads((out / "provenance.json").read_text())

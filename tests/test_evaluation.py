@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from scrclf.data.records import DataError
 from scrclf.evaluation import evaluate as evaluation
 from scrclf.evaluation.bootstrap import ClusterBootstrap, cluster_ids, interval, replicates
-from tests.helpers import ROOT, compose_train, toy_rows, write_jsonl
+from tests.helpers import ROOT, compose_train, run_script, toy_rows, write_jsonl
 
 FAST = {"resamples": 200, "plots": False}
 
@@ -309,21 +307,15 @@ def test_cli_evaluate_and_its_errors(tiny_run, toy_corpus, tmp_path, capsys):
 def test_evaluate_script_accepts_model_equals_path(tiny_run, tmp_path):
     out = tmp_path / "script_report"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "evaluate.py"),
-            f"model={tiny_run}",
-            "split=validation",
-            f"report_dir={out}",
-            "plots=false",
-            "bootstrap.resamples=50",
-            f"hydra.run.dir={tmp_path / 'hydra'}",
-        ],
-        capture_output=True,
-        text=True,
+    done = run_script(
+        "scripts/evaluate.py",
+        f"model={tiny_run}",
+        "split=validation",
+        f"report_dir={out}",
+        "plots=false",
+        "bootstrap.resamples=50",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
         env=env,
-        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"report written to {out}" in done.stdout

@@ -31,7 +31,7 @@ from scrclf.export.build import (
 )
 from scrclf.inference.classifier import build_manifest
 from scrclf.settings import ExportSettings
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_script
 
 EXPECTED_FILES = {
     "README.md",
@@ -475,20 +475,14 @@ def test_wheel_installs_offline_and_loads(tiny_export, tmp_path):
 
 def test_export_script_writes_the_folder(tiny_export, tmp_path):
     env = {**os.environ, "PROJECT_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "export.py"),
-            f"run_dir={tiny_export.run_dir}",
-            "name=scripted",
-            f"out_dir={tmp_path / 'models'}",
-            "parity_split=validation",
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "scripts/export.py",
+        f"run_dir={tiny_export.run_dir}",
+        "name=scripted",
+        f"out_dir={tmp_path / 'models'}",
+        "parity_split=validation",
         cwd=tmp_path,
         env=env,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     dest = tmp_path / "models" / "scripted"

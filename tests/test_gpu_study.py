@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 
-from tests.helpers import ROOT, toy_rows, write_jsonl
+from tests.helpers import ROOT, run_script, toy_rows, write_jsonl
 
 
 def _study():
@@ -31,19 +29,7 @@ def test_replicated_corpus_keeps_ids_and_reviews_apart(tmp_path):
 
 
 def test_dry_run_plans_every_run(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "gpu_study.py"),
-            "--dry-run",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_script("benchmarks/gpu_study.py", "--dry-run", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "study.json").read_text())
     arms = {(a["model"], a["trainer"]): a for a in report["arms"]}

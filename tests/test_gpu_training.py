@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,7 +23,7 @@ from scrclf.training.hand_loop import (
     scaled_learning_rate,
 )
 from scrclf.training.run import TrainingConfigError
-from tests.helpers import ROOT, compose_train
+from tests.helpers import compose_train, run_script
 
 LEAN_CPU = [
     "model=tiny",
@@ -128,19 +126,7 @@ def test_learning_rate_scaling_and_cpu_settings():
 
 
 def test_gpu_throughput_script_smoke_run(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "gpu_throughput.py"),
-            "--smoke",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_script("benchmarks/gpu_throughput.py", "--smoke", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     written = list(tmp_path.glob("gpu_*.json"))
     assert len(written) == 1 and written[0].with_suffix(".md").exists()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -17,7 +15,7 @@ from scrclf.training.search import (
     metric_value,
     run_search,
 )
-from tests.helpers import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, run_script
 
 TINY = [
     "model=tiny",
@@ -104,22 +102,15 @@ def test_overrides_are_valid_hydra_syntax():
 def test_search_script_runs_one_trial(toy_corpus, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SCRCLF_RUN_ID", None)
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "search.py"),
-            "search.n_trials=1",
-            f"search.out_dir={tmp_path / 'cli'}",
-            "search.params.trainer.max_epochs.high=1",
-            "search.params.trainer.max_epochs.low=1",
-            *TINY,
-            f"data.dir={toy_corpus}",
-        ],
-        cwd=ROOT,
+    out = run_script(
+        "scripts/search.py",
+        "search.n_trials=1",
+        f"search.out_dir={tmp_path / 'cli'}",
+        "search.params.trainer.max_epochs.high=1",
+        "search.params.trainer.max_epochs.low=1",
+        *TINY,
+        f"data.dir={toy_corpus}",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| 0 | COMPLETE |" in out.stdout
