@@ -144,3 +144,85 @@ def test_scoring_again_reuses_the_forward_passes_of_the_same_texts(
     np.savez(cache, **arrays)
     third = run_study(study, runs, tmp_path / "out3", train=False, data_dir=toy_corpus)
     assert calls and third["runs"][0]["test"] == first["runs"][0]["test"]
+
+
+def test_folds_split_reviews_evenly_and_whole(tmp_path):
+    from scrclf.data.records import Record
+    from scrclf.training.folds import assign_folds, write_folds
+
+    sizes = {f"R{i}": 3 + (i * 7) % 11 for i in range(23)}
+    folds = assign_folds(sizes, 4, seed=1)
+    assert folds == assign_folds(sizes, 4, seed=1)  # deterministic
+    assert set(folds) == set(sizes) and set(folds.values()) == {0, 1, 2, 3}
+    items = [sum(n for r, n in sizes.items() if folds[r] == f) for f in range(4)]
+    assert max(items) - min(items) <= max(sizes.values())
+    assert assign_folds(sizes, 4, seed=2) != folds
+    with pytest.raises(ValueError):
+        assign_folds({"a": 1}, 2, 0)
+
+    records = [
+        Record({"id": f"{r}-{j}", "review_id": r, "text": f"item {j}"}, "toy", 0)
+        for r, n in sizes.items()
+        for j in range(n)
+    ]
+    files = write_folds(records, "review_id", 4, 1, tmp_path / "folds")
+    seen: list[str] = []
+    for train_file, held_file in files:
+        held = [json.loads(x) for x in held_file.read_text(encoding="utf-8").splitlines()]
+        rest = [json.loads(x) for x in train_file.read_text(encoding="utf-8").splitlines()]
+        assert {r["review_id"] for r in held}.isdisjoint({r["review_id"] for r in rest})
+        assert len(held) + len(rest) == len(records)
+        seen += [r["id"] for r in held]
+    assert sorted(seen) == sorted(r.data["id"] for r in records)
+    stamp = files[0][1].stat().st_mtime_ns
+    write_folds(records, "review_id", 4, 1, tmp_path / "folds")
+    assert files[0][1].stat().st_mtime_ns == stamp  # unchanged files are not rewritten
+
+
+def test_study_file_out_of_fold_is_checked(tmp_path):
+    base = "variants: [{name: a, seeds: [1]}]\n"
+    with pytest.raises(SettingsError, match="not a variant"):
+        read_study(_study(tmp_path, base + "out_of_fold: {variant: b, seed: 1}\n"))
+    with pytest.raises(SettingsError, match="not a seed"):
+        read_study(_study(tmp_path, base + "out_of_fold: {variant: a, seed: 2}\n"))
+    with pytest.raises(SettingsError, match="at least 2"):
+        read_study(_study(tmp_path, base + "out_of_fold: {variant: a, seed: 1, folds: 1}\n"))
+    with pytest.raises(SettingsError, match="unknown keys"):
+        read_study(_study(tmp_path, base + "out_of_fold: {variant: a, seed: 1, k: 3}\n"))
+    plan = read_study(_study(tmp_path, base + "out_of_fold: {variant: a, seed: 1}\n")).out_of_fold
+    assert plan is not None and plan.folds == 5 and plan.split_seed == 0
+
+
+def test_out_of_fold_decisions_train_fold_runs_and_score_the_run(tiny_run, toy_corpus, tmp_path):
+    from scrclf.training.folds import train_fold
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "a-s42")
+    trained: list[Path] = []
+
+    def fold_trainer(overrides, train_file, held_file, seed, out):
+        trained.append(out)
+        train_fold(overrides, train_file, held_file, seed, out)
+
+    text = (
+        "bootstrap: {resamples: 20}\n"
+        "variants: [{name: a, overrides: [model=tiny, trainer.max_epochs=1, "
+        "trainer.learning_rate=5e-3, trainer.logging_steps=50]}]\n"
+        "out_of_fold: {variant: a, seed: 42, folds: 2}\n"
+    )
+    study = read_study(_study(tmp_path, text))
+    result = run_study(
+        study, runs, tmp_path / "out", data_dir=toy_corpus, fold_trainer=fold_trainer
+    )
+    oof = result["out_of_fold"]
+    assert len(trained) == 2 and all((p / "metrics.json").is_file() for p in trained)
+    n = sum(1 for s in ("train", "validation") for _ in open(toy_corpus / f"{s}.jsonl"))
+    assert oof["items"] == n and oof["folds"] == 2
+    themes = oof["test"]["tasks"]["themes"]
+    assert 0 <= themes["micro_f1"] <= 1 and themes["per_item"] >= 1.0
+    table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "| out of fold |" in table and "| validation |" in table
+    # A second scoring reuses the fold runs and their held-out logits.
+    trained.clear()
+    again = run_study(study, runs, tmp_path / "out2", data_dir=toy_corpus, train=False)
+    assert trained == [] and again["out_of_fold"]["test"] == oof["test"]

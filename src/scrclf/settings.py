@@ -230,6 +230,33 @@ class DataSettings:
             )
 
 
+# ------------------------------------------------------------------------- distill
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """The ``distill`` section of ``configs/train.yaml``, typed and checked once (defaults and
+    what each setting does are there)."""
+
+    teacher: str | None
+    weight: float
+    temperature: float
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> DistillSettings:
+        s = "distill"
+        c = _section(cfg, s)
+        _keys(c, s, {f.name for f in fields(cls)})
+        weight = _typed(s, "weight", c["weight"], float, minimum=0)
+        if weight > 1:
+            raise SettingsError(f"{s}.weight must be at most 1, got {c['weight']!r}")
+        temperature = _typed(s, "temperature", c["temperature"], float)
+        if temperature <= 0:
+            raise SettingsError(f"{s}.temperature must be above 0, got {c['temperature']!r}")
+        teacher = _typed(s, "teacher", c["teacher"], str, optional=True)
+        return cls(teacher=teacher or None, weight=weight, temperature=temperature)
+
+
 # --------------------------------------------------------------------------- export
 
 EXPORT_CONFIG = "export.yaml"

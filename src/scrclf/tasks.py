@@ -16,6 +16,9 @@ from scrclf.errors import TaskConfigError  # noqa: F401 (re-exported)
 
 # The headline score of every report: the mean over tasks of each task's macro-F1.
 HEADLINE = "mean_macro_f1"
+# A teacher's logits for a task travel beside its targets as ``teacher_<task>`` when a model
+# trains with distillation (scrclf.training.distill).
+TEACHER_PREFIX = "teacher_"
 
 MULTI_LABEL = "multi_label"
 SINGLE_LABEL = "single_label"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrclf.errors import DataError  # noqa: F401 (re-exported)
-from scrclf.tasks import TaskSet
+from scrclf.tasks import TEACHER_PREFIX, TaskSet
 
 if TYPE_CHECKING:
     import torch
@@ -677,4 +677,8 @@ class MultiTaskCollator:
             values = [f[task.name] for f in features]
             dtype = torch.float32 if task.is_multi_label else torch.long
             batch[task.name] = torch.tensor(values, dtype=dtype)
+            # A teacher's logits, when training with distillation (scrclf.training.distill).
+            soft = TEACHER_PREFIX + task.name
+            if soft in features[0]:
+                batch[soft] = torch.tensor([f[soft] for f in features], dtype=torch.float32)
         return batch

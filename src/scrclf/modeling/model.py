@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import ModelOutput
 
 from scrclf.errors import SettingsError
-from scrclf.tasks import TaskSet
+from scrclf.tasks import TEACHER_PREFIX, TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,26 @@ class ScrClfOutput(ModelOutput):
     task_losses: dict[str, torch.Tensor] | None = None
 
 
+def soft_loss(
+    student: torch.Tensor, teacher: torch.Tensor, multi_label: bool, temperature: float
+) -> torch.Tensor:
+    """The loss of ``student`` logits against a teacher's probabilities, both at
+    ``temperature``, scaled by its square so the gradients keep their size as it changes:
+    binary cross-entropy per label for a multi-label task, KL divergence otherwise."""
+    t = float(temperature)
+    s, q = student.float() / t, teacher.float() / t
+    if multi_label:
+        loss = nn.functional.binary_cross_entropy_with_logits(s, q.sigmoid())
+    else:
+        loss = nn.functional.kl_div(
+            nn.functional.log_softmax(s, dim=-1),
+            nn.functional.log_softmax(q, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+    return loss * (t * t)
+
+
 def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
     """An untrained encoder from its config, without the BERT-style pooler where possible."""
     try:
@@ -211,6 +231,9 @@ class ScrClfModel(PreTrainedModel):
             # Not saved with the weights: class weights live in the config.
             self.register_buffer(f"class_weights_{t.name}", tensor, persistent=False)
         self._task_specs = {t.name: t for t in tasks}
+        # (weight, temperature) of the teacher's soft targets while training with
+        # distillation (scrclf.training.distill); not part of the saved model.
+        self.distillation: tuple[float, float] | None = None
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -341,7 +364,9 @@ class ScrClfModel(PreTrainedModel):
         return_dict: bool | None = None,
         **task_targets: torch.Tensor,
     ) -> ScrClfOutput | tuple:
-        """Logits per task; with targets (named like the tasks), the weighted loss too."""
+        """Logits per task; with targets (named like the tasks), the weighted loss too. With a
+        teacher's logits (``teacher_<task>``) and :attr:`distillation` set, each task's loss
+        mixes the annotated targets' loss with the loss on the teacher's probabilities."""
         if attention_mask is None:
             if input_ids is None:
                 raise TypeError("input_ids is required")
@@ -365,12 +390,19 @@ class ScrClfModel(PreTrainedModel):
 
         targets = dict(labels or {})
         targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})
-        unknown = set(task_targets) - set(self._task_specs)
+        teacher = {
+            k[len(TEACHER_PREFIX) :]: v
+            for k, v in task_targets.items()
+            if k.startswith(TEACHER_PREFIX) and k[len(TEACHER_PREFIX) :] in self._task_specs
+        }
+        unknown = set(task_targets) - set(self._task_specs) - {TEACHER_PREFIX + k for k in teacher}
         if unknown:
             raise TypeError(
                 f"forward() got unexpected arguments {sorted(unknown)}; "
-                f"task targets are {self.task_names}"
+                f"task targets are {self.task_names}, teacher logits teacher_<task>"
             )
+        if teacher and self.distillation is None:
+            raise TypeError("teacher logits given, but distillation is not set on the model")
         loss = None
         task_losses = None
         if targets:
@@ -390,6 +422,11 @@ class ScrClfModel(PreTrainedModel):
                 else:
                     task_loss = nn.functional.cross_entropy(
                         task_logits.float(), target.long(), weight=weight
+                    )
+                if name in teacher and self.distillation is not None:
+                    weight_soft, temperature = self.distillation
+                    task_loss = (1.0 - weight_soft) * task_loss + weight_soft * soft_loss(
+                        task_logits, teacher[name], spec.is_multi_label, temperature
                     )
                 task_losses[name] = task_loss.detach()
                 loss = loss + spec.loss_weight * task_loss

@@ -38,7 +38,7 @@ import torch
 
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.settings import TrainerSettings
-from scrclf.tasks import TaskSet
+from scrclf.tasks import TEACHER_PREFIX, TaskSet
 from scrclf.training.run import (
     ReportFn,
     RunInputs,
@@ -234,6 +234,9 @@ class TokenStore:
             if task.name in columns:
                 dtype = np.float32 if task.is_multi_label else np.int64
                 targets[task.name] = np.asarray(dataset[task.name], dtype=dtype)
+            soft = TEACHER_PREFIX + task.name  # a teacher's logits (scrclf.training.distill)
+            if soft in columns:
+                targets[soft] = np.asarray(dataset[soft], dtype=np.float32)
         types = dataset["token_type_ids"] if "token_type_ids" in columns else None
         return cls(dataset["input_ids"], types, targets, pad_id)
 

@@ -33,8 +33,8 @@ from scrclf.data.records import DataError, Record, build_dataset, encode_targets
 from scrclf.errors import TrainingConfigError  # noqa: F401 (re-exported)
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.modeling.encoders import build_model, load_tokenizer
-from scrclf.settings import DataSettings, TrainerSettings
-from scrclf.tasks import TaskSet
+from scrclf.settings import DataSettings, DistillSettings, TrainerSettings
+from scrclf.tasks import TEACHER_PREFIX, TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +278,25 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
         if name != "train":
             ds = ds.select(np.argsort(np.asarray(ds["length"]), kind="stable").tolist())
         datasets[name] = ds
+    # Configs written before distillation existed have no such section: it is off.
+    distill_cfg = cfg_dict.get("distill")
+    distill = DistillSettings.from_config(distill_cfg) if distill_cfg is not None else None
+    if distill is not None and distill.teacher:
+        from scrclf.training.distill import teacher_logits
+
+        text_col, pair_col = data_cfg.get("text_column", "text"), data_cfg.get("pair_column")
+        rows = [r.data for r in splits["train"]]
+        soft = teacher_logits(
+            distill.teacher,
+            tasks,
+            [r[text_col] for r in rows],
+            [r.get(pair_col) for r in rows] if pair_col else None,
+        )
+        for task in tasks:
+            datasets["train"] = datasets["train"].add_column(
+                TEACHER_PREFIX + task.name, soft[task.name].tolist()
+            )
+        model.distillation = (distill.weight, distill.temperature)
     wide = model.config.wide
     if wide and wide["mode"] == "logreg":
         from scrclf.modeling.wide import fit_wide

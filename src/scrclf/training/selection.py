@@ -37,11 +37,12 @@ from scrclf.evaluation.evaluate import (
 )
 from scrclf.evaluation.suites import baseline_system
 from scrclf.tasks import HEADLINE, TaskSet
+from scrclf.training.folds import FoldPlan, train_fold, write_folds
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("validation", "test")
-STUDY_KEYS = {"name", "baseline", "time_budget_s", "bootstrap", "variants"}
+STUDY_KEYS = {"name", "baseline", "time_budget_s", "bootstrap", "variants", "out_of_fold"}
 VARIANT_KEYS = {"name", "description", "overrides", "seeds"}
 
 
@@ -61,6 +62,8 @@ class Study:
     time_budget_s: float | None = None
     resamples: int = 1000
     bootstrap_seed: int = 0
+    # A run whose decisions are also fitted on out-of-fold predictions (scrclf.training.folds).
+    out_of_fold: FoldPlan | None = None
 
 
 def read_study(path: str | Path) -> Study:
@@ -103,6 +106,19 @@ def read_study(path: str | Path) -> Study:
         raise SettingsError(f"{file}: variant names must be distinct, got {names}")
     boot = raw.get("bootstrap") or {}
     budget = raw.get("time_budget_s")
+    plan = None
+    if raw.get("out_of_fold") is not None:
+        plan = FoldPlan.from_config(raw["out_of_fold"], str(file))
+        variant = next((v for v in variants if v.name == plan.variant), None)
+        if variant is None:
+            raise SettingsError(
+                f"{file}: out_of_fold.variant '{plan.variant}' is not a variant; known: {names}"
+            )
+        if plan.seed not in variant.seeds:
+            raise SettingsError(
+                f"{file}: out_of_fold.seed {plan.seed} is not a seed of '{plan.variant}' "
+                f"({variant.seeds})"
+            )
     return Study(
         name=str(raw.get("name") or file.stem),
         variants=variants,
@@ -110,6 +126,7 @@ def read_study(path: str | Path) -> Study:
         time_budget_s=float(budget) if budget is not None else None,
         resamples=int(boot.get("resamples", 1000)),
         bootstrap_seed=int(boot.get("seed", 0)),
+        out_of_fold=plan,
     )
 
 
@@ -215,6 +232,7 @@ def run_study(
     train: bool = True,
     data_dir: str | Path | None = None,
     trainer: Callable[[Variant, int, Path], None] = train_variant,
+    fold_trainer: Callable[[Sequence[str], Path, Path, int, Path], None] = train_fold,
 ) -> dict[str, Any]:
     """Train what is missing, score every run, write ``results.json`` and ``results.md``.
 
@@ -285,6 +303,19 @@ def run_study(
                 row["validation"][HEADLINE],
                 row["test"][HEADLINE],
             )
+    oof = None
+    if study.out_of_fold is not None:
+        oof = out_of_fold(
+            study,
+            runs,
+            tasks,
+            data,
+            settings,
+            boots,
+            baseline_scores,
+            train=train,
+            fold_trainer=fold_trainer,
+        )
     result = {
         "study": study.name,
         "baseline": study.baseline,
@@ -296,6 +327,7 @@ def run_study(
         },
         "runs": rows,
         "selected": select(rows, study.time_budget_s),
+        "out_of_fold": oof,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", result)
@@ -303,10 +335,10 @@ def run_study(
     return result
 
 
-def _fingerprint(data: Mapping[str, EvalData]) -> str:
+def _fingerprint(data: Mapping[str, EvalData], splits: Sequence[str] = SPLITS) -> str:
     """A digest of the texts and findings of the scored splits, in order."""
     digest = hashlib.sha256()
-    for split in SPLITS:
+    for split in splits:
         findings = data[split].findings or [None] * len(data[split].texts)
         for text, finding in zip(data[split].texts, findings, strict=True):
             digest.update(f"{split}\x1f{text}\x1f{finding}\x1e".encode())
@@ -314,12 +346,15 @@ def _fingerprint(data: Mapping[str, EvalData]) -> str:
 
 
 def _cached_outputs(
-    cache: Path | None, data: Mapping[str, EvalData], compute: Callable[[], dict[str, np.ndarray]]
+    cache: Path | None,
+    data: Mapping[str, EvalData],
+    compute: Callable[[], dict[str, np.ndarray]],
+    splits: Sequence[str] = SPLITS,
 ) -> dict[str, np.ndarray]:
     """``compute()`` (named arrays), kept in ``cache`` (``.npz``) for the same split texts: a
     finished run does not change, so scoring it again under a new rule skips the forward
     passes."""
-    key = _fingerprint(data)
+    key = _fingerprint(data, splits)
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as saved:
             if str(saved["fingerprint"]) == key:
@@ -334,15 +369,25 @@ def _cached_outputs(
     return arrays
 
 
-def _run_logits(
+@dataclass
+class RunOutputs:
+    """A run's logits per split and task, in the tasks' order: ``deep`` is the model's output
+    (its encoder alone when it has a fitted wide part), ``wide`` the fitted wide part's
+    logits (None without one)."""
+
+    deep: dict[str, list[np.ndarray]]
+    wide: dict[str, list[np.ndarray]] | None
+
+
+def run_outputs(
     classifier,
     tasks: TaskSet,
     data: Mapping[str, EvalData],
+    splits: Sequence[str] = SPLITS,
     cache: Path | None = None,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float] | None]:
-    """A run's logits on validation and test. A fitted wide part (logreg mode) is weighed
-    again on validation with the current rule, as decisions are refitted below. With
-    ``cache``, the forward passes are kept there and reused."""
+) -> RunOutputs:
+    """A run's logits on ``splits`` of ``data``, split into encoder and fitted wide part where
+    it has one. With ``cache``, the forward passes are kept there and reused."""
     names = [t.name for t in tasks]
 
     def run(split: str) -> dict[str, np.ndarray]:
@@ -353,36 +398,172 @@ def _run_logits(
     if model is None or not wide or wide.get("mode") != "logreg":
 
         def plain() -> dict[str, np.ndarray]:
-            return {f"{split}/{n}": v for split in SPLITS for n, v in run(split).items()}
+            return {f"{split}/{n}": v for split in splits for n, v in run(split).items()}
 
-        arrays = _cached_outputs(cache, data, plain)
-        return {split: {n: arrays[f"{split}/{n}"] for n in names} for split in SPLITS}, None
-    from scrclf.calibration import weigh_wide
+        arrays = _cached_outputs(cache, data, plain, splits)
+        return RunOutputs(
+            {split: [arrays[f"{split}/{n}"] for n in names] for split in splits}, None
+        )
     from scrclf.modeling.wide import wide_logits_of
 
     def parts_of() -> dict[str, np.ndarray]:
+        saved = model.config.wide
         model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
         arrays = {}
-        for split in SPLITS:
-            out = run(split)
-            pairs = data[split].findings if classifier.text_pair else None
-            enc, _ = classifier.encode(data[split].texts, pairs)
-            by_name = dict(
-                zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True)
-            )
-            for n in names:
-                arrays[f"{split}/deep/{n}"] = out[n]
-                arrays[f"{split}/wide/{n}"] = by_name[n]
+        try:
+            for split in splits:
+                out = run(split)
+                pairs = data[split].findings if classifier.text_pair else None
+                enc, _ = classifier.encode(data[split].texts, pairs)
+                by_name = dict(
+                    zip(model.task_names, wide_logits_of(model, enc["input_ids"]), strict=True)
+                )
+                for n in names:
+                    arrays[f"{split}/deep/{n}"] = out[n]
+                    arrays[f"{split}/wide/{n}"] = by_name[n]
+        finally:
+            model.config.wide = saved
         return arrays
 
-    arrays = _cached_outputs(cache, data, parts_of)
-    deep = {split: [arrays[f"{split}/deep/{n}"] for n in names] for split in SPLITS}
-    parts = {split: [arrays[f"{split}/wide/{n}"] for n in names] for split in SPLITS}
-    targets = data["validation"].targets(tasks)
-    mix, logits = weigh_wide(tasks, deep, parts, [targets[n] for n in names])
-    model.config.wide = {**wide, "mix": mix}
-    combined = {split: dict(zip(names, logits[split], strict=True)) for split in SPLITS}
-    return combined, mix
+    arrays = _cached_outputs(cache, data, parts_of, splits)
+    return RunOutputs(
+        deep={split: [arrays[f"{split}/deep/{n}"] for n in names] for split in splits},
+        wide={split: [arrays[f"{split}/wide/{n}"] for n in names] for split in splits},
+    )
+
+
+def combine(
+    tasks: TaskSet, outputs: RunOutputs, targets: Mapping[str, np.ndarray], fit_on: str
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float] | None]:
+    """Logits per split and task name; a fitted wide part is weighed beside the encoder on
+    the ``fit_on`` split (:func:`scrclf.calibration.weigh_wide`) with ``targets`` of it."""
+    names = [t.name for t in tasks]
+    if outputs.wide is None:
+        return {s: dict(zip(names, v, strict=True)) for s, v in outputs.deep.items()}, None
+    from scrclf.calibration import weigh_wide
+
+    mix, logits = weigh_wide(
+        tasks, outputs.deep, outputs.wide, [targets[n] for n in names], fit_on=fit_on
+    )
+    return {s: dict(zip(names, v, strict=True)) for s, v in logits.items()}, mix
+
+
+def _run_logits(
+    classifier,
+    tasks: TaskSet,
+    data: Mapping[str, EvalData],
+    cache: Path | None = None,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float] | None]:
+    """A run's logits on validation and test. A fitted wide part (logreg mode) is weighed
+    again on validation with the current rule, as decisions are refitted below. With
+    ``cache``, the forward passes are kept there and reused."""
+    outputs = run_outputs(classifier, tasks, data, SPLITS, cache)
+    logits, mix = combine(tasks, outputs, data["validation"].targets(tasks), "validation")
+    model = getattr(classifier.engine, "model", None)
+    if mix is not None and model is not None:
+        model.config.wide = {**model.config.wide, "mix": mix}
+    return logits, mix
+
+
+def oof_dir(runs: Path, plan: FoldPlan) -> Path:
+    """Where a fold plan's files (``files/``) and fold runs (``fold<i>/``) live."""
+    return runs / "oof" / f"{plan.variant}-s{plan.seed}-k{plan.folds}-split{plan.split_seed}"
+
+
+def out_of_fold(
+    study: Study,
+    runs: Path,
+    tasks: TaskSet,
+    data: Mapping[str, EvalData],
+    settings: Mapping[str, Any],
+    boots: Mapping[str, ClusterBootstrap],
+    baseline_scores: Mapping[str, Any],
+    train: bool = True,
+    fold_trainer: Callable[[Sequence[str], Path, Path, int, Path], None] = train_fold,
+) -> dict[str, Any] | None:
+    """Decisions of one finished run fitted on out-of-fold predictions instead of validation.
+
+    Train + validation are split into k folds by review; for each fold a run of the same
+    variant and seed is trained on the other folds, and its logits on the held-out fold are
+    kept. The run's temperatures, thresholds and wide weights are then fitted on those
+    held-out logits of every train + validation item, and the run is scored on validation
+    and test with them. None when the run or a fold run is missing and ``train`` is False.
+    """
+    plan = study.out_of_fold
+    assert plan is not None
+    variant = next(v for v in study.variants if v.name == plan.variant)
+    main = run_dir(runs, variant, plan.seed)
+    folder = oof_dir(runs, plan)
+    if not is_finished(main):
+        logger.warning("%s: not trained; out-of-fold decisions skipped", main.name)
+        return None
+    records = data["train"].records + data["validation"].records
+    group = str(settings.get("group_column") or "review_id")
+    files = write_folds(records, group, plan.folds, plan.split_seed, folder / "files")
+    fold_runs = [folder / f"fold{i}" for i in range(plan.folds)]
+    for i, ((train_file, held_file), out) in enumerate(zip(files, fold_runs, strict=True)):
+        if is_finished(out):
+            continue
+        if not train:
+            logger.warning("%s: fold %d not trained; out-of-fold decisions skipped", folder, i)
+            return None
+        logger.info("training %s fold %d of %d into %s", variant.name, i + 1, plan.folds, out)
+        fold_trainer(variant.overrides, train_file, held_file, plan.seed, out)
+
+    names = [t.name for t in tasks]
+    deep: list[list[np.ndarray]] = []
+    wide: list[list[np.ndarray]] | None = []
+    held_targets: list[dict[str, np.ndarray]] = []
+    reviews: set[Any] = set()
+    for (_, held_file), out in zip(files, fold_runs, strict=True):
+        held = load_eval_data(held_file, tasks, settings, name="held_out")
+        classifier = load_classifier(resolve_model(out), backend="torch")
+        parts = run_outputs(
+            classifier, tasks, {"held_out": held}, ("held_out",), out / LOGITS_CACHE
+        )
+        deep.append(parts.deep["held_out"])
+        if parts.wide is None or wide is None:
+            wide = None
+        else:
+            wide.append(parts.wide["held_out"])
+        held_targets.append(held.targets(tasks))
+        reviews.update(held.groups)
+    oof_targets = {n: np.concatenate([t[n] for t in held_targets]) for n in names}
+
+    def joined(chunks: list[list[np.ndarray]]) -> list[np.ndarray]:
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(names))]
+
+    classifier = load_classifier(resolve_model(main), backend="torch")
+    own = run_outputs(classifier, tasks, data, SPLITS, main / LOGITS_CACHE)
+    outputs = RunOutputs(
+        deep={"oof": joined(deep), **own.deep},
+        wide={"oof": joined(wide), **own.wide} if wide is not None and own.wide else None,
+    )
+    logits, mix = combine(tasks, outputs, oof_targets, "oof")
+    run_tasks = _recalibrated(classifier.tasks, tasks, logits["oof"], oof_targets)
+    result: dict[str, Any] = {
+        "variant": plan.variant,
+        "seed": plan.seed,
+        "folds": plan.folds,
+        "split_seed": plan.split_seed,
+        "items": int(len(oof_targets[names[0]])),
+        "reviews": len(reviews),
+        "wide_mix": mix,
+        "fold_training": [_training_record(out) for out in fold_runs],
+    }
+    for split in SPLITS:
+        result[split] = _summary(
+            run_tasks, logits[split], data[split], boots[split], baseline_scores[split]
+        )
+    logger.info(
+        "%s seed %d, decisions out of fold (%d items): validation %.3f, test %.3f",
+        plan.variant,
+        plan.seed,
+        result["items"],
+        result["validation"][HEADLINE],
+        result["test"][HEADLINE],
+    )
+    return result
 
 
 def rerender(study: Study, out_dir: str | Path) -> dict[str, Any]:
@@ -572,6 +753,9 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
                 f"{th['macro_f1']:.3f} | {th['per_item']:.2f} ({th['annotated_per_item']:.2f}) | "
                 f"{th['share_gap_max']:.3f} ({th['share_gap_label']}) |"
             )
+    oof = result.get("out_of_fold")
+    if oof:
+        lines += _oof_lines(result, oof)
     chosen = result.get("selected")
     lines.append("")
     if chosen:
@@ -588,3 +772,49 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
     else:
         lines.append("No variant met the time budget.")
     return "\n".join(lines) + "\n"
+
+
+def _oof_lines(result: Mapping[str, Any], oof: Mapping[str, Any]) -> list[str]:
+    """The out-of-fold table: one run scored with decisions fitted on validation, then on
+    out-of-fold predictions."""
+    same = next(
+        (r for r in result["runs"] if r["variant"] == oof["variant"] and r["seed"] == oof["seed"]),
+        None,
+    )
+    n_val = result["data"]["validation"].get("n_items")
+    lines = [
+        "",
+        f"Decisions fitted out of fold: `{oof['variant']}` seed {oof['seed']}, its temperatures, "
+        f"thresholds and wide weights fitted on the held-out predictions of {oof['folds']} "
+        f"fold runs over train + validation ({oof['items']} items, {oof['reviews']} reviews; "
+        f"split seed {oof['split_seed']}), against the same run fitted on validation.",
+        "",
+        "| fitted on | items | val mean macro-F1 | test mean macro-F1 | themes micro-F1 | "
+        "themes micro gap | themes macro-F1 | evidence macro-F1 | action_strength macro-F1 | "
+        "themes/item (annotated) | max theme share gap |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = [("validation", n_val, same)] if same else []
+    rows.append(("out of fold", oof["items"], oof))
+    for label, items, row in rows:
+        t = row["test"]["tasks"]
+        th = t.get("themes", {})
+        cells = [
+            label,
+            str(items) if items is not None else "",
+            f"{row['validation'][HEADLINE]:.3f}",
+            _ci(row["test"][HEADLINE], row["test"][f"{HEADLINE}_interval"]),
+            _ci(th.get("micro_f1", float("nan")), th.get("micro_f1_interval")),
+            _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True) if th else "",
+            _ci(th.get("macro_f1", float("nan")), th.get("macro_f1_interval")),
+            _ci(t["evidence"]["macro_f1"], t["evidence"]["macro_f1_interval"])
+            if "evidence" in t
+            else "",
+            _ci(t["action_strength"]["macro_f1"], t["action_strength"]["macro_f1_interval"])
+            if "action_strength" in t
+            else "",
+            f"{th['per_item']:.2f} ({th['annotated_per_item']:.2f})" if th else "",
+            f"{th['share_gap_max']:.3f} ({th['share_gap_label']})" if th else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
