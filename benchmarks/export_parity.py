@@ -64,16 +64,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def time_calls(fn, calls: list, warmup: int) -> np.ndarray:
-    """Seconds per call, after ``warmup`` untimed calls."""
-    for args in calls[:warmup]:
-        fn(*args)
-    out = []
-    for args in calls:
-        start = time.perf_counter()
-        fn(*args)
-        out.append(time.perf_counter() - start)
-    return np.asarray(out)
+def time_interleaved(clfs: dict, calls: list, batch_size: int, warmup: int) -> dict:
+    """Seconds per call of ``Classifier.logits`` for each backend, after ``warmup`` untimed
+    calls each. The backends take turns on every call (in rotating order), so a change of
+    machine speed during the run weighs on all of them alike."""
+    names = list(clfs)
+    for name in names:
+        for texts, findings in calls[:warmup]:
+            clfs[name].logits(texts, findings, batch_size=batch_size)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i, (texts, findings) in enumerate(calls):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            start = time.perf_counter()
+            clfs[name].logits(texts, findings, batch_size=batch_size)
+            out[name].append(time.perf_counter() - start)
+    return {name: np.asarray(v) for name, v in out.items()}
 
 
 def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, warmup: int) -> dict:
@@ -123,21 +128,21 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation warnings: the same for every backend
-        for name, clf in clfs.items():
-            latency = time_calls(lambda t, f, c=clf: c.logits(t, f, batch_size=1), single, warmup)
-            per_batch = time_calls(
-                lambda t, f, c=clf: c.logits(t, f, batch_size=THROUGHPUT_BATCH),
-                batches,
-                min(warmup, len(batches)),
-            )
-            start = time.perf_counter()
-            clf.logits(texts, findings, batch_size=THROUGHPUT_BATCH)
-            whole = time.perf_counter() - start
+        latency = time_interleaved(clfs, single, 1, warmup)
+        per_batch = time_interleaved(clfs, batches, THROUGHPUT_BATCH, min(warmup, len(batches)))
+        # The whole file once per backend in each of two opposite orders.
+        whole: dict[str, list[float]] = {name: [] for name in clfs}
+        for order in (list(clfs), list(clfs)[::-1]):
+            for name in order:
+                start = time.perf_counter()
+                clfs[name].logits(texts, findings, batch_size=THROUGHPUT_BATCH)
+                whole[name].append(time.perf_counter() - start)
+        for name in clfs:
             speed[name] = {
-                "latency_ms_p50": float(np.percentile(latency, 50) * 1000),
-                "latency_ms_p95": float(np.percentile(latency, 95) * 1000),
-                "throughput_items_per_s": float(len(texts) / per_batch.sum()),
-                "file_throughput_items_per_s": float(len(texts) / whole),
+                "latency_ms_p50": float(np.percentile(latency[name], 50) * 1000),
+                "latency_ms_p95": float(np.percentile(latency[name], 95) * 1000),
+                "throughput_items_per_s": float(len(texts) / per_batch[name].sum()),
+                "file_throughput_items_per_s": float(len(texts) / np.mean(whole[name])),
             }
     meta = json.loads((model_dir / "scrclf.json").read_text(encoding="utf-8"))
     return {
@@ -162,7 +167,9 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
             "warmup_calls": warmup,
             "throughput_batch": THROUGHPUT_BATCH,
             "timed": "Classifier.logits: tokenization + padding + forward",
-            "file_throughput": "one Classifier.logits call over the whole file, batch_size 32",
+            "file_throughput": "one Classifier.logits call over the whole file, batch_size 32;"
+            " mean of two, the backends in opposite orders",
+            "order": "backends take turns on every timed call, in rotating order",
         },
     }
 
