@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def teacher_logits(
     logits, _ = model_logits(classifier, texts, findings, batch_size, desc="teacher")
     out = {t.name: np.asarray(logits[t.name], dtype=np.float32) for t in tasks}
     try:
-        tmp = cache.with_name(cache.name + ".tmp.npz")
+        # One temporary name per process: under torchrun every rank computes and writes.
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")
         payload: dict[str, Any] = {"fingerprint": np.array(key), **out}
         np.savez(tmp, **payload)  # type: ignore[arg-type]
         tmp.replace(cache)
