@@ -140,3 +140,20 @@ def test_feature_extraction_pipeline_gives_the_pooled_sentence_embedding(tiny_ex
     assert got.shape == (1, model.config.encoder["hidden_size"])
     assert torch.allclose(got, out.sentence_embedding, atol=1e-5)
     assert out.to_tuple()[0] is out.sentence_embedding  # what the pipeline takes
+
+
+@pytest.mark.parametrize(
+    "first", ["scrclf.modeling.model", "scrclf.inference.pipeline", "scrclf.modeling.encoders"]
+)
+def test_pipeline_task_is_registered_whichever_scrclf_module_is_imported_first(first):
+    # A scrclf module that imports transformers itself, before the model classes exist, must
+    # not leave the pipeline task unregistered.
+    code = (
+        f"import {first}\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "print('scrclf-classification' in PIPELINE_REGISTRY.get_supported_tasks())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "True"

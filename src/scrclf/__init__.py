@@ -54,6 +54,10 @@ def register_with_transformers() -> bool:
     try:
         from scrclf.inference.pipeline import register
     except ImportError:  # no torch or transformers, or scrclf's model module is still loading
+        from scrclf import hooks
+
+        if "scrclf.modeling.model" in sys.modules and not hooks.model_loaded():
+            hooks.when_model_loaded(register_with_transformers)
         return False
     register()
     return True

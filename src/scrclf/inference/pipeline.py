@@ -92,3 +92,8 @@ def register() -> None:
         PIPELINE_REGISTRY.register_pipeline(
             PIPELINE_TASK, pipeline_class=ScrClfPipeline, pt_model=AutoModel, type="text"
         )
+
+
+# Importing this module first (before scrclf's model module) leaves the import hook of
+# ``import scrclf`` unable to load it yet: register here as well.
+register()

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from scrclf import hooks
 from scrclf.errors import SettingsError
 from scrclf.tasks import TEACHER_PREFIX, TaskSet
 
@@ -466,3 +467,7 @@ def register_auto_classes() -> None:
         AutoModel.register(ScrClfConfig, ScrClfModel)
     except ValueError:
         pass
+
+
+# Registration with transformers that waited for this module (scrclf.hooks) runs now.
+hooks.mark_model_loaded()
