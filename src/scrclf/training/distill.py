@@ -13,9 +13,7 @@ part gives its full logits.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,19 +22,11 @@ import numpy as np
 
 from scrclf.errors import SettingsError
 from scrclf.tasks import TaskSet
+from scrclf.training.array_cache import cached_arrays, new_digest, texts_digest
 
 logger = logging.getLogger(__name__)
 
 TEACHER_CACHE = "distill_logits.npz"
-
-
-def _fingerprint(texts: Sequence[str], findings: Sequence[str | None] | None, model: str) -> str:
-    """A digest of the teacher's weights (size and time) and the texts, in order."""
-    digest = hashlib.sha256(model.encode())
-    pairs = findings if findings is not None else [None] * len(texts)
-    for text, finding in zip(texts, pairs, strict=True):
-        digest.update(f"{text}\x1f{finding}\x1e".encode())
-    return digest.hexdigest()
 
 
 def _check_tasks(teacher: TaskSet, student: TaskSet, where: Path) -> None:
@@ -68,26 +58,17 @@ def teacher_logits(
     cache = Path(source.path) / TEACHER_CACHE
     weights = source.model_dir / "model.safetensors"
     stamp = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}" if weights.is_file() else ""
-    key = _fingerprint(texts, findings, stamp)
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as saved:
-            if str(saved["fingerprint"]) == key and all(t.name in saved.files for t in tasks):
-                logger.info("teacher logits read from %s", cache)
-                return {t.name: saved[t.name] for t in tasks}
-    classifier = load_classifier(source, backend="torch")
-    _check_tasks(classifier.tasks, tasks, Path(teacher))
-    model = getattr(classifier.engine, "model", None)
-    wide: Mapping[str, Any] | None = getattr(getattr(model, "config", None), "wide", None)
-    if model is not None and wide and wide.get("mode") == "logreg":
-        model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
-    logits, _ = model_logits(classifier, texts, findings, batch_size, desc="teacher")
-    out = {t.name: np.asarray(logits[t.name], dtype=np.float32) for t in tasks}
-    try:
-        # One temporary name per process: under torchrun every rank computes and writes.
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp.npz")
-        payload: dict[str, Any] = {"fingerprint": np.array(key), **out}
-        np.savez(tmp, **payload)  # type: ignore[arg-type]
-        tmp.replace(cache)
-    except OSError as err:
-        logger.warning("teacher logits not kept in %s (%s)", cache, err.strerror)
-    return out
+    key = texts_digest(new_digest(stamp), texts, findings).hexdigest()
+
+    def compute() -> dict[str, np.ndarray]:
+        classifier = load_classifier(source, backend="torch")
+        _check_tasks(classifier.tasks, tasks, Path(teacher))
+        model = getattr(classifier.engine, "model", None)
+        wide: Mapping[str, Any] | None = getattr(getattr(model, "config", None), "wide", None)
+        if model is not None and wide and wide.get("mode") == "logreg":
+            model.config.wide = {**wide, "mix": {name: 0.0 for name in model.task_names}}
+        logits, _ = model_logits(classifier, texts, findings, batch_size, desc="teacher")
+        return {t.name: np.asarray(logits[t.name], dtype=np.float32) for t in tasks}
+
+    saved = cached_arrays(cache, key, compute, wanted=tasks.names, best_effort=True)
+    return {t.name: saved[t.name] for t in tasks}

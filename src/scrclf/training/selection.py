@@ -13,7 +13,6 @@ reported, never used to choose.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +36,7 @@ from scrclf.evaluation.evaluate import (
 )
 from scrclf.evaluation.suites import baseline_system
 from scrclf.tasks import HEADLINE, TaskSet
+from scrclf.training.array_cache import cached_arrays, new_digest, texts_digest
 from scrclf.training.folds import FoldPlan, train_fold, write_folds
 
 logger = logging.getLogger(__name__)
@@ -337,11 +337,9 @@ def run_study(
 
 def _fingerprint(data: Mapping[str, EvalData], splits: Sequence[str] = SPLITS) -> str:
     """A digest of the texts and findings of the scored splits, in order."""
-    digest = hashlib.sha256()
+    digest = new_digest()
     for split in splits:
-        findings = data[split].findings or [None] * len(data[split].texts)
-        for text, finding in zip(data[split].texts, findings, strict=True):
-            digest.update(f"{split}\x1f{text}\x1f{finding}\x1e".encode())
+        texts_digest(digest, data[split].texts, data[split].findings, prefix=f"{split}\x1f")
     return digest.hexdigest()
 
 
@@ -354,19 +352,7 @@ def _cached_outputs(
     """``compute()`` (named arrays), kept in ``cache`` (``.npz``) for the same split texts: a
     finished run does not change, so scoring it again under a new rule skips the forward
     passes."""
-    key = _fingerprint(data, splits)
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as saved:
-            if str(saved["fingerprint"]) == key:
-                return {k: saved[k] for k in saved.files if k != "fingerprint"}
-    arrays = compute()
-    if cache is not None:
-        tmp = cache.with_name(cache.name + ".tmp.npz")
-        payload: dict[str, Any] = {"fingerprint": np.array(key), **arrays}
-        # numpy's stubs read the named arrays as its keyword options.
-        np.savez(tmp, **payload)  # type: ignore[arg-type]
-        tmp.replace(cache)
-    return arrays
+    return cached_arrays(cache, _fingerprint(data, splits), compute)
 
 
 @dataclass
@@ -668,6 +654,29 @@ def _ci(value: float, bounds: Sequence[float] | None, signed: bool = False) -> s
     return f"{fmt.format(value)} [{fmt.format(bounds[0])}, {fmt.format(bounds[1])}]"
 
 
+def _score_cells(row: Mapping[str, Any]) -> list[str]:
+    """A scored run's table cells: validation and test headline, themes micro-F1 and its gap
+    to the baseline, themes / evidence / action strength macro-F1, themes per item and the
+    largest theme share gap."""
+    t = row["test"]["tasks"]
+    th = t.get("themes", {})
+    return [
+        f"{row['validation'][HEADLINE]:.3f}",
+        _ci(row["test"][HEADLINE], row["test"][f"{HEADLINE}_interval"]),
+        _ci(th.get("micro_f1", float("nan")), th.get("micro_f1_interval")),
+        _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True) if th else "",
+        _ci(th.get("macro_f1", float("nan")), th.get("macro_f1_interval")),
+        _ci(t["evidence"]["macro_f1"], t["evidence"]["macro_f1_interval"])
+        if "evidence" in t
+        else "",
+        _ci(t["action_strength"]["macro_f1"], t["action_strength"]["macro_f1_interval"])
+        if "action_strength" in t
+        else "",
+        f"{th['per_item']:.2f} ({th['annotated_per_item']:.2f})" if th else "",
+        f"{th['share_gap_max']:.3f} ({th['share_gap_label']})" if th else "",
+    ]
+
+
 def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
     """The study as Markdown: one row per run, then the per-variant means and the choice."""
     base = result["baseline_scores"]["test"]
@@ -692,34 +701,16 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
         "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["runs"]:
-        t = row["test"]["tasks"]
-        th = t.get("themes", {})
+        th = row["test"]["tasks"].get("themes", {})
         time_s = row["training"].get("time_to_best_s")
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    row["variant"],
-                    str(row["seed"]),
-                    f"{row['validation'][HEADLINE]:.3f}",
-                    _ci(row["test"][HEADLINE], row["test"][f"{HEADLINE}_interval"]),
-                    _ci(th.get("micro_f1", float("nan")), th.get("micro_f1_interval")),
-                    _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True) if th else "",
-                    _ci(th.get("macro_f1", float("nan")), th.get("macro_f1_interval")),
-                    _ci(t["evidence"]["macro_f1"], t["evidence"]["macro_f1_interval"])
-                    if "evidence" in t
-                    else "",
-                    _ci(t["action_strength"]["macro_f1"], t["action_strength"]["macro_f1_interval"])
-                    if "action_strength" in t
-                    else "",
-                    f"{th['per_item']:.2f} ({th['annotated_per_item']:.2f})" if th else "",
-                    f"{th['share_gap_max']:.3f} ({th['share_gap_label']})" if th else "",
-                    f"{th['primary_accuracy']:.3f}" if th else "",
-                    f"{time_s:.0f}" if time_s is not None else "",
-                ]
-            )
-            + " |"
-        )
+        cells = [
+            row["variant"],
+            str(row["seed"]),
+            *_score_cells(row),
+            f"{th['primary_accuracy']:.3f}" if th else "",
+            f"{time_s:.0f}" if time_s is not None else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "| variant | what changed | seeds | val mean macro-F1 | test mean macro-F1 (seed sd) |",
@@ -797,24 +788,6 @@ def _oof_lines(result: Mapping[str, Any], oof: Mapping[str, Any]) -> list[str]:
     rows = [("validation", n_val, same)] if same else []
     rows.append(("out of fold", oof["items"], oof))
     for label, items, row in rows:
-        t = row["test"]["tasks"]
-        th = t.get("themes", {})
-        cells = [
-            label,
-            str(items) if items is not None else "",
-            f"{row['validation'][HEADLINE]:.3f}",
-            _ci(row["test"][HEADLINE], row["test"][f"{HEADLINE}_interval"]),
-            _ci(th.get("micro_f1", float("nan")), th.get("micro_f1_interval")),
-            _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True) if th else "",
-            _ci(th.get("macro_f1", float("nan")), th.get("macro_f1_interval")),
-            _ci(t["evidence"]["macro_f1"], t["evidence"]["macro_f1_interval"])
-            if "evidence" in t
-            else "",
-            _ci(t["action_strength"]["macro_f1"], t["action_strength"]["macro_f1_interval"])
-            if "action_strength" in t
-            else "",
-            f"{th['per_item']:.2f} ({th['annotated_per_item']:.2f})" if th else "",
-            f"{th['share_gap_max']:.3f} ({th['share_gap_label']})" if th else "",
-        ]
+        cells = [label, str(items) if items is not None else "", *_score_cells(row)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
