@@ -110,18 +110,24 @@ def test_shipped_default_is_off():
     assert DistillSettings.from_config(compose_train([]).distill).teacher is None
 
 
-@pytest.mark.parametrize("loop", ["trainer", "lean"])
-def test_student_trains_on_a_teachers_logits(tiny_run, toy_corpus, tmp_path, monkeypatch, loop):
-    teacher = tmp_path / "teacher"
-    shutil.copytree(tiny_run, teacher)
-    calls = []
-    original = distill_module.teacher_logits
+def _count_calls(monkeypatch, module, name: str) -> list[int]:
+    """Wrap ``module.name`` so that each call appends to the returned list."""
+    calls: list[int] = []
+    original = getattr(module, name)
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(distill_module, "teacher_logits", counting)
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("loop", ["trainer", "lean"])
+def test_student_trains_on_a_teachers_logits(tiny_run, toy_corpus, tmp_path, monkeypatch, loop):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_run, teacher)
+    calls = _count_calls(monkeypatch, distill_module, "teacher_logits")
     overrides = [
         "model=tiny",
         f"data.dir={toy_corpus}",
@@ -156,14 +162,7 @@ def test_teacher_logits_are_reused_and_refreshed(tiny_run, tasks, tmp_path, monk
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_run, teacher)
     texts = ["Audit supervision records.", "Share information with the police."]
-    passes = []
-    original = evaluate.model_logits
-
-    def counting(*args, **kwargs):
-        passes.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(evaluate, "model_logits", counting)
+    passes = _count_calls(monkeypatch, evaluate, "model_logits")
     first = distill_module.teacher_logits(teacher, tasks, texts, None)
     again = distill_module.teacher_logits(teacher, tasks, texts, None)
     assert len(passes) == 1
