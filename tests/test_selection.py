@@ -226,3 +226,79 @@ def test_out_of_fold_decisions_train_fold_runs_and_score_the_run(tiny_run, toy_c
     trained.clear()
     again = run_study(study, runs, tmp_path / "out2", data_dir=toy_corpus, train=False)
     assert trained == [] and again["out_of_fold"]["test"] == oof["test"]
+
+
+def test_study_file_ensembles_are_checked(tmp_path):
+    head = "variants: [{name: a, seeds: [1, 2]}, {name: b}]\n"
+    with pytest.raises(SettingsError, match="not a run of the study"):
+        read_study(_study(tmp_path, head + "ensembles: [{name: e, members: [a-s1, a-s3]}]\n"))
+    with pytest.raises(SettingsError, match="at least two"):
+        read_study(_study(tmp_path, head + "ensembles: [{name: e, members: [a-s1]}]\n"))
+    with pytest.raises(SettingsError, match="taken"):
+        read_study(_study(tmp_path, head + "ensembles: [{name: b, members: [a-s1, b-s42]}]\n"))
+    with pytest.raises(SettingsError, match="unknown keys"):
+        read_study(_study(tmp_path, head + "ensembles: [{name: e, members: [a-s1, a-s2], x: 1}]\n"))
+    study = read_study(_study(tmp_path, head + "ensembles: [{name: e, members: [a-s1, b-s42]}]\n"))
+    assert study.ensembles[0].members == ["a-s1", "b-s42"]
+
+
+def test_average_outputs_means_encoder_and_wide_logits_apart():
+    from scrclf.training.selection import RunOutputs, average_outputs
+
+    def run(deep, wide):
+        return RunOutputs(
+            deep={"test": [np.full((2, 3), deep)]},
+            wide={"test": [np.full((2, 3), wide)]} if wide is not None else None,
+        )
+
+    mean = average_outputs([run(1.0, 4.0), run(3.0, 0.0)])
+    assert np.allclose(mean.deep["test"][0], 2.0) and np.allclose(mean.wide["test"][0], 2.0)
+    assert average_outputs([run(1.0, None), run(2.0, None)]).wide is None
+    with pytest.raises(SettingsError, match="with and without"):
+        average_outputs([run(1.0, 1.0), run(2.0, None)])
+
+
+def test_annotated_count_bound_gives_each_item_its_number_of_best_labels():
+    from scrclf.tasks import TaskSpec
+    from scrclf.training.selection import annotated_count_bound
+
+    task = TaskSpec(name="t", column="t", type="multi_label", labels=["a", "b", "c"])
+    targets = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=float)
+    # Item 0 ranks b, c, a; item 1 ranks c first; item 2 ranks b first.
+    logits = np.array([[0.5, 2.0, 1.0], [0.0, 0.0, 3.0], [1.0, 2.0, 0.0]])
+    bound = annotated_count_bound(task, logits, targets)
+    # Chosen: {b, c}, {c}, {b}: tp 2, fp 2, fn 2.
+    assert bound["micro_f1"] == pytest.approx(0.5)
+    assert bound["per_item"] == pytest.approx(4 / 3)
+    assert bound["macro_f1"] == pytest.approx((0.0 + 2 / 3 + 2 / 3) / 3)
+    perfect = annotated_count_bound(task, targets * 5.0, targets)
+    assert perfect["micro_f1"] == 1.0 and perfect["share_gap_max"] == 0.0
+
+
+def test_an_ensemble_of_runs_is_scored_but_never_selected(tiny_run, toy_corpus, tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("a-s1", "a-s2"):
+        shutil.copytree(tiny_run, runs / name)
+    study = read_study(
+        _study(
+            tmp_path,
+            "bootstrap: {resamples: 20}\n"
+            "variants: [{name: a, seeds: [1, 2]}]\n"
+            "ensembles: [{name: both, description: the two seeds, members: [a-s1, a-s2]}]\n",
+        )
+    )
+    result = run_study(study, runs, tmp_path / "out", train=False, data_dir=toy_corpus)
+    by_name = {r["variant"]: r for r in result["runs"]}
+    ensemble, member = by_name["both"], result["runs"][0]
+    assert ensemble["ensemble"] and ensemble["members"] == ["a-s1", "a-s2"]
+    # Two copies of one run average to that run: the same scores.
+    assert ensemble["test"] == member["test"]
+    assert ensemble["training"]["time_to_best_s"] == pytest.approx(
+        2 * member["training"]["time_to_best_s"]
+    )
+    assert result["selected"]["variant"] == "a"
+    table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "| both | mean of a-s1, a-s2 |" in table
+    assert "| a | 1 | annotated count (bound) |" in table
+    bound = member["test_annotated_count"]
+    assert bound["per_item"] == pytest.approx(bound["annotated_per_item"])

@@ -106,6 +106,8 @@ class TrainerSettings:
     layer_lr_decay: float | None
     weight_decay: float
     warmup_ratio: float
+    label_smoothing: float
+    rdrop: float
     lr_scheduler: str
     grad_accum_steps: int
     max_grad_norm: float
@@ -145,6 +147,8 @@ class TrainerSettings:
             ),
             weight_decay=_typed(s, "weight_decay", c["weight_decay"], float, minimum=0),
             warmup_ratio=_typed(s, "warmup_ratio", c["warmup_ratio"], float, minimum=0),
+            label_smoothing=_typed(s, "label_smoothing", c["label_smoothing"], float, minimum=0),
+            rdrop=_typed(s, "rdrop", c["rdrop"], float, minimum=0),
             lr_scheduler=_typed(s, "lr_scheduler", c["lr_scheduler"], str),
             grad_accum_steps=_typed(s, "grad_accum_steps", c["grad_accum_steps"], int, minimum=1),
             max_grad_norm=_typed(s, "max_grad_norm", c["max_grad_norm"], float, minimum=0),
@@ -184,6 +188,10 @@ class TrainerSettings:
         if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
             raise SettingsError(
                 f"trainer.layer_lr_decay must be in (0, 1] or null, got {self.layer_lr_decay}"
+            )
+        if not self.label_smoothing < 1:
+            raise SettingsError(
+                f"trainer.label_smoothing must be in [0, 1), got {self.label_smoothing}"
             )
 
     @property

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 
 from scrclf import hooks
 from scrclf.errors import SettingsError
-from scrclf.tasks import TEACHER_PREFIX, TaskSet
+from scrclf.tasks import TEACHER_PREFIX, TaskSet, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,6 @@ class ScrClfOutput(ModelOutput):
     loss: torch.Tensor | None = None
     sentence_embedding: torch.Tensor | None = None
     logits: tuple[torch.Tensor, ...] | None = None
-    task_losses: dict[str, torch.Tensor] | None = None
 
 
 def soft_loss(
@@ -183,6 +182,19 @@ def soft_loss(
             reduction="batchmean",
         )
     return loss * (t * t)
+
+
+def consistency_loss(first: torch.Tensor, second: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """R-drop's term: the symmetric KL divergence between two passes' predictions of the same
+    items, per label (Bernoulli) for a multi-label task, over the classes otherwise; a mean
+    over items (and labels)."""
+    a, b = first.float(), second.float()
+    if multi_label:
+        pa, pb = a.sigmoid(), b.sigmoid()
+        # KL(p||q) + KL(q||p) for Bernoulli p, q reduces to (p - q)(logit p - logit q).
+        return ((pa - pb) * (a - b)).mean() / 2
+    la, lb = nn.functional.log_softmax(a, dim=-1), nn.functional.log_softmax(b, dim=-1)
+    return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1).mean() / 2
 
 
 def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
@@ -235,6 +247,10 @@ class ScrClfModel(PreTrainedModel):
         # (weight, temperature) of the teacher's soft targets while training with
         # distillation (scrclf.training.distill); not part of the saved model.
         self.distillation: tuple[float, float] | None = None
+        # Regularisation of the training loss (trainer.label_smoothing, trainer.rdrop); set
+        # by the training run, not part of the saved model.
+        self.label_smoothing = 0.0
+        self.rdrop = 0.0
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -372,23 +388,11 @@ class ScrClfModel(PreTrainedModel):
             if input_ids is None:
                 raise TypeError("input_ids is required")
             attention_mask = torch.ones_like(input_ids)
-        enc_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        enc_kwargs: dict[str, torch.Tensor] = {"attention_mask": attention_mask}
+        if input_ids is not None:
+            enc_kwargs["input_ids"] = input_ids
         if token_type_ids is not None:
             enc_kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**enc_kwargs).last_hidden_state
-        embedding = self.pool(hidden, attention_mask)
-        pooled = self.dropout(embedding)
-        logits = tuple(self.heads[name](pooled) for name in self.task_names)
-        if self.wide is not None:
-            if input_ids is None:
-                raise TypeError("the wide part needs input_ids")
-            wide = self.wide_logits(input_ids, attention_mask).to(logits[0].dtype)
-            parts = torch.split(wide, self._label_counts, dim=1)
-            logits = tuple(
-                a if m == 0 else a + m * b
-                for a, b, m in zip(logits, parts, self.wide_mix(), strict=True)
-            )
-
         targets = dict(labels or {})
         targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})
         teacher = {
@@ -404,37 +408,78 @@ class ScrClfModel(PreTrainedModel):
             )
         if teacher and self.distillation is None:
             raise TypeError("teacher logits given, but distillation is not set on the model")
+        # R-drop: the batch runs twice in one pass, with different dropout masks.
+        twice = bool(self.training and self.rdrop > 0 and targets)
+        if twice:
+            enc_kwargs = {k: torch.cat([v, v]) for k, v in enc_kwargs.items()}
+        hidden = self.encoder(**enc_kwargs).last_hidden_state
+        embedding = self.pool(hidden, enc_kwargs["attention_mask"])
+        pooled = self.dropout(embedding)
+        logits = tuple(self.heads[name](pooled) for name in self.task_names)
+        if self.wide is not None:
+            if input_ids is None:
+                raise TypeError("the wide part needs input_ids")
+            wide = self.wide_logits(input_ids, attention_mask).to(logits[0].dtype)
+            if twice:
+                wide = torch.cat([wide, wide])
+            parts = torch.split(wide, self._label_counts, dim=1)
+            logits = tuple(
+                a if m == 0 else a + m * b
+                for a, b, m in zip(logits, parts, self.wide_mix(), strict=True)
+            )
+        passes = [tuple(t.chunk(2)[i] for t in logits) for i in range(2)] if twice else [logits]
+        logits = passes[0]
+        if twice:
+            embedding = embedding.chunk(2)[0]
         loss = None
-        task_losses = None
         if targets:
-            task_losses = {}
             loss = logits[0].new_zeros(())
-            for name, task_logits in zip(self.task_names, logits, strict=True):
+            for i, name in enumerate(self.task_names):
                 if name not in targets or targets[name] is None:
                     continue
                 spec = self._task_specs[name]
-                weight = getattr(self, f"class_weights_{name}")
-                weight = weight if weight.numel() else None
-                target = targets[name]
-                if spec.is_multi_label:
-                    task_loss = nn.functional.binary_cross_entropy_with_logits(
-                        task_logits.float(), target.float(), pos_weight=weight
+                task_loss = torch.stack(
+                    [self._task_loss(spec, p[i], targets[name], teacher.get(name)) for p in passes]
+                ).mean()
+                if twice:
+                    task_loss = task_loss + self.rdrop * consistency_loss(
+                        passes[0][i], passes[1][i], spec.is_multi_label
                     )
-                else:
-                    task_loss = nn.functional.cross_entropy(
-                        task_logits.float(), target.long(), weight=weight
-                    )
-                if name in teacher and self.distillation is not None:
-                    weight_soft, temperature = self.distillation
-                    task_loss = (1.0 - weight_soft) * task_loss + weight_soft * soft_loss(
-                        task_logits, teacher[name], spec.is_multi_label, temperature
-                    )
-                task_losses[name] = task_loss.detach()
                 loss = loss + spec.loss_weight * task_loss
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
             return (loss, logits) if loss is not None else (logits,)
         return ScrClfOutput(loss=loss, sentence_embedding=embedding, logits=logits)
+
+    def _task_loss(
+        self,
+        spec: TaskSpec,
+        task_logits: torch.Tensor,
+        target: torch.Tensor,
+        teacher: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One task's loss on the annotated ``target`` (class-weighted, label-smoothed),
+        mixed with the loss on a ``teacher``'s probabilities when distilling."""
+        weight = getattr(self, f"class_weights_{spec.name}")
+        weight = weight if weight.numel() else None
+        smoothing = float(self.label_smoothing)
+        if spec.is_multi_label:
+            soft_target = target.float()
+            if smoothing:
+                soft_target = soft_target * (1.0 - smoothing) + 0.5 * smoothing
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                task_logits.float(), soft_target, pos_weight=weight
+            )
+        else:
+            loss = nn.functional.cross_entropy(
+                task_logits.float(), target.long(), weight=weight, label_smoothing=smoothing
+            )
+        if teacher is not None and self.distillation is not None:
+            weight_soft, temperature = self.distillation
+            loss = (1.0 - weight_soft) * loss + weight_soft * soft_loss(
+                task_logits, teacher, spec.is_multi_label, temperature
+            )
+        return loss
 
 
 _DROP_KEYS = {

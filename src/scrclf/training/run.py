@@ -297,6 +297,9 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
                 TEACHER_PREFIX + task.name, soft[task.name].tolist()
             )
         model.distillation = (distill.weight, distill.temperature)
+    trainer_settings = TrainerSettings.from_config(cfg_dict["trainer"])
+    model.label_smoothing = trainer_settings.label_smoothing
+    model.rdrop = trainer_settings.rdrop
     wide = model.config.wide
     if wide and wide["mode"] == "logreg":
         from scrclf.modeling.wide import fit_wide

@@ -42,7 +42,16 @@ from scrclf.training.folds import FoldPlan, train_fold, write_folds
 logger = logging.getLogger(__name__)
 
 SPLITS = ("validation", "test")
-STUDY_KEYS = {"name", "baseline", "time_budget_s", "bootstrap", "variants", "out_of_fold"}
+STUDY_KEYS = {
+    "name",
+    "baseline",
+    "time_budget_s",
+    "bootstrap",
+    "variants",
+    "out_of_fold",
+    "ensembles",
+}
+ENSEMBLE_KEYS = {"name", "description", "members"}
 VARIANT_KEYS = {"name", "description", "overrides", "seeds"}
 
 
@@ -55,6 +64,17 @@ class Variant:
 
 
 @dataclass
+class Ensemble:
+    """Runs of the study whose logits are averaged: a reference for what combining models
+    (or distilling such a combination) could reach. Never selected as the default."""
+
+    name: str
+    description: str
+    # Run names, <variant>-s<seed>.
+    members: list[str]
+
+
+@dataclass
 class Study:
     name: str
     variants: list[Variant]
@@ -64,6 +84,43 @@ class Study:
     bootstrap_seed: int = 0
     # A run whose decisions are also fitted on out-of-fold predictions (scrclf.training.folds).
     out_of_fold: FoldPlan | None = None
+    ensembles: list[Ensemble] = field(default_factory=list)
+
+
+def _read_ensembles(raw: Any, file: Path, variants: Sequence[Variant]) -> list[Ensemble]:
+    runs = [f"{v.name}-s{seed}" for v in variants for seed in v.seeds]
+    out: list[Ensemble] = []
+    if raw is None:
+        return out
+    if not isinstance(raw, list):
+        raise SettingsError(f"{file}: ensembles must be a list")
+    taken = {v.name for v in variants}
+    for i, entry in enumerate(raw):
+        where = f"{file}: ensembles[{i}]"
+        if not isinstance(entry, Mapping) or not entry.get("name"):
+            raise SettingsError(f"{where}: each ensemble needs a 'name'")
+        bad = set(entry) - ENSEMBLE_KEYS
+        if bad:
+            raise SettingsError(
+                f"{where}: unknown keys {sorted(bad)}; known: {sorted(ENSEMBLE_KEYS)}"
+            )
+        name = str(entry["name"])
+        if name in taken:
+            raise SettingsError(f"{where}: the name '{name}' is taken by a variant or ensemble")
+        taken.add(name)
+        members = entry.get("members") or []
+        if not isinstance(members, list) or len(members) < 2:
+            raise SettingsError(f"{where}: members must list at least two runs")
+        for m in members:
+            if m not in runs:
+                raise SettingsError(
+                    f"{where}: member '{m}' is not a run of the study (<variant>-s<seed>); "
+                    f"known: {runs}"
+                )
+        if len(set(members)) != len(members):
+            raise SettingsError(f"{where}: members must be distinct")
+        out.append(Ensemble(name, str(entry.get("description", "")), [str(m) for m in members]))
+    return out
 
 
 def read_study(path: str | Path) -> Study:
@@ -127,6 +184,7 @@ def read_study(path: str | Path) -> Study:
         resamples=int(boot.get("resamples", 1000)),
         bootstrap_seed=int(boot.get("seed", 0)),
         out_of_fold=plan,
+        ensembles=_read_ensembles(raw.get("ensembles"), file, variants),
     )
 
 
@@ -262,6 +320,7 @@ def run_study(
         )
 
     rows: list[dict[str, Any]] = []
+    outputs: dict[str, RunOutputs] = {}
     for variant in study.variants:
         for seed in variant.seeds:
             path = run_dir(runs, variant, seed)
@@ -272,12 +331,8 @@ def run_study(
                 logger.info("training %s (seed %d) into %s", variant.name, seed, path)
                 trainer(variant, seed, path)
             classifier = load_classifier(resolve_model(path), backend="torch")
-            logits, mix = _run_logits(classifier, tasks, data, cache=path / LOGITS_CACHE)
-            val_targets = data["validation"].targets(tasks)
-            run_tasks = _recalibrated(classifier.tasks, tasks, logits["validation"], val_targets)
-            # The same model with plain per-label F1 thresholds, for the decision-rule table.
-            plain = _recalibrated(
-                classifier.tasks, tasks, logits["validation"], val_targets, plain=True
+            outputs[path.name] = run_outputs(
+                classifier, tasks, data, SPLITS, cache=path / LOGITS_CACHE
             )
             row: dict[str, Any] = {
                 "variant": variant.name,
@@ -285,15 +340,8 @@ def run_study(
                 "overrides": variant.overrides,
                 "seed": seed,
                 "training": _training_record(path),
-                "wide_mix": mix,
             }
-            for split in SPLITS:
-                row[split] = _summary(
-                    run_tasks, logits[split], data[split], boots[split], baseline_scores[split]
-                )
-            row["test_plain_thresholds"] = _summary(
-                plain, logits["test"], data["test"], boots["test"], baseline_scores["test"]
-            )["tasks"].get("themes")
+            row.update(_scored(tasks, outputs[path.name], data, boots, baseline_scores))
             rows.append(row)
             logger.info(
                 "%s seed %d: validation %s %.3f, test %.3f",
@@ -303,6 +351,31 @@ def run_study(
                 row["validation"][HEADLINE],
                 row["test"][HEADLINE],
             )
+    for ensemble in study.ensembles:
+        missing = [m for m in ensemble.members if m not in outputs]
+        if missing:
+            logger.warning("%s: members %s not trained, skipped", ensemble.name, missing)
+            continue
+        records = [_training_record(runs / m) for m in ensemble.members]
+        times = [r["time_to_best_s"] for r in records]
+        row = {
+            "variant": ensemble.name,
+            "description": ensemble.description,
+            "members": ensemble.members,
+            "ensemble": True,
+            "seed": None,
+            "training": {"time_to_best_s": sum(times) if None not in times else None},
+        }
+        averaged = average_outputs([outputs[m] for m in ensemble.members], ensemble.name)
+        row.update(_scored(tasks, averaged, data, boots, baseline_scores))
+        rows.append(row)
+        logger.info(
+            "%s: validation %s %.3f, test %.3f",
+            ensemble.name,
+            HEADLINE,
+            row["validation"][HEADLINE],
+            row["test"][HEADLINE],
+        )
     oof = None
     if study.out_of_fold is not None:
         oof = out_of_fold(
@@ -432,6 +505,80 @@ def combine(
         tasks, outputs.deep, outputs.wide, [targets[n] for n in names], fit_on=fit_on
     )
     return {s: dict(zip(names, v, strict=True)) for s, v in logits.items()}, mix
+
+
+def average_outputs(members: Sequence[RunOutputs], name: str = "ensemble") -> RunOutputs:
+    """The mean of several runs' logits, encoder and fitted wide part apart (the wide weights
+    are then fitted once for the average). All members have a fitted wide part or none."""
+    with_wide = [m.wide is not None for m in members]
+    if any(with_wide) and not all(with_wide):
+        raise SettingsError(
+            f"{name}: members with and without a fitted wide part cannot be averaged"
+        )
+
+    def mean(parts: Sequence[Mapping[str, list[np.ndarray]]]) -> dict[str, list[np.ndarray]]:
+        return {
+            split: [np.mean([p[split][i] for p in parts], axis=0) for i in range(len(arrays))]
+            for split, arrays in parts[0].items()
+        }
+
+    wide = mean([m.wide for m in members if m.wide is not None]) if all(with_wide) else None
+    return RunOutputs(deep=mean([m.deep for m in members]), wide=wide)
+
+
+def annotated_count_bound(task, logits: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """Scores of a multi-label task when each item gets its ``k`` best-scoring labels, ``k``
+    its annotated label count: a bound for any rule that decides how many labels to give
+    from these scores. What it misses is the scores' ranking, not the decision rule."""
+    order = np.argsort(-np.asarray(logits), axis=1, kind="stable")
+    counts = targets.sum(axis=1).astype(int)
+    chosen = np.zeros_like(targets)
+    for i, k in enumerate(counts):
+        chosen[i, order[i, :k]] = 1
+    tp = (chosen * targets).sum(axis=0)
+    fp = (chosen * (1 - targets)).sum(axis=0)
+    fn = ((1 - chosen) * targets).sum(axis=0)
+    per_label = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(tp)), where=tp + fp + fn > 0)
+    gap = np.abs(chosen.mean(axis=0) - targets.mean(axis=0))
+    return {
+        "micro_f1": float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1)),
+        "macro_f1": float(per_label.mean()),
+        "per_item": float(counts.mean()),
+        "annotated_per_item": float(counts.mean()),
+        "share_gap_max": float(gap.max()),
+        "share_gap_label": task.labels[int(gap.argmax())],
+    }
+
+
+def _scored(
+    tasks: TaskSet,
+    outputs: RunOutputs,
+    data: Mapping[str, EvalData],
+    boots: Mapping[str, ClusterBootstrap],
+    baseline_scores: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One run's (or ensemble's) scores: the wide part weighed and every decision refitted
+    on validation under the current task config, then validation and test summaries, the
+    decision-rule comparison and the annotated-count bound on test (themes)."""
+    val_targets = data["validation"].targets(tasks)
+    logits, mix = combine(tasks, outputs, val_targets, "validation")
+    run_tasks = _recalibrated(tasks, tasks, logits["validation"], val_targets)
+    # The same logits with plain per-label F1 thresholds, for the decision-rule table.
+    plain = _recalibrated(tasks, tasks, logits["validation"], val_targets, plain=True)
+    out: dict[str, Any] = {"wide_mix": mix}
+    for split in SPLITS:
+        out[split] = _summary(
+            run_tasks, logits[split], data[split], boots[split], baseline_scores[split]
+        )
+    out["test_plain_thresholds"] = _summary(
+        plain, logits["test"], data["test"], boots["test"], baseline_scores["test"]
+    )["tasks"].get("themes")
+    themes = next((t for t in run_tasks if t.is_multi_label), None)
+    if themes is not None:
+        out["test_annotated_count"] = annotated_count_bound(
+            themes, logits["test"][themes.name], data["test"].targets(tasks)[themes.name]
+        )
+    return out
 
 
 def _run_logits(
@@ -634,8 +781,9 @@ def variant_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]
 
 
 def select(rows: Sequence[Mapping[str, Any]], budget_s: float | None) -> dict[str, Any] | None:
-    """The variant with the best mean validation headline within the time budget."""
-    means = variant_means(rows)
+    """The variant with the best mean validation headline within the time budget (ensembles
+    are references, never selected)."""
+    means = variant_means([r for r in rows if not r.get("ensemble")])
     allowed = {
         n: m
         for n, m in means.items()
@@ -677,6 +825,12 @@ def _score_cells(row: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _seed_cell(row: Mapping[str, Any]) -> str:
+    if row.get("ensemble"):
+        return "mean of " + ", ".join(row["members"])
+    return str(row["seed"])
+
+
 def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
     """The study as Markdown: one row per run, then the per-variant means and the choice."""
     base = result["baseline_scores"]["test"]
@@ -705,7 +859,7 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
         time_s = row["training"].get("time_to_best_s")
         cells = [
             row["variant"],
-            str(row["seed"]),
+            _seed_cell(row),
             *_score_cells(row),
             f"{th['primary_accuracy']:.3f}" if th else "",
             f"{time_s:.0f}" if time_s is not None else "",
@@ -726,7 +880,9 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
     lines += [
         "",
         "Decision rules on test (themes): per-label F1 thresholds alone, against the codebook's "
-        "rule (share tolerance and label-count calibration), both fitted on validation.",
+        "rule (share tolerance and label-count calibration), both fitted on validation; and, as "
+        "a bound for any rule on the same scores, each item's best-scoring themes in its "
+        "annotated number.",
         "",
         "| variant | seed | rule | themes micro-F1 | themes macro-F1 | themes/item (annotated) | "
         "max theme share gap |",
@@ -736,11 +892,12 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
         for rule, th in (
             ("F1 thresholds", row.get("test_plain_thresholds")),
             ("codebook", row["test"]["tasks"].get("themes")),
+            ("annotated count (bound)", row.get("test_annotated_count")),
         ):
             if not th:
                 continue
             lines.append(
-                f"| {row['variant']} | {row['seed']} | {rule} | {th['micro_f1']:.3f} | "
+                f"| {row['variant']} | {_seed_cell(row)} | {rule} | {th['micro_f1']:.3f} | "
                 f"{th['macro_f1']:.3f} | {th['per_item']:.2f} ({th['annotated_per_item']:.2f}) | "
                 f"{th['share_gap_max']:.3f} ({th['share_gap_label']}) |"
             )
