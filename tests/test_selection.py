@@ -258,20 +258,20 @@ def test_average_outputs_means_encoder_and_wide_logits_apart():
         average_outputs([run(1.0, 1.0), run(2.0, None)])
 
 
-def test_annotated_count_bound_gives_each_item_its_number_of_best_labels():
+def test_annotated_count_scores_gives_each_item_its_number_of_best_labels():
     from scrclf.tasks import TaskSpec
-    from scrclf.training.selection import annotated_count_bound
+    from scrclf.training.selection import annotated_count_scores
 
     task = TaskSpec(name="t", column="t", type="multi_label", labels=["a", "b", "c"])
     targets = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=float)
     # Item 0 ranks b, c, a; item 1 ranks c first; item 2 ranks b first.
     logits = np.array([[0.5, 2.0, 1.0], [0.0, 0.0, 3.0], [1.0, 2.0, 0.0]])
-    bound = annotated_count_bound(task, logits, targets)
+    scores = annotated_count_scores(task, logits, targets)
     # Chosen: {b, c}, {c}, {b}: tp 2, fp 2, fn 2.
-    assert bound["micro_f1"] == pytest.approx(0.5)
-    assert bound["per_item"] == pytest.approx(4 / 3)
-    assert bound["macro_f1"] == pytest.approx((0.0 + 2 / 3 + 2 / 3) / 3)
-    perfect = annotated_count_bound(task, targets * 5.0, targets)
+    assert scores["micro_f1"] == pytest.approx(0.5)
+    assert scores["per_item"] == pytest.approx(4 / 3)
+    assert scores["macro_f1"] == pytest.approx((0.0 + 2 / 3 + 2 / 3) / 3)
+    perfect = annotated_count_scores(task, targets * 5.0, targets)
     assert perfect["micro_f1"] == 1.0 and perfect["share_gap_max"] == 0.0
 
 
@@ -299,6 +299,6 @@ def test_an_ensemble_of_runs_is_scored_but_never_selected(tiny_run, toy_corpus, 
     assert result["selected"]["variant"] == "a"
     table = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
     assert "| both | mean of a-s1, a-s2 |" in table
-    assert "| a | 1 | annotated count (bound) |" in table
-    bound = member["test_annotated_count"]
-    assert bound["per_item"] == pytest.approx(bound["annotated_per_item"])
+    assert "| a | 1 | annotated count |" in table
+    known = member["test_annotated_count"]
+    assert known["per_item"] == pytest.approx(known["annotated_per_item"])

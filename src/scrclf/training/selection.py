@@ -526,10 +526,11 @@ def average_outputs(members: Sequence[RunOutputs], name: str = "ensemble") -> Ru
     return RunOutputs(deep=mean([m.deep for m in members]), wide=wide)
 
 
-def annotated_count_bound(task, logits: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+def annotated_count_scores(task, logits: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     """Scores of a multi-label task when each item gets its ``k`` best-scoring labels, ``k``
-    its annotated label count: a bound for any rule that decides how many labels to give
-    from these scores. What it misses is the scores' ranking, not the decision rule."""
+    its annotated label count: what the logits reach when the number of labels is known.
+    Against the decision rule's scores it separates what a better count could gain from
+    what only a better ranking can."""
     order = np.argsort(-np.asarray(logits), axis=1, kind="stable")
     counts = targets.sum(axis=1).astype(int)
     chosen = np.zeros_like(targets)
@@ -559,7 +560,7 @@ def _scored(
 ) -> dict[str, Any]:
     """One run's (or ensemble's) scores: the wide part weighed and every decision refitted
     on validation under the current task config, then validation and test summaries, the
-    decision-rule comparison and the annotated-count bound on test (themes)."""
+    decision-rule comparison and the themes at their annotated count on test."""
     val_targets = data["validation"].targets(tasks)
     logits, mix = combine(tasks, outputs, val_targets, "validation")
     run_tasks = _recalibrated(tasks, tasks, logits["validation"], val_targets)
@@ -575,7 +576,7 @@ def _scored(
     )["tasks"].get("themes")
     themes = next((t for t in run_tasks if t.is_multi_label), None)
     if themes is not None:
-        out["test_annotated_count"] = annotated_count_bound(
+        out["test_annotated_count"] = annotated_count_scores(
             themes, logits["test"][themes.name], data["test"].targets(tasks)[themes.name]
         )
     return out
@@ -880,9 +881,9 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
     lines += [
         "",
         "Decision rules on test (themes): per-label F1 thresholds alone, against the codebook's "
-        "rule (share tolerance and label-count calibration), both fitted on validation; and, as "
-        "a bound for any rule on the same scores, each item's best-scoring themes in its "
-        "annotated number.",
+        "rule (share tolerance and label-count calibration), both fitted on validation; and, for "
+        "reference, each item's best-scoring themes in its annotated number (the same scores "
+        "when the number of themes is known).",
         "",
         "| variant | seed | rule | themes micro-F1 | themes macro-F1 | themes/item (annotated) | "
         "max theme share gap |",
@@ -892,7 +893,7 @@ def format_study(result: Mapping[str, Any], tasks: TaskSet) -> str:
         for rule, th in (
             ("F1 thresholds", row.get("test_plain_thresholds")),
             ("codebook", row["test"]["tasks"].get("themes")),
-            ("annotated count (bound)", row.get("test_annotated_count")),
+            ("annotated count", row.get("test_annotated_count")),
         ):
             if not th:
                 continue
