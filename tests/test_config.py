@@ -42,7 +42,20 @@ def test_default_config_composes():
                 and c.trainer.max_epochs == 8
             ),
         ),
-        (["experiment=quick"], lambda c: c.model.name == "tiny" and c.trainer.max_epochs == 2),
+        (
+            ["experiment=quick"],
+            lambda c: (
+                c.model.name == "tiny" and c.trainer.max_epochs == 2 and c.run_name == "quick"
+            ),
+        ),
+        (
+            ["experiment=long"],
+            lambda c: (
+                c.model.name == "minilm" and c.trainer.max_epochs == 6 and c.run_name == "long"
+            ),
+        ),
+        # The command line still wins over an experiment.
+        (["experiment=long", "run_name=mine"], lambda c: c.run_name == "mine"),
         (["trainer.max_epochs=1", "paths.output_dir=/x/y"], lambda c: c.paths.output_dir == "/x/y"),
     ],
 )
