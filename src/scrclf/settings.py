@@ -284,6 +284,20 @@ def _section(cfg: Any, section: str) -> Mapping[str, Any]:
     return cfg
 
 
+def check_entry(
+    raw: Any, where: str, known: set[str], required: str, what: str
+) -> Mapping[str, Any]:
+    """``raw`` as a mapping that sets ``required`` and no key outside ``known``; otherwise a
+    :class:`SettingsError` that starts with ``where`` (a file and the entry's place in it)
+    and says that ``what`` (e.g. "each variant") needs the required key."""
+    if not isinstance(raw, Mapping) or not raw.get(required):
+        raise SettingsError(f"{where}: {what} needs a '{required}'")
+    unknown = set(raw) - known
+    if unknown:
+        raise SettingsError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    return raw
+
+
 def _keys(
     cfg: Mapping[str, Any], section: str, known: set[str], ignored: tuple[str, ...] = ()
 ) -> None:

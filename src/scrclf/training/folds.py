@@ -27,6 +27,7 @@ import numpy as np
 
 from scrclf.data.records import Record
 from scrclf.errors import SettingsError
+from scrclf.settings import check_entry
 
 OOF_KEYS = {"variant", "seed", "folds", "split_seed"}
 TRAIN_FILE = "train.jsonl"
@@ -44,13 +45,7 @@ class FoldPlan:
 
     @classmethod
     def from_config(cls, raw: Any, where: str) -> FoldPlan:
-        if not isinstance(raw, Mapping) or not raw.get("variant"):
-            raise SettingsError(f"{where}: 'out_of_fold' needs a 'variant'")
-        unknown = set(raw) - OOF_KEYS
-        if unknown:
-            raise SettingsError(
-                f"{where}: unknown keys {sorted(unknown)}; known: {sorted(OOF_KEYS)}"
-            )
+        raw = check_entry(raw, where, OOF_KEYS, "variant", "'out_of_fold'")
         values = {k: raw[k] for k in ("seed", "folds", "split_seed") if k in raw}
         for key, value in values.items():
             if not isinstance(value, int) or isinstance(value, bool):

@@ -35,6 +35,7 @@ from scrclf.evaluation.evaluate import (
     score,
 )
 from scrclf.evaluation.suites import baseline_system
+from scrclf.settings import check_entry
 from scrclf.tasks import HEADLINE, TaskSet
 from scrclf.training.array_cache import cached_arrays, new_digest, texts_digest
 from scrclf.training.folds import FoldPlan, train_fold, write_folds
@@ -97,13 +98,7 @@ def _read_ensembles(raw: Any, file: Path, variants: Sequence[Variant]) -> list[E
     taken = {v.name for v in variants}
     for i, entry in enumerate(raw):
         where = f"{file}: ensembles[{i}]"
-        if not isinstance(entry, Mapping) or not entry.get("name"):
-            raise SettingsError(f"{where}: each ensemble needs a 'name'")
-        bad = set(entry) - ENSEMBLE_KEYS
-        if bad:
-            raise SettingsError(
-                f"{where}: unknown keys {sorted(bad)}; known: {sorted(ENSEMBLE_KEYS)}"
-            )
+        entry = check_entry(entry, where, ENSEMBLE_KEYS, "name", "each ensemble")
         name = str(entry["name"])
         if name in taken:
             raise SettingsError(f"{where}: the name '{name}' is taken by a variant or ensemble")
@@ -140,13 +135,7 @@ def read_study(path: str | Path) -> Study:
     variants = []
     for i, entry in enumerate(raw.get("variants") or []):
         where = f"{file}: variants[{i}]"
-        if not isinstance(entry, Mapping) or not entry.get("name"):
-            raise SettingsError(f"{where}: each variant needs a 'name'")
-        bad = set(entry) - VARIANT_KEYS
-        if bad:
-            raise SettingsError(
-                f"{where}: unknown keys {sorted(bad)}; known: {sorted(VARIANT_KEYS)}"
-            )
+        entry = check_entry(entry, where, VARIANT_KEYS, "name", "each variant")
         overrides = entry.get("overrides") or []
         seeds = entry.get("seeds") or [42]
         if not all(isinstance(o, str) for o in overrides):
