@@ -115,6 +115,23 @@ def compose_train(overrides: list[str] | None = None, config_name: str = "train"
     return cfg
 
 
+def tiny_training(corpus: Path, loop: str, *extra: str) -> list[str]:
+    """Overrides for one quick epoch of the tiny model on ``corpus``, evaluated on validation,
+    with the Trainer (``loop="trainer"``) or the lean loop on the CPU (``"lean"``)."""
+    overrides = [
+        "model=tiny",
+        f"data.dir={corpus}",
+        "trainer.max_epochs=1",
+        "trainer.learning_rate=5e-3",
+        "trainer.logging_steps=50",
+        *extra,
+        "eval_splits=[validation]",
+    ]
+    if loop == "lean":
+        overrides += ["trainer=gpu_fast", "trainer.device=cpu", "trainer.num_threads=1"]
+    return overrides
+
+
 @dataclass(frozen=True)
 class TinyExport:
     run_dir: Path

@@ -17,7 +17,7 @@ from scrclf.settings import DistillSettings
 from scrclf.tasks import TaskSet
 from scrclf.training import distill as distill_module
 from scrclf.training import train
-from tests.helpers import CONFIG_DIR, compose_train
+from tests.helpers import CONFIG_DIR, compose_train, tiny_training
 
 
 @pytest.fixture(scope="module")
@@ -128,18 +128,7 @@ def test_student_trains_on_a_teachers_logits(tiny_run, toy_corpus, tmp_path, mon
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_run, teacher)
     calls = _count_calls(monkeypatch, distill_module, "teacher_logits")
-    overrides = [
-        "model=tiny",
-        f"data.dir={toy_corpus}",
-        "trainer.max_epochs=1",
-        "trainer.learning_rate=5e-3",
-        "trainer.logging_steps=50",
-        f"distill.teacher={teacher}",
-        "distill.weight=0.7",
-        "eval_splits=[validation]",
-    ]
-    if loop == "lean":
-        overrides += ["trainer=gpu_fast", "trainer.device=cpu", "trainer.num_threads=1"]
+    overrides = tiny_training(toy_corpus, loop, f"distill.teacher={teacher}", "distill.weight=0.7")
     run = tmp_path / "student"
     summary = train(compose_train([*overrides, f"paths.output_dir={run}"]))
     assert calls == [1]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,7 @@ from scrclf.modeling.model import consistency_loss
 from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
 from scrclf.training import train
-from tests.helpers import CONFIG_DIR, compose_train
+from tests.helpers import CONFIG_DIR, compose_train, tiny_training
 
 
 @pytest.fixture(scope="module")
@@ -157,22 +155,10 @@ def test_shipped_defaults_are_off():
 
 @pytest.mark.parametrize("loop", ["trainer", "lean"])
 def test_training_with_label_smoothing_and_rdrop(toy_corpus, tmp_path, loop):
-    overrides = [
-        "model=tiny",
-        f"data.dir={toy_corpus}",
-        "trainer.max_epochs=1",
-        "trainer.learning_rate=5e-3",
-        "trainer.logging_steps=50",
-        "trainer.label_smoothing=0.1",
-        "trainer.rdrop=1.0",
-        "eval_splits=[validation]",
-    ]
-    if loop == "lean":
-        overrides += ["trainer=gpu_fast", "trainer.device=cpu", "trainer.num_threads=1"]
+    overrides = tiny_training(toy_corpus, loop, "trainer.label_smoothing=0.1", "trainer.rdrop=1.0")
     run = tmp_path / "run"
     summary = train(compose_train([*overrides, f"paths.output_dir={run}"]))
     assert np.isfinite(summary["validation"]["mean_macro_f1"])
-    assert not math.isnan(summary["validation"]["mean_macro_f1"])
     config = (run / "config.yaml").read_text()
     assert "rdrop: 1.0" in config and "label_smoothing: 0.1" in config
     # The saved model carries nothing of the training loss's regularisation.
