@@ -214,6 +214,12 @@ def label_shares(task, logits: np.ndarray) -> np.ndarray:
     return decide(task, probabilities(task, logits)).mean(axis=0)
 
 
+def _share_gap(task, shares: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """The largest gap between a label's predicted share of items and its annotated share."""
+    gap = np.abs(shares - targets.mean(axis=0))
+    return {"share_gap_max": float(gap.max()), "share_gap_label": task.labels[int(gap.argmax())]}
+
+
 def _summary(
     tasks: TaskSet,
     logits: Mapping[str, np.ndarray],
@@ -246,10 +252,9 @@ def _summary(
         if task.is_multi_label:
             entry["per_item"] = themes_per_item(task, logits[task.name])
             entry["annotated_per_item"] = float(targets[task.name].sum(axis=1).mean())
-            shares = label_shares(task, logits[task.name])
-            gold = targets[task.name].mean(axis=0)
-            entry["share_gap_max"] = float(np.abs(shares - gold).max())
-            entry["share_gap_label"] = task.labels[int(np.abs(shares - gold).argmax())]
+            entry.update(
+                _share_gap(task, label_shares(task, logits[task.name]), targets[task.name])
+            )
             # The codebook's primary theme is the first listed; the model's is its top score.
             index = task.label2id()
             primary = np.asarray([index[row[task.column][0]] for row in data.rows])
@@ -375,6 +380,7 @@ def run_study(
             settings,
             boots,
             baseline_scores,
+            outputs,
             train=train,
             fold_trainer=fold_trainer,
         )
@@ -520,23 +526,21 @@ def annotated_count_scores(task, logits: np.ndarray, targets: np.ndarray) -> dic
     its annotated label count: what the logits reach when the number of labels is known.
     Against the decision rule's scores it separates what a better count could gain from
     what only a better ranking can."""
+    from sklearn.metrics import f1_score
+
     order = np.argsort(-np.asarray(logits), axis=1, kind="stable")
     counts = targets.sum(axis=1).astype(int)
-    chosen = np.zeros_like(targets)
+    chosen = np.zeros_like(targets, dtype=np.int64)
     for i, k in enumerate(counts):
         chosen[i, order[i, :k]] = 1
-    tp = (chosen * targets).sum(axis=0)
-    fp = (chosen * (1 - targets)).sum(axis=0)
-    fn = ((1 - chosen) * targets).sum(axis=0)
-    per_label = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(tp)), where=tp + fp + fn > 0)
-    gap = np.abs(chosen.mean(axis=0) - targets.mean(axis=0))
+    y = targets.astype(np.int64)
     return {
-        "micro_f1": float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1)),
-        "macro_f1": float(per_label.mean()),
+        # As the evaluation scores multi-label decisions (scrclf.evaluation.metrics).
+        "micro_f1": float(f1_score(y, chosen, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y, chosen, average="macro", zero_division=0)),
         "per_item": float(counts.mean()),
         "annotated_per_item": float(counts.mean()),
-        "share_gap_max": float(gap.max()),
-        "share_gap_label": task.labels[int(gap.argmax())],
+        **_share_gap(task, chosen.mean(axis=0), targets),
     }
 
 
@@ -552,9 +556,9 @@ def _scored(
     decision-rule comparison and the themes at their annotated count on test."""
     val_targets = data["validation"].targets(tasks)
     logits, mix = combine(tasks, outputs, val_targets, "validation")
-    run_tasks = _recalibrated(tasks, tasks, logits["validation"], val_targets)
+    run_tasks = _recalibrated(tasks, logits["validation"], val_targets)
     # The same logits with plain per-label F1 thresholds, for the decision-rule table.
-    plain = _recalibrated(tasks, tasks, logits["validation"], val_targets, plain=True)
+    plain = _recalibrated(tasks, logits["validation"], val_targets, plain=True)
     out: dict[str, Any] = {"wide_mix": mix}
     for split in SPLITS:
         out[split] = _summary(
@@ -571,23 +575,6 @@ def _scored(
     return out
 
 
-def _run_logits(
-    classifier,
-    tasks: TaskSet,
-    data: Mapping[str, EvalData],
-    cache: Path | None = None,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float] | None]:
-    """A run's logits on validation and test. A fitted wide part (logreg mode) is weighed
-    again on validation with the current rule, as decisions are refitted below. With
-    ``cache``, the forward passes are kept there and reused."""
-    outputs = run_outputs(classifier, tasks, data, SPLITS, cache)
-    logits, mix = combine(tasks, outputs, data["validation"].targets(tasks), "validation")
-    model = getattr(classifier.engine, "model", None)
-    if mix is not None and model is not None:
-        model.config.wide = {**model.config.wide, "mix": mix}
-    return logits, mix
-
-
 def oof_dir(runs: Path, plan: FoldPlan) -> Path:
     """Where a fold plan's files (``files/``) and fold runs (``fold<i>/``) live."""
     return runs / "oof" / f"{plan.variant}-s{plan.seed}-k{plan.folds}-split{plan.split_seed}"
@@ -601,6 +588,7 @@ def out_of_fold(
     settings: Mapping[str, Any],
     boots: Mapping[str, ClusterBootstrap],
     baseline_scores: Mapping[str, Any],
+    scored: Mapping[str, RunOutputs],
     train: bool = True,
     fold_trainer: Callable[[Sequence[str], Path, Path, int, Path], None] = train_fold,
 ) -> dict[str, Any] | None:
@@ -610,14 +598,15 @@ def out_of_fold(
     variant and seed is trained on the other folds, and its logits on the held-out fold are
     kept. The run's temperatures, thresholds and wide weights are then fitted on those
     held-out logits of every train + validation item, and the run is scored on validation
-    and test with them. None when the run or a fold run is missing and ``train`` is False.
+    and test with them (its own logits from ``scored``, the study's outputs by run name).
+    None when the run or a fold run is missing and ``train`` is False.
     """
     plan = study.out_of_fold
     assert plan is not None
     variant = next(v for v in study.variants if v.name == plan.variant)
     main = run_dir(runs, variant, plan.seed)
     folder = oof_dir(runs, plan)
-    if not is_finished(main):
+    if main.name not in scored:
         logger.warning("%s: not trained; out-of-fold decisions skipped", main.name)
         return None
     records = data["train"].records + data["validation"].records
@@ -656,14 +645,13 @@ def out_of_fold(
     def joined(chunks: list[list[np.ndarray]]) -> list[np.ndarray]:
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(names))]
 
-    classifier = load_classifier(resolve_model(main), backend="torch")
-    own = run_outputs(classifier, tasks, data, SPLITS, main / LOGITS_CACHE)
+    own = scored[main.name]
     outputs = RunOutputs(
         deep={"oof": joined(deep), **own.deep},
         wide={"oof": joined(wide), **own.wide} if wide is not None and own.wide else None,
     )
     logits, mix = combine(tasks, outputs, oof_targets, "oof")
-    run_tasks = _recalibrated(classifier.tasks, tasks, logits["oof"], oof_targets)
+    run_tasks = _recalibrated(tasks, logits["oof"], oof_targets)
     result: dict[str, Any] = {
         "variant": plan.variant,
         "seed": plan.seed,
@@ -708,19 +696,18 @@ def rerender(study: Study, out_dir: str | Path) -> dict[str, Any]:
 
 
 def _recalibrated(
-    saved: TaskSet,
     current: TaskSet,
     logits: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray],
     plain: bool = False,
 ) -> TaskSet:
-    """A run's tasks with decisions refitted on validation under the current task config
-    (``plain``: per-label F1 thresholds, without share tolerance or count calibration)."""
-    tasks = TaskSet.from_config(saved.to_list())
-    for task, fresh in zip(tasks, current, strict=True):
-        task.max_labels = fresh.max_labels
-        task.count_calibration = False if plain else fresh.count_calibration
-        task.share_tolerance = None if plain else fresh.share_tolerance
+    """A copy of the current task config with decisions fitted on ``logits`` (``plain``:
+    per-label F1 thresholds, without share tolerance or count calibration)."""
+    tasks = TaskSet.from_config(current.to_list())
+    if plain:
+        for task in tasks:
+            task.count_calibration = False
+            task.share_tolerance = None
     calibrate(tasks, [logits[t.name] for t in tasks], [targets[t.name] for t in tasks])
     return tasks
 
