@@ -108,6 +108,7 @@ class TrainerSettings:
     warmup_ratio: float
     label_smoothing: float
     rdrop: float
+    freeze_layers: int | None
     lr_scheduler: str
     grad_accum_steps: int
     max_grad_norm: float
@@ -149,6 +150,9 @@ class TrainerSettings:
             warmup_ratio=_typed(s, "warmup_ratio", c["warmup_ratio"], float, minimum=0),
             label_smoothing=_typed(s, "label_smoothing", c["label_smoothing"], float, minimum=0),
             rdrop=_typed(s, "rdrop", c["rdrop"], float, minimum=0),
+            freeze_layers=_typed(
+                s, "freeze_layers", c["freeze_layers"], int, minimum=0, optional=True
+            ),
             lr_scheduler=_typed(s, "lr_scheduler", c["lr_scheduler"], str),
             grad_accum_steps=_typed(s, "grad_accum_steps", c["grad_accum_steps"], int, minimum=1),
             max_grad_norm=_typed(s, "max_grad_norm", c["max_grad_norm"], float, minimum=0),
@@ -188,6 +192,11 @@ class TrainerSettings:
         if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
             raise SettingsError(
                 f"trainer.layer_lr_decay must be in (0, 1] or null, got {self.layer_lr_decay}"
+            )
+        if self.freeze_layers is not None and self.compile:
+            raise SettingsError(
+                "trainer.freeze_layers and trainer.compile cannot be combined: the held-fixed "
+                "layers' kept states are looked up per item, outside a compiled graph"
             )
         if not self.label_smoothing < 1:
             raise SettingsError(

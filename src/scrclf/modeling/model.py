@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 
 from scrclf import hooks
 from scrclf.errors import SettingsError
+from scrclf.modeling.frozen import FrozenBottom
 from scrclf.tasks import TEACHER_PREFIX, TaskSet, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,9 @@ class ScrClfModel(PreTrainedModel):
         # by the training run, not part of the saved model.
         self.label_smoothing = 0.0
         self.rdrop = 0.0
+        # The bottom of the encoder held fixed while training (trainer.freeze_layers); set
+        # by the training run, not part of the saved model.
+        self._bottom: FrozenBottom | None = None
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -301,6 +305,32 @@ class ScrClfModel(PreTrainedModel):
                 {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": lr}
             )
         return out
+
+    def freeze_encoder(self, layers: int | None) -> None:
+        """Hold the embeddings and the bottom ``layers`` encoder layers fixed while training.
+
+        Their parameters get no gradients and they stay in eval mode (no dropout) while the
+        rest trains; their outputs are computed once per distinct training item and kept
+        (:class:`scrclf.modeling.frozen.FrozenBottom`). ``None`` trains every layer.
+        """
+        if self._bottom is not None:
+            self._bottom.release()
+            self._bottom = None
+        if layers is not None:
+            self._bottom = FrozenBottom(self.encoder, layers)
+        self.train(self.training)
+
+    def _encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._bottom is not None and self.training:
+            return self._bottom.encode(self.encoder, inputs)
+        return self.encoder(**inputs).last_hidden_state
+
+    def train(self, mode: bool = True) -> ScrClfModel:
+        super().train(mode)
+        bottom = getattr(self, "_bottom", None)
+        for module in bottom.modules if bottom is not None else ():
+            module.train(False)
+        return self
 
     def _layer_depths(self) -> dict[str, int]:
         """Depth of each encoder parameter: 0 for the embeddings, i + 1 for layer i."""
@@ -412,7 +442,7 @@ class ScrClfModel(PreTrainedModel):
         twice = bool(self.training and self.rdrop > 0 and targets)
         if twice:
             enc_kwargs = {k: torch.cat([v, v]) for k, v in enc_kwargs.items()}
-        hidden = self.encoder(**enc_kwargs).last_hidden_state
+        hidden = self._encode(enc_kwargs)
         embedding = self.pool(hidden, enc_kwargs["attention_mask"])
         pooled = self.dropout(embedding)
         logits = tuple(self.heads[name](pooled) for name in self.task_names)
