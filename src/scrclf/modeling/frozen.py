@@ -95,8 +95,15 @@ class FrozenBottom:
             keys.append(key)
         return keys, lengths
 
-    def _fill(self, encoder: nn.Module, inputs: Mapping[str, torch.Tensor], rows: list[int]):
-        keys, lengths = self._keys(inputs)
+    def _fill(
+        self,
+        encoder: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        rows: list[int],
+        keys: list[bytes],
+        lengths: list[int],
+    ) -> None:
+        """Compute and keep the held part's output for the items ``rows`` of a batch."""
         width = max(lengths[i] for i in rows)
         index = torch.tensor(rows, device=inputs["input_ids"].device)
         part = {k: v.index_select(0, index)[:, :width] for k, v in inputs.items()}
@@ -114,7 +121,7 @@ class FrozenBottom:
             if key not in self._cache:
                 missing.setdefault(key, i)
         if missing:
-            self._fill(encoder, inputs, list(missing.values()))
+            self._fill(encoder, inputs, list(missing.values()), keys, lengths)
         batch, width = inputs["input_ids"].shape
         first = self._cache[keys[0]]
         start = first.new_zeros((batch, width, first.shape[-1]))
