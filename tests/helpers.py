@@ -115,9 +115,12 @@ def compose_train(overrides: list[str] | None = None, config_name: str = "train"
     return cfg
 
 
-def tiny_training(corpus: Path, loop: str, *extra: str) -> list[str]:
-    """Overrides for one quick epoch of the tiny model on ``corpus``, evaluated on validation,
-    with the Trainer (``loop="trainer"``) or the lean loop on the CPU (``"lean"``)."""
+def train_tiny(corpus: Path, run: Path, loop: str, *extra: str) -> dict:
+    """Train one quick epoch of the tiny model on ``corpus`` into ``run``, evaluated on
+    validation, with the Trainer (``loop="trainer"``) or the lean loop on the CPU
+    (``"lean"``), plus the ``extra`` overrides; the run's summary."""
+    from scrclf.training import train
+
     overrides = [
         "model=tiny",
         f"data.dir={corpus}",
@@ -126,10 +129,11 @@ def tiny_training(corpus: Path, loop: str, *extra: str) -> list[str]:
         "trainer.logging_steps=50",
         *extra,
         "eval_splits=[validation]",
+        f"paths.output_dir={run}",
     ]
     if loop == "lean":
         overrides += ["trainer=gpu_fast", "trainer.device=cpu", "trainer.num_threads=1"]
-    return overrides
+    return train(compose_train(overrides))
 
 
 @dataclass(frozen=True)

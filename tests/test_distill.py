@@ -16,8 +16,7 @@ from scrclf.modeling.model import soft_loss
 from scrclf.settings import DistillSettings
 from scrclf.tasks import TaskSet
 from scrclf.training import distill as distill_module
-from scrclf.training import train
-from tests.helpers import CONFIG_DIR, compose_train, tiny_training
+from tests.helpers import CONFIG_DIR, compose_train, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +127,8 @@ def test_student_trains_on_a_teachers_logits(tiny_run, toy_corpus, tmp_path, mon
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_run, teacher)
     calls = _count_calls(monkeypatch, distill_module, "teacher_logits")
-    overrides = tiny_training(toy_corpus, loop, f"distill.teacher={teacher}", "distill.weight=0.7")
     run = tmp_path / "student"
-    summary = train(compose_train([*overrides, f"paths.output_dir={run}"]))
+    summary = train_tiny(toy_corpus, run, loop, f"distill.teacher={teacher}", "distill.weight=0.7")
     assert calls == [1]
     cache = teacher / distill_module.TEACHER_CACHE
     assert cache.is_file()

@@ -13,8 +13,7 @@ from scrclf.modeling.frozen import FrozenBottom
 from scrclf.modeling.model import ScrClfConfig, ScrClfModel
 from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
-from scrclf.training import train
-from tests.helpers import CONFIG_DIR, compose_train, tiny_training
+from tests.helpers import CONFIG_DIR, compose_train, train_tiny
 
 TEXTS = [
     "Audit supervision records every quarter.",
@@ -145,9 +144,8 @@ def test_setting_is_typed_and_off_by_default():
 @pytest.mark.parametrize("loop", ["trainer", "lean"])
 def test_training_with_held_layers(toy_corpus, tmp_path, loop):
     # The lean loop compiles its step by default; held layers run eagerly.
-    overrides = tiny_training(toy_corpus, loop, "trainer.freeze_layers=1", "trainer.compile=false")
     run = tmp_path / "run"
-    summary = train(compose_train([*overrides, f"paths.output_dir={run}"]))
+    summary = train_tiny(toy_corpus, run, loop, "trainer.freeze_layers=1", "trainer.compile=false")
     assert np.isfinite(summary["validation"]["mean_macro_f1"])
     assert "freeze_layers: 1" in (run / "config.yaml").read_text()
     saved = ScrClfModel.from_pretrained(run / "model")

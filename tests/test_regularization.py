@@ -12,8 +12,7 @@ from scrclf.modeling.encoders import build_model, load_tokenizer
 from scrclf.modeling.model import consistency_loss
 from scrclf.settings import TrainerSettings
 from scrclf.tasks import TaskSet
-from scrclf.training import train
-from tests.helpers import CONFIG_DIR, compose_train, tiny_training
+from tests.helpers import CONFIG_DIR, compose_train, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +154,8 @@ def test_shipped_defaults_are_off():
 
 @pytest.mark.parametrize("loop", ["trainer", "lean"])
 def test_training_with_label_smoothing_and_rdrop(toy_corpus, tmp_path, loop):
-    overrides = tiny_training(toy_corpus, loop, "trainer.label_smoothing=0.1", "trainer.rdrop=1.0")
     run = tmp_path / "run"
-    summary = train(compose_train([*overrides, f"paths.output_dir={run}"]))
+    summary = train_tiny(toy_corpus, run, loop, "trainer.label_smoothing=0.1", "trainer.rdrop=1.0")
     assert np.isfinite(summary["validation"]["mean_macro_f1"])
     config = (run / "config.yaml").read_text()
     assert "rdrop: 1.0" in config and "label_smoothing: 0.1" in config
