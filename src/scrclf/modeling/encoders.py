@@ -64,6 +64,7 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
         dropout=float(model_cfg.get("dropout", 0.1)),
         max_seq_length=int(max_length),
         wide=model_cfg.get("wide"),
+        label_attention=model_cfg.get("label_attention"),
     )
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:

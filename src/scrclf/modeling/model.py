@@ -1,4 +1,5 @@
-"""The multi-task classifier: any encoder, masked mean pooling, one linear head per task.
+"""The multi-task classifier: any encoder, masked mean pooling, one head per task (linear
+over the pooled text, or attending over the tokens once per label).
 
 ``ScrClfModel`` is a native Hugging Face model. Importing :mod:`scrclf` registers it with
 ``AutoConfig`` and ``AutoModel``, so ``AutoModel.from_pretrained(dir)`` works without
@@ -35,6 +36,21 @@ WIDE_KEYS = {"buckets", "ngrams", "mode", "C", "mix"}
 # fixed; the encoder learns alone, and the weight of the wide logits per task is fitted on
 # validation after training (``mix``).
 WIDE_MODES = ("joint", "logreg")
+
+
+def check_label_attention(value: Any) -> list[str] | None:
+    """The ``label_attention`` setting: the names of the tasks whose head attends over the
+    tokens once per label, or None when every head is linear over the pooled text."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise SettingsError(
+            f"model.label_attention must be null or a list of task names, got {value!r}"
+        )
+    names = [str(v) for v in value]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"model.label_attention names a task twice: {names}")
+    return names or None
 
 
 def check_wide(wide: Any) -> dict[str, Any] | None:
@@ -110,6 +126,7 @@ class ScrClfConfig(PretrainedConfig):
         max_seq_length: int = 256,
         text_pair: bool = True,
         wide: dict[str, Any] | None = None,
+        label_attention: list[str] | None = None,
         **kwargs,
     ):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
@@ -121,12 +138,19 @@ class ScrClfConfig(PretrainedConfig):
         self.max_seq_length = int(max_seq_length)
         self.text_pair = bool(text_pair)
         self.wide = check_wide(wide)
+        self.label_attention = check_label_attention(label_attention)
         for derived in ("head_id2label", "head_label2id", "id2label", "label2id", "num_labels"):
             if self.tasks:
                 kwargs.pop(derived, None)
         super().__init__(**kwargs)
         if self.tasks:
             self.set_label_maps()
+            unknown = set(self.label_attention or ()) - {t["name"] for t in self.tasks}
+            if unknown:
+                raise SettingsError(
+                    f"model.label_attention names unknown tasks {sorted(unknown)}; "
+                    f"tasks are {[t['name'] for t in self.tasks]}"
+                )
 
     def set_label_maps(self) -> None:
         """The label names of every head: ``head_id2label[task][i]`` and ``head_label2id``
@@ -198,6 +222,12 @@ def consistency_loss(first: torch.Tensor, second: torch.Tensor, multi_label: boo
     return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1).mean() / 2
 
 
+def name_in_heads(model: nn.Module, module: nn.Module) -> bool:
+    """Whether ``module`` belongs to one of ``model``'s task heads."""
+    heads = getattr(model, "heads", None)
+    return heads is not None and any(module is m for m in heads.modules())
+
+
 def build_encoder(config: PretrainedConfig) -> PreTrainedModel:
     """An untrained encoder from its config, without the BERT-style pooler where possible."""
     try:
@@ -211,6 +241,35 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     summed = (hidden * mask).sum(dim=1)
     count = mask.sum(dim=1).clamp(min=1e-9)
     return summed / count
+
+
+class LabelAttentionHead(nn.Module):
+    """A head that reads the tokens once per label instead of one pooled vector.
+
+    Label ``k`` scores every token with its own query over ``tanh(W h)``, takes the
+    attention-weighted mean of the token states (padding excluded) and scores it with its
+    own weight vector: ``logit_k = w_k . sum_t softmax_t(q_k . tanh(W h_t)) h_t + b_k``.
+    A label whose evidence is a phrase (a training module, a case-file audit) is then scored
+    on that phrase rather than on the mean of a text that may ask for several things.
+    """
+
+    def __init__(self, hidden: int, num_labels: int):
+        super().__init__()
+        self.proj = nn.Linear(hidden, hidden)
+        self.query = nn.Parameter(torch.empty(num_labels, hidden))
+        self.weight = nn.Parameter(torch.empty(num_labels, hidden))
+        self.bias = nn.Parameter(torch.zeros(num_labels))
+
+    def forward(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, dropout: nn.Module
+    ) -> torch.Tensor:
+        keys = torch.tanh(self.proj(hidden))
+        scores = torch.einsum("bld,kd->bkl", keys, self.query.to(keys.dtype))
+        padding = (attention_mask == 0).unsqueeze(1)
+        scores = scores.masked_fill(padding, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1)
+        per_label = torch.einsum("bkl,bld->bkd", weights, hidden)
+        return (dropout(per_label) * self.weight.to(per_label.dtype)).sum(dim=-1) + self.bias
 
 
 class ScrClfModel(PreTrainedModel):
@@ -228,7 +287,15 @@ class ScrClfModel(PreTrainedModel):
         tasks = config.task_set
         self.task_names = tasks.names
         self.dropout = nn.Dropout(config.dropout)
-        self.heads = nn.ModuleDict({t.name: nn.Linear(hidden, t.num_labels) for t in tasks})
+        attending = set(config.label_attention or ())
+        self.heads = nn.ModuleDict(
+            {
+                t.name: LabelAttentionHead(hidden, t.num_labels)
+                if t.name in attending
+                else nn.Linear(hidden, t.num_labels)
+                for t in tasks
+            }
+        )
         self._label_counts = [t.num_labels for t in tasks]
         # The wide part: a linear model over hashed token unigrams and bigrams, computed from
         # the token ids inside the graph and added to the heads' logits.
@@ -258,10 +325,15 @@ class ScrClfModel(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
+        encoder_config = getattr(getattr(self, "encoder", None), "config", None)
+        std = getattr(encoder_config, "initializer_range", 0.02)
         if module is getattr(self, "wide", None):
             module.weight.data.zero_()
-        elif isinstance(module, nn.Linear) and any(module is h for h in self.heads.values()):
-            std = getattr(self.encoder.config, "initializer_range", 0.02)
+        elif isinstance(module, LabelAttentionHead):
+            for param in (module.query, module.weight):
+                param.data.normal_(mean=0.0, std=std)
+            module.bias.data.zero_()
+        elif isinstance(module, nn.Linear) and name_in_heads(self, module):
             module.weight.data.normal_(mean=0.0, std=std)
             if module.bias is not None:
                 module.bias.data.zero_()
@@ -445,7 +517,12 @@ class ScrClfModel(PreTrainedModel):
         hidden = self._encode(enc_kwargs)
         embedding = self.pool(hidden, enc_kwargs["attention_mask"])
         pooled = self.dropout(embedding)
-        logits = tuple(self.heads[name](pooled) for name in self.task_names)
+        logits = tuple(
+            head(hidden, enc_kwargs["attention_mask"], self.dropout)
+            if isinstance(head, LabelAttentionHead)
+            else head(pooled)
+            for head in (self.heads[name] for name in self.task_names)
+        )
         if self.wide is not None:
             if input_ids is None:
                 raise TypeError("the wide part needs input_ids")

@@ -1,0 +1,143 @@
+"""Heads that attend over the tokens once per label (``model.label_attention``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModel
+
+import scrclf
+from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.modeling.model import LabelAttentionHead, ScrClfConfig
+from scrclf.tasks import TaskSet
+from tests.helpers import CONFIG_DIR, train_tiny
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_cfg():
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_model_cfg):
+    tok = load_tokenizer(tiny_model_cfg)
+    return dict(
+        tok(
+            [
+                "The Board should seek assurance that supervision happens.",
+                ("Training for GPs on bruising.", "The GP did not refer the baby."),
+                "Audit.",
+            ],
+            padding=True,
+            return_tensors="pt",
+        )
+    )
+
+
+@pytest.fixture
+def attending(tiny_model_cfg, tasks):
+    torch.manual_seed(0)
+    cfg = dict(tiny_model_cfg, label_attention=["themes", "evidence"])
+    return build_model(cfg, tasks, max_length=64).eval()
+
+
+def test_only_the_named_tasks_attend(attending, batch):
+    heads = attending.heads
+    assert isinstance(heads["themes"], LabelAttentionHead)
+    assert isinstance(heads["evidence"], LabelAttentionHead)
+    assert isinstance(heads["action_strength"], torch.nn.Linear)
+    assert heads["themes"].query.shape == (11, attending.encoder.config.hidden_size)
+    with torch.no_grad():
+        out = attending(**batch)
+    assert [tuple(t.shape) for t in out.logits] == [(3, 11), (3, 5), (3, 3)]
+
+
+def test_each_label_reads_its_own_tokens(attending, batch):
+    """Two labels with different queries weigh the tokens differently: the head is not the
+    mean-pooled text under another name."""
+    head = attending.heads["themes"]
+    with torch.no_grad():
+        hidden = attending.encoder(**batch).last_hidden_state
+        keys = torch.tanh(head.proj(hidden))
+        scores = torch.einsum("bld,kd->bkl", keys, head.query)
+    assert not torch.allclose(scores[0, 0], scores[0, 1])
+
+
+def test_padding_does_not_change_an_items_logits(attending, batch):
+    one = {k: v[2:3] for k, v in batch.items()}
+    length = int(one["attention_mask"].sum())
+    assert length < one["input_ids"].shape[1]
+    trimmed = {k: v[:, :length] for k, v in one.items()}
+    with torch.no_grad():
+        padded, alone = attending(**one).logits, attending(**trimmed).logits
+    for a, b in zip(padded, alone, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_gradients_reach_queries_and_encoder(attending, batch):
+    attending.train()
+    out = attending(**batch, themes=torch.ones(3, 11), evidence=torch.tensor([0, 1, 2]))
+    out.loss.backward()
+    head = attending.heads["themes"]
+    for param in (head.query, head.weight, head.bias, head.proj.weight):
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0
+    assert attending.encoder.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_attention_heads_learn_at_the_head_rate(attending):
+    groups = attending.param_groups(1e-5, 0.01, head_learning_rate=1e-3)
+    query = attending.heads["themes"].query
+    assert [g["lr"] for g in groups if any(p is query for p in g["params"])] == [1e-3]
+
+
+def test_saves_and_reloads_through_the_auto_classes(attending, batch, tmp_path):
+    attending.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.label_attention == ["themes", "evidence"]
+    assert isinstance(loaded.heads["themes"], LabelAttentionHead)
+    with torch.no_grad():
+        for a, b in zip(attending(**batch).logits, loaded(**batch).logits, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_exports_to_onnx_with_the_same_logits(attending, batch, tmp_path):
+    import onnxruntime as ort
+
+    from scrclf.export.onnx import export_onnx
+
+    export_onnx(attending, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    outputs = session.run(None, {k: v.numpy() for k, v in batch.items()})
+    with torch.no_grad():
+        expected = attending(**batch).logits
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("themes", "list of task names"),
+        (["themes", "themes"], "twice"),
+        (["topics"], "unknown tasks"),
+    ],
+)
+def test_bad_settings_are_refused(tasks, value, message):
+    with pytest.raises(scrclf.errors.SettingsError, match=message):
+        ScrClfConfig(tasks=tasks.to_list(), label_attention=value)
+
+
+@pytest.mark.parametrize("loop", ["trainer", "lean"])
+def test_training_keeps_the_setting_in_the_saved_model(toy_corpus, tmp_path, loop):
+    summary = train_tiny(toy_corpus, tmp_path / "run", loop, "model.label_attention=[themes]")
+    assert np.isfinite(summary["validation"]["mean_macro_f1"])
+    loaded = AutoModel.from_pretrained(tmp_path / "run" / "model")
+    assert loaded.config.label_attention == ["themes"]
+    assert isinstance(loaded.heads["themes"], LabelAttentionHead)
