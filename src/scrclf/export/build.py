@@ -77,6 +77,25 @@ DECISION_RULE = (
 )
 
 
+def heads_text(tasks: Sequence[str], label_attention: Sequence[str] | None) -> str:
+    """The model card's words for the task heads."""
+    attending = [t for t in tasks if t in set(label_attention or ())]
+    if not attending:
+        return "masked mean pooling, one linear head per task"
+    linear = [t for t in tasks if t not in attending]
+    text = (
+        f"one head per task: {_names(attending)} attend over the tokens once per label (a "
+        "query and a weight vector per label)"
+    )
+    if linear:
+        text += f", {_names(linear)} linear over the masked mean of the tokens"
+    return text
+
+
+def _names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def wide_text(wide: Mapping[str, Any] | None) -> str:
     """The model card's words for the wide part (empty when the model has none)."""
     if not wide:
@@ -462,6 +481,7 @@ def model_card(
     fingerprint: Mapping[str, Any],
     license: str = "apache-2.0",
     wide: Mapping[str, Any] | None = None,
+    label_attention: Sequence[str] | None = None,
 ) -> str:
     """``README.md`` of an export: a Hugging Face model card with front matter."""
     import yaml
@@ -561,6 +581,7 @@ def model_card(
             "data_lines": "\n".join(data_lines),
             "label_rows": "\n".join(label_rows),
             "decision_rule": DECISION_RULE,
+            "heads": heads_text([t["name"] for t in tasks], label_attention),
             "wide": wide_text(wide),
             "evaluation_rows": "\n".join(evaluation_rows),
             "tuning": tuning,
@@ -661,7 +682,13 @@ def export_model(
         meta = export_meta(name, source, onnx_info, quantization, parity, run_dir, metrics)
         atomic.write_json(tmp / EXPORT_META_FILE, meta)
         card = model_card(
-            name, meta, metrics, fingerprint, license=license, wide=source.config.get("wide")
+            name,
+            meta,
+            metrics,
+            fingerprint,
+            license=license,
+            wide=source.config.get("wide"),
+            label_attention=source.config.get("label_attention"),
         )
         atomic.write_text(tmp / MODEL_CARD_FILE, card)
         atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))
