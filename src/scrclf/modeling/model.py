@@ -222,7 +222,7 @@ def consistency_loss(first: torch.Tensor, second: torch.Tensor, multi_label: boo
     return ((la.exp() - lb.exp()) * (la - lb)).sum(dim=-1).mean() / 2
 
 
-def name_in_heads(model: nn.Module, module: nn.Module) -> bool:
+def _in_heads(model: nn.Module, module: nn.Module) -> bool:
     """Whether ``module`` belongs to one of ``model``'s task heads."""
     heads = getattr(model, "heads", None)
     return heads is not None and any(module is m for m in heads.modules())
@@ -333,7 +333,7 @@ class ScrClfModel(PreTrainedModel):
             for param in (module.query, module.weight):
                 param.data.normal_(mean=0.0, std=std)
             module.bias.data.zero_()
-        elif isinstance(module, nn.Linear) and name_in_heads(self, module):
+        elif isinstance(module, nn.Linear) and _in_heads(self, module):
             module.weight.data.normal_(mean=0.0, std=std)
             if module.bias is not None:
                 module.bias.data.zero_()
