@@ -104,40 +104,6 @@ def test_saves_and_reloads_through_the_auto_classes(attending, batch, tmp_path):
     loaded = AutoModel.from_pretrained(tmp_path).eval()
     assert loaded.config.label_attention == ["themes", "evidence"]
     assert isinstance(loaded.heads["themes"], LabelAttentionHead)
-
-
-def test_export_keeps_parity_and_describes_the_heads(toy_corpus, tmp_path):
-    from scrclf.export.build import export_model
-
-    run = tmp_path / "run"
-    train_tiny(toy_corpus, run, "trainer", "model.label_attention=[themes,evidence]")
-    export = export_model(run, tmp_path / "models" / "attending")
-    meta = json.loads((export / "scrclf.json").read_text())
-    assert meta["parity"]["onnx_fp32"]["max_abs_logit_diff"] < 1e-4
-    card = (export / "README.md").read_text()
-    assert "themes and evidence attend over the tokens once per label" in card
-    assert "action_strength linear over the masked mean of the tokens" in card
-
-
-@pytest.mark.parametrize(
-    "attending, words",
-    [
-        (None, "masked mean pooling, one linear head per task"),
-        (["themes"], "one head per task: themes attend over the tokens once per label"),
-        (
-            ["themes", "evidence", "action_strength"],
-            "one head per task: themes, evidence and action_strength attend over the tokens "
-            "once per label (a "
-            "query and a weight vector per label)",
-        ),
-    ],
-)
-def test_model_card_words_for_the_heads(attending, words):
-    from scrclf.export.build import heads_text
-
-    text = heads_text(["themes", "evidence", "action_strength"], attending)
-    assert text.startswith(words)
-    assert ("linear over the masked mean" in text) == (attending is not None and len(attending) < 3)
     with torch.no_grad():
         for a, b in zip(attending(**batch).logits, loaded(**batch).logits, strict=True):
             assert torch.allclose(a, b, atol=1e-6)
