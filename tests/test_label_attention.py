@@ -177,3 +177,19 @@ def test_model_card_words_for_the_heads(attending, words):
     text = heads_text(["themes", "evidence", "action_strength"], attending)
     assert text.startswith(words)
     assert ("linear over the masked mean" in text) == (attending is not None and len(attending) < 3)
+
+
+def test_int8_graph_quantizes_the_projections_per_token(attending, batch, tmp_path):
+    from scrclf.export import quantization
+
+    feeds = {k: v.numpy().astype(np.int64) for k, v in batch.items()}
+    info = quantization.build_int8_graph(attending, tmp_path / "q.onnx", [feeds])
+    layers = attending.encoder.config.num_hidden_layers
+    # The encoder's six products per layer, and the keys' projection of each attending head.
+    assert info["quantized_matmuls"] == 6 * layers + 2
+    assert info["batch_independent"] is True
+    got = quantization._logits(quantization._session(str(tmp_path / "q.onnx")), [feeds])
+    with torch.no_grad():
+        want = attending(**batch).logits
+    for g, w in zip(got, want, strict=True):
+        assert np.max(np.abs(g - w.numpy())) < 0.1 * max(1.0, float(w.abs().max()))
