@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from tests.helpers import TinyExport, compose_train, copy_export, toy_rows, write_jsonl
+from scrclf.tasks import TaskSet
+from tests.helpers import CONFIG_DIR, TinyExport, compose_train, copy_export, toy_rows, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +117,34 @@ def tiny_run(toy_corpus, tmp_path_factory) -> Path:
         )
     )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tasks():
+    """The codebook's tasks, as the shipped task config defines them."""
+    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cfg():
+    """The tiny model's config (``configs/model/tiny.yaml``) as a plain mapping."""
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
+
+
+@pytest.fixture(scope="session")
+def batch(tiny_model_cfg):
+    """Three tokenized inputs of the tiny model: a text, a text with its finding, a short one."""
+    from scrclf.modeling.encoders import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_cfg)
+    return dict(
+        tok(
+            [
+                "The Board should seek assurance that supervision happens.",
+                ("Training for GPs on bruising.", "The GP did not refer the baby."),
+                "Audit.",
+            ],
+            padding=True,
+            return_tensors="pt",
+        )
+    )

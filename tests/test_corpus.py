@@ -7,20 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf import OmegaConf
 
 from scrclf.data.agreement import agreement
 from scrclf.data.corpus import assign_splits, label_counts, near_duplicates, validate_corpus
 from scrclf.data.records import DataError
-from scrclf.tasks import TaskSet
-from tests.helpers import CONFIG_DIR, ROOT, toy_rows
+from tests.helpers import ROOT, toy_rows
 
 CORPUS = ROOT / "data" / "scr_recs"
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ from scrclf.training import distill as distill_module
 from tests.helpers import CONFIG_DIR, compose_train, train_tiny
 
 
-@pytest.fixture(scope="module")
-def tasks():
-    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
-
-
 def test_soft_loss_is_smallest_at_the_teachers_logits():
     torch.manual_seed(0)
     teacher = torch.randn(8, 5)

@@ -12,7 +12,6 @@ from scrclf.modeling.encoders import build_model, load_tokenizer
 from scrclf.modeling.frozen import FrozenBottom
 from scrclf.modeling.model import ScrClfConfig, ScrClfModel
 from scrclf.settings import TrainerSettings
-from scrclf.tasks import TaskSet
 from tests.helpers import CONFIG_DIR, compose_train, train_tiny
 
 TEXTS = [
@@ -21,11 +20,6 @@ TEXTS = [
     "Share information with the police when a child is missing from school.",
     "Training for health visitors.",
 ]
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
 
 
 def _model_cfg(layers: int = 3, model_type: str = "bert") -> dict:

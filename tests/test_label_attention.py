@@ -7,40 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import AutoModel
 
 import scrclf
-from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.modeling.encoders import build_model
 from scrclf.modeling.model import LabelAttentionHead, ScrClfConfig
-from scrclf.tasks import TaskSet
-from tests.helpers import CONFIG_DIR, train_tiny
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_cfg():
-    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_model_cfg):
-    tok = load_tokenizer(tiny_model_cfg)
-    return dict(
-        tok(
-            [
-                "The Board should seek assurance that supervision happens.",
-                ("Training for GPs on bruising.", "The GP did not refer the baby."),
-                "Audit.",
-            ],
-            padding=True,
-            return_tensors="pt",
-        )
-    )
+from tests.helpers import train_tiny
 
 
 @pytest.fixture

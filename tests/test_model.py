@@ -4,40 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel
 
 import scrclf
-from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.modeling.encoders import build_model
 from scrclf.modeling.model import ScrClfConfig, ScrClfModel, masked_mean
 from scrclf.tasks import TaskConfigError, TaskSet
-from tests.helpers import CONFIG_DIR
-
-
-@pytest.fixture(scope="module")
-def tasks():
-    return TaskSet.from_config(OmegaConf.load(CONFIG_DIR / "task" / "codebook.yaml").tasks)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_cfg():
-    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_model_cfg):
-    tok = load_tokenizer(tiny_model_cfg)
-    return dict(
-        tok(
-            [
-                "The Board should seek assurance that supervision happens.",
-                ("Training for GPs on bruising.", "The GP did not refer the baby."),
-                "Audit.",
-            ],
-            padding=True,
-            return_tensors="pt",
-        )
-    )
 
 
 def test_logits_and_loss_shapes(tasks, tiny_model_cfg, batch):
