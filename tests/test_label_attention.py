@@ -131,7 +131,7 @@ def test_export_keeps_parity_and_describes_the_heads(toy_corpus, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "attending, words",
+    "named, words",
     [
         (None, "masked mean pooling, one linear head per task"),
         (["themes"], "one head per task: themes attend over the tokens once per label"),
@@ -143,12 +143,12 @@ def test_export_keeps_parity_and_describes_the_heads(toy_corpus, tmp_path):
         ),
     ],
 )
-def test_model_card_words_for_the_heads(attending, words):
+def test_model_card_words_for_the_heads(named, words):
     from scrclf.export.build import heads_text
 
-    text = heads_text(["themes", "evidence", "action_strength"], attending)
+    text = heads_text(["themes", "evidence", "action_strength"], named)
     assert text.startswith(words)
-    assert ("linear over the masked mean" in text) == (attending is not None and len(attending) < 3)
+    assert ("linear over the masked mean" in text) == (named is not None and len(named) < 3)
 
 
 def test_int8_graph_quantizes_the_projections_per_token(attending, batch, tmp_path):
