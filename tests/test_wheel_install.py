@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,9 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runtime_env(tiny_export, tmp_path_factory) -> dict[str, Path]:
-    """One folder of wheels, one fresh venv with the model wheel installed from it."""
+def runtime_env(tiny_export, tmp_path_factory) -> Iterator[dict[str, Path]]:
+    """One folder of wheels, one fresh venv with the model wheel installed from it; removed
+    after the module's tests (a few hundred MB that nothing else reads)."""
     root = tmp_path_factory.mktemp("runtime")
     wheels = root / "wheels"
     built = _run(
@@ -79,7 +81,8 @@ def runtime_env(tiny_export, tmp_path_factory) -> dict[str, Path]:
         env=_env(),  # nothing on PYTHONPATH may count as installed
     )
     assert installed.returncode == 0, installed.stderr
-    return {"env": env_dir, "python": python, "scrclf": env_dir / "bin" / "scrclf"}
+    yield {"env": env_dir, "python": python, "scrclf": env_dir / "bin" / "scrclf"}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_model_wheel_requires_the_runtime_alone(tiny_export):
