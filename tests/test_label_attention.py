@@ -14,12 +14,29 @@ from scrclf.modeling.encoders import build_model
 from scrclf.modeling.model import LabelAttentionHead, ScrClfConfig
 from tests.helpers import train_tiny
 
+KEYS = ["per_task", "shared", "tokens"]
+# Projections of the tokens that two attending heads add, by ``label_attention_keys``.
+PROJECTIONS = {"per_task": 2, "shared": 1, "tokens": 0}
 
-@pytest.fixture
-def attending(tiny_model_cfg, tasks):
+
+@pytest.fixture(params=KEYS)
+def attending(request, tiny_model_cfg, tasks):
     torch.manual_seed(0)
-    cfg = dict(tiny_model_cfg, label_attention=["themes", "evidence"])
+    cfg = dict(
+        tiny_model_cfg, label_attention=["themes", "evidence"], label_attention_keys=request.param
+    )
     return build_model(cfg, tasks, max_length=64).eval()
+
+
+def _keys(model, head, hidden):
+    if head.proj is not None:
+        return torch.tanh(head.proj(hidden))
+    return model.label_keys_of(hidden)
+
+
+def _projections(model) -> list[torch.nn.Linear]:
+    heads = [h.proj for h in model.heads.values() if isinstance(h, LabelAttentionHead)]
+    return [p for p in (*heads, model.label_keys) if p is not None]
 
 
 def test_only_the_named_tasks_attend(attending, batch):
@@ -39,7 +56,7 @@ def test_each_label_reads_its_own_tokens(attending, batch):
     head = attending.heads["themes"]
     with torch.no_grad():
         hidden = attending.encoder(**batch).last_hidden_state
-        keys = torch.tanh(head.proj(hidden))
+        keys = _keys(attending, head, hidden)
         scores = torch.einsum("bld,kd->bkl", keys, head.query)
     assert not torch.allclose(scores[0, 0], scores[0, 1])
 
@@ -60,22 +77,26 @@ def test_gradients_reach_queries_and_encoder(attending, batch):
     out = attending(**batch, themes=torch.ones(3, 11), evidence=torch.tensor([0, 1, 2]))
     out.loss.backward()
     head = attending.heads["themes"]
-    for param in (head.query, head.weight, head.bias, head.proj.weight):
+    projections = [p.weight for p in _projections(attending)]
+    assert len(projections) == PROJECTIONS[attending.config.label_attention_keys]
+    for param in (head.query, head.weight, head.bias, *projections):
         assert param.grad is not None and float(param.grad.abs().sum()) > 0
     assert attending.encoder.embeddings.word_embeddings.weight.grad is not None
 
 
 def test_attention_heads_learn_at_the_head_rate(attending):
     groups = attending.param_groups(1e-5, 0.01, head_learning_rate=1e-3)
-    query = attending.heads["themes"].query
-    assert [g["lr"] for g in groups if any(p is query for p in g["params"])] == [1e-3]
+    for param in (attending.heads["themes"].query, *(p.weight for p in _projections(attending))):
+        assert [g["lr"] for g in groups if any(p is param for p in g["params"])] == [1e-3]
 
 
 def test_saves_and_reloads_through_the_auto_classes(attending, batch, tmp_path):
     attending.save_pretrained(tmp_path)
     loaded = AutoModel.from_pretrained(tmp_path).eval()
     assert loaded.config.label_attention == ["themes", "evidence"]
+    assert loaded.config.label_attention_keys == attending.config.label_attention_keys
     assert isinstance(loaded.heads["themes"], LabelAttentionHead)
+    assert len(_projections(loaded)) == len(_projections(attending))
     with torch.no_grad():
         for a, b in zip(attending(**batch).logits, loaded(**batch).logits, strict=True):
             assert torch.allclose(a, b, atol=1e-6)
@@ -108,12 +129,47 @@ def test_bad_settings_are_refused(tasks, value, message):
         ScrClfConfig(tasks=tasks.to_list(), label_attention=value)
 
 
+def test_unknown_keys_are_refused(tasks):
+    with pytest.raises(scrclf.errors.SettingsError, match="label_attention_keys must be one of"):
+        ScrClfConfig(tasks=tasks.to_list(), label_attention=["themes"], label_attention_keys="q")
+
+
+def test_shared_keys_cost_one_projection_and_tokens_none(tiny_model_cfg, tasks):
+    """Three attending heads: three projections of the tokens of their own, one shared, or
+    none; the queries and weight vectors are the same in number either way."""
+    sizes = {}
+    for keys in KEYS:
+        cfg = dict(tiny_model_cfg, label_attention=list(tasks.names), label_attention_keys=keys)
+        model = build_model(cfg, tasks, max_length=64)
+        assert len(_projections(model)) == {"per_task": 3, "shared": 1, "tokens": 0}[keys]
+        sizes[keys] = sum(p.numel() for p in model.parameters())
+    hidden = tiny_model_cfg["encoder_config"]["hidden_size"]
+    projection = hidden * hidden + hidden
+    assert sizes["per_task"] - sizes["shared"] == 2 * projection
+    assert sizes["shared"] - sizes["tokens"] == projection
+
+
+def test_a_head_without_its_own_projection_needs_the_keys():
+    head = LabelAttentionHead(8, 3, project=False)
+    hidden, mask = torch.zeros(1, 4, 8), torch.ones(1, 4, dtype=torch.long)
+    with pytest.raises(TypeError, match="pass the keys"):
+        head(hidden, mask, torch.nn.Identity())
+    assert head(hidden, mask, torch.nn.Identity(), keys=hidden).shape == (1, 3)
+
+
 @pytest.mark.parametrize("loop", ["trainer", "lean"])
 def test_training_keeps_the_setting_in_the_saved_model(toy_corpus, tmp_path, loop):
-    summary = train_tiny(toy_corpus, tmp_path / "run", loop, "model.label_attention=[themes]")
+    summary = train_tiny(
+        toy_corpus,
+        tmp_path / "run",
+        loop,
+        "model.label_attention=[themes]",
+        "model.label_attention_keys=shared",
+    )
     assert np.isfinite(summary["validation"]["mean_macro_f1"])
     loaded = AutoModel.from_pretrained(tmp_path / "run" / "model")
     assert loaded.config.label_attention == ["themes"]
+    assert loaded.config.label_attention_keys == "shared"
     assert isinstance(loaded.heads["themes"], LabelAttentionHead)
 
 
@@ -138,8 +194,7 @@ def test_export_keeps_parity_and_describes_the_heads(toy_corpus, tmp_path):
         (
             ["themes", "evidence", "action_strength"],
             "one head per task: themes, evidence and action_strength attend over the tokens "
-            "once per label (a "
-            "query and a weight vector per label)",
+            "once per label (a query and a weight vector per label; ",
         ),
     ],
 )
@@ -148,6 +203,10 @@ def test_model_card_words_for_the_heads(named, words):
 
     text = heads_text(["themes", "evidence", "action_strength"], named)
     assert text.startswith(words)
+    if named:
+        assert "each head projecting the tokens on its own" in text
+        shared = heads_text(["themes", "evidence", "action_strength"], named, "shared")
+        assert "over one projection of the tokens that they share" in shared
     assert ("linear over the masked mean" in text) == (named is not None and len(named) < 3)
 
 
@@ -157,8 +216,9 @@ def test_int8_graph_quantizes_the_projections_per_token(attending, batch, tmp_pa
     feeds = {k: v.numpy().astype(np.int64) for k, v in batch.items()}
     info = quantization.build_int8_graph(attending, tmp_path / "q.onnx", [feeds])
     layers = attending.encoder.config.num_hidden_layers
-    # The encoder's six products per layer, and the keys' projection of each attending head.
-    assert info["quantized_matmuls"] == 6 * layers + 2
+    # The encoder's six products per layer, and the keys' projections.
+    keys = attending.config.label_attention_keys
+    assert info["quantized_matmuls"] == 6 * layers + PROJECTIONS[keys]
     assert info["batch_independent"] is True
     got = quantization._logits(quantization._session(str(tmp_path / "q.onnx")), [feeds])
     with torch.no_grad():

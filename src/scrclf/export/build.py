@@ -77,7 +77,16 @@ DECISION_RULE = (
 )
 
 
-def heads_text(tasks: Sequence[str], label_attention: Sequence[str] | None) -> str:
+KEYS_TEXT = {
+    "per_task": "each head projecting the tokens on its own",
+    "shared": "over one projection of the tokens that they share",
+    "tokens": "over the token states themselves",
+}
+
+
+def heads_text(
+    tasks: Sequence[str], label_attention: Sequence[str] | None, keys: str = "per_task"
+) -> str:
     """The model card's words for the task heads."""
     attending = [t for t in tasks if t in set(label_attention or ())]
     if not attending:
@@ -85,7 +94,7 @@ def heads_text(tasks: Sequence[str], label_attention: Sequence[str] | None) -> s
     linear = [t for t in tasks if t not in attending]
     text = (
         f"one head per task: {_names(attending)} attend over the tokens once per label (a "
-        "query and a weight vector per label)"
+        f"query and a weight vector per label; {KEYS_TEXT[keys]})"
     )
     if linear:
         text += f", {_names(linear)} linear over the masked mean of the tokens"
@@ -482,6 +491,7 @@ def model_card(
     license: str = "apache-2.0",
     wide: Mapping[str, Any] | None = None,
     label_attention: Sequence[str] | None = None,
+    label_attention_keys: str = "per_task",
 ) -> str:
     """``README.md`` of an export: a Hugging Face model card with front matter."""
     import yaml
@@ -581,7 +591,7 @@ def model_card(
             "data_lines": "\n".join(data_lines),
             "label_rows": "\n".join(label_rows),
             "decision_rule": DECISION_RULE,
-            "heads": heads_text([t["name"] for t in tasks], label_attention),
+            "heads": heads_text([t["name"] for t in tasks], label_attention, label_attention_keys),
             "wide": wide_text(wide),
             "evaluation_rows": "\n".join(evaluation_rows),
             "tuning": tuning,
@@ -689,6 +699,7 @@ def export_model(
             license=license,
             wide=source.config.get("wide"),
             label_attention=source.config.get("label_attention"),
+            label_attention_keys=source.config.get("label_attention_keys", "per_task"),
         )
         atomic.write_text(tmp / MODEL_CARD_FILE, card)
         atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))

@@ -65,6 +65,7 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
         max_seq_length=int(max_length),
         wide=model_cfg.get("wide"),
         label_attention=model_cfg.get("label_attention"),
+        label_attention_keys=model_cfg.get("label_attention_keys", "per_task"),
     )
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:

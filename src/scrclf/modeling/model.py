@@ -53,6 +53,20 @@ def check_label_attention(value: Any) -> list[str] | None:
     return names or None
 
 
+# What the attending heads' queries score (``model.label_attention_keys``). per_task: each
+# head projects the tokens with its own matrix, ``tanh(W h)``; shared: one such projection
+# serves every attending head; tokens: the token states themselves, with no projection.
+LABEL_ATTENTION_KEYS = ("per_task", "shared", "tokens")
+
+
+def check_label_attention_keys(value: Any) -> str:
+    if value not in LABEL_ATTENTION_KEYS:
+        raise SettingsError(
+            f"model.label_attention_keys must be one of {LABEL_ATTENTION_KEYS}, got {value!r}"
+        )
+    return str(value)
+
+
 def check_wide(wide: Any) -> dict[str, Any] | None:
     """The ``wide`` setting checked and completed, or None when off.
 
@@ -127,6 +141,7 @@ class ScrClfConfig(PretrainedConfig):
         text_pair: bool = True,
         wide: dict[str, Any] | None = None,
         label_attention: list[str] | None = None,
+        label_attention_keys: str = "per_task",
         **kwargs,
     ):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
@@ -139,6 +154,7 @@ class ScrClfConfig(PretrainedConfig):
         self.text_pair = bool(text_pair)
         self.wide = check_wide(wide)
         self.label_attention = check_label_attention(label_attention)
+        self.label_attention_keys = check_label_attention_keys(label_attention_keys)
         for derived in ("head_id2label", "head_label2id", "id2label", "label2id", "num_labels"):
             if self.tasks:
                 kwargs.pop(derived, None)
@@ -246,24 +262,34 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class LabelAttentionHead(nn.Module):
     """A head that reads the tokens once per label instead of one pooled vector.
 
-    Label ``k`` scores every token with its own query over ``tanh(W h)``, takes the
-    attention-weighted mean of the token states (padding excluded) and scores it with its
+    Label ``k`` scores every token with its own query over the token keys ``tanh(W h)``, takes
+    the attention-weighted mean of the token states (padding excluded) and scores it with its
     own weight vector: ``logit_k = w_k . sum_t softmax_t(q_k . tanh(W h_t)) h_t + b_k``.
     A label whose evidence is a phrase (a training module, a case-file audit) is then scored
     on that phrase rather than on the mean of a text that may ask for several things.
+
+    With ``project=False`` the head has no ``W`` of its own: the caller passes the keys, from
+    a projection shared by several heads or the token states themselves.
     """
 
-    def __init__(self, hidden: int, num_labels: int):
+    def __init__(self, hidden: int, num_labels: int, project: bool = True):
         super().__init__()
-        self.proj = nn.Linear(hidden, hidden)
+        self.proj = nn.Linear(hidden, hidden) if project else None
         self.query = nn.Parameter(torch.empty(num_labels, hidden))
         self.weight = nn.Parameter(torch.empty(num_labels, hidden))
         self.bias = nn.Parameter(torch.zeros(num_labels))
 
     def forward(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, dropout: nn.Module
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        dropout: nn.Module,
+        keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        keys = torch.tanh(self.proj(hidden))
+        if self.proj is not None:
+            keys = torch.tanh(self.proj(hidden))
+        elif keys is None:
+            raise TypeError("this attending head has no projection of its own: pass the keys")
         scores = torch.einsum("bld,kd->bkl", keys, self.query.to(keys.dtype))
         padding = (attention_mask == 0).unsqueeze(1)
         scores = scores.masked_fill(padding, torch.finfo(scores.dtype).min)
@@ -288,9 +314,12 @@ class ScrClfModel(PreTrainedModel):
         self.task_names = tasks.names
         self.dropout = nn.Dropout(config.dropout)
         attending = set(config.label_attention or ())
+        keys = config.label_attention_keys
+        # One projection of the tokens for every attending head (label_attention_keys: shared).
+        self.label_keys = nn.Linear(hidden, hidden) if attending and keys == "shared" else None
         self.heads = nn.ModuleDict(
             {
-                t.name: LabelAttentionHead(hidden, t.num_labels)
+                t.name: LabelAttentionHead(hidden, t.num_labels, project=keys == "per_task")
                 if t.name in attending
                 else nn.Linear(hidden, t.num_labels)
                 for t in tasks
@@ -333,7 +362,9 @@ class ScrClfModel(PreTrainedModel):
             for param in (module.query, module.weight):
                 param.data.normal_(mean=0.0, std=std)
             module.bias.data.zero_()
-        elif isinstance(module, nn.Linear) and _in_heads(self, module):
+        elif isinstance(module, nn.Linear) and (
+            _in_heads(self, module) or module is getattr(self, "label_keys", None)
+        ):
             module.weight.data.normal_(mean=0.0, std=std)
             if module.bias is not None:
                 module.bias.data.zero_()
@@ -362,7 +393,7 @@ class ScrClfModel(PreTrainedModel):
             if not param.requires_grad:
                 continue
             decays = param.ndim >= 2 and "norm" not in name.lower()
-            is_head = name.startswith(("heads.", "wide."))
+            is_head = name.startswith(("heads.", "label_keys.", "wide."))
             depth = top if is_head else depth_of.get(name, top)
             groups.setdefault((is_head, decays, depth), []).append(param)
         out = []
@@ -446,6 +477,15 @@ class ScrClfModel(PreTrainedModel):
             return hidden[:, 0]
         return masked_mean(hidden, attention_mask)
 
+    def label_keys_of(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The token keys the attending heads share: the shared projection's, the token
+        states themselves, or None where each head projects the tokens on its own."""
+        if self.label_keys is not None:
+            return torch.tanh(self.label_keys(hidden))
+        if self.config.label_attention and self.config.label_attention_keys == "tokens":
+            return hidden
+        return None
+
     def wide_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The wide part's logits for all tasks, ``[batch, sum of labels]``.
 
@@ -517,8 +557,9 @@ class ScrClfModel(PreTrainedModel):
         hidden = self._encode(enc_kwargs)
         embedding = self.pool(hidden, enc_kwargs["attention_mask"])
         pooled = self.dropout(embedding)
+        keys = self.label_keys_of(hidden)
         logits = tuple(
-            head(hidden, enc_kwargs["attention_mask"], self.dropout)
+            head(hidden, enc_kwargs["attention_mask"], self.dropout, keys)
             if isinstance(head, LabelAttentionHead)
             else head(pooled)
             for head in (self.heads[name] for name in self.task_names)
