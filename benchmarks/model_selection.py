@@ -6,7 +6,9 @@ validation and test with review-bootstrap intervals, and select on validation.
     python benchmarks/model_selection.py --render              # re-select, rewrite the table
     python benchmarks/model_selection.py --runs outputs/study --out benchmarks/results/model_selection
 
-Runs go to ``--runs/<variant>-s<seed>`` and are reused when finished. On 2 cores one MiniLM
+Runs go to ``--runs/<variant>-s<seed>`` and are reused when finished; with ``--no-train``,
+runs that are not there keep their rows from the earlier results when their recipe and the
+scored data are unchanged. On 2 cores one MiniLM
 run on the shipped corpus takes 10-20 minutes; the study resumes where it stopped.
 """
 

@@ -97,6 +97,51 @@ def test_no_train_skips_missing_runs(tiny_run, toy_corpus, tmp_path):
     assert result["runs"] == [] and result["selected"] is None
 
 
+def test_scoring_without_the_runs_keeps_their_earlier_rows(tiny_run, toy_corpus, tmp_path):
+    """A study scored again where some runs are not on disk keeps those runs' earlier rows
+    when they were trained with the same recipe (overrides composing to the same config),
+    and drops them when the recipe or the scored data changed."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    shutil.copytree(tiny_run, runs / "a-s42")
+    shutil.copytree(tiny_run, runs / "b-s42")
+    text = (
+        "bootstrap: {resamples: 20}\n"
+        "variants: [{name: a, overrides: ['seed=1']}, {name: b}]\n"
+        "ensembles: [{name: ab, members: [a-s42, b-s42]}]\n"
+    )
+    first = run_study(
+        read_study(_study(tmp_path, text)), runs, out, train=False, data_dir=toy_corpus
+    )
+    assert [r["variant"] for r in first["runs"]] == ["a", "b", "ab"]
+    shutil.rmtree(runs / "a-s42")
+
+    # 'a' pins a value the config already has: the same recipe, kept as the study writes it.
+    pinned = text.replace("['seed=1']", "['seed=1', 'trainer.max_epochs=4']")
+    study = read_study(_study(tmp_path, pinned))
+    again = run_study(study, runs, out, train=False, data_dir=toy_corpus)
+    assert [r["variant"] for r in again["runs"]] == ["a", "b", "ab"]
+    assert again["runs"][0]["test"] == first["runs"][0]["test"]
+    assert again["runs"][0]["overrides"] == ["seed=1", "trainer.max_epochs=4"]
+    assert again["runs"][2]["test"] == first["runs"][2]["test"]
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [r["variant"] for r in saved["runs"]] == ["a", "b", "ab"]
+
+    # Another recipe under the same name is not the run that was scored: dropped.
+    changed = text.replace("['seed=1']", "['seed=1', 'trainer.max_epochs=2']")
+    study = read_study(_study(tmp_path, changed))
+    dropped = run_study(study, runs, out, train=False, data_dir=toy_corpus)
+    assert [r["variant"] for r in dropped["runs"]] == ["b"]
+
+    # Earlier results of other data are not kept either.
+    run_study(study, runs, tmp_path / "other", train=False, data_dir=toy_corpus)
+    other = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    other["data"]["test"]["n_items"] += 1
+    (tmp_path / "other" / "results.json").write_text(json.dumps(first | {"data": other["data"]}))
+    study = read_study(_study(tmp_path, text))
+    fresh = run_study(study, runs, tmp_path / "other", train=False, data_dir=toy_corpus)
+    assert [r["variant"] for r in fresh["runs"]] == ["b"]
+
+
 def test_render_reselects_from_saved_results(tiny_run, toy_corpus, tmp_path):
     from scrclf.training.selection import rerender
 

@@ -289,8 +289,14 @@ def run_study(
     """Train what is missing, score every run, write ``results.json`` and ``results.md``.
 
     ``runs`` holds one folder per variant and seed (``<variant>-s<seed>``); finished runs are
-    reused, so a study can be extended or resumed. ``train=False`` scores finished runs only.
+    reused, so a study can be extended or resumed. ``train=False`` scores finished runs only;
+    a run that is not in ``runs`` then keeps its row from the earlier ``results.json`` in
+    ``out_dir`` if that scored the same data with the same resamples and the run's recipe is
+    unchanged (an ensemble, if every member missing here was kept), and so do the
+    out-of-fold scores.
     """
+    from omegaconf import OmegaConf
+
     from scrclf.atomic import write_json, write_text
     from scrclf.settings import compose, task_set
 
@@ -313,12 +319,32 @@ def run_study(
             tasks, base_logits, data[split], boots[split], detailed=False
         )
 
+    header = {
+        "baseline": study.baseline,
+        "bootstrap": {"resamples": study.resamples, "seed": study.bootstrap_seed},
+        "data": {s: _describe(data[s], files[s]) for s in files},
+    }
+    earlier = _earlier_results(out_dir, header) if not train else None
+
+    def same_recipe(a: Sequence[str], b: Sequence[str]) -> bool:
+        if list(a) == list(b):
+            return True
+        first, second = (OmegaConf.to_container(compose("train", list(x))) for x in (a, b))
+        return first == second
+
     rows: list[dict[str, Any]] = []
     outputs: dict[str, RunOutputs] = {}
+    carried: set[str] = set()  # runs not here whose earlier rows are kept
     for variant in study.variants:
         for seed in variant.seeds:
             path = run_dir(runs, variant, seed)
             if not is_finished(path):
+                kept = _earlier_row(earlier, variant.name, seed, variant.overrides, same_recipe)
+                if kept is not None:
+                    logger.info("%s: not here; its earlier row is kept", path.name)
+                    rows.append(kept)
+                    carried.add(path.name)
+                    continue
                 if not train:
                     logger.warning("%s: not trained, skipped", path.name)
                     continue
@@ -348,6 +374,15 @@ def run_study(
     for ensemble in study.ensembles:
         missing = [m for m in ensemble.members if m not in outputs]
         if missing:
+            kept = _earlier_row(
+                earlier, ensemble.name, None, ensemble.members, lambda a, b: list(a) == list(b)
+            )
+            if kept is not None and carried.issuperset(missing):
+                logger.info(
+                    "%s: members %s not here; its earlier row is kept", ensemble.name, missing
+                )
+                rows.append(kept)
+                continue
             logger.warning("%s: members %s not trained, skipped", ensemble.name, missing)
             continue
         records = [_training_record(runs / m) for m in ensemble.members]
@@ -384,12 +419,21 @@ def run_study(
             train=train,
             fold_trainer=fold_trainer,
         )
+    if oof is None and earlier is not None and study.out_of_fold is not None:
+        plan = study.out_of_fold
+        previous = earlier.get("out_of_fold")
+        if previous and (previous.get("variant"), previous.get("seed")) == (
+            plan.variant,
+            plan.seed,
+        ):
+            logger.info("out-of-fold runs not here; the earlier out-of-fold scores are kept")
+            oof = previous
     result = {
         "study": study.name,
         "baseline": study.baseline,
         "time_budget_s": study.time_budget_s,
-        "bootstrap": {"resamples": study.resamples, "seed": study.bootstrap_seed},
-        "data": {s: _describe(data[s], files[s]) for s in files},
+        "bootstrap": header["bootstrap"],
+        "data": header["data"],
         "baseline_scores": {
             split: _baseline_summary(tasks, baseline_scores[split][0]) for split in SPLITS
         },
@@ -401,6 +445,44 @@ def run_study(
     write_json(out_dir / "results.json", result)
     write_text(out_dir / "results.md", format_study(result, tasks))
     return result
+
+
+def _earlier_results(out_dir: Path, header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The study's earlier ``results.json`` where it scored the same splits (file names and
+    sizes), baseline and resamples, else None: its rows may stand for runs that are not on
+    this machine when a study is scored without training."""
+    file = out_dir / "results.json"
+    if not file.is_file():
+        return None
+    try:
+        earlier = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        logger.warning("%s: earlier results unreadable (%s); not kept", file, err)
+        return None
+    if any(earlier.get(key) != value for key, value in header.items()):
+        logger.warning("%s: earlier results scored other data or resamples; not kept", file)
+        return None
+    return earlier
+
+
+def _earlier_row(
+    earlier: Mapping[str, Any] | None,
+    variant: str,
+    seed: int | None,
+    recipe: Sequence[str],
+    same_recipe: Callable[[Sequence[str], Sequence[str]], bool],
+) -> dict[str, Any] | None:
+    """The earlier row of ``variant`` and ``seed`` if it was trained with the same recipe
+    (``recipe``: the variant's overrides, or an ensemble's members), with the recipe as the
+    study now writes it: overrides that compose to the same config count as the same."""
+    for row in (earlier or {}).get("runs", []):
+        if row.get("variant") != variant or row.get("seed") != seed:
+            continue
+        key = "members" if seed is None else "overrides"
+        if row.get(key) is None or not same_recipe(row[key], recipe):
+            return None
+        return {**row, key: list(recipe)}
+    return None
 
 
 def _fingerprint(data: Mapping[str, EvalData], splits: Sequence[str] = SPLITS) -> str:
