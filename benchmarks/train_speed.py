@@ -7,6 +7,7 @@
     python benchmarks/train_speed.py --ablation --tag ablation   # the ladder in ABLATION
     python benchmarks/train_speed.py --limit 48 --tag check      # a quick end-to-end check
     python benchmarks/train_speed.py --components                # the parts of one step
+    python benchmarks/train_speed.py --heads                     # one step by head setting
 
 Every arm runs in its own child process, one after the other in this job, so that peak
 memory (``ru_maxrss``; CUDA max allocated on a GPU) belongs to one arm. An arm is either
@@ -42,6 +43,7 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -287,7 +289,7 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
             config_name="train", overrides=[f"data.dir={data_dir}", "paths.output_dir=unused"]
         )
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    threads = configure_threads(cfg_dict["trainer"])
+    threads = configure_threads(cfg_dict["trainer"].get("num_threads"))
     inputs = load_inputs(cfg_dict, Path("unused"))
     model, tasks = inputs.model, inputs.tasks
     train = TokenStore.from_dataset(inputs.datasets["train"], tasks)
@@ -407,6 +409,117 @@ def components_markdown(report: dict[str, Any]) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- heads
+
+# The head settings timed by --heads: (name, label_attention, label_attention_keys).
+HEAD_SETTINGS = (
+    ("linear", None, "per_task"),
+    ("attending, own projections", ["themes", "evidence", "action_strength"], "per_task"),
+    ("attending, one shared projection", ["themes", "evidence", "action_strength"], "shared"),
+    ("attending, token states", ["themes", "evidence", "action_strength"], "tokens"),
+)
+
+
+def measure_heads(
+    data_dir: Path, repeats: int = 3, items: int = 192, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Cost of a training step (forward, backward, fused AdamW update) with each head setting
+    in HEAD_SETTINGS, on the same items in the same length-grouped batches of 16, at the
+    precision the default recipe trains in on this machine. The models share the default's
+    encoder weights and fitted wide part; settings alternate within each repeat and the
+    median over repeats is reported. ``overrides`` apply to the training config (a test
+    uses the tiny model)."""
+    import copy
+
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from scrclf.modeling.model import ScrClfModel
+    from scrclf.training.hand_loop import TokenStore
+    from scrclf.training.run import configure_threads, load_inputs, resolve_precision
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"data.dir={data_dir}", "paths.output_dir=unused", *overrides],
+        )
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    threads = configure_threads(cfg_dict["trainer"].get("num_threads"))
+    precision = resolve_precision(str(cfg_dict["trainer"]["precision"]), "cpu")
+    inputs = load_inputs(cfg_dict, Path("unused"))
+    base, tasks = inputs.model, inputs.tasks
+    train = TokenStore.from_dataset(inputs.datasets["train"], tasks)
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(train), size=min(items, len(train)), replace=False)
+    by_length = chosen[np.argsort(train.lengths[chosen], kind="stable")]
+    groups = [by_length[i : i + 16] for i in range(0, len(by_length), 16)]
+    models = {}
+    for name, attending, keys in HEAD_SETTINGS:
+        config = copy.deepcopy(base.config)
+        config.label_attention, config.label_attention_keys = attending, keys
+        torch.manual_seed(0)
+        model = ScrClfModel(config, encoder=copy.deepcopy(base.encoder))
+        model.load_state_dict(base.state_dict(), strict=False)  # encoder and wide part
+        groups_ = model.param_groups(float(cfg_dict["trainer"]["learning_rate"]), 0.01)
+        models[name] = (model, torch.optim.AdamW(groups_, lr=1e-9, fused=True))
+
+    def step(name: str) -> float:
+        model, opt = models[name]
+        model.train()
+        start = time.perf_counter()
+        for idx in groups:
+            batch = train.collate(idx, int(train.lengths[idx].max()))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    for name in models:  # warm-up: optimizer state, first-call allocations
+        step(name)
+    samples: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name in models:
+            samples.setdefault(name, []).append(step(name))
+    median = {k: float(np.median(v)) for k, v in samples.items()}
+    linear = median[HEAD_SETTINGS[0][0]]
+    return {
+        "threads": threads,
+        "precision": precision,
+        "items": len(chosen),
+        "repeats": repeats,
+        "seconds": median,
+        "all": samples,
+        "parameters": {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in models.items()},
+        "relative_to_linear": {k: v / linear for k, v in median.items()},
+    }
+
+
+def heads_markdown(report: dict[str, Any]) -> str:
+    h = report["heads"]
+    lines = [
+        f"# Training step cost by head ({report['machine']['cpu']}, {h['threads']} threads, "
+        f"{h['precision']})",
+        "",
+        f"Measured {report['measured_at']} with `{report['command']}`: {h['items']} training "
+        f"items in length-grouped batches of 16 (forward, backward, fused AdamW update), "
+        f"median of {h['repeats']} alternating repeats after a warm-up pass. Load average "
+        f"{report['load_before']:.2f} before, {report['load_after']:.2f} after.",
+        "",
+        "| heads | seconds | per item (ms) | relative to linear | parameters |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, seconds in h["seconds"].items():
+        lines.append(
+            f"| {name} | {seconds:.2f} | {1000 * seconds / h['items']:.1f} "
+            f"| {h['relative_to_linear'][name]:.3f} | {h['parameters'][name]:,} |"
+        )
+    return "\n".join([*lines, ""])
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -499,11 +612,12 @@ def machine() -> dict[str, Any]:
         pass
     import torch
 
-    from scrclf.training.run import physical_cores
+    from scrclf.training.run import cpu_has_native_bf16, physical_cores
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
+        "native_bf16": cpu_has_native_bf16(),
         "cores": physical_cores(),
         "logical_cpus": os.cpu_count(),
         "gpu": gpu,
@@ -562,7 +676,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="time the parts of a training step instead (see measure_components)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="repeats for --components")
+    parser.add_argument(
+        "--heads",
+        action="store_true",
+        help="time a training step with each head setting instead (see measure_heads)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="repeats for --components and --heads"
+    )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "scr_recs")
     parser.add_argument(
         "--limit",
@@ -601,6 +722,22 @@ def main(argv: list[str] | None = None) -> None:
             if name != "reference" and name not in named:
                 parser.error(f"unknown arm {name!r}; define it with --arm {name}=OVERRIDES")
             plan.append((name, named.get(name, [])))
+
+    if args.heads:
+        report = {
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": recorded_command(argv or sys.argv[1:]),
+            "machine": machine(),
+            "load_before": os.getloadavg()[0],
+            "heads": measure_heads(args.data, args.repeats),
+        }
+        report["load_after"] = os.getloadavg()[0]
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = "train_speed_heads" + (f"_{args.tag}" if args.tag else "")
+        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        (args.out / f"{stem}.md").write_text(heads_markdown(report))
+        print(heads_markdown(report))
+        return
 
     if args.components:
         report = {

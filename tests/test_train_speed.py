@@ -1,0 +1,37 @@
+"""benchmarks/train_speed.py --heads: a training step timed with each head setting."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.helpers import ROOT
+
+
+def _module():
+    path = ROOT / "benchmarks" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heads_are_timed_on_the_same_items_and_described(toy_corpus):
+    bench = _module()
+    heads = bench.measure_heads(toy_corpus, repeats=2, items=32, overrides=["model=tiny"])
+    names = [name for name, _, _ in bench.HEAD_SETTINGS]
+    assert list(heads["seconds"]) == names and heads["items"] == 32
+    assert all(len(heads["all"][n]) == 2 and heads["seconds"][n] > 0 for n in names)
+    assert heads["relative_to_linear"]["linear"] == 1.0
+    params = heads["parameters"]
+    # own projections > one shared > none, all above the linear heads' count
+    assert params[names[1]] > params[names[2]] > params[names[3]] > params[names[0]]
+    report = {
+        "machine": {"cpu": "test cpu"},
+        "measured_at": "now",
+        "command": "python benchmarks/train_speed.py --heads",
+        "load_before": 0.1,
+        "load_after": 0.2,
+        "heads": heads,
+    }
+    text = bench.heads_markdown(report)
+    assert "| attending, one shared projection |" in text and "relative to linear" in text
