@@ -9,8 +9,8 @@ validation and test with review-bootstrap intervals, and select on validation.
 Runs go to ``--runs/<variant>-s<seed>`` and are reused when finished; with ``--no-train``,
 runs that are not there keep their rows from the earlier results when their recipe and the
 scored data are unchanged. On 2 cores one MiniLM run on the shipped corpus takes 10-20
-minutes with bf16 arithmetic, about three times as long without; the study resumes where it
-stopped.
+minutes with bf16 arithmetic, three to four times as long without; the study resumes where
+it stopped.
 """
 
 from __future__ import annotations
