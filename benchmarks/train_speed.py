@@ -723,36 +723,25 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"unknown arm {name!r}; define it with --arm {name}=OVERRIDES")
             plan.append((name, named.get(name, [])))
 
-    if args.heads:
+    if args.heads or args.components:
+        key, measure, render = (
+            ("heads", measure_heads, heads_markdown)
+            if args.heads
+            else ("components", measure_components, components_markdown)
+        )
         report = {
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": recorded_command(argv or sys.argv[1:]),
             "machine": machine(),
             "load_before": os.getloadavg()[0],
-            "heads": measure_heads(args.data, args.repeats),
+            key: measure(args.data, args.repeats),
         }
         report["load_after"] = os.getloadavg()[0]
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = "train_speed_heads" + (f"_{args.tag}" if args.tag else "")
+        stem = f"train_speed_{key}" + (f"_{args.tag}" if args.tag else "")
         (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-        (args.out / f"{stem}.md").write_text(heads_markdown(report))
-        print(heads_markdown(report))
-        return
-
-    if args.components:
-        report = {
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": recorded_command(argv or sys.argv[1:]),
-            "machine": machine(),
-            "load_before": os.getloadavg()[0],
-            "components": measure_components(args.data, args.repeats),
-        }
-        report["load_after"] = os.getloadavg()[0]
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = "train_speed_components" + (f"_{args.tag}" if args.tag else "")
-        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-        (args.out / f"{stem}.md").write_text(components_markdown(report))
-        print(components_markdown(report))
+        (args.out / f"{stem}.md").write_text(render(report))
+        print(render(report))
         return
 
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 from tests.helpers import ROOT
 
@@ -15,9 +16,17 @@ def _module():
     return module
 
 
-def test_heads_are_timed_on_the_same_items_and_described(toy_corpus):
+def test_heads_are_timed_on_the_same_items_and_reported(toy_corpus, tmp_path, monkeypatch):
     bench = _module()
-    heads = bench.measure_heads(toy_corpus, repeats=2, items=32, overrides=["model=tiny"])
+    real = bench.measure_heads
+    monkeypatch.setattr(
+        bench,
+        "measure_heads",
+        lambda data, repeats: real(data, repeats, items=32, overrides=["model=tiny"]),
+    )
+    bench.main(["--heads", "--repeats", "2", "--data", str(toy_corpus), "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "train_speed_heads.json").read_text())
+    heads = report["heads"]
     names = [name for name, _, _ in bench.HEAD_SETTINGS]
     assert list(heads["seconds"]) == names and heads["items"] == 32
     assert all(len(heads["all"][n]) == 2 and heads["seconds"][n] > 0 for n in names)
@@ -25,13 +34,6 @@ def test_heads_are_timed_on_the_same_items_and_described(toy_corpus):
     params = heads["parameters"]
     # own projections > one shared > none, all above the linear heads' count
     assert params[names[1]] > params[names[2]] > params[names[3]] > params[names[0]]
-    report = {
-        "machine": {"cpu": "test cpu"},
-        "measured_at": "now",
-        "command": "python benchmarks/train_speed.py --heads",
-        "load_before": 0.1,
-        "load_after": 0.2,
-        "heads": heads,
-    }
-    text = bench.heads_markdown(report)
+    assert isinstance(report["machine"]["native_bf16"], bool)
+    text = (tmp_path / "train_speed_heads.md").read_text()
     assert "| attending, one shared projection |" in text and "relative to linear" in text
