@@ -46,7 +46,7 @@ import tempfile  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NamedTuple, cast  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("themes", "evidence", "action_strength")
@@ -266,6 +266,43 @@ def run_arm(
 # ------------------------------------------------------------------------ components
 
 
+class FixedItems(NamedTuple):
+    """The default recipe's inputs (config composed with ``overrides``, threads set, data
+    encoded, model built) and a fixed random sample of training items, also sorted by length.
+    ``rng`` has drawn the sample and draws whatever a measurement orders at random next."""
+
+    cfg: dict[str, Any]
+    threads: int
+    inputs: Any
+    train: Any
+    chosen: Any
+    by_length: Any
+    rng: Any
+
+
+def fixed_items(data_dir: Path, items: int, overrides: Sequence[str] = ()) -> FixedItems:
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from scrclf.training.hand_loop import TokenStore
+    from scrclf.training.run import configure_threads, load_inputs
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"data.dir={data_dir}", "paths.output_dir=unused", *overrides],
+        )
+    cfg_dict = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    threads = configure_threads(cfg_dict["trainer"].get("num_threads"))
+    inputs = load_inputs(cfg_dict, Path("unused"))
+    train = TokenStore.from_dataset(inputs.datasets["train"], inputs.tasks)
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(train), size=min(items, len(train)), replace=False)
+    by_length = chosen[np.argsort(train.lengths[chosen], kind="stable")]
+    return FixedItems(cfg_dict, threads, inputs, train, chosen, by_length, rng)
+
+
 def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> dict[str, Any]:
     """Per-part costs of a MiniLM training step on fixed items, each option timed in turn.
 
@@ -278,25 +315,13 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     """
     import numpy as np
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from scrclf.training.hand_loop import TokenStore
-    from scrclf.training.run import configure_threads, load_inputs
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(
-            config_name="train", overrides=[f"data.dir={data_dir}", "paths.output_dir=unused"]
-        )
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    threads = configure_threads(cfg_dict["trainer"].get("num_threads"))
-    inputs = load_inputs(cfg_dict, Path("unused"))
-    model, tasks = inputs.model, inputs.tasks
-    train = TokenStore.from_dataset(inputs.datasets["train"], tasks)
-    valid = TokenStore.from_dataset(inputs.datasets["validation"], tasks)
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(train), size=min(items, len(train)), replace=False)
-    by_length = chosen[np.argsort(train.lengths[chosen], kind="stable")]
+    fixed = fixed_items(data_dir, items)
+    threads, model, tasks = fixed.threads, fixed.inputs.model, fixed.inputs.tasks
+    train, chosen, by_length, rng = fixed.train, fixed.chosen, fixed.by_length, fixed.rng
+    valid = TokenStore.from_dataset(fixed.inputs.datasets["validation"], tasks)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
 
     def batches(order: np.ndarray, size: int) -> list[np.ndarray]:
@@ -433,27 +458,14 @@ def measure_heads(
 
     import numpy as np
     import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from scrclf.modeling.model import ScrClfModel
-    from scrclf.training.hand_loop import TokenStore
-    from scrclf.training.run import configure_threads, load_inputs, resolve_precision
+    from scrclf.training.run import resolve_precision
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[f"data.dir={data_dir}", "paths.output_dir=unused", *overrides],
-        )
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    threads = configure_threads(cfg_dict["trainer"].get("num_threads"))
+    fixed = fixed_items(data_dir, items, overrides)
+    cfg_dict, threads, base = fixed.cfg, fixed.threads, fixed.inputs.model
+    train, chosen, by_length = fixed.train, fixed.chosen, fixed.by_length
     precision = resolve_precision(str(cfg_dict["trainer"]["precision"]), "cpu")
-    inputs = load_inputs(cfg_dict, Path("unused"))
-    base, tasks = inputs.model, inputs.tasks
-    train = TokenStore.from_dataset(inputs.datasets["train"], tasks)
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(train), size=min(items, len(train)), replace=False)
-    by_length = chosen[np.argsort(train.lengths[chosen], kind="stable")]
     groups = [by_length[i : i + 16] for i in range(0, len(by_length), 16)]
     models = {}
     for name, attending, keys in HEAD_SETTINGS:

@@ -55,18 +55,18 @@ def load_tokenizer(model_cfg: Mapping[str, Any]):
     return AutoTokenizer.from_pretrained(resolve_path(model_cfg["tokenizer"], "model.tokenizer"))
 
 
+# The keys of a ``model`` config group that go into the model's own config.
+MODEL_SETTINGS = ("pooling", "dropout", "wide", "label_attention", "label_attention_keys")
+
+
 def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     """A fresh classifier: pretrained encoder weights, or an untrained encoder from config."""
     from scrclf.modeling.model import ScrClfConfig, ScrClfModel, build_encoder
 
-    common: dict[str, Any] = dict(
-        pooling=str(model_cfg.get("pooling", "mean")),
-        dropout=float(model_cfg.get("dropout", 0.1)),
-        max_seq_length=int(max_length),
-        wide=model_cfg.get("wide"),
-        label_attention=model_cfg.get("label_attention"),
-        label_attention_keys=model_cfg.get("label_attention_keys", "per_task"),
-    )
+    # Settings the model config carries; one missing from ``model_cfg`` takes the model
+    # config's own default (what a model saved before that setting existed means).
+    common: dict[str, Any] = {k: model_cfg[k] for k in MODEL_SETTINGS if k in model_cfg}
+    common["max_seq_length"] = int(max_length)
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:
         config = ScrClfConfig(encoder=dict(encoder_config), tasks=tasks.to_list(), **common)
