@@ -134,6 +134,19 @@ def test_unknown_keys_are_refused(tasks):
         ScrClfConfig(tasks=tasks.to_list(), label_attention=["themes"], label_attention_keys="q")
 
 
+def test_saved_configs_read_as_mappings_share_the_models_keys():
+    from scrclf.export.build import KEYS_TEXT
+    from scrclf.modeling.keys import LABEL_ATTENTION_KEYS, saved_label_attention_keys
+
+    # A config saved before the setting existed reads as the model's own default.
+    assert saved_label_attention_keys({}) == ScrClfConfig().label_attention_keys == "per_task"
+    assert saved_label_attention_keys({"label_attention_keys": "tokens"}) == "tokens"
+    with pytest.raises(scrclf.errors.SettingsError, match="label_attention_keys must be one of"):
+        saved_label_attention_keys({"label_attention_keys": "q"})
+    # The model card has words for every setting.
+    assert set(KEYS_TEXT) == set(LABEL_ATTENTION_KEYS)
+
+
 def test_shared_keys_cost_one_projection_and_tokens_none(tiny_model_cfg, tasks):
     """Three attending heads: three projections of the tokens of their own, one shared, or
     none; the queries and weight vectors are the same in number either way."""

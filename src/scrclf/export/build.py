@@ -55,6 +55,7 @@ from scrclf.inference.classifier import (
     file_sha256,
     load,
 )
+from scrclf.modeling.keys import DEFAULT_LABEL_ATTENTION_KEYS, saved_label_attention_keys
 from scrclf.reporting.model_card import render_model_card
 from scrclf.settings import ExportSettings, QuantizationSettings
 from scrclf.tasks import TaskSet
@@ -85,7 +86,9 @@ KEYS_TEXT = {
 
 
 def heads_text(
-    tasks: Sequence[str], label_attention: Sequence[str] | None, keys: str = "per_task"
+    tasks: Sequence[str],
+    label_attention: Sequence[str] | None,
+    keys: str = DEFAULT_LABEL_ATTENTION_KEYS,
 ) -> str:
     """The model card's words for the task heads."""
     attending = [t for t in tasks if t in set(label_attention or ())]
@@ -491,7 +494,7 @@ def model_card(
     license: str = "apache-2.0",
     wide: Mapping[str, Any] | None = None,
     label_attention: Sequence[str] | None = None,
-    label_attention_keys: str = "per_task",
+    label_attention_keys: str = DEFAULT_LABEL_ATTENTION_KEYS,
 ) -> str:
     """``README.md`` of an export: a Hugging Face model card with front matter."""
     import yaml
@@ -699,7 +702,7 @@ def export_model(
             license=license,
             wide=source.config.get("wide"),
             label_attention=source.config.get("label_attention"),
-            label_attention_keys=source.config.get("label_attention_keys", "per_task"),
+            label_attention_keys=saved_label_attention_keys(source.config),
         )
         atomic.write_text(tmp / MODEL_CARD_FILE, card)
         atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))

@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput
 from scrclf import hooks
 from scrclf.errors import SettingsError
 from scrclf.modeling.frozen import FrozenBottom
+from scrclf.modeling.keys import DEFAULT_LABEL_ATTENTION_KEYS, check_label_attention_keys
 from scrclf.tasks import TEACHER_PREFIX, TaskSet, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -51,20 +52,6 @@ def check_label_attention(value: Any) -> list[str] | None:
     if len(set(names)) != len(names):
         raise SettingsError(f"model.label_attention names a task twice: {names}")
     return names or None
-
-
-# What the attending heads' queries score (``model.label_attention_keys``). per_task: each
-# head projects the tokens with its own matrix, ``tanh(W h)``; shared: one such projection
-# serves every attending head; tokens: the token states themselves, with no projection.
-LABEL_ATTENTION_KEYS = ("per_task", "shared", "tokens")
-
-
-def check_label_attention_keys(value: Any) -> str:
-    if value not in LABEL_ATTENTION_KEYS:
-        raise SettingsError(
-            f"model.label_attention_keys must be one of {LABEL_ATTENTION_KEYS}, got {value!r}"
-        )
-    return str(value)
 
 
 def check_wide(wide: Any) -> dict[str, Any] | None:
@@ -141,7 +128,7 @@ class ScrClfConfig(PretrainedConfig):
         text_pair: bool = True,
         wide: dict[str, Any] | None = None,
         label_attention: list[str] | None = None,
-        label_attention_keys: str = "per_task",
+        label_attention_keys: str = DEFAULT_LABEL_ATTENTION_KEYS,
         **kwargs,
     ):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}

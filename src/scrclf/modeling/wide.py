@@ -84,7 +84,7 @@ def smooth_idf(model, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
 def fit_wide(
     model,
     input_ids: Sequence[Sequence[int]],
-    targets: Mapping[str, Sequence[Any]],
+    targets: Mapping[str, Sequence[Any] | np.ndarray],
     tasks: TaskSet,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -277,6 +277,47 @@ def _training_record(path: Path) -> dict[str, Any]:
     }
 
 
+@dataclass
+class StudyInputs:
+    """What every scored run of a study shares: the tasks, the data of each split, the
+    review resamples of validation and test, and the baseline's scores on them."""
+
+    tasks: TaskSet
+    settings: dict[str, Any]
+    data: dict[str, EvalData]
+    boots: dict[str, ClusterBootstrap]
+    baseline_scores: dict[str, Any]
+    header: dict[str, Any]
+
+
+def study_inputs(study: Study, data_dir: str | Path | None = None) -> StudyInputs:
+    """Load the splits of the training config's corpus (or of ``data_dir``), draw the
+    study's review resamples and score its baseline, fitted on the training split."""
+    from scrclf.settings import compose, task_set
+
+    tasks = task_set()
+    cfg = compose("train")
+    root = Path(str(data_dir)) if data_dir is not None else Path(str(cfg.data.dir))
+    settings = data_settings(dict(cfg.data))
+    files = {s: root / str(cfg.data.splits[s]) for s in ("train", *SPLITS)}
+    data = {s: load_eval_data(f, tasks, settings, name=s) for s, f in files.items()}
+    boots = {
+        s: ClusterBootstrap(data[s].clusters()[0], study.resamples, study.bootstrap_seed)
+        for s in SPLITS
+    }
+    base = baseline_system(study.baseline, tasks, data["train"])
+    baseline_scores = {
+        split: score(tasks, base.predict(data[split]), data[split], boots[split], detailed=False)
+        for split in SPLITS
+    }
+    header = {
+        "baseline": study.baseline,
+        "bootstrap": {"resamples": study.resamples, "seed": study.bootstrap_seed},
+        "data": {s: _describe(data[s], files[s]) for s in files},
+    }
+    return StudyInputs(tasks, settings, data, boots, baseline_scores, header)
+
+
 def run_study(
     study: Study,
     runs: str | Path,
@@ -298,32 +339,12 @@ def run_study(
     from omegaconf import OmegaConf
 
     from scrclf.atomic import write_json, write_text
-    from scrclf.settings import compose, task_set
+    from scrclf.settings import compose
 
     runs, out_dir = Path(runs), Path(out_dir)
-    tasks = task_set()
-    cfg = compose("train")
-    root = Path(str(data_dir)) if data_dir is not None else Path(str(cfg.data.dir))
-    settings = data_settings(dict(cfg.data))
-    files = {s: root / str(cfg.data.splits[s]) for s in ("train", *SPLITS)}
-    data = {s: load_eval_data(f, tasks, settings, name=s) for s, f in files.items()}
-    boots = {
-        s: ClusterBootstrap(data[s].clusters()[0], study.resamples, study.bootstrap_seed)
-        for s in SPLITS
-    }
-    base = baseline_system(study.baseline, tasks, data["train"])
-    baseline_scores = {}
-    for split in SPLITS:
-        base_logits = base.predict(data[split])
-        baseline_scores[split] = score(
-            tasks, base_logits, data[split], boots[split], detailed=False
-        )
-
-    header = {
-        "baseline": study.baseline,
-        "bootstrap": {"resamples": study.resamples, "seed": study.bootstrap_seed},
-        "data": {s: _describe(data[s], files[s]) for s in files},
-    }
+    inputs = study_inputs(study, data_dir)
+    tasks, settings, data = inputs.tasks, inputs.settings, inputs.data
+    boots, baseline_scores, header = inputs.boots, inputs.baseline_scores, inputs.header
     earlier = _earlier_results(out_dir, header) if not train else None
 
     def same_recipe(a: Sequence[str], b: Sequence[str]) -> bool:

@@ -1,0 +1,194 @@
+"""The wide part's settings probed beside trained encoders, without training again.
+
+In logreg mode the encoder learns alone: the wide part is fitted on the training split
+before training, held fixed, and weighed beside the encoder on validation after it
+(:mod:`scrclf.modeling.wide`). A finished run's encoder logits can therefore be paired with a
+wide part fitted under other settings (its n-gram order and inverse regularisation ``C``)
+and scored by the study's rule (:mod:`scrclf.training.selection`: the wide weights and every
+decision refitted on validation, test reported beside the baseline on the same review
+resamples). Each row says what that run would have scored had it been trained with that
+setting: the same encoder, another wide part.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scrclf.errors import SettingsError
+from scrclf.evaluation.evaluate import load_classifier, resolve_model
+from scrclf.tasks import HEADLINE
+from scrclf.training.selection import (
+    LOGITS_CACHE,
+    SPLITS,
+    RunOutputs,
+    Study,
+    StudyInputs,
+    _ci,
+    _scored,
+    run_outputs,
+    study_inputs,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WideSetting:
+    """One wide part to fit: its n-gram order (1 or 2) and inverse regularisation."""
+
+    ngrams: int
+    C: float
+
+    def __post_init__(self) -> None:
+        if self.ngrams not in (1, 2):
+            raise SettingsError(f"wide n-gram order must be 1 or 2, got {self.ngrams!r}")
+        if not self.C > 0:
+            raise SettingsError(f"wide C must be a positive number, got {self.C!r}")
+
+    @property
+    def name(self) -> str:
+        return f"ngrams {self.ngrams}, C {self.C:g}"
+
+
+def _ids_digest(ids: Mapping[str, Sequence[Sequence[int]]], buckets: int) -> str:
+    """Runs whose token ids and bucket count agree get the same fitted wide part."""
+    h = hashlib.sha256(str(buckets).encode())
+    for split in sorted(ids):
+        for seq in ids[split]:
+            h.update(np.asarray(seq, dtype=np.int64).tobytes())
+            h.update(b"|")
+    return h.hexdigest()
+
+
+def _wide_logits(
+    model, ids: Mapping[str, Sequence[Sequence[int]]], inputs: StudyInputs, setting: WideSetting
+) -> dict[str, list[np.ndarray]]:
+    """Fit a wide part with ``setting`` on a copy of the model's and return its logits per
+    scored split, per task in order."""
+    from scrclf.modeling.wide import fit_wide, wide_logits_of
+
+    probe = copy.deepcopy(model)
+    probe.config.wide = {
+        **probe.config.wide,
+        "ngrams": setting.ngrams,
+        "C": setting.C,
+        "mix": {name: 0.0 for name in probe.task_names},
+    }
+    fit_wide(probe, ids["train"], inputs.data["train"].targets(inputs.tasks), inputs.tasks)
+    by_name = {
+        split: dict(zip(probe.task_names, wide_logits_of(probe, ids[split]), strict=True))
+        for split in SPLITS
+    }
+    return {split: [by_name[split][t.name] for t in inputs.tasks] for split in SPLITS}
+
+
+def _row(run: Path, setting: str, trained: bool, scored: Mapping[str, Any]) -> dict[str, Any]:
+    return {"run": run.name, "setting": setting, "as_trained": trained, **scored}
+
+
+def probe_wide(
+    runs: Sequence[str | Path],
+    settings: Sequence[WideSetting],
+    study: Study,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score each finished run with its own wide part and with one fitted under each
+    setting; the data, resamples and baseline are the study's."""
+    inputs = study_inputs(study, data_dir)
+    fitted: dict[tuple[str, WideSetting], dict[str, list[np.ndarray]]] = {}
+    rows = []
+    for run in map(Path, runs):
+        classifier = load_classifier(resolve_model(run), backend="torch")
+        model = getattr(classifier.engine, "model", None)
+        wide = getattr(getattr(model, "config", None), "wide", None)
+        if not wide or wide.get("mode") != "logreg":
+            raise SettingsError(
+                f"{run}: the model has no wide part fitted in logreg mode to probe "
+                f"(model.wide: {wide!r})"
+            )
+        outputs = run_outputs(
+            classifier, inputs.tasks, inputs.data, SPLITS, cache=run / LOGITS_CACHE
+        )
+        own = WideSetting(int(wide["ngrams"]), float(wide["C"]))
+        args = inputs.tasks, outputs, inputs.data, inputs.boots, inputs.baseline_scores
+        rows.append(_row(run, own.name, True, _scored(*args)))
+        ids = {}
+        for split in ("train", *SPLITS):
+            split_data = inputs.data[split]
+            pairs = split_data.findings if classifier.text_pair else None
+            encoded, _ = classifier.encode(split_data.texts, pairs)
+            ids[split] = [list(seq) for seq in encoded["input_ids"]]
+        digest = _ids_digest(ids, int(wide["buckets"]))
+        for setting in settings:
+            key = (digest, setting)
+            if key not in fitted:
+                logger.info("%s: fitting the wide part with %s", run.name, setting.name)
+                fitted[key] = _wide_logits(model, ids, inputs, setting)
+            probed = RunOutputs(outputs.deep, fitted[key])
+            scored = _scored(
+                inputs.tasks, probed, inputs.data, inputs.boots, inputs.baseline_scores
+            )
+            rows.append(_row(run, setting.name, False, scored))
+            logger.info(
+                "%s, %s: validation %s %.3f, test %.3f",
+                run.name,
+                setting.name,
+                HEADLINE,
+                scored["validation"][HEADLINE],
+                scored["test"][HEADLINE],
+            )
+    return {
+        "study": study.name,
+        "baseline": study.baseline,
+        "bootstrap": inputs.header["bootstrap"],
+        "data": inputs.header["data"],
+        "settings": [{"ngrams": s.ngrams, "C": s.C} for s in settings],
+        "rows": rows,
+    }
+
+
+def format_probe(result: Mapping[str, Any]) -> str:
+    """The probe as Markdown: per run, its own wide part and each probed setting."""
+    lines = [
+        "# The wide part's settings beside trained encoders",
+        "",
+        "Each run's encoder logits with a wide part fitted under each setting, the wide "
+        "weights and decisions refitted on validation (the study's rule). Test figures with "
+        f"95% review-bootstrap intervals ({result['bootstrap']['resamples']} resamples); gaps "
+        f"are paired differences to `{result['baseline']}`.",
+        "",
+        "| run | wide part | wide weights (themes / evidence / action_strength) | "
+        "val mean macro-F1 | val themes micro-F1 | test mean macro-F1 | test themes micro-F1 | "
+        "themes micro gap | evidence macro-F1 | action_strength macro-F1 |",
+        "| :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result["rows"]:
+        val, test = row["validation"], row["test"]
+        th = test["tasks"]["themes"]
+        mix = row.get("wide_mix") or {}
+        weights = " / ".join(
+            f"{mix[t]:g}" for t in ("themes", "evidence", "action_strength") if t in mix
+        )
+        setting = row["setting"] + (" (as trained)" if row["as_trained"] else "")
+        cells = [
+            row["run"],
+            setting,
+            weights,
+            f"{val[HEADLINE]:.3f}",
+            f"{val['tasks']['themes']['micro_f1']:.3f}",
+            _ci(test[HEADLINE], test[f"{HEADLINE}_interval"]),
+            _ci(th["micro_f1"], th["micro_f1_interval"]),
+            _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True),
+            f"{test['tasks']['evidence']['macro_f1']:.3f}",
+            f"{test['tasks']['action_strength']['macro_f1']:.3f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
