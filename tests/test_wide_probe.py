@@ -16,27 +16,13 @@ from scrclf.tasks import HEADLINE
 from scrclf.training import wide_probe
 from scrclf.training.selection import read_study
 from scrclf.training.wide_probe import WideSetting, format_probe, probe_wide
-from tests.helpers import ROOT, compose_train
+from tests.helpers import ROOT, train_tiny
 
 
 @pytest.fixture(scope="module")
 def wide_run(toy_corpus, tmp_path_factory) -> Path:
-    from scrclf.training import train
-
     run = tmp_path_factory.mktemp("wide_run") / "wide-s42"
-    train(
-        compose_train(
-            [
-                "model=tiny",
-                f"data.dir={toy_corpus}",
-                f"paths.output_dir={run}",
-                "trainer.max_epochs=1",
-                "trainer.learning_rate=5e-3",
-                "eval_splits=[validation]",
-                "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0}",
-            ]
-        )
-    )
+    train_tiny(toy_corpus, run, "trainer", "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0}")
     return run
 
 
