@@ -31,7 +31,7 @@ from scrclf.training.selection import (
     RunOutputs,
     Study,
     StudyInputs,
-    _ci,
+    _score_cells,
     _scored,
     run_outputs,
     study_inputs,
@@ -90,6 +90,11 @@ def _wide_logits(
     return {split: [by_name[split][t.name] for t in inputs.tasks] for split in SPLITS}
 
 
+def _score(inputs: StudyInputs, outputs: RunOutputs) -> dict[str, Any]:
+    """A run's scores by the study's rule, on the study's data, resamples and baseline."""
+    return _scored(inputs.tasks, outputs, inputs.data, inputs.boots, inputs.baseline_scores)
+
+
 def _row(run: Path, setting: str, trained: bool, scored: Mapping[str, Any]) -> dict[str, Any]:
     return {"run": run.name, "setting": setting, "as_trained": trained, **scored}
 
@@ -118,8 +123,7 @@ def probe_wide(
             classifier, inputs.tasks, inputs.data, SPLITS, cache=run / LOGITS_CACHE
         )
         own = WideSetting(int(wide["ngrams"]), float(wide["C"]))
-        args = inputs.tasks, outputs, inputs.data, inputs.boots, inputs.baseline_scores
-        rows.append(_row(run, own.name, True, _scored(*args)))
+        rows.append(_row(run, own.name, True, _score(inputs, outputs)))
         ids = {}
         for split in ("train", *SPLITS):
             split_data = inputs.data[split]
@@ -132,10 +136,7 @@ def probe_wide(
             if key not in fitted:
                 logger.info("%s: fitting the wide part with %s", run.name, setting.name)
                 fitted[key] = _wide_logits(model, ids, inputs, setting)
-            probed = RunOutputs(outputs.deep, fitted[key])
-            scored = _scored(
-                inputs.tasks, probed, inputs.data, inputs.boots, inputs.baseline_scores
-            )
+            scored = _score(inputs, RunOutputs(outputs.deep, fitted[key]))
             rows.append(_row(run, setting.name, False, scored))
             logger.info(
                 "%s, %s: validation %s %.3f, test %.3f",
@@ -166,29 +167,23 @@ def format_probe(result: Mapping[str, Any]) -> str:
         f"are paired differences to `{result['baseline']}`.",
         "",
         "| run | wide part | wide weights (themes / evidence / action_strength) | "
-        "val mean macro-F1 | val themes micro-F1 | test mean macro-F1 | test themes micro-F1 | "
-        "themes micro gap | evidence macro-F1 | action_strength macro-F1 |",
-        "| :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "val themes micro-F1 | val mean macro-F1 | test mean macro-F1 | themes micro-F1 | "
+        "themes micro gap | themes macro-F1 | evidence macro-F1 | action_strength macro-F1 | "
+        "themes/item (annotated) | max theme share gap |",
+        "| :--- | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
-        val, test = row["validation"], row["test"]
-        th = test["tasks"]["themes"]
         mix = row.get("wide_mix") or {}
         weights = " / ".join(
             f"{mix[t]:g}" for t in ("themes", "evidence", "action_strength") if t in mix
         )
-        setting = row["setting"] + (" (as trained)" if row["as_trained"] else "")
+        themes = row["validation"]["tasks"].get("themes")
         cells = [
             row["run"],
-            setting,
+            row["setting"] + (" (as trained)" if row["as_trained"] else ""),
             weights,
-            f"{val[HEADLINE]:.3f}",
-            f"{val['tasks']['themes']['micro_f1']:.3f}",
-            _ci(test[HEADLINE], test[f"{HEADLINE}_interval"]),
-            _ci(th["micro_f1"], th["micro_f1_interval"]),
-            _ci(th["gap_micro_f1"][0], th["gap_micro_f1"][1], signed=True),
-            f"{test['tasks']['evidence']['macro_f1']:.3f}",
-            f"{test['tasks']['action_strength']['macro_f1']:.3f}",
+            f"{themes['micro_f1']:.3f}" if themes else "",
+            *_score_cells(row),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
