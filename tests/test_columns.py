@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scrclf.data.columns import ColumnMap, apply_column_map, check_columns, normalise_labels
@@ -250,6 +251,10 @@ def test_predictions_as_a_coder_beside_the_humans(tmp_path, capsys):
     assert pairs[("coder_a", "coder_b")]["themes"]["mean_label_kappa"]["value"] == pytest.approx(
         humans["themes"]["mean_label_kappa"]
     )
+    assert pairs[("coder_a", "coder_b")]["themes"]["micro_f1"]["value"] == pytest.approx(
+        humans["themes"]["micro_f1"]
+    )
+    assert pairs[("model", "coder_b")]["themes"]["micro_f1"]["value"] == pytest.approx(1)
     assert pairs[("model", "coder_b")]["action_strength"]["kappa"]["value"] == pytest.approx(1)
     model_a = pairs[("model", "coder_a")]["action_strength"]["kappa"]
     assert model_a["value"] == pytest.approx(humans["action_strength"]["kappa"])
@@ -260,6 +265,18 @@ def test_predictions_as_a_coder_beside_the_humans(tmp_path, capsys):
     assert main([*argv[:-1], "--resamples", "50"]) == 0
     table = capsys.readouterr().out
     assert "| model vs coder A |" in table and "| coder A vs coder B (human) |" in table
+    assert "themes micro-F1 [95% CI]" in table
+
+
+def test_micro_f1_of_label_sets_under_resample_weights():
+    from scrclf.evaluation.human_agreement import micro_f1_replicates
+
+    first = [["a", "b"], ["c"], ["d"]]
+    second = [["a"], ["e"], ["d"]]
+    weights = np.array([[1, 1, 1], [2, 1, 0], [0, 1, 0]], dtype=float)
+    # both coders gave 1, 0, 1 labels; either gave 3, 2, 2
+    assert micro_f1_replicates(first, second, weights) == pytest.approx([2 * 2 / 7, 2 * 2 / 8, 0.0])
+    assert micro_f1_replicates(first, first, weights) == pytest.approx([1, 1, 1])
 
 
 def test_tsv_files_are_read_like_csv(tmp_path):

@@ -51,7 +51,11 @@ def test_default_config_composes():
         (
             ["experiment=long"],
             lambda c: (
-                c.model.name == "minilm" and c.trainer.max_epochs == 6 and c.run_name == "long"
+                c.model.name == "minilm"
+                and c.trainer.max_epochs == 6
+                and c.run_name == "long"
+                and list(c.model.label_attention) == ["themes", "evidence", "action_strength"]
+                and c.model.label_attention_keys == "tokens"
             ),
         ),
         # The command line still wins over an experiment.

@@ -4,8 +4,10 @@ The double-coding file holds two blind human codings of the same items (``coder_
 ``coder_b``) and, optionally, the ``adjudicated`` labels. A model's decisions on those
 items are compared with each of them by the same statistics as the two humans are
 compared with each other (:mod:`scrclf.data.agreement`): Cohen's kappa for single-label
-tasks; for multi-label tasks kappa on the primary (first) label and the mean over labels
-of the per-label kappa. Every kappa carries a percentile interval from a cluster
+tasks; for multi-label tasks kappa on the primary (first) label, the mean over labels
+of the per-label kappa and the micro-F1 of the label sets (the evaluation's headline
+statistic for such a task, so the coders' agreement is a ceiling to read model scores
+against). Every statistic carries a percentile interval from a cluster
 bootstrap over reviews (the items of one review are drawn together), and all pairs share
 the same resamples, so human-vs-human and model-vs-human are measured on the same draws.
 """
@@ -30,6 +32,7 @@ from scrclf.evaluation.bootstrap import (
     few_reviews_warning,
     interval,
 )
+from scrclf.reporting.markdown import STAT_TITLES
 from scrclf.tasks import TaskSet
 
 HUMAN_A, HUMAN_B, ADJUDICATED = "coder_a", "coder_b", "adjudicated"
@@ -150,7 +153,25 @@ def _task_replicates(
         ya = np.asarray([int(label in x) for x in first], dtype=np.int64)
         yb = np.asarray([int(label in x) for x in second], dtype=np.int64)
         per_label.append(kappa_replicates(ya, yb, 2, weights))
-    return {"primary_kappa": primary, "mean_label_kappa": np.mean(per_label, axis=0)}
+    return {
+        "primary_kappa": primary,
+        "mean_label_kappa": np.mean(per_label, axis=0),
+        "micro_f1": micro_f1_replicates(first, second, weights),
+    }
+
+
+def micro_f1_replicates(
+    first: Sequence[Sequence[Any]], second: Sequence[Sequence[Any]], weights: np.ndarray
+) -> np.ndarray:
+    """Micro-F1 of one coding's label sets against the other's under each row of item
+    ``weights``: twice the labels both gave over all labels either gave, summed over items.
+    Symmetric, and the statistic the evaluation reports for a multi-label task, so a model's
+    score against the adjudicated labels reads against the coders' score with each other."""
+    both = np.asarray([len(set(a) & set(b)) for a, b in zip(first, second, strict=True)])
+    given = np.asarray([len(set(a)) + len(set(b)) for a, b in zip(first, second, strict=True)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = 2 * (weights @ both) / (weights @ given)
+    return np.where(weights @ given > 0, f1, 1.0)
 
 
 def coder_agreement(
@@ -258,10 +279,10 @@ def agreement_rows(result: Mapping[str, Any], tasks: TaskSet) -> tuple[list[str]
     conf = int(round(100 * result["bootstrap"]["confidence"]))
     head = ["coders"]
     keys = []
+    first = result["pairs"][0]["tasks"] if result["pairs"] else {}
     for task in tasks:
-        stats = ("primary_kappa", "mean_label_kappa") if task.is_multi_label else ("kappa",)
-        for stat in stats:
-            head.append(f"{task.name} {stat.replace('_', ' ')} [{conf}% CI]")
+        for stat in first.get(task.name, ()):
+            head.append(f"{task.name} {STAT_TITLES.get(stat, stat)} [{conf}% CI]")
             keys.append((task.name, stat))
     rows = []
     for pair in result["pairs"]:

@@ -608,6 +608,14 @@ def _detail_table(index, systems: Sequence[str], ds: Mapping[str, Any]) -> list[
 # ---------------------------------------------------------------------------- profile
 
 
+# Column titles of the agreement statistics (scrclf.evaluation.human_agreement).
+STAT_TITLES = {
+    "primary_kappa": "primary kappa",
+    "mean_label_kappa": "mean label kappa",
+    "micro_f1": "micro-F1",
+}
+
+
 def render_agreement(agreement: Mapping[str, Any]) -> list[str]:
     """The model-vs-human agreement section of the leaderboard."""
     out = ["## Agreement with human coders", ""]
@@ -621,7 +629,8 @@ def render_agreement(agreement: Mapping[str, Any]) -> list[str]:
         f"Each model's decisions as a third coder on the {first['n_items']} double-coded "
         f"items of the eval split ({first['n_reviews']} reviews; `{agreement['file']}`), "
         "beside the two human coders on the same items. Cohen's kappa; multi-label tasks: "
-        "kappa on the primary label and the mean per-label kappa. "
+        "kappa on the primary label, the mean per-label kappa and the micro-F1 of the label "
+        "sets (the coders' micro-F1 with each other is a ceiling for the model's). "
         f"{conf}% intervals from a cluster bootstrap over reviews "
         f"({boot['resamples']} resamples, shared by all pairs).",
         "",
@@ -632,7 +641,7 @@ def render_agreement(agreement: Mapping[str, Any]) -> list[str]:
         keys = []
         for task, stats in pairs[0]["tasks"].items():
             for stat in stats:
-                head.append(f"{task} {stat.replace('_', ' ')}")
+                head.append(f"{task} {STAT_TITLES.get(stat, stat)}")
                 keys.append((task, stat))
         rows = []
         for pair in pairs:
