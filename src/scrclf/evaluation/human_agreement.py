@@ -169,9 +169,10 @@ def micro_f1_replicates(
     score against the adjudicated labels reads against the coders' score with each other."""
     both = np.asarray([len(set(a) & set(b)) for a, b in zip(first, second, strict=True)])
     given = np.asarray([len(set(a)) + len(set(b)) for a, b in zip(first, second, strict=True)])
+    total = weights @ given
     with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = 2 * (weights @ both) / (weights @ given)
-    return np.where(weights @ given > 0, f1, 1.0)
+        f1 = 2 * (weights @ both) / total
+    return np.where(total > 0, f1, 1.0)
 
 
 def coder_agreement(
