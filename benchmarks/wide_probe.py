@@ -2,9 +2,12 @@
 
     python benchmarks/wide_probe.py outputs/study/<run> [<run> ...]
     python benchmarks/wide_probe.py outputs/study/<run> --ngrams 1,2 --C 2,4,8,16
+    python benchmarks/wide_probe.py outputs/study/<run> --ngrams 2 --C 4 --text-only none themes
 
 Each finished run (logreg wide part) is scored with its own wide part and with one fitted on
-the training split under every combination of ``--ngrams`` and ``--C``: the same encoder
+the training split under every combination of ``--ngrams``, ``--C`` and ``--text-only`` (the
+tasks whose wide logits read the recommendation text alone, ``+``-joined, or ``none``; each
+value one setting): the same encoder
 logits, the wide weights and decisions refitted on validation, test reported with the
 study's review resamples beside its baseline (``--study``). Results go to
 ``<out>/wide_probe.json`` and ``.md``. The logic is ``scrclf.training.wide_probe``.
@@ -35,15 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="finished run folders")
     parser.add_argument("--ngrams", default="1,2", help="n-gram orders, comma-separated")
     parser.add_argument("--C", default="2,4,8,16", help="inverse regularisations")
+    parser.add_argument(
+        "--text-only",
+        nargs="+",
+        default=["none"],
+        help="per setting, the tasks whose wide logits read the text alone (a+b, or none)",
+    )
     parser.add_argument("--study", default=str(ROOT / "benchmarks" / "model_selection.yaml"))
     parser.add_argument("--data", default=None, help="corpus folder (default: the config's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
+        text_only = [
+            () if value == "none" else tuple(t for t in value.split("+") if t)
+            for value in args.text_only
+        ]
         settings = [
-            WideSetting(n, c)
-            for n, c in product(_numbers(args.ngrams, int), _numbers(args.C, float))
+            WideSetting(n, c, t)
+            for n, c, t in product(_numbers(args.ngrams, int), _numbers(args.C, float), text_only)
         ]
         result = probe_wide(args.runs, settings, read_study(args.study), args.data)
     except (ScrClfError, ValueError) as err:

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from scrclf.calibration import fit_mix
 from scrclf.modeling.encoders import build_model, load_tokenizer
+from scrclf.modeling.model import first_segment
 from scrclf.modeling.wide import feature_matrix, fit_wide, smooth_idf, wide_logits_of
 from scrclf.tasks import TaskSet
 from tests.helpers import CONFIG_DIR, compose_train
@@ -72,6 +73,85 @@ def test_feature_matrix_matches_the_models_own_wide_logits(model_and_ids, tasks)
     assert np.allclose(smooth_idf(model, ids), idf, atol=1e-5)
 
 
+FINDINGS = [
+    "The police held information that was never passed on.",
+    "No agency audited its records of supervision.",
+    "Training had lapsed for most staff.",
+] * 8
+
+
+@pytest.fixture(scope="module")
+def text_only_model(tasks):
+    """A tiny model whose themes' wide logits read the recommendation text alone, and the
+    token ids of text-finding pairs."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
+    cfg["wide"] = {"buckets": 4096, "ngrams": 2, "mode": "logreg", "C": 4.0}
+    cfg["wide"]["text_only"] = ["themes"]
+    model = build_model(cfg, tasks, max_length=64).eval()
+    tokenizer = load_tokenizer(cfg)
+    ids = tokenizer(TEXTS, FINDINGS[: len(TEXTS)])["input_ids"]
+    fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
+    return model, tokenizer, ids
+
+
+def test_first_segment_ends_at_the_first_separator():
+    sep = 102
+    ids = torch.tensor([[101, 7, 8, sep, 9, 10, sep, 0], [101, 7, sep, 0, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    assert first_segment(ids, mask, sep).tolist() == [
+        [1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0, 0],
+    ]
+
+
+def test_build_model_takes_the_separator_from_the_tokenizer(text_only_model):
+    model, tokenizer, _ = text_only_model
+    assert model.config.wide["text_only"] == ["themes"]
+    assert model.config.wide["sep_token_id"] == tokenizer.sep_token_id
+
+
+def test_text_only_wide_logits_ignore_the_finding(text_only_model):
+    model, tokenizer, ids = text_only_model
+    themes, evidence, _ = wide_logits_of(model, ids)
+    other = tokenizer(TEXTS, ["An unrelated finding about housing."] * len(TEXTS))["input_ids"]
+    themes_other, evidence_other, _ = wide_logits_of(model, other)
+    alone = wide_logits_of(model, tokenizer(TEXTS)["input_ids"])[0]
+    np.testing.assert_allclose(themes_other, themes, atol=1e-5)
+    np.testing.assert_allclose(alone, themes, atol=1e-5)
+    assert np.abs(evidence_other - evidence).max() > 1e-3  # evidence reads the finding
+
+
+def test_text_only_features_match_the_models_own_wide_logits(text_only_model, tasks):
+    model, _, ids = text_only_model
+    idf = model.wide_idf.numpy().astype(np.float64)
+    weight = model.wide.weight.detach().numpy().astype(np.float64)
+    themes = slice(0, tasks["themes"].num_labels)
+    rest = slice(tasks["themes"].num_labels, None)
+    got = np.concatenate(wide_logits_of(model, ids), axis=1)
+    text = feature_matrix(model, ids, idf, text_only=True) @ weight
+    whole = feature_matrix(model, ids, idf) @ weight
+    np.testing.assert_allclose(got[:, themes], text[:, themes], atol=1e-4)
+    np.testing.assert_allclose(got[:, rest], whole[:, rest], atol=1e-4)
+    assert not np.allclose(text[:, themes], whole[:, themes], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("wide", "message"),
+    [
+        ({"text_only": "themes"}, "must be a list of task names"),
+        ({"text_only": ["topics"], "sep_token_id": 102}, "unknown tasks"),
+        ({"text_only": ["themes"]}, "needs the tokenizer's separator"),
+        ({"text_only": ["themes"], "sep_token_id": -1}, "must be a token id"),
+    ],
+)
+def test_text_only_settings_are_checked(tasks, wide, message):
+    from scrclf.errors import SettingsError
+    from scrclf.modeling.model import ScrClfConfig
+
+    with pytest.raises(SettingsError, match=message):
+        ScrClfConfig(tasks=tasks.to_list(), wide={"buckets": 64, "mode": "logreg", **wide})
+
+
 def test_fitted_wide_part_separates_the_cued_labels(model_and_ids, tasks):
     model, ids = model_and_ids
     fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
@@ -107,7 +187,7 @@ def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corp
                 "trainer.max_epochs=1",
                 "trainer.learning_rate=5e-3",
                 "eval_splits=[validation]",
-                "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0}",
+                "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0,text_only:[themes]}",
             ]
         )
     )
@@ -117,14 +197,27 @@ def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corp
     assert saved["wide"]["mix"] == mix and set(mix) == {"themes", "evidence", "action_strength"}
     clf = load(run / "model", backend="torch")
     assert clf.engine.model.wide_idf.max() > 1.0  # the fitted IDF came back
+    assert saved["wide"]["text_only"] == ["themes"] and saved["wide"]["sep_token_id"] == 102
     texts = ["The board should audit supervision.", "Training for GPs on bruising."]
-    logits = clf.logits(texts)
+    findings = ["Supervision was rare.", None]
+    logits = clf.logits(texts, findings)
     export_onnx(clf.engine.model, tmp_path / "model.onnx")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"))
-    enc = clf.encode(texts, None)[0]
+    enc = clf.encode(texts, findings)[0]
     outputs = session.run(None, clf.pad(enc, [0, 1]))
     for got, want in zip(outputs, logits, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-4)
     assert torch.is_tensor(clf.engine.model.wide.weight)
+
+
+def test_model_card_names_the_tasks_that_read_the_text_alone():
+    from scrclf.export.build import wide_text
+
+    wide = {"buckets": 8, "ngrams": 2, "mode": "logreg", "C": 4.0, "mix": {"themes": 1.5}}
+    assert "alone" not in wide_text(wide)
+    text = wide_text({**wide, "text_only": ["themes"], "sep_token_id": 102})
+    assert text.endswith(
+        "(themes 1.5); for themes it reads the recommendation text alone, not the finding"
+    )

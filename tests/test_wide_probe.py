@@ -41,9 +41,9 @@ def test_the_runs_own_setting_refitted_gives_its_scores_and_fits_are_shared(
     fits = []
     fit = wide_probe._wide_logits
     monkeypatch.setattr(
-        wide_probe, "_wide_logits", lambda *a, **k: fits.append(a[-1]) or fit(*a, **k)
+        wide_probe, "_wide_logits", lambda *a, **k: fits.append(a[3]) or fit(*a, **k)
     )
-    settings = [WideSetting(2, 4.0), WideSetting(1, 0.5)]
+    settings = [WideSetting(2, 4.0), WideSetting(1, 0.5), WideSetting(2, 4.0, ("themes",))]
     result = probe_wide([wide_run, twin], settings, study, data_dir=toy_corpus)
 
     rows = result["rows"]
@@ -54,21 +54,31 @@ def test_the_runs_own_setting_refitted_gives_its_scores_and_fits_are_shared(
             ("ngrams 2, C 4", True),
             ("ngrams 2, C 4", False),
             ("ngrams 1, C 0.5", False),
+            ("ngrams 2, C 4, text alone: themes", False),
         )
     ]
     # The same token ids and buckets: one fit per setting serves both runs.
     assert fits == settings
-    own, refit, other = rows[:3]
+    own, refit, other, text_only = rows[:4]
     # Fitting the run's own setting again reproduces the wide part it was trained with.
     for split in ("validation", "test"):
         assert refit[split][HEADLINE] == pytest.approx(own[split][HEADLINE], abs=1e-9)
     assert refit["wide_mix"] == own["wide_mix"]
     assert set(other["wide_mix"]) == {"themes", "evidence", "action_strength"}
-    assert result["settings"] == [{"ngrams": 2, "C": 4.0}, {"ngrams": 1, "C": 0.5}]
+    assert result["settings"] == [
+        {"ngrams": 2, "C": 4.0, "text_only": []},
+        {"ngrams": 1, "C": 0.5, "text_only": []},
+        {"ngrams": 2, "C": 4.0, "text_only": ["themes"]},
+    ]
+    # Themes read the text alone: only their scores can move; the other tasks' wide part is
+    # the run's own.
+    for split in ("validation", "test"):
+        for task in ("evidence", "action_strength"):
+            assert text_only[split]["tasks"][task] == refit[split]["tasks"][task]
 
     table = format_probe(result)
     assert table.count("(as trained)") == 2 and "ngrams 1, C 0.5" in table
-    assert len([line for line in table.splitlines() if line.startswith("| wide-s42")]) == 3
+    assert len([line for line in table.splitlines() if line.startswith("| wide-s42")]) == 4
 
 
 def test_a_run_without_a_fitted_wide_part_is_refused(tiny_run, toy_corpus, study):

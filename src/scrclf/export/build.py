@@ -113,17 +113,23 @@ def wide_text(wide: Mapping[str, Any] | None) -> str:
     if not wide:
         return ""
     grams = "unigrams and bigrams" if wide.get("ngrams", 2) == 2 else "unigrams"
+    text_only = wide.get("text_only") or []
+    reads = (
+        f"; for {_names(text_only)} it reads the recommendation text alone, not the finding"
+        if text_only
+        else ""
+    )
     if wide.get("mode") == "logreg":
         mix = wide.get("mix") or {}
         weights = ", ".join(f"{task} {weight:g}" for task, weight in mix.items())
         return (
             f", plus a wide part: a logistic regression over IDF-weighted hashed token {grams} "
             f"({wide['buckets']} buckets), fitted on the training split and added to the heads' "
-            f"logits with weights fitted on validation ({weights})"
+            f"logits with weights fitted on validation ({weights}){reads}"
         )
     return (
         f", plus a wide part: a linear model over hashed token {grams} ({wide['buckets']} "
-        "buckets) trained with the encoder and added to the heads' logits"
+        f"buckets) trained with the encoder and added to the heads' logits{reads}"
     )
 
 

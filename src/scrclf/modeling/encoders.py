@@ -67,6 +67,10 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     # config's own default (what a model saved before that setting existed means).
     common: dict[str, Any] = {k: model_cfg[k] for k in MODEL_SETTINGS if k in model_cfg}
     common["max_seq_length"] = int(max_length)
+    wide = common.get("wide")
+    if wide and wide.get("text_only") and wide.get("sep_token_id") is None:
+        # The first segment ends at the tokenizer's separator.
+        common["wide"] = {**wide, "sep_token_id": load_tokenizer(model_cfg).sep_token_id}
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:
         config = ScrClfConfig(encoder=dict(encoder_config), tasks=tasks.to_list(), **common)

@@ -31,7 +31,7 @@ POOLING_MODES = ("mean", "cls")
 # Bigram ids are hashed as ``(first * WIDE_HASH_MULTIPLIER + second) mod buckets``; the
 # multiplier is a prime larger than any vocabulary, so distinct bigrams rarely collide.
 WIDE_HASH_MULTIPLIER = 1_000_003
-WIDE_KEYS = {"buckets", "ngrams", "mode", "C", "mix"}
+WIDE_KEYS = {"buckets", "ngrams", "mode", "C", "mix", "text_only", "sep_token_id"}
 # joint: trained with the encoder by the optimizer, added to the heads' logits.
 # logreg: fitted before training as a logistic regression over IDF-weighted n-grams and held
 # fixed; the encoder learns alone, and the weight of the wide logits per task is fitted on
@@ -58,7 +58,9 @@ def check_wide(wide: Any) -> dict[str, Any] | None:
     """The ``wide`` setting checked and completed, or None when off.
 
     ``{"buckets": int, "ngrams": 1 | 2, "mode": "joint" | "logreg", "C": float,
-    "mix": {task: float} | None}``.
+    "mix": {task: float} | None}``, plus ``text_only`` (the tasks whose wide logits read the
+    first segment alone, the recommendation text without its finding) and ``sep_token_id``
+    (the tokenizer's separator, which ends that segment) when any task reads the text alone.
     """
     if wide is None or wide is False:
         return None
@@ -87,13 +89,35 @@ def check_wide(wide: Any) -> dict[str, Any] | None:
         ):
             raise SettingsError(f"model.wide.mix must map task names to weights >= 0, got {mix!r}")
         mix = {str(k): float(v) for k, v in mix.items()}
-    return {
+    text_only = wide.get("text_only") or []
+    if isinstance(text_only, str) or not isinstance(text_only, (list, tuple)):
+        raise SettingsError(f"model.wide.text_only must be a list of task names, got {text_only!r}")
+    text_only = [str(name) for name in text_only]
+    sep = wide.get("sep_token_id")
+    if sep is not None and (not isinstance(sep, int) or isinstance(sep, bool) or sep < 0):
+        raise SettingsError(f"model.wide.sep_token_id must be a token id, got {sep!r}")
+    out = {
         "buckets": int(buckets),
         "ngrams": int(ngrams),
         "mode": mode,
         "C": float(c),
         "mix": mix,
     }
+    if text_only:
+        # Kept out of the config when empty, so a model saved before the setting existed
+        # and one saved without it have the same config.
+        out["text_only"] = text_only
+        out["sep_token_id"] = sep
+    return out
+
+
+def first_segment(input_ids: torch.Tensor, attention_mask: torch.Tensor, sep_token_id: int):
+    """The attention mask of the first segment of each sequence: its tokens up to and with
+    the first separator (the recommendation text of a text-finding pair; the whole sequence
+    when there is no second segment)."""
+    is_sep = (input_ids == sep_token_id).to(torch.int64)
+    before = torch.cumsum(is_sep, dim=1) - is_sep  # separators strictly before each token
+    return attention_mask * (before == 0).to(attention_mask.dtype)
 
 
 def wide_features(
@@ -154,6 +178,18 @@ class ScrClfConfig(PretrainedConfig):
                     f"model.label_attention names unknown tasks {sorted(unknown)}; "
                     f"tasks are {[t['name'] for t in self.tasks]}"
                 )
+            text_only = (self.wide or {}).get("text_only") or []
+            unknown = set(text_only) - {t["name"] for t in self.tasks}
+            if unknown:
+                raise SettingsError(
+                    f"model.wide.text_only names unknown tasks {sorted(unknown)}; "
+                    f"tasks are {[t['name'] for t in self.tasks]}"
+                )
+        if self.wide and self.wide.get("text_only") and self.wide.get("sep_token_id") is None:
+            raise SettingsError(
+                "model.wide.text_only needs the tokenizer's separator (model.wide.sep_token_id), "
+                "which build_model sets from model.tokenizer"
+            )
 
     def set_label_maps(self) -> None:
         """The label names of every head: ``head_id2label[task][i]`` and ``head_label2id``
@@ -479,19 +515,41 @@ class ScrClfModel(PreTrainedModel):
         Each token id and (with ``ngrams: 2``) each pair of neighbouring ids picks a bucket;
         the bucket vectors of an item are summed, weighted by the bucket's IDF (logreg mode;
         1 otherwise), and divided by the Euclidean norm of the weights, as a length-normalised
-        bag of n-grams.
+        bag of n-grams. The tasks in ``text_only`` read the bag of the first segment's n-grams
+        (:func:`first_segment`) instead of the whole sequence's.
         """
         assert self.wide is not None and self.config.wide is not None
-        features, weight = wide_features(
-            input_ids, attention_mask, self.config.wide["buckets"], self.config.wide["ngrams"]
-        )
-        weight = weight.to(self.wide.weight.dtype)
+        wide = self.config.wide
+        features, weight = wide_features(input_ids, attention_mask, wide["buckets"], wide["ngrams"])
+        vectors = self.wide(features)
+        dtype = self.wide.weight.dtype
         idf = getattr(self, "wide_idf", None)
-        if isinstance(idf, torch.Tensor):
-            weight = weight * idf[features]
-        summed = (self.wide(features) * weight.unsqueeze(-1)).sum(dim=1)
-        norm = (weight * weight).sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
-        return summed / norm
+        idf = idf[features] if isinstance(idf, torch.Tensor) else None
+
+        def bag(weight: torch.Tensor) -> torch.Tensor:
+            weight = weight.to(dtype)
+            if idf is not None:
+                weight = weight * idf
+            summed = (vectors * weight.unsqueeze(-1)).sum(dim=1)
+            norm = (weight * weight).sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+            return summed / norm
+
+        logits = bag(weight)
+        text_only = set(wide.get("text_only") or ())
+        if text_only:
+            # The same n-grams, those of the first segment alone (the recommendation text).
+            mask = first_segment(input_ids, attention_mask, wide["sep_token_id"])
+            _, text_weight = wide_features(input_ids, mask, wide["buckets"], wide["ngrams"])
+            columns = torch.tensor(
+                [
+                    name in text_only
+                    for name, count in zip(self.task_names, self._label_counts, strict=True)
+                    for _ in range(count)
+                ],
+                device=logits.device,
+            )
+            logits = torch.where(columns, bag(text_weight), logits)
+        return logits
 
     def wide_mix(self) -> list[float]:
         """The weight of the wide logits per task: 1 when trained jointly; in logreg mode the

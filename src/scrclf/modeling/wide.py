@@ -8,6 +8,11 @@ logistic regression per task (one-vs-rest for multi-label tasks; balanced class 
 the TF-IDF baseline). After training, ``fit_mix`` picks per task the weight of the wide
 logits that gives the best validation macro-F1 of ``encoder + weight x wide``
 (:func:`scrclf.calibration.fit_mix`).
+
+The tasks in ``wide.text_only`` (themes, by default) are fitted on the n-grams of the
+recommendation text alone, the first segment of the text-finding pair: what a
+recommendation asks for is in its own words, and a finding's words describe the case. On
+validation this lifted every trained encoder's themes (docs/model_selection.md).
 """
 
 from __future__ import annotations
@@ -26,20 +31,22 @@ logger = logging.getLogger(__name__)
 Items = list[tuple[np.ndarray, np.ndarray]]
 
 
-def item_features(model, input_ids: Sequence[Sequence[int]]) -> Items:
+def item_features(model, input_ids: Sequence[Sequence[int]], text_only: bool = False) -> Items:
     """Per item, the bucket ids of its n-grams and their 0/1 weights, as the model computes
-    them (:func:`scrclf.modeling.model.wide_features`)."""
+    them (:func:`scrclf.modeling.model.wide_features`); with ``text_only``, those of the
+    first segment alone, as the model computes them for the tasks in ``wide.text_only``."""
     import torch
 
-    from scrclf.modeling.model import wide_features
+    from scrclf.modeling.model import first_segment, wide_features
 
     wide = model.config.wide
     items = []
     for ids in input_ids:
         tensor = torch.as_tensor([list(ids)], dtype=torch.long)
-        features, weight = wide_features(
-            tensor, torch.ones_like(tensor), wide["buckets"], wide["ngrams"]
-        )
+        mask = torch.ones_like(tensor)
+        if text_only:
+            mask = first_segment(tensor, mask, wide["sep_token_id"])
+        features, weight = wide_features(tensor, mask, wide["buckets"], wide["ngrams"])
         items.append((features[0].numpy(), weight[0].numpy().astype(np.float64)))
     return items
 
@@ -70,10 +77,16 @@ def _idf(items: Items, buckets: int) -> np.ndarray:
     return np.log((1.0 + len(items)) / (1.0 + df)) + 1.0
 
 
-def feature_matrix(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | None = None):
+def feature_matrix(
+    model,
+    input_ids: Sequence[Sequence[int]],
+    idf: np.ndarray | None = None,
+    text_only: bool = False,
+):
     """The wide features of token-id lists as a sparse ``[items, buckets]`` matrix, weighted
-    by ``idf`` (or 1) and normalised as in :meth:`ScrClfModel.wide_logits`."""
-    return _matrix(item_features(model, input_ids), model.config.wide["buckets"], idf)
+    by ``idf`` (or 1) and normalised as in :meth:`ScrClfModel.wide_logits` (``text_only``:
+    of the first segment alone)."""
+    return _matrix(item_features(model, input_ids, text_only), model.config.wide["buckets"], idf)
 
 
 def smooth_idf(model, input_ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -92,19 +105,31 @@ def fit_wide(
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    c = float(model.config.wide["C"])
-    # The n-grams of every item, computed once for the IDF and the weighted matrix.
+    wide = model.config.wide
+    c = float(wide["C"])
+    # The n-grams of every item, computed once for the IDF and the weighted matrix. One IDF
+    # (of whole items) weighs both bags; the tasks in text_only are fitted on the bag of the
+    # first segment's n-grams, as the model computes it for them.
     items = item_features(model, input_ids)
-    idf = _idf(items, model.config.wide["buckets"])
-    x = _matrix(items, model.config.wide["buckets"], idf)
-    weight = np.zeros((x.shape[1], sum(t.num_labels for t in tasks)), dtype=np.float32)
+    idf = _idf(items, wide["buckets"])
+    x_all = _matrix(items, wide["buckets"], idf)
+    text_only = set(wide.get("text_only") or ())
+    x_text = (
+        _matrix(item_features(model, input_ids, text_only=True), wide["buckets"], idf)
+        if text_only
+        else None
+    )
+    weight = np.zeros((x_all.shape[1], sum(t.num_labels for t in tasks)), dtype=np.float32)
     offset = 0
     report: dict[str, Any] = {
         "C": c,
-        "items": x.shape[0],
+        "items": x_all.shape[0],
         "buckets_used": int((idf < idf.max()).sum()),
     }
+    if text_only:
+        report["text_only"] = sorted(text_only)
     for task in tasks:
+        x = x_text if task.name in text_only and x_text is not None else x_all
         y = np.asarray(targets[task.name])
         block = np.zeros((x.shape[1], task.num_labels), dtype=np.float32)
         if task.is_multi_label:
@@ -132,7 +157,7 @@ def fit_wide(
     with torch.no_grad():
         model.wide.weight.copy_(torch.from_numpy(weight))
         model.wide_idf.copy_(torch.from_numpy(idf.astype(np.float32)))
-    logger.info("wide part fitted: logistic regression (C=%g) on %d items", c, x.shape[0])
+    logger.info("wide part fitted: logistic regression (C=%g) on %d items", c, x_all.shape[0])
     return report
 
 

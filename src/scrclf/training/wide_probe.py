@@ -3,7 +3,8 @@
 In logreg mode the encoder learns alone: the wide part is fitted on the training split
 before training, held fixed, and weighed beside the encoder on validation after it
 (:mod:`scrclf.modeling.wide`). A finished run's encoder logits can therefore be paired with a
-wide part fitted under other settings (its n-gram order and inverse regularisation ``C``)
+wide part fitted under other settings (its n-gram order, inverse regularisation ``C``, and
+which tasks read the recommendation text alone)
 and scored by the study's rule (:mod:`scrclf.training.selection`: the wide weights and every
 decision refitted on validation, test reported beside the baseline on the same review
 resamples). Each row says what that run would have scored had it been trained with that
@@ -42,10 +43,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WideSetting:
-    """One wide part to fit: its n-gram order (1 or 2) and inverse regularisation."""
+    """One wide part to fit: its n-gram order (1 or 2), inverse regularisation, and the tasks
+    whose wide logits read the recommendation text alone (``model.wide.text_only``)."""
 
     ngrams: int
     C: float
+    text_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ngrams not in (1, 2):
@@ -55,7 +58,8 @@ class WideSetting:
 
     @property
     def name(self) -> str:
-        return f"ngrams {self.ngrams}, C {self.C:g}"
+        text = f", text alone: {' + '.join(self.text_only)}" if self.text_only else ""
+        return f"ngrams {self.ngrams}, C {self.C:g}{text}"
 
 
 def _ids_digest(ids: Mapping[str, Sequence[Sequence[int]]], buckets: int) -> str:
@@ -69,19 +73,33 @@ def _ids_digest(ids: Mapping[str, Sequence[Sequence[int]]], buckets: int) -> str
 
 
 def _wide_logits(
-    model, ids: Mapping[str, Sequence[Sequence[int]]], inputs: StudyInputs, setting: WideSetting
+    model,
+    ids: Mapping[str, Sequence[Sequence[int]]],
+    inputs: StudyInputs,
+    setting: WideSetting,
+    sep_token_id: int | None,
 ) -> dict[str, list[np.ndarray]]:
     """Fit a wide part with ``setting`` on a copy of the model's and return its logits per
     scored split, per task in order."""
+    from scrclf.modeling.model import check_wide
     from scrclf.modeling.wide import fit_wide, wide_logits_of
 
     probe = copy.deepcopy(model)
-    probe.config.wide = {
-        **probe.config.wide,
-        "ngrams": setting.ngrams,
-        "C": setting.C,
-        "mix": {name: 0.0 for name in probe.task_names},
-    }
+    unknown = set(setting.text_only) - set(probe.task_names)
+    if unknown:
+        raise SettingsError(
+            f"text alone: unknown tasks {sorted(unknown)}; tasks are {probe.task_names}"
+        )
+    probe.config.wide = check_wide(
+        {
+            **probe.config.wide,
+            "ngrams": setting.ngrams,
+            "C": setting.C,
+            "mix": {name: 0.0 for name in probe.task_names},
+            "text_only": list(setting.text_only),
+            "sep_token_id": sep_token_id,
+        }
+    )
     fit_wide(probe, ids["train"], inputs.data["train"].targets(inputs.tasks), inputs.tasks)
     by_name = {
         split: dict(zip(probe.task_names, wide_logits_of(probe, ids[split]), strict=True))
@@ -122,7 +140,8 @@ def probe_wide(
         outputs = run_outputs(
             classifier, inputs.tasks, inputs.data, SPLITS, cache=run / LOGITS_CACHE
         )
-        own = WideSetting(int(wide["ngrams"]), float(wide["C"]))
+        own = WideSetting(int(wide["ngrams"]), float(wide["C"]), tuple(wide.get("text_only") or ()))
+        sep_token_id = classifier.tokenizer.sep_token_id
         rows.append(_row(run, own.name, True, _score(inputs, outputs)))
         ids = {}
         for split in ("train", *SPLITS):
@@ -135,7 +154,7 @@ def probe_wide(
             key = (digest, setting)
             if key not in fitted:
                 logger.info("%s: fitting the wide part with %s", run.name, setting.name)
-                fitted[key] = _wide_logits(model, ids, inputs, setting)
+                fitted[key] = _wide_logits(model, ids, inputs, setting, sep_token_id)
             scored = _score(inputs, RunOutputs(outputs.deep, fitted[key]))
             rows.append(_row(run, setting.name, False, scored))
             logger.info(
@@ -151,7 +170,9 @@ def probe_wide(
         "baseline": study.baseline,
         "bootstrap": inputs.header["bootstrap"],
         "data": inputs.header["data"],
-        "settings": [{"ngrams": s.ngrams, "C": s.C} for s in settings],
+        "settings": [
+            {"ngrams": s.ngrams, "C": s.C, "text_only": list(s.text_only)} for s in settings
+        ],
         "rows": rows,
     }
 
