@@ -23,6 +23,7 @@ def test_default_config_composes():
     assert cfg.trainer.name == "cpu"
     assert cfg.data.name == "scr_recs"
     assert cfg.model.pooling == "mean"
+    assert cfg.model.wide.mode == "logreg" and list(cfg.model.wide.text_only) == ["themes"]
     assert cfg.data.dir.endswith("data/scr_recs")
     tasks = TaskSet.from_config(cfg.task.tasks)
     assert tasks.names == ["themes", "evidence", "action_strength"]
