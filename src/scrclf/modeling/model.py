@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +55,14 @@ def check_label_attention(value: Any) -> list[str] | None:
     return names or None
 
 
-def check_wide(wide: Any) -> dict[str, Any] | None:
+def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The ``wide`` setting checked and completed, or None when off.
 
     ``{"buckets": int, "ngrams": 1 | 2, "mode": "joint" | "logreg", "C": float,
     "mix": {task: float} | None}``, plus ``text_only`` (the tasks whose wide logits read the
     first segment alone, the recommendation text without its finding) and ``sep_token_id``
     (the tokenizer's separator, which ends that segment) when any task reads the text alone.
+    With ``task_names``, ``text_only`` may name only those tasks.
     """
     if wide is None or wide is False:
         return None
@@ -96,6 +98,17 @@ def check_wide(wide: Any) -> dict[str, Any] | None:
     sep = wide.get("sep_token_id")
     if sep is not None and (not isinstance(sep, int) or isinstance(sep, bool) or sep < 0):
         raise SettingsError(f"model.wide.sep_token_id must be a token id, got {sep!r}")
+    unknown = set(text_only) - set(task_names) if task_names else set()
+    if unknown:
+        raise SettingsError(
+            f"model.wide.text_only names unknown tasks {sorted(unknown)}; "
+            f"tasks are {list(task_names or ())}"
+        )
+    if text_only and sep is None:
+        raise SettingsError(
+            "model.wide.text_only needs the tokenizer's separator (model.wide.sep_token_id), "
+            "which build_model sets from model.tokenizer"
+        )
     out = {
         "buckets": int(buckets),
         "ngrams": int(ngrams),
@@ -163,7 +176,7 @@ class ScrClfConfig(PretrainedConfig):
         self.dropout = float(dropout)
         self.max_seq_length = int(max_seq_length)
         self.text_pair = bool(text_pair)
-        self.wide = check_wide(wide)
+        self.wide = check_wide(wide, [t["name"] for t in self.tasks])
         self.label_attention = check_label_attention(label_attention)
         self.label_attention_keys = check_label_attention_keys(label_attention_keys)
         for derived in ("head_id2label", "head_label2id", "id2label", "label2id", "num_labels"):
@@ -178,18 +191,6 @@ class ScrClfConfig(PretrainedConfig):
                     f"model.label_attention names unknown tasks {sorted(unknown)}; "
                     f"tasks are {[t['name'] for t in self.tasks]}"
                 )
-            text_only = (self.wide or {}).get("text_only") or []
-            unknown = set(text_only) - {t["name"] for t in self.tasks}
-            if unknown:
-                raise SettingsError(
-                    f"model.wide.text_only names unknown tasks {sorted(unknown)}; "
-                    f"tasks are {[t['name'] for t in self.tasks]}"
-                )
-        if self.wide and self.wide.get("text_only") and self.wide.get("sep_token_id") is None:
-            raise SettingsError(
-                "model.wide.text_only needs the tokenizer's separator (model.wide.sep_token_id), "
-                "which build_model sets from model.tokenizer"
-            )
 
     def set_label_maps(self) -> None:
         """The label names of every head: ``head_id2label[task][i]`` and ``head_label2id``

@@ -85,11 +85,6 @@ def _wide_logits(
     from scrclf.modeling.wide import fit_wide, wide_logits_of
 
     probe = copy.deepcopy(model)
-    unknown = set(setting.text_only) - set(probe.task_names)
-    if unknown:
-        raise SettingsError(
-            f"text alone: unknown tasks {sorted(unknown)}; tasks are {probe.task_names}"
-        )
     probe.config.wide = check_wide(
         {
             **probe.config.wide,
@@ -98,7 +93,8 @@ def _wide_logits(
             "mix": {name: 0.0 for name in probe.task_names},
             "text_only": list(setting.text_only),
             "sep_token_id": sep_token_id,
-        }
+        },
+        probe.task_names,
     )
     fit_wide(probe, ids["train"], inputs.data["train"].targets(inputs.tasks), inputs.tasks)
     by_name = {
