@@ -89,18 +89,27 @@ def heads_text(
     tasks: Sequence[str],
     label_attention: Sequence[str] | None,
     keys: str = DEFAULT_LABEL_ATTENTION_KEYS,
+    text_only: Sequence[str] | None = None,
 ) -> str:
     """The model card's words for the task heads."""
     attending = [t for t in tasks if t in set(label_attention or ())]
     if not attending:
-        return "masked mean pooling, one linear head per task"
-    linear = [t for t in tasks if t not in attending]
-    text = (
-        f"one head per task: {_names(attending)} attend over the tokens once per label (a "
-        f"query and a weight vector per label; {KEYS_TEXT[keys]})"
-    )
-    if linear:
-        text += f", {_names(linear)} linear over the masked mean of the tokens"
+        text = "masked mean pooling, one linear head per task"
+    else:
+        linear = [t for t in tasks if t not in attending]
+        text = (
+            f"one head per task: {_names(attending)} attend over the tokens once per label (a "
+            f"query and a weight vector per label; {KEYS_TEXT[keys]})"
+        )
+        if linear:
+            text += f", {_names(linear)} linear over the masked mean of the tokens"
+    reading = [t for t in tasks if t in set(text_only or ())]
+    if reading:
+        verb = "reads" if len(reading) == 1 else "read"
+        text += (
+            f"; the head{'s' if len(reading) > 1 else ''} of {_names(reading)} {verb} the "
+            "recommendation text's tokens alone, not the finding's"
+        )
     return text
 
 
@@ -501,6 +510,7 @@ def model_card(
     wide: Mapping[str, Any] | None = None,
     label_attention: Sequence[str] | None = None,
     label_attention_keys: str = DEFAULT_LABEL_ATTENTION_KEYS,
+    text_only_heads: Sequence[str] | None = None,
 ) -> str:
     """``README.md`` of an export: a Hugging Face model card with front matter."""
     import yaml
@@ -600,7 +610,9 @@ def model_card(
             "data_lines": "\n".join(data_lines),
             "label_rows": "\n".join(label_rows),
             "decision_rule": DECISION_RULE,
-            "heads": heads_text([t["name"] for t in tasks], label_attention, label_attention_keys),
+            "heads": heads_text(
+                [t["name"] for t in tasks], label_attention, label_attention_keys, text_only_heads
+            ),
             "wide": wide_text(wide),
             "evaluation_rows": "\n".join(evaluation_rows),
             "tuning": tuning,
@@ -709,6 +721,7 @@ def export_model(
             wide=source.config.get("wide"),
             label_attention=source.config.get("label_attention"),
             label_attention_keys=saved_label_attention_keys(source.config),
+            text_only_heads=source.config.get("text_only_heads"),
         )
         atomic.write_text(tmp / MODEL_CARD_FILE, card)
         atomic.write_json(tmp / MANIFEST_FILE, build_manifest(tmp))

@@ -56,7 +56,14 @@ def load_tokenizer(model_cfg: Mapping[str, Any]):
 
 
 # The keys of a ``model`` config group that go into the model's own config.
-MODEL_SETTINGS = ("pooling", "dropout", "wide", "label_attention", "label_attention_keys")
+MODEL_SETTINGS = (
+    "pooling",
+    "dropout",
+    "wide",
+    "label_attention",
+    "label_attention_keys",
+    "text_only_heads",
+)
 
 
 def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
@@ -71,6 +78,8 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     if wide and wide.get("text_only") and wide.get("sep_token_id") is None:
         # The first segment ends at the tokenizer's separator.
         common["wide"] = {**wide, "sep_token_id": load_tokenizer(model_cfg).sep_token_id}
+    if common.get("text_only_heads"):
+        common["sep_token_id"] = load_tokenizer(model_cfg).sep_token_id
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:
         config = ScrClfConfig(encoder=dict(encoder_config), tasks=tasks.to_list(), **common)

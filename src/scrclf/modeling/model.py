@@ -55,6 +55,40 @@ def check_label_attention(value: Any) -> list[str] | None:
     return names or None
 
 
+def check_text_only_heads(
+    value: Any, sep_token_id: Any, task_names: Sequence[str] | None = None
+) -> tuple[list[str] | None, int | None]:
+    """The ``text_only_heads`` setting (the tasks whose head reads the first segment's tokens
+    alone: the recommendation text of a text-finding pair, not its finding) and the
+    separator that ends that segment, checked; ``(None, None)`` when no head reads the text
+    alone."""
+    if value is None:
+        return None, None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise SettingsError(
+            f"model.text_only_heads must be null or a list of task names, got {value!r}"
+        )
+    names = [str(v) for v in value]
+    if not names:
+        return None, None
+    if len(set(names)) != len(names):
+        raise SettingsError(f"model.text_only_heads names a task twice: {names}")
+    unknown = set(names) - set(task_names) if task_names else set()
+    if unknown:
+        raise SettingsError(
+            f"model.text_only_heads names unknown tasks {sorted(unknown)}; "
+            f"tasks are {list(task_names or [])}"
+        )
+    if sep_token_id is None:
+        raise SettingsError(
+            "model.text_only_heads needs the tokenizer's separator (sep_token_id), which "
+            "build_model takes from the tokenizer"
+        )
+    if isinstance(sep_token_id, bool) or not isinstance(sep_token_id, int) or sep_token_id < 0:
+        raise SettingsError(f"sep_token_id must be a token id, got {sep_token_id!r}")
+    return names, int(sep_token_id)
+
+
 def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The ``wide`` setting checked and completed, or None when off.
 
@@ -166,6 +200,8 @@ class ScrClfConfig(PretrainedConfig):
         wide: dict[str, Any] | None = None,
         label_attention: list[str] | None = None,
         label_attention_keys: str = DEFAULT_LABEL_ATTENTION_KEYS,
+        text_only_heads: list[str] | None = None,
+        sep_token_id: int | None = None,
         **kwargs,
     ):
         self.encoder = dict(encoder) if encoder else {"model_type": "bert"}
@@ -179,6 +215,9 @@ class ScrClfConfig(PretrainedConfig):
         self.wide = check_wide(wide, [t["name"] for t in self.tasks])
         self.label_attention = check_label_attention(label_attention)
         self.label_attention_keys = check_label_attention_keys(label_attention_keys)
+        self.text_only_heads, self.sep_token_id = check_text_only_heads(
+            text_only_heads, sep_token_id, [t["name"] for t in self.tasks]
+        )
         for derived in ("head_id2label", "head_label2id", "id2label", "label2id", "num_labels"):
             if self.tasks:
                 kwargs.pop(derived, None)
@@ -601,14 +640,23 @@ class ScrClfModel(PreTrainedModel):
         if twice:
             enc_kwargs = {k: torch.cat([v, v]) for k, v in enc_kwargs.items()}
         hidden = self._encode(enc_kwargs)
-        embedding = self.pool(hidden, enc_kwargs["attention_mask"])
+        mask = enc_kwargs["attention_mask"]
+        embedding = self.pool(hidden, mask)
         pooled = self.dropout(embedding)
         keys = self.label_keys_of(hidden)
+        text_only = set(self.config.text_only_heads or ())
+        text_mask = text_pooled = None
+        if text_only:
+            # The heads in text_only_heads read the first segment (the recommendation text).
+            if "input_ids" not in enc_kwargs:
+                raise TypeError("heads that read the text alone need input_ids")
+            text_mask = first_segment(enc_kwargs["input_ids"], mask, self.config.sep_token_id)
+            text_pooled = self.dropout(self.pool(hidden, text_mask))
         logits = tuple(
-            head(hidden, enc_kwargs["attention_mask"], self.dropout, keys)
+            head(hidden, text_mask if name in text_only else mask, self.dropout, keys)
             if isinstance(head, LabelAttentionHead)
-            else head(pooled)
-            for head in (self.heads[name] for name in self.task_names)
+            else head(text_pooled if name in text_only else pooled)
+            for name, head in ((name, self.heads[name]) for name in self.task_names)
         )
         if self.wide is not None:
             if input_ids is None:
