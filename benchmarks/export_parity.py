@@ -64,6 +64,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Instruction sets that decide how fast the int8 and bf16 kernels run.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+    """Which of :data:`SPEED_FLAGS` the CPU reports (empty where ``cpuinfo`` is absent)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in SPEED_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def time_interleaved(clfs: dict, calls: list, batch_size: int, warmup: int) -> dict:
     """Seconds per call of ``Classifier.logits`` for each backend, after ``warmup`` untimed
     calls each. The backends take turns on every call (in rotating order), so a change of
@@ -151,6 +167,7 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpu": cpu_name(),
+            "cpu_flags": cpu_flags(),
             "cpu_count": os.cpu_count(),
             "threads": threads,
             "python": platform.python_version(),
@@ -174,6 +191,13 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
     }
 
 
+def _flags_text(machine: dict) -> str:
+    if "cpu_flags" not in machine:  # results written before the flags were recorded
+        return "instruction sets not recorded"
+    flags = machine["cpu_flags"]
+    return "with " + ", ".join(flags) if flags else "none of " + ", ".join(SPEED_FLAGS)
+
+
 def markdown(result: dict) -> str:
     """The benchmark as Markdown tables."""
     machine = result["machine"]
@@ -181,7 +205,8 @@ def markdown(result: dict) -> str:
         f"# Export parity and speed: {result['model']}",
         "",
         f"{result['data']['n_items']} items of `{result['data']['file']}`; "
-        f"{machine['cpu']}, {machine['threads']} intra-op thread(s) for torch and onnxruntime; "
+        f"{machine['cpu']} ({_flags_text(machine)}), {machine['threads']} intra-op "
+        "thread(s) for torch and onnxruntime; "
         f"measured {result['created']}.",
         "",
         "| artifact | size (MiB) |",

@@ -1,0 +1,36 @@
+"""benchmarks/export_parity.py: the machine record that tells its speed figures apart."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.helpers import ROOT
+
+
+def _module():
+    path = ROOT / "benchmarks" / "export_parity.py"
+    spec = importlib.util.spec_from_file_location("export_parity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_flags_lists_the_instruction_sets_that_set_the_speed(tmp_path):
+    bench = _module()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 sha_ni\n"
+    )
+    assert bench.cpu_flags(cpuinfo) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert bench.cpu_flags(cpuinfo) == ["avx2"]
+    assert bench.cpu_flags(tmp_path / "absent") == []
+
+
+def test_the_report_names_the_instruction_sets():
+    bench = _module()
+    text = bench._flags_text
+    assert text({"cpu_flags": ["avx2", "avx512_vnni"]}) == "with avx2, avx512_vnni"
+    assert text({"cpu_flags": []}).startswith("none of avx2, avx512f")
+    assert text({}) == "instruction sets not recorded"
