@@ -63,6 +63,17 @@ FILLER = (
 ).split()
 
 
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` imported as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def toy_rows(n_reviews: int, per_review: int, seed: int, prefix: str) -> list[dict]:
     rnd = random.Random(seed)
     themes, evidence, strengths = list(THEME_WORDS), list(EVIDENCE_WORDS), list(STRENGTH_WORDS)

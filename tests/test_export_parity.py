@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.helpers import ROOT
+from tests.helpers import load_benchmark
 
 
 def _module():
-    path = ROOT / "benchmarks" / "export_parity.py"
-    spec = importlib.util.spec_from_file_location("export_parity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("export_parity")
 
 
 def test_cpu_flags_lists_the_instruction_sets_that_set_the_speed(tmp_path):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from tests.helpers import ROOT, run_script, toy_rows, write_jsonl
+from tests.helpers import ROOT, load_benchmark, run_script, toy_rows, write_jsonl
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("gpu_study", ROOT / "benchmarks" / "gpu_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_study")
 
 
 def test_replicated_corpus_keeps_ids_and_reviews_apart(tmp_path):

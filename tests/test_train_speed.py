@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from tests.helpers import ROOT
+from tests.helpers import load_benchmark
 
 
 def _module():
-    path = ROOT / "benchmarks" / "train_speed.py"
-    spec = importlib.util.spec_from_file_location("train_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_speed")
 
 
 def test_heads_are_timed_on_the_same_items_and_reported(toy_corpus, tmp_path, monkeypatch):

@@ -140,6 +140,7 @@ def test_text_only_features_match_the_models_own_wide_logits(text_only_model, ta
     [
         ({"text_only": "themes"}, "must be a list of task names"),
         ({"text_only": ["topics"], "sep_token_id": 102}, "unknown tasks"),
+        ({"text_only": ["themes", "themes"], "sep_token_id": 102}, "names a task twice"),
         ({"text_only": ["themes"]}, "needs the tokenizer's separator"),
         ({"text_only": ["themes"], "sep_token_id": -1}, "must be a token id"),
     ],

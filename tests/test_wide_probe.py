@@ -4,7 +4,6 @@ fitted wide part are refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ from scrclf.tasks import HEADLINE
 from scrclf.training import wide_probe
 from scrclf.training.selection import read_study
 from scrclf.training.wide_probe import WideSetting, format_probe, probe_wide
-from tests.helpers import ROOT, train_tiny
+from tests.helpers import load_benchmark, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +93,7 @@ def test_bad_settings_are_refused(ngrams, c):
 
 
 def test_the_script_writes_its_table(wide_run, toy_corpus, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "wide_probe_script", ROOT / "benchmarks" / "wide_probe.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("wide_probe")
     study = tmp_path / "study.yaml"
     study.write_text("bootstrap: {resamples: 10}\nvariants: [{name: a}]\n", encoding="utf-8")
     args = [str(wide_run), "--ngrams", "2", "--C", "1", "--study", str(study)]

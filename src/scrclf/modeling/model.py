@@ -40,19 +40,38 @@ WIDE_KEYS = {"buckets", "ngrams", "mode", "C", "mix", "text_only", "sep_token_id
 WIDE_MODES = ("joint", "logreg")
 
 
-def check_label_attention(value: Any) -> list[str] | None:
-    """The ``label_attention`` setting: the names of the tasks whose head attends over the
-    tokens once per label, or None when every head is linear over the pooled text."""
-    if value is None:
-        return None
+def check_task_list(
+    setting: str, value: Any, task_names: Sequence[str] | None = None, nullable: bool = True
+) -> list[str]:
+    """A setting that names tasks: a list of distinct task names, each one of ``task_names``
+    when those are given (``null`` is an empty list where ``nullable``)."""
+    if value is None and nullable:
+        return []
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise SettingsError(
-            f"model.label_attention must be null or a list of task names, got {value!r}"
-        )
+        kind = "null or a list" if nullable else "a list"
+        raise SettingsError(f"{setting} must be {kind} of task names, got {value!r}")
     names = [str(v) for v in value]
     if len(set(names)) != len(names):
-        raise SettingsError(f"model.label_attention names a task twice: {names}")
-    return names or None
+        raise SettingsError(f"{setting} names a task twice: {names}")
+    unknown = set(names) - set(task_names) if task_names else set()
+    if unknown:
+        raise SettingsError(
+            f"{setting} names unknown tasks {sorted(unknown)}; tasks are {list(task_names or ())}"
+        )
+    return names
+
+
+def check_token_id(setting: str, value: Any) -> int | None:
+    """A token id setting: a non-negative integer, or None when unset."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise SettingsError(f"{setting} must be a token id, got {value!r}")
+    return value
+
+
+def check_label_attention(value: Any, task_names: Sequence[str] | None = None) -> list[str] | None:
+    """The ``label_attention`` setting: the names of the tasks whose head attends over the
+    tokens once per label, or None when every head is linear over the pooled text."""
+    return check_task_list("model.label_attention", value, task_names) or None
 
 
 def check_text_only_heads(
@@ -62,31 +81,16 @@ def check_text_only_heads(
     alone: the recommendation text of a text-finding pair, not its finding) and the
     separator that ends that segment, checked; ``(None, None)`` when no head reads the text
     alone."""
-    if value is None:
-        return None, None
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise SettingsError(
-            f"model.text_only_heads must be null or a list of task names, got {value!r}"
-        )
-    names = [str(v) for v in value]
+    names = check_task_list("model.text_only_heads", value, task_names)
     if not names:
         return None, None
-    if len(set(names)) != len(names):
-        raise SettingsError(f"model.text_only_heads names a task twice: {names}")
-    unknown = set(names) - set(task_names) if task_names else set()
-    if unknown:
-        raise SettingsError(
-            f"model.text_only_heads names unknown tasks {sorted(unknown)}; "
-            f"tasks are {list(task_names or [])}"
-        )
-    if sep_token_id is None:
+    sep = check_token_id("sep_token_id", sep_token_id)
+    if sep is None:
         raise SettingsError(
             "model.text_only_heads needs the tokenizer's separator (sep_token_id), which "
             "build_model takes from the tokenizer"
         )
-    if isinstance(sep_token_id, bool) or not isinstance(sep_token_id, int) or sep_token_id < 0:
-        raise SettingsError(f"sep_token_id must be a token id, got {sep_token_id!r}")
-    return names, int(sep_token_id)
+    return names, sep
 
 
 def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, Any] | None:
@@ -125,19 +129,10 @@ def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, 
         ):
             raise SettingsError(f"model.wide.mix must map task names to weights >= 0, got {mix!r}")
         mix = {str(k): float(v) for k, v in mix.items()}
-    text_only = wide.get("text_only") or []
-    if isinstance(text_only, str) or not isinstance(text_only, (list, tuple)):
-        raise SettingsError(f"model.wide.text_only must be a list of task names, got {text_only!r}")
-    text_only = [str(name) for name in text_only]
-    sep = wide.get("sep_token_id")
-    if sep is not None and (not isinstance(sep, int) or isinstance(sep, bool) or sep < 0):
-        raise SettingsError(f"model.wide.sep_token_id must be a token id, got {sep!r}")
-    unknown = set(text_only) - set(task_names) if task_names else set()
-    if unknown:
-        raise SettingsError(
-            f"model.wide.text_only names unknown tasks {sorted(unknown)}; "
-            f"tasks are {list(task_names or ())}"
-        )
+    text_only = check_task_list(
+        "model.wide.text_only", wide.get("text_only") or [], task_names, nullable=False
+    )
+    sep = check_token_id("model.wide.sep_token_id", wide.get("sep_token_id"))
     if text_only and sep is None:
         raise SettingsError(
             "model.wide.text_only needs the tokenizer's separator (model.wide.sep_token_id), "
@@ -213,7 +208,9 @@ class ScrClfConfig(PretrainedConfig):
         self.max_seq_length = int(max_seq_length)
         self.text_pair = bool(text_pair)
         self.wide = check_wide(wide, [t["name"] for t in self.tasks])
-        self.label_attention = check_label_attention(label_attention)
+        self.label_attention = check_label_attention(
+            label_attention, [t["name"] for t in self.tasks]
+        )
         self.label_attention_keys = check_label_attention_keys(label_attention_keys)
         self.text_only_heads, self.sep_token_id = check_text_only_heads(
             text_only_heads, sep_token_id, [t["name"] for t in self.tasks]
@@ -224,12 +221,6 @@ class ScrClfConfig(PretrainedConfig):
         super().__init__(**kwargs)
         if self.tasks:
             self.set_label_maps()
-            unknown = set(self.label_attention or ()) - {t["name"] for t in self.tasks}
-            if unknown:
-                raise SettingsError(
-                    f"model.label_attention names unknown tasks {sorted(unknown)}; "
-                    f"tasks are {[t['name'] for t in self.tasks]}"
-                )
 
     def set_label_maps(self) -> None:
         """The label names of every head: ``head_id2label[task][i]`` and ``head_label2id``
