@@ -68,16 +68,12 @@ def cpu_name() -> str:
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+def speed_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
     """Which of :data:`SPEED_FLAGS` the CPU reports (empty where ``cpuinfo`` is absent)."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in SPEED_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
+    from scrclf.training.run import cpu_flags
+
+    present = cpu_flags(cpuinfo)
+    return [flag for flag in SPEED_FLAGS if flag in present]
 
 
 def time_interleaved(clfs: dict, calls: list, batch_size: int, warmup: int) -> dict:
@@ -167,7 +163,7 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpu": cpu_name(),
-            "cpu_flags": cpu_flags(),
+            "cpu_flags": speed_flags(),
             "cpu_count": os.cpu_count(),
             "threads": threads,
             "python": platform.python_version(),

@@ -9,17 +9,17 @@ def _module():
     return load_benchmark("export_parity")
 
 
-def test_cpu_flags_lists_the_instruction_sets_that_set_the_speed(tmp_path):
+def test_speed_flags_lists_the_instruction_sets_that_set_the_speed(tmp_path):
     bench = _module()
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
         "processor\t: 0\nmodel name\t: AMD EPYC\n"
         "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 sha_ni\n"
     )
-    assert bench.cpu_flags(cpuinfo) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert bench.speed_flags(cpuinfo) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
-    assert bench.cpu_flags(cpuinfo) == ["avx2"]
-    assert bench.cpu_flags(tmp_path / "absent") == []
+    assert bench.speed_flags(cpuinfo) == ["avx2"]
+    assert bench.speed_flags(tmp_path / "absent") == []
 
 
 def test_the_report_names_the_instruction_sets():

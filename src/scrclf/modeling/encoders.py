@@ -74,12 +74,15 @@ def build_model(model_cfg: Mapping[str, Any], tasks: TaskSet, max_length: int):
     # config's own default (what a model saved before that setting existed means).
     common: dict[str, Any] = {k: model_cfg[k] for k in MODEL_SETTINGS if k in model_cfg}
     common["max_seq_length"] = int(max_length)
-    wide = common.get("wide")
-    if wide and wide.get("text_only") and wide.get("sep_token_id") is None:
-        # The first segment ends at the tokenizer's separator.
-        common["wide"] = {**wide, "sep_token_id": load_tokenizer(model_cfg).sep_token_id}
-    if common.get("text_only_heads"):
-        common["sep_token_id"] = load_tokenizer(model_cfg).sep_token_id
+    # The first segment (the recommendation text) ends at the tokenizer's separator.
+    wide = common.get("wide") or {}
+    wide_needs_sep = bool(wide.get("text_only")) and wide.get("sep_token_id") is None
+    if wide_needs_sep or common.get("text_only_heads"):
+        sep = load_tokenizer(model_cfg).sep_token_id
+        if wide_needs_sep:
+            common["wide"] = {**wide, "sep_token_id": sep}
+        if common.get("text_only_heads"):
+            common["sep_token_id"] = sep
     encoder_config = model_cfg.get("encoder_config")
     if encoder_config:
         config = ScrClfConfig(encoder=dict(encoder_config), tasks=tasks.to_list(), **common)

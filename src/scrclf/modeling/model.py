@@ -207,13 +207,12 @@ class ScrClfConfig(PretrainedConfig):
         self.dropout = float(dropout)
         self.max_seq_length = int(max_seq_length)
         self.text_pair = bool(text_pair)
-        self.wide = check_wide(wide, [t["name"] for t in self.tasks])
-        self.label_attention = check_label_attention(
-            label_attention, [t["name"] for t in self.tasks]
-        )
+        task_names = [t["name"] for t in self.tasks]
+        self.wide = check_wide(wide, task_names)
+        self.label_attention = check_label_attention(label_attention, task_names)
         self.label_attention_keys = check_label_attention_keys(label_attention_keys)
         self.text_only_heads, self.sep_token_id = check_text_only_heads(
-            text_only_heads, sep_token_id, [t["name"] for t in self.tasks]
+            text_only_heads, sep_token_id, task_names
         )
         for derived in ("head_id2label", "head_label2id", "id2label", "label2id", "num_labels"):
             if self.tasks:
@@ -643,12 +642,14 @@ class ScrClfModel(PreTrainedModel):
                 raise TypeError("heads that read the text alone need input_ids")
             text_mask = first_segment(enc_kwargs["input_ids"], mask, self.config.sep_token_id)
             text_pooled = self.dropout(self.pool(hidden, text_mask))
-        logits = tuple(
-            head(hidden, text_mask if name in text_only else mask, self.dropout, keys)
-            if isinstance(head, LabelAttentionHead)
-            else head(text_pooled if name in text_only else pooled)
-            for name, head in ((name, self.heads[name]) for name in self.task_names)
-        )
+
+        def head_logits(name: str) -> torch.Tensor:
+            head, reads_text = self.heads[name], name in text_only
+            if isinstance(head, LabelAttentionHead):
+                return head(hidden, text_mask if reads_text else mask, self.dropout, keys)
+            return head(text_pooled if reads_text else pooled)
+
+        logits = tuple(head_logits(name) for name in self.task_names)
         if self.wide is not None:
             if input_ids is None:
                 raise TypeError("the wide part needs input_ids")

@@ -198,20 +198,24 @@ def configure_threads(num_threads: int | None) -> int:
 # ---------------------------------------------------------------------------- precision
 
 
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags the CPU reports (empty where ``cpuinfo`` cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 arithmetic in hardware (AVX512-BF16 or AMX-BF16).
 
     Elsewhere bf16 autocast is emulated and slower than fp32.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_precision(precision: str, device: str) -> str:
