@@ -429,6 +429,26 @@ def test_suite_without_models_and_its_errors(toy_corpus, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_baselines_fitted_on_several_splits(toy_corpus, tmp_path):
+    """``data.train_split`` may name several splits: the baselines are fitted on all of
+    their items (a refitted model's fair comparison), never on the eval split."""
+    extra = ["systems.baselines=[prior]", "plots=false", "bootstrap.resamples=20"]
+    out = tmp_path / "both"
+    cfg = _smoke_cfg(toy_corpus, out, extra=[*extra, "data.train_split=[train,validation]"])
+    benchmark.run_benchmark(cfg, command="x")
+    board = json.loads((out / "leaderboard.json").read_text())
+    (prior,) = board["systems"]
+    assert (prior["name"], prior["fitted_on"]) == ("prior", "train + validation")
+    roles = [f["role"] for f in json.loads((out / "provenance.json").read_text())["data_files"]]
+    assert roles[:2] == ["train", "validation"]
+    bad = _smoke_cfg(toy_corpus, tmp_path / "leak", extra=[*extra, "data.train_split=[train,test]"])
+    from scrclf.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="includes the eval split 'test'"):
+        benchmark.run_benchmark(bad, command="x")
+    assert not (tmp_path / "leak").exists()
+
+
 def test_a_failed_benchmark_leaves_no_folder(toy_corpus, tmp_path, monkeypatch):
     from scrclf.reporting import plots
 
@@ -528,6 +548,8 @@ def test_suite_settings_hold_the_yaml_defaults():
         (["+bootstrap.method=bca"], "unknown setting benchmark.bootstrap.method"),
         (["+colour=red"], "unknown setting benchmark.colour"),
         (["metrics=[]"], "benchmark.metrics must name at least one metric"),
+        (["data.train_split=[]"], "benchmark.data.train_split must name one split"),
+        (["data.train_split=[train,train]"], "benchmark.data.train_split must name one split"),
     ],
 )
 def test_suite_settings_name_the_setting_at_fault(overrides, message):

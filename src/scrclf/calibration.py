@@ -324,11 +324,21 @@ def weigh_wide(
     """Fit the wide weights on the ``fit_on`` split (:func:`fit_mix`) and combine the encoder's
     and the wide part's logits of every split: ``deep + weight x wide``, per task in order."""
     mix = fit_mix(tasks, deep[fit_on], wide[fit_on], targets)
-    combined = {
+    return mix, combine_wide(tasks, mix, deep, wide)
+
+
+def combine_wide(
+    tasks: TaskSet,
+    mix: Mapping[str, float],
+    deep: Mapping[str, Sequence[np.ndarray]],
+    wide: Mapping[str, Sequence[np.ndarray]],
+) -> dict[str, list[np.ndarray]]:
+    """The encoder's and the wide part's logits of every split combined with the weights
+    ``mix``: ``deep + weight x wide``, per task in order."""
+    return {
         split: [
             np.asarray(d) + mix[t.name] * np.asarray(w)
             for d, w, t in zip(logits, wide[split], tasks, strict=True)
         ]
         for split, logits in deep.items()
     }
-    return mix, combined

@@ -462,6 +462,16 @@ def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _split_names(section: str, key: str, value: Any) -> tuple[str, ...]:
+    """One split name or a list of distinct ones, or a :class:`SettingsError`."""
+    names = tuple(_typed(section, key, v, str) for v in _list(value))
+    if not names or len(set(names)) != len(names):
+        raise SettingsError(
+            f"{section}.{key} must name one split or a list of distinct splits, got {value!r}"
+        )
+    return names
+
+
 @dataclass(frozen=True)
 class BootstrapSettings:
     """The cluster bootstrap of a suite's intervals (``bootstrap`` in a suite config)."""
@@ -656,7 +666,8 @@ class BenchmarkSettings:
     columns are read by :func:`scrclf.evaluation.evaluate.data_settings`."""
 
     suite: str
-    train_split: str
+    # The splits the baselines are fitted on, together (one or several).
+    train_split: tuple[str, ...]
     eval_split: str
     external: tuple[str, ...]
     # The column map of the external files (checked by scrclf.data.columns.ColumnMap).
@@ -699,7 +710,7 @@ class BenchmarkSettings:
             raise SettingsError(f"{s}.metrics must name at least one metric")
         return cls(
             suite=_typed(s, "suite", c["suite"], str),
-            train_split=_typed(f"{s}.data", "train_split", data["train_split"], str),
+            train_split=_split_names(f"{s}.data", "train_split", data["train_split"]),
             eval_split=_typed(f"{s}.data", "eval_split", data["eval_split"], str),
             external=tuple(str(p) for p in _list(data["external"])),
             external_columns=data["external_columns"],

@@ -328,6 +328,24 @@ def model_system(
     )
 
 
+def _training_data(
+    names: Sequence[str], files: Mapping[str, Path], tasks: TaskSet, settings: dict[str, Any]
+) -> EvalData:
+    """The baselines' training items: the named splits, read and put together in order."""
+    parts = [
+        load_eval_data(files[name], tasks, settings, name=name, require_labels=True)
+        for name in names
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return EvalData(
+        name=" + ".join(names),
+        records=[r for part in parts for r in part.records],
+        present=[c for c in parts[0].present if all(c in p.present for p in parts)],
+        settings=parts[0].settings,
+    )
+
+
 def baseline_system(
     name: str, tasks: TaskSet, train: EvalData, options: Mapping[str, Any] | None = None
 ) -> System:
@@ -762,11 +780,16 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
     settings = data_settings(data_cfg)
     root = resolve_dir(data_cfg["dir"])
     splits = dict(data_cfg.get("splits") or {})
-    train_split, eval_split = bench.train_split, bench.eval_split
-    for split in (train_split, eval_split):
+    train_splits, eval_split = bench.train_split, bench.eval_split
+    for split in (*train_splits, eval_split):
         if split not in splits:
             raise DataError(f"split '{split}' is not in data.splits ({sorted(splits)})")
-    files = {split: root / str(splits[split]) for split in (train_split, eval_split)}
+    if eval_split in train_splits:
+        raise SettingsError(
+            f"data.train_split includes the eval split '{eval_split}': the baselines would be "
+            "scored on the items they were fitted on"
+        )
+    files = {split: root / str(splits[split]) for split in (*train_splits, eval_split)}
     baseline_names = list(bench.systems.baselines)
     models = list(bench.systems.models)
     if not models and not baseline_names:
@@ -822,13 +845,11 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
             )
         )
     if baseline_names:
-        train = load_eval_data(
-            files[train_split], tasks, settings, name=train_split, require_labels=True
-        )
-        data_files.insert(0, (train_split, files[train_split]))
+        train = _training_data(train_splits, files, tasks, settings)
+        data_files[:0] = [(split, files[split]) for split in train_splits]
         options = bench.systems.baseline_options
         for name in baseline_names:
-            progress(f"fitting baseline {name} on {train_split} ({len(train.records)} items)")
+            progress(f"fitting baseline {name} on {train.name} ({len(train.records)} items)")
             systems.append(baseline_system(str(name), tasks, train, options.get(name)))
 
     wanted = list(bench.metrics)
@@ -846,7 +867,7 @@ def run_benchmark(cfg: Any, command: str | None = None) -> Path:
                 "name": s.name,
                 "kind": s.kind,
                 "description": s.description,
-                **({"path": s.info["path"]} if "path" in s.info else {}),
+                **{k: s.info[k] for k in ("path", "fitted_on") if k in s.info},
             }
             for s in systems
         ],

@@ -596,12 +596,22 @@ def model_card(
                 f"{t} {per_label[t]:.3f}" for t in multi if t in per_label
             )
         parity_text += "."
-    tuning = (
-        "Thresholds and temperatures were tuned on the validation split; the test "
-        "split was not used for tuning."
-        if metrics.get("calibration")
-        else "The run was not calibrated: temperatures are 1 and thresholds 0.5."
-    )
+    refit = metrics.get("refit")
+    if refit:
+        tuning = (
+            f"The model was trained on the train and validation splits together "
+            f"({refit['train_items']} items, {refit['epochs']} epochs, the last weights kept). "
+            "Its thresholds, temperatures and wide-part weights are those of the same recipe "
+            "trained on the train split alone, tuned on the validation split while it was "
+            "held out; the test split was not used for tuning."
+        )
+    elif metrics.get("calibration"):
+        tuning = (
+            "Thresholds and temperatures were tuned on the validation split; the test "
+            "split was not used for tuning."
+        )
+    else:
+        tuning = "The run was not calibrated: temperatures are 1 and thresholds 0.5."
     return render_model_card(
         {
             "front_matter": yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),

@@ -530,6 +530,11 @@ def train_lean(
         epochs_run = epoch
         for name in ("items", "steps", "tokens", "padded_tokens", "seconds", "loss_sum"):
             setattr(totals, name, getattr(totals, name) + getattr(stats, name))
+        if inputs.refit is not None:
+            # A refit trains on validation too: nothing is held out, the last epoch is kept.
+            logger.info("epoch %d: loss %.4f", epoch, stats.mean_loss)
+            best.update(epoch=epoch, time_s=time.time() - started, state=None)
+            continue
         logits, targets = trainer.predict(stores["validation"], tasks)
         flat = flatten(compute_metrics(tasks, logits, targets))
         if key not in flat:
@@ -576,7 +581,8 @@ def train_lean(
             break
     if writer is not None:
         writer.close()
-    trainer.model.load_state_dict(best["state"])
+    if best["state"] is not None:
+        trainer.model.load_state_dict(best["state"])
     trained_s = time.time() - started
 
     seconds = max(totals.seconds, 1e-9)

@@ -30,7 +30,12 @@ from scrclf.training.run import (
 )
 
 
-def training_arguments(t: TrainerSettings, run_dir: Path, tasks: TaskSet, seed: int):
+def training_arguments(
+    t: TrainerSettings, run_dir: Path, tasks: TaskSet, seed: int, select_best: bool = True
+):
+    """The Trainer's arguments. ``select_best``: evaluate on validation after each epoch and
+    load the best checkpoint at the end; without it (a refit) nothing is evaluated during
+    training and the last weights are kept."""
     from transformers import TrainingArguments
 
     precision = resolve_precision(t.precision, t.device)
@@ -59,12 +64,12 @@ def training_arguments(t: TrainerSettings, run_dir: Path, tasks: TaskSet, seed: 
         use_cpu=t.device == "cpu",
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         length_column_name="length",
-        eval_strategy="epoch",
+        eval_strategy="epoch" if select_best else "no",
         save_strategy="epoch",
         save_total_limit=t.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=not metric.endswith("loss"),
+        load_best_model_at_end=select_best,
+        metric_for_best_model=metric if select_best else None,
+        greater_is_better=not metric.endswith("loss") if select_best else None,
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         logging_first_step=True,
@@ -177,7 +182,8 @@ def _run_clock(started: float, metric: str, report: ReportFn | None, run_config:
                 if folder.is_dir():
                     atomic.write_json(folder / RUN_CONFIG_FILE, run_config)
             best = state.best_model_checkpoint or ""
-            if best.endswith(f"checkpoint-{state.global_step}"):
+            # Without checkpoint selection (a refit) the last checkpoint is the one kept.
+            if best.endswith(f"checkpoint-{state.global_step}") or not args.load_best_model_at_end:
                 self.time_to_best_s = time.time() - started
 
     return RunClock()
@@ -194,11 +200,12 @@ def train_with_trainer(
     from transformers import EarlyStoppingCallback
 
     settings, tasks, run_dir = inputs.trainer, inputs.tasks, inputs.run_dir
-    args = training_arguments(settings, run_dir, tasks, inputs.seed)
-    clock = _run_clock(started, args.metric_for_best_model, report, inputs.cfg)
+    select_best = inputs.refit is None
+    args = training_arguments(settings, run_dir, tasks, inputs.seed, select_best=select_best)
+    clock = _run_clock(started, settings.metric_for_best, report, inputs.cfg)
     callbacks = [clock]
     patience = settings.early_stopping_patience
-    if patience:
+    if patience and select_best:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(patience)))
     if args.process_index == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -211,7 +218,7 @@ def train_with_trainer(
         model=inputs.model,
         args=args,
         train_dataset=inputs.datasets["train"],
-        eval_dataset=inputs.datasets["validation"],
+        eval_dataset=inputs.datasets["validation"] if select_best else None,
         data_collator=MultiTaskCollator(inputs.tokenizer, tasks),
         processing_class=inputs.tokenizer,
         compute_metrics=metrics_fn(tasks),

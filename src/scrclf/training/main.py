@@ -15,6 +15,7 @@ from typing import Any
 from scrclf.settings import TrainerSettings
 from scrclf.training.hand_loop import train_lean
 from scrclf.training.hf_loop import train_with_trainer
+from scrclf.training.refit import load_reference
 from scrclf.training.run import (
     RUN_CONFIG_FILE,
     ReportFn,
@@ -173,9 +174,22 @@ def train(
             )
         logger.info("resuming from %s", checkpoint)
 
+    reference = None
+    if cfg_dict.get("refit_from"):
+        reference = load_reference(cfg_dict["refit_from"], cfg_dict)
+        cfg_dict["trainer"] = {**cfg_dict["trainer"], "max_epochs": reference.epochs}
+        cfg_dict["eval_splits"] = [
+            s for s in cfg_dict.get("eval_splits") or [] if s != "validation"
+        ]
+        logger.info(
+            "refit of %s: train + validation for %d epoch(s), its decisions",
+            reference.run_dir,
+            reference.epochs,
+        )
+
     set_seed(int(cfg_dict["seed"]))
     threads = configure_threads(trainer.num_threads)
-    inputs = load_inputs(cfg_dict, run_dir)
+    inputs = load_inputs(cfg_dict, run_dir, reference)
     if checkpoint is not None:
         check_resumable(checkpoint, cfg_dict, inputs.model.config)
     if loop == "lean":

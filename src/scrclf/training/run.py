@@ -35,6 +35,7 @@ from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.modeling.encoders import build_model, load_tokenizer
 from scrclf.settings import DataSettings, DistillSettings, TrainerSettings
 from scrclf.tasks import TEACHER_PREFIX, TaskSet
+from scrclf.training.refit import RefitReference, take_decisions
 
 logger = logging.getLogger(__name__)
 
@@ -247,17 +248,23 @@ class RunInputs:
     tokenizer: Any
     model: Any
     datasets: dict[str, Any]
+    # A refit (``refit_from``): train + validation are trained on, nothing picks a checkpoint
+    # and the decisions are the reference run's.
+    refit: RefitReference | None = None
 
     @property
     def trainer(self) -> TrainerSettings:
         return TrainerSettings.from_config(self.cfg["trainer"])
 
 
-def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
+def load_inputs(
+    cfg_dict: Mapping[str, Any], run_dir: Path, refit: RefitReference | None = None
+) -> RunInputs:
     """Read and validate the splits, prepare the tasks, build the model and encode the data.
 
     Evaluation splits are sorted by token length, so evaluation batches carry little padding
-    (metrics do not depend on item order).
+    (metrics do not depend on item order). With ``refit`` the training data is train +
+    validation (:mod:`scrclf.training.refit`).
     """
     data_cfg, model_cfg = cfg_dict["data"], cfg_dict["model"]
     eval_splits = list(cfg_dict.get("eval_splits") or [])
@@ -268,6 +275,9 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
     tasks = prepare_tasks(raw_tasks, splits["train"])
     for split in ("train", "validation"):
         check_classes(tasks, split, splits[split])
+    if refit is not None:
+        splits["train"] = [*splits["train"], *splits.pop("validation")]
+        tasks = prepare_tasks(raw_tasks, splits["train"])
 
     tokenizer = load_tokenizer(model_cfg)
     model = build_model(model_cfg, tasks, data_settings.max_length)
@@ -327,6 +337,7 @@ def load_inputs(cfg_dict: Mapping[str, Any], run_dir: Path) -> RunInputs:
         tokenizer=tokenizer,
         model=model,
         datasets=datasets,
+        refit=refit,
     )
 
 
@@ -361,9 +372,10 @@ def finish_run(
     since ``started`` (before the model is saved). Only the main process writes.
     """
     cfg_dict, tasks, eval_splits = inputs.cfg, inputs.tasks, inputs.eval_splits
+    refit = inputs.refit
+    fit_on = [] if refit is not None else ["validation"]
     predictions = {
-        split: predict(split)
-        for split in ["validation"] + [s for s in eval_splits if s != "validation"]
+        split: predict(split) for split in fit_on + [s for s in eval_splits if s not in fit_on]
     }
     wide_report = None
     wide = inputs.model.config.wide
@@ -373,7 +385,10 @@ def finish_run(
         s: compute_metrics(tasks, *predictions[s], detailed=True) for s in predictions
     }
     calibration = None
-    if cfg_dict.get("calibrate", True):
+    if refit is not None:
+        calibration = take_decisions(tasks, refit)
+        inputs.model.config.tasks = tasks.to_list()
+    elif cfg_dict.get("calibrate", True):
         calibration = calibrate(tasks, *predictions["validation"])
         inputs.model.config.tasks = tasks.to_list()
     final_metrics = {
@@ -389,6 +404,7 @@ def finish_run(
         },
         "calibration": calibration,
         "wide": wide_report,
+        **({"refit": refit.describe(len(inputs.splits["train"]))} if refit is not None else {}),
         "training": {
             **training,
             "wall_time_s": time.time() - started,
@@ -422,18 +438,26 @@ def _mix_wide(
     The weight per task is fitted on validation and stored in the model config; the returned
     predictions are the combined logits the saved model gives.
     """
-    from scrclf.calibration import weigh_wide
+    from scrclf.calibration import combine_wide, weigh_wide
     from scrclf.modeling.wide import wide_logits_of
 
     model = inputs.model
     wide = {s: wide_logits_of(model, inputs.datasets[s]["input_ids"]) for s in predictions}
     deep = {split: logits for split, (logits, _) in predictions.items()}
-    mix, logits = weigh_wide(inputs.tasks, deep, wide, predictions["validation"][1])
+    refit = inputs.refit
+    if refit is not None:
+        if refit.wide_mix is None:
+            raise TrainingConfigError(
+                f"refit_from: {refit.run_dir}'s model has no fitted wide weights"
+            )
+        mix, logits = refit.wide_mix, combine_wide(inputs.tasks, refit.wide_mix, deep, wide)
+    else:
+        mix, logits = weigh_wide(inputs.tasks, deep, wide, predictions["validation"][1])
+        logger.info("wide part weighed on validation: %s", mix)
     model.config.wide = {**model.config.wide, "mix": mix}
     combined = {
         split: (tuple(logits[split]), targets) for split, (_, targets) in predictions.items()
     }
-    logger.info("wide part weighed on validation: %s", mix)
     return combined, {"mix": mix}
 
 
