@@ -497,3 +497,30 @@ def test_full_disk_at_the_end_of_training_leaves_no_metrics(tiny_cfg, monkeypatc
     )
     assert not (run / "metrics.json").exists()
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_shown_paths_are_relative_to_the_project_root(tmp_path, monkeypatch):
+    from scrclf.atomic import shown_path, shown_paths
+
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    monkeypatch.setenv("PROJECT_ROOT", str(root))
+    assert shown_path(root / "data" / "test.jsonl") == "data/test.jsonl"
+    assert shown_path(root) == "."
+    # Outside the root, or already relative: as given.
+    assert shown_path(tmp_path / "elsewhere.jsonl") == str(tmp_path / "elsewhere.jsonl")
+    assert shown_path("outputs/run") == "outputs/run"
+    assert shown_path(None) is None
+    cfg = {
+        "paths": {"root_dir": str(root), "data_dir": str(root / "data")},
+        "files": [str(root / "a.jsonl"), "b.jsonl", 3],
+        "note": "a sentence, not a path",
+    }
+    assert shown_paths(cfg) == {
+        "paths": {"root_dir": ".", "data_dir": "data"},
+        "files": ["a.jsonl", "b.jsonl", 3],
+        "note": "a sentence, not a path",
+    }
+    monkeypatch.delenv("PROJECT_ROOT")
+    monkeypatch.chdir(root)
+    assert shown_path(root / "data") == "data"

@@ -357,3 +357,31 @@ def directory(dest: str | Path, overwrite: bool = True, stamp: str | None = None
         if native is not None:
             raise _explain(native, dest) from err
         raise
+
+
+def shown_path(path: str | Path | None) -> str | None:
+    """``path`` as reports and result files name it: relative to the project root
+    (``$PROJECT_ROOT``, else the working directory) when it lies under it, so that results
+    committed with the project hold no machine's folders; otherwise as given."""
+    if path is None:
+        return None
+    given = Path(str(path))
+    if not given.is_absolute():
+        return given.as_posix()
+    root = Path(os.environ.get("PROJECT_ROOT") or os.getcwd()).resolve()
+    try:
+        return given.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(given)
+
+
+def shown_paths(value: Any) -> Any:
+    """:func:`shown_path` applied to every string in ``value`` (mappings and lists, as a
+    resolved config holds them) that is an absolute path."""
+    if isinstance(value, dict):
+        return {k: shown_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shown_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith(os.sep) and "\n" not in value:
+        return shown_path(value)
+    return value

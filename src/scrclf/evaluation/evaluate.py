@@ -41,6 +41,7 @@ from typing import Any, cast
 import numpy as np
 
 from scrclf import atomic
+from scrclf.atomic import shown_path
 from scrclf.calibration import decide, probabilities
 from scrclf.data.columns import ColumnMap, apply_column_map, check_columns, normalise_labels
 from scrclf.data.records import DataError, Record, encode_targets, read_records, validate_records
@@ -254,7 +255,7 @@ class EvalData:
         n_clusters = int(ids.max()) + 1 if len(ids) else 0
         return {
             "name": self.name,
-            "file": str(self.file) if self.file else None,
+            "file": shown_path(self.file),
             "sha256": file_sha256(self.file) if self.file else None,
             "n_items": len(self.records),
             "n_reviews": n_clusters - missing,

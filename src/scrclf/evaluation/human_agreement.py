@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from scrclf.atomic import shown_path
 from scrclf.data.records import Record, label_list, read_records
 from scrclf.errors import DataError
 from scrclf.evaluation.bootstrap import (
@@ -246,7 +247,7 @@ def model_agreement(
     coders: dict[str, Mapping[str, Mapping[str, Any]]] = dict(read_double_coding(double_coding))
     coders[MODEL] = predictions
     result = coder_agreement(coders, tasks, reviews, **kwargs)
-    result["file"] = str(double_coding)
+    result["file"] = shown_path(double_coding)
     return result
 
 

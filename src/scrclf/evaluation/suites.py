@@ -42,6 +42,7 @@ from typing import Any, cast
 import numpy as np
 
 from scrclf import atomic
+from scrclf.atomic import shown_path, shown_paths
 from scrclf.data.columns import ColumnMap
 from scrclf.data.records import DataError, Record
 from scrclf.errors import SettingsError
@@ -319,7 +320,7 @@ def model_system(
         classifier.tasks,
         predict,
         {
-            "path": str(source.path),
+            "path": shown_path(source.path),
             "kind": source.kind,
             "backend": classifier.backend,
             "files": files,
@@ -365,7 +366,7 @@ def baseline_system(
         baseline.description,
         baseline.tasks,
         lambda data: baseline.logits(data.rows),
-        {"options": dict(options or {}), "fitted_on": str(train.file or train.name)},
+        {"options": dict(options or {}), "fitted_on": shown_path(train.file) or train.name},
     )
 
 
@@ -398,7 +399,7 @@ class BenchDataset:
             "n_reviews": int(ids.max()) + 1 - missing if len(ids) else 0,
             "tasks": list(self.data.present),
             "notes": list(self.data.notes),
-            "file": str(self.data.file) if self.data.file else None,
+            "file": shown_path(self.data.file),
         }
 
 
@@ -719,7 +720,7 @@ def provenance(
         "data_files": [
             {
                 "role": role,
-                "path": str(path),
+                "path": shown_path(path),
                 "sha256": file_sha256(path),
                 "bytes": path.stat().st_size,
             }
@@ -1020,7 +1021,7 @@ def agreement_results(
     s = main.settings
     ids = [str(r.data[s["id_column"]]) for r in main.records]
     reviews = dict(zip(ids, main.groups, strict=True))
-    out: dict[str, Any] = {"file": str(path), "systems": {}, "notes": []}
+    out: dict[str, Any] = {"file": shown_path(path), "systems": {}, "notes": []}
     models = [m for m in systems if m.kind == "model"]
     if not models:
         out["notes"].append("no trained model in the suite: agreement not measured")
@@ -1071,7 +1072,9 @@ def write_benchmark(
         atomic.write_json(tmp / "leaderboard.json", board)
         atomic.write_json(tmp / "results.json", results)
         atomic.write_json(tmp / "provenance.json", board["provenance"])
-        atomic.write_text(tmp / "suite.yaml", yaml.safe_dump(suite_cfg, sort_keys=False))
+        atomic.write_text(
+            tmp / "suite.yaml", yaml.safe_dump(shown_paths(suite_cfg), sort_keys=False)
+        )
         atomic.write_text(tmp / "leaderboard.md", render_leaderboard(board))
         if plots:
             from scrclf.reporting.plots import headline_chart
