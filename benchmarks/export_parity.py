@@ -54,16 +54,6 @@ def artifact_sizes(model_dir: Path) -> dict[str, int]:
     return sizes
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # Instruction sets that decide how fast the int8 and bf16 kernels run.
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 
@@ -99,6 +89,7 @@ def benchmark(model_dir: Path, data: Path, threads: int, latency_items: int, war
     import scrclf
     from scrclf.data.records import read_records
     from scrclf.export.build import measure_parity
+    from scrclf.training.run import cpu_name
 
     torch.set_num_threads(threads)
     rows = [r.data for r in read_records(data)]

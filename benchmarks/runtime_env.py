@@ -139,16 +139,6 @@ def measure(env_dir: Path, model: Path, repeats: int) -> dict:
     }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(result: dict) -> str:
     m = result["measured"]
 
@@ -198,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     from scrclf import atomic
+    from scrclf.training.run import cpu_name
     from scrclf.version import __version__
 
     meta = json.loads((args.model / "scrclf.json").read_text(encoding="utf-8"))

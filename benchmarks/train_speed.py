@@ -614,14 +614,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from scrclf.training.run import cpu_name
+
+    cpu = cpu_name()
     import torch
 
     from scrclf.training.run import cpu_has_native_bf16, physical_cores

@@ -28,3 +28,14 @@ def test_the_report_names_the_instruction_sets():
     assert text({"cpu_flags": ["avx2", "avx512_vnni"]}) == "with avx2, avx512_vnni"
     assert text({"cpu_flags": []}).startswith("none of avx2, avx512f")
     assert text({}) == "instruction sets not recorded"
+
+
+def test_cpu_name_reads_the_model_name(tmp_path):
+    import platform
+
+    from scrclf.training.run import cpu_name
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: avx2\n")
+    assert cpu_name(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_name(tmp_path / "absent") == (platform.processor() or platform.machine())

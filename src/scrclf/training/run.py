@@ -199,16 +199,29 @@ def configure_threads(num_threads: int | None) -> int:
 # ---------------------------------------------------------------------------- precision
 
 
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The instruction-set flags the CPU reports (empty where ``cpuinfo`` cannot be read)."""
+def _cpuinfo_field(name: str, cpuinfo: str | Path) -> str | None:
+    """The first ``name : value`` entry of ``cpuinfo`` (None where it cannot be read)."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags the CPU reports (empty where ``cpuinfo`` cannot be read)."""
+    return set((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name, for benchmark records (the platform's word where ``cpuinfo``
+    cannot be read)."""
+    import platform
+
+    return _cpuinfo_field("model name", cpuinfo) or platform.processor() or platform.machine()
 
 
 def cpu_has_native_bf16() -> bool:
