@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from scrclf.errors import EXIT_USER_ERROR, ScrClfError, one_line
 from scrclf.training import train
 from scrclf.training.launch import job_output_dir, prepare_launch
+from scrclf.training.main import headline_of
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
@@ -36,8 +37,7 @@ def main(cfg: DictConfig) -> float:
             raise  # one job of a sweep: Hydra records the failure and reports it
         print(f"train: error: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
-    split = "validation" if "validation" in summary else next(iter(cfg.eval_splits))
-    return summary[split][summary["headline"]]
+    return headline_of(summary)
 
 
 if __name__ == "__main__":

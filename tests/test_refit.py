@@ -171,3 +171,14 @@ def test_model_card_says_how_a_refit_was_trained(tasks):
     plain = model_card("scr-x", meta, {"calibration": {"themes": {}}}, {})
     assert "tuned on the validation split; the test split" in plain
     assert "train and validation splits together" not in plain
+
+
+def test_headline_of_a_refit_is_its_first_scored_split():
+    import math
+
+    from scrclf.training.main import headline_of
+
+    assert headline_of({"headline": "x", "validation": {"mean_macro_f1": 0.8}}) == 0.8
+    refit = {"headline": "x", "test": {"mean_macro_f1": 0.7}, "refit": {"epochs": 4}}
+    assert headline_of(refit) == 0.7
+    assert math.isnan(headline_of({"headline": "x", "training": {}}))

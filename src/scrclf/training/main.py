@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scrclf.evaluation.metrics import HEADLINE
 from scrclf.settings import TrainerSettings
 from scrclf.training.hand_loop import train_lean
 from scrclf.training.hf_loop import train_with_trainer
@@ -139,6 +140,14 @@ def check_resumable(checkpoint: Path, cfg_dict: dict[str, Any], model_config: An
             + ("; ..." if len(differences) > 3 else "")
             + ". Resume with the settings of that run, or train into a new folder"
         )
+
+
+def headline_of(summary: dict[str, Any]) -> float:
+    """A run's headline score for a sweep to compare: on validation, or on the first split
+    scored where validation was not (a refit trains on it); NaN where no split was scored."""
+    splits = [s for s in summary if isinstance(summary[s], dict) and HEADLINE in summary[s]]
+    split = "validation" if "validation" in splits else next(iter(splits), None)
+    return float(summary[split][HEADLINE]) if split else float("nan")
 
 
 def train(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scrclf.atomic import shown_path
 from scrclf.errors import TrainingConfigError
 from scrclf.tasks import TaskSet
 
@@ -67,7 +68,7 @@ class RefitReference:
 
     def describe(self, n_items: int) -> dict[str, Any]:
         return {
-            "from": str(self.run_dir),
+            "from": shown_path(self.run_dir),
             "epochs": self.epochs,
             "train_items": n_items,
             "decisions": "the reference run's, fitted on validation",
