@@ -372,6 +372,16 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network, capf
     assert model_mean["gap_to_best_baseline"]["value"] == pytest.approx(
         model_mean["macro_f1"] - entries[(best, "test", "mean")]["macro_f1"]
     )
+    # Per task, the micro-F1 gap too, to the same baseline (the one best on macro-F1).
+    model_themes = entries[(tiny_run.name, "test", "themes")]
+    gap = model_themes["gap_to_best_baseline"]
+    base_themes = entries[(gap["baseline"], "test", "themes")]
+    assert gap["micro_f1"]["value"] == pytest.approx(
+        model_themes["micro_f1"] - base_themes["micro_f1"]
+    )
+    low, high = gap["micro_f1"]["interval"]
+    assert low <= gap["micro_f1"]["value"] + 1e-9 <= high + 2e-9
+    assert "micro_f1" not in model_mean["gap_to_best_baseline"]
     lower = entries[("tfidf_logreg", "test:lowercase", "mean")]
     assert lower["change_vs_clean"]["value"] == pytest.approx(0.0)  # toy text is lower case
     assert lower["unchanged"] is True
@@ -399,6 +409,8 @@ def test_smoke_suite_end_to_end(tiny_run, toy_corpus, tmp_path, no_network, capf
     assert "## Agreement with human coders" in md and "coder a vs coder b" in md.lower()
     assert " †" in md
     assert "pytest smoke" in md
+    assert "`themes` micro-F1, and its paired gap to the baseline best on `themes` macro-F1" in md
+    assert "`evidence` micro-F1" not in md  # single-label: micro-F1 is accuracy
     profile = json.loads((out / "profile" / "profile.json").read_text())
     assert profile["sources"] == ["annotated", "predicted"]
     assert board["profile"]["system"] == tiny_run.name

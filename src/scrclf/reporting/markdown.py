@@ -414,6 +414,7 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
             ),
             "",
         ]
+        out += _micro_gap_tables(index, systems, kinds, ds, conf)
         if ds["name"] == main and board.get("headline_chart"):
             out += [f"![{HEADLINE} by system]({board['headline_chart']})", ""]
         if ds.get("notes"):
@@ -558,6 +559,44 @@ def render_leaderboard(board: Mapping[str, Any]) -> str:
             "",
         ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _micro_gap_tables(
+    index, systems: Sequence[str], kinds: Mapping[str, str], ds: Mapping[str, Any], conf: Any
+) -> list[str]:
+    """Per multi-label task: each system's micro-F1 and its paired gap to the baseline that
+    is best on that task's macro-F1 (micro-F1 counts every label decision alike, so the
+    frequent themes weigh most)."""
+    out: list[str] = []
+    for task in ds["tasks"]:
+        entries = {s: index.get((s, ds["name"], task)) for s in systems}
+        entries = {s: e for s, e in entries.items() if e is not None}
+        if not any(e.get("subset_accuracy") is not None for e in entries.values()):
+            continue
+        rows = []
+        for system, e in sorted(entries.items(), key=lambda kv: -(kv[1].get("micro_f1") or -1)):
+            gap = (e.get("gap_to_best_baseline") or {}).get("micro_f1") or {}
+            baseline = (e.get("gap_to_best_baseline") or {}).get("baseline")
+            rows.append(
+                [
+                    f"**{system}**" if kinds[system] == "model" else system,
+                    fmt_ci(e.get("micro_f1"), e.get("micro_f1_interval")),
+                    fmt_signed(gap.get("value"), gap.get("interval"))
+                    if gap and baseline != system
+                    else "—",
+                ]
+            )
+        out += [
+            f"`{task}` micro-F1, and its paired gap to the baseline best on `{task}` macro-F1:",
+            "",
+            md_table(
+                ["system", f"{task} micro-F1 [{conf}% CI]", "gap to that baseline"],
+                rows,
+                ["l", "r", "r"],
+            ),
+            "",
+        ]
+    return out
 
 
 def _detail_table(index, systems: Sequence[str], ds: Mapping[str, Any]) -> list[str]:
