@@ -22,9 +22,11 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(PY) scripts/train.py $(ARGS)
 
-# pytest exits 5 when it collects no tests: that is a failure here, not a pass.
+# One pytest worker per core (pytest-xdist), each with one torch thread: the tests are many
+# small runs, and a thread per core per worker would oversubscribe the cores. pytest exits 5
+# when it collects no tests: that is a failure here, not a pass.
 test: setup
-	@$(PY) -m pytest -q $(ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Style, types and layer contracts: what CI runs before the tests (and pre-commit locally).
