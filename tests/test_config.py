@@ -24,6 +24,9 @@ def test_default_config_composes():
     assert cfg.data.name == "scr_recs"
     assert cfg.model.pooling == "mean"
     assert cfg.model.wide.mode == "logreg" and list(cfg.model.wide.text_only) == ["themes"]
+    assert list(cfg.model.label_attention) == ["themes", "evidence", "action_strength"]
+    assert cfg.model.label_attention_keys == "tokens"
+    assert cfg.trainer.max_epochs == 4
     assert cfg.data.dir.endswith("data/scr_recs")
     tasks = TaskSet.from_config(cfg.task.tasks)
     assert tasks.names == ["themes", "evidence", "action_strength"]
