@@ -558,8 +558,8 @@ def _entry(
     return entry
 
 
-def _reps_of(reps: Mapping[str, Any], task: str) -> np.ndarray:
-    return reps[HEADLINE if task == MEAN else task]["macro_f1"]
+def _reps_of(reps: Mapping[str, Any], task: str, metric: str = "macro_f1") -> np.ndarray:
+    return reps[HEADLINE if task == MEAN else task][metric]
 
 
 def score_suite(
@@ -632,8 +632,8 @@ def score_suite(
                     gap["micro_f1"] = {
                         "value": ours[task]["micro_f1"] - theirs[task]["micro_f1"],
                         "interval": interval(
-                            reps[(system.name, ds.name)][task]["micro_f1"]
-                            - reps[(best, ds.name)][task]["micro_f1"],
+                            _reps_of(reps[(system.name, ds.name)], task, "micro_f1")
+                            - _reps_of(reps[(best, ds.name)], task, "micro_f1"),
                             confidence,
                         ),
                     }

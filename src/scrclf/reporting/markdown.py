@@ -575,8 +575,9 @@ def _micro_gap_tables(
             continue
         rows = []
         for system, e in sorted(entries.items(), key=lambda kv: -(kv[1].get("micro_f1") or -1)):
-            gap = (e.get("gap_to_best_baseline") or {}).get("micro_f1") or {}
-            baseline = (e.get("gap_to_best_baseline") or {}).get("baseline")
+            to_baseline = e.get("gap_to_best_baseline") or {}
+            gap = to_baseline.get("micro_f1") or {}
+            baseline = to_baseline.get("baseline")
             rows.append(
                 [
                     f"**{system}**" if kinds[system] == "model" else system,
