@@ -40,9 +40,32 @@ LEAN_CPU = [
 ]
 
 
+def _eval_scalars(events) -> int:
+    """How many ``eval/`` scalars the TensorBoard event files hold."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    count = 0
+    for path in events:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        count += sum(
+            len(acc.Scalars(tag)) for tag in acc.Tags()["scalars"] if tag.startswith("eval/")
+        )
+    return count
+
+
 def test_lean_loop_learns_the_toy_signal_and_writes_the_run_dir(toy_corpus, tmp_path, no_network):
     run = tmp_path / "run"
-    summary = train(compose_train([*LEAN_CPU, f"data.dir={toy_corpus}", f"paths.output_dir={run}"]))
+    summary = train(
+        compose_train(
+            [
+                *LEAN_CPU,
+                f"data.dir={toy_corpus}",
+                f"paths.output_dir={run}",
+                "trainer.eval_last_epochs=3",
+            ]
+        )
+    )
     training = summary["training"]
     assert training["loop"] == "lean" and training["device"] == "cpu"
     assert training["precision"] == "fp32" and training["compile"] is False  # forced on CPU
@@ -57,7 +80,11 @@ def test_lean_loop_learns_the_toy_signal_and_writes_the_run_dir(toy_corpus, tmp_
     assert set(metrics) >= {"validation", "test", "at_default_decisions", "calibration", "training"}
     assert "trainer=gpu_fast" not in (run / "config.yaml").read_text()
     assert "loop: lean" in (run / "config.yaml").read_text()
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    # Validated after the last three epochs only; the best of those is kept.
+    assert training["best_epoch"] in (8, 9, 10)
+    assert _eval_scalars(events) == 3
     model = AutoModel.from_pretrained(run / "model").eval()
     themes = TaskSet.from_config(model.config.tasks)["themes"]
     assert themes.thresholds is not None and themes.temperature > 0

@@ -108,3 +108,39 @@ def test_balanced_class_weights():
     ]
     assert class_weights(tasks["s"], rows) == [4 / (2 * 3), 4 / (2 * 1)]
     assert class_weights(tasks["m"], rows) == [0.0, 3.0, 30.0]
+
+
+def _evaluated_epochs_and_last_weights(corpus, run, eval_last_epochs: str) -> tuple[list, dict]:
+    from safetensors.torch import load_file
+
+    from scrclf.training import train
+
+    train(
+        compose_train(
+            [
+                "model=tiny",
+                f"data.dir={corpus}",
+                f"paths.output_dir={run}",
+                "trainer.max_epochs=3",
+                "trainer.learning_rate=5e-3",
+                "trainer.logging_steps=50",
+                f"trainer.eval_last_epochs={eval_last_epochs}",
+                "eval_splits=[validation]",
+            ]
+        )
+    )
+    last = last_complete_checkpoint(run / "checkpoints")
+    assert last is not None
+    state = json.loads((last / "trainer_state.json").read_text())
+    evaluated = [e["epoch"] for e in state["log_history"] if "eval_mean_macro_f1" in e]
+    return evaluated, load_file(str(last / "model.safetensors"))
+
+
+def test_eval_last_epochs_skips_early_evaluations_and_trains_the_same(toy_corpus, tmp_path):
+    every, every_weights = _evaluated_epochs_and_last_weights(toy_corpus, tmp_path / "a", "null")
+    last, last_weights = _evaluated_epochs_and_last_weights(toy_corpus, tmp_path / "b", "1")
+    assert every == [1.0, 2.0, 3.0] and last == [3.0]
+    # Evaluating is read-only: the weights after the last epoch are the same.
+    assert every_weights.keys() == last_weights.keys()
+    for name, tensor in every_weights.items():
+        torch.testing.assert_close(last_weights[name], tensor, rtol=0, atol=0, msg=name)

@@ -222,3 +222,23 @@ def test_model_card_names_the_tasks_that_read_the_text_alone():
     assert text.endswith(
         "(themes 1.5); for themes it reads the recommendation text alone, not the finding"
     )
+
+
+def test_fit_on_filled_buckets_equals_the_fit_on_every_bucket(model_and_ids, tasks):
+    from sklearn.linear_model import LogisticRegression
+
+    model, ids = model_and_ids
+    targets = _targets(tasks, len(ids))
+    fit_wide(model, ids, targets, tasks)
+    weight = model.wide.weight.detach().numpy()
+    x = feature_matrix(model, ids, model.wide_idf.numpy().astype(np.float64))
+    empty = np.asarray(x.getnnz(axis=0) == 0)
+    assert empty.any() and not weight[empty].any()  # an unfilled bucket keeps weight 0
+    # The same solver over all buckets: audit_assurance (themes) and evidence.
+    audit = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=0)
+    audit.fit(x, targets["themes"][:, 6].astype(int))
+    np.testing.assert_allclose(weight[:, 6], audit.coef_[0], atol=1e-4)
+    evidence = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=0)
+    evidence.fit(x, targets["evidence"])
+    column = tasks["themes"].num_labels + 1  # evidence's second class against its first
+    np.testing.assert_allclose(weight[:, column], evidence.coef_[0], atol=1e-4)

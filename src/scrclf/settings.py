@@ -116,6 +116,7 @@ class TrainerSettings:
     optim: str
     group_by_length: bool
     early_stopping_patience: int | None
+    eval_last_epochs: int | None
     metric_for_best: str
     save_total_limit: int
     logging_steps: int
@@ -167,6 +168,9 @@ class TrainerSettings:
                 minimum=1,
                 optional=True,
             ),
+            eval_last_epochs=_typed(
+                s, "eval_last_epochs", c["eval_last_epochs"], int, minimum=1, optional=True
+            ),
             metric_for_best=_typed(s, "metric_for_best", c["metric_for_best"], str),
             save_total_limit=_typed(s, "save_total_limit", c["save_total_limit"], int, minimum=1),
             logging_steps=_typed(s, "logging_steps", c["logging_steps"], int, minimum=1),
@@ -202,6 +206,14 @@ class TrainerSettings:
             raise SettingsError(
                 f"trainer.label_smoothing must be in [0, 1), got {self.label_smoothing}"
             )
+
+    @property
+    def first_evaluated_epoch(self) -> int:
+        """The first epoch (1-based) after which the run evaluates on validation: the first,
+        or the first of the last ``eval_last_epochs`` of ``max_epochs``."""
+        if self.eval_last_epochs is None:
+            return 1
+        return max(1, self.max_epochs - self.eval_last_epochs + 1)
 
     @property
     def head_learning_rate(self) -> float | None:

@@ -111,6 +111,7 @@ class LeanSettings:
     max_grad_norm: float
     max_epochs: int
     early_stopping_patience: int | None
+    first_evaluated_epoch: int
     precision: str
     fused_optimizer: bool
     compile: bool
@@ -178,6 +179,7 @@ class LeanSettings:
             max_grad_norm=t.max_grad_norm,
             max_epochs=t.max_epochs,
             early_stopping_patience=t.early_stopping_patience,
+            first_evaluated_epoch=t.first_evaluated_epoch,
             precision=precision,
             fused_optimizer=t.optim.endswith("_fused"),
             compile=compile_,
@@ -534,6 +536,9 @@ def train_lean(
             # A refit trains on validation too: nothing is held out, the last epoch is kept.
             logger.info("epoch %d: loss %.4f", epoch, stats.mean_loss)
             best.update(epoch=epoch, time_s=time.time() - started, state=None)
+            continue
+        if epoch < settings.first_evaluated_epoch:  # trainer.eval_last_epochs
+            logger.info("epoch %d: loss %.4f (not evaluated)", epoch, stats.mean_loss)
             continue
         logits, targets = trainer.predict(stores["validation"], tasks)
         flat = flatten(compute_metrics(tasks, logits, targets))

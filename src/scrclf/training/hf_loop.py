@@ -65,6 +65,8 @@ def training_arguments(
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         length_column_name="length",
         eval_strategy="epoch" if select_best else "no",
+        # The first epoch evaluated (trainer.eval_last_epochs); every epoch is checkpointed.
+        eval_delay=float(t.first_evaluated_epoch) if select_best else 0,
         save_strategy="epoch",
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=select_best,
@@ -118,6 +120,13 @@ def _trainer_class():
                     f"trainer.max_grad_norm (now {self.args.max_grad_norm:g})"
                 )
             return loss
+
+        def evaluate(self, *args, **kwargs):
+            # Each data loader draws its base seed from the global RNG: without a fork, the
+            # evaluations between epochs would change the next epochs' dropout masks, so how
+            # often a run evaluates (trainer.eval_last_epochs) would change what it learns.
+            with torch.random.fork_rng(devices=[]):
+                return super().evaluate(*args, **kwargs)
 
         def _get_eval_sampler(self, eval_dataset):
             # Evaluation splits are sorted by length (load_inputs): reading them in order

@@ -49,6 +49,7 @@ MAY_DIFFER = frozenset(
         "save_total_limit",
         "max_epochs",
         "early_stopping_patience",
+        "eval_last_epochs",
         "metric_for_best",
     }
 )

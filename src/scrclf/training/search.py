@@ -14,7 +14,8 @@ A search config (``configs/search/*.yaml``)::
     metric: at_default_decisions.validation.mean_macro_f1   # a dotted path into metrics.json
     seed: 0
     storage: null            # or a path such as outputs/search/study.db (SQLite)
-    pruning: false           # median pruning on the per-epoch validation metric
+    pruning: false           # median pruning on the per-epoch validation metric (trials
+                             # then evaluate after every epoch)
     timeout_s: null
     overrides: [eval_splits=[validation]]   # applied to every trial
     params:
@@ -204,6 +205,8 @@ def run_search(
     n_trials = search.n_trials
     study_name = search.study_name
     base = [*train_overrides, *search.overrides]
+    if search.pruning:  # the pruner compares trials after every epoch
+        base.append("trainer.eval_last_epochs=null")
 
     # Fail on a bad key or value before the first trial trains.
     probe = compose_config(config_dir, [*base, *_first_values(params)])
