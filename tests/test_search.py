@@ -68,6 +68,28 @@ def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
     assert (tmp_path / "study.db").exists()
 
 
+def test_pruned_searches_report_every_epoch(toy_corpus, tmp_path, no_network):
+    import optuna
+
+    search = {
+        "study_name": "pruned",
+        "n_trials": 1,
+        "direction": "maximize",
+        "metric": "at_default_decisions.validation.mean_macro_f1",
+        "seed": 0,
+        "storage": str(tmp_path / "study.db"),
+        "pruning": True,
+        "overrides": ["eval_splits=[validation]", "trainer.max_epochs=3"],
+        "params": {"trainer.learning_rate": {"type": "categorical", "choices": [5e-3]}},
+    }
+    out = tmp_path / "search"
+    run_search(search, [*TINY, f"data.dir={toy_corpus}"], config_dir=CONFIG_DIR, out_dir=out)
+    # The shipped CPU trainer validates after its last two epochs only; the pruner needs all.
+    assert "eval_last_epochs: null" in (out / "trial_000" / "config.yaml").read_text()
+    study = optuna.load_study(study_name="pruned", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert sorted(study.trials[0].intermediate_values) == [1, 2, 3]
+
+
 def test_search_space_errors_name_the_parameter():
     with pytest.raises(SearchConfigError, match="trainer.learning_rate"):
         check_space(
