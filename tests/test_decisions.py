@@ -1,5 +1,6 @@
 """The codebook's decision rule: a primary theme always, at most max_labels, and thresholds
-shifted together so the mean label count matches the annotations."""
+shifted together so the mean label count matches the annotations; single-label tasks take
+the top class after per-class offsets fitted for macro-F1."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,12 @@ import pytest
 from scrclf.calibration import (
     calibrate,
     calibrate_label_count,
+    decide,
     decide_multi_label,
+    probabilities,
     shift_thresholds,
+    softmax,
+    tune_offsets,
 )
 from scrclf.errors import TaskConfigError
 from scrclf.tasks import TaskSet, TaskSpec
@@ -109,3 +114,96 @@ def test_share_tolerance_falls_back_to_the_closest_share():
     thresholds, how = tune_thresholds(probs, targets, share_tolerance=0.01)
     assert 0.1 < thresholds[0] <= 0.9
     assert how[0].startswith("closest share")
+
+
+def _skewed_single_label(seed: int = 0, n: int = 600):
+    """Logits of a 3-class task whose rare classes lose items to the frequent one."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, n, p=[0.75, 0.18, 0.07])
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), y] += 1.2
+    logits[:, 0] += 0.8  # the frequent class scores high on every item
+    return logits, y
+
+
+def _macro_f1(y, pred) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0))
+
+
+def test_class_offsets_raise_macro_f1_and_decide_on_logit_over_t_plus_offset():
+    task = TaskSpec(name="e", type="single_label", labels=["a", "b", "c"], class_offsets=True)
+    logits, y = _skewed_single_label()
+    report = calibrate(TaskSet([task]), [logits], [y])["e"]
+    assert task.offsets is not None and any(task.offsets)
+    assert report["macro_f1_with_offsets"] > report["macro_f1_without_offsets"]
+    # The decision is the top class of logit / T + offset, at the fitted temperature.
+    probs = probabilities(task, logits)
+    pred = decide(task, probs)
+    np.testing.assert_array_equal(
+        pred, (logits / task.temperature + np.array(task.offsets)).argmax(axis=1)
+    )
+    assert _macro_f1(y, pred) == pytest.approx(report["macro_f1_with_offsets"])
+    assert _macro_f1(y, logits.argmax(axis=1)) == pytest.approx(report["macro_f1_without_offsets"])
+
+
+def test_offsets_stay_zero_where_the_top_class_is_already_best():
+    y = np.array([0, 1, 2] * 20)
+    logits = np.eye(3)[y] * 5.0
+    offsets, before, after = tune_offsets(softmax(logits), y)
+    assert offsets == [0.0, 0.0, 0.0] and before == after == 1.0
+
+
+def test_class_offsets_only_where_asked_and_only_for_single_label_tasks():
+    logits, y = _skewed_single_label()
+    plain = TaskSpec(name="e", type="single_label", labels=["a", "b", "c"])
+    assert "offsets" not in calibrate(TaskSet([plain]), [logits], [y])["e"]
+    assert plain.offsets is None
+    with pytest.raises(TaskConfigError, match="single-label tasks only"):
+        TaskSpec(name="m", type="multi_label", labels=["x", "y"], class_offsets=True)
+    with pytest.raises(TaskConfigError, match="single-label tasks only"):
+        TaskSpec(name="m", type="multi_label", labels=["x", "y"], offsets=[0.0, 1.0])
+    with pytest.raises(TaskConfigError, match="offsets has 2 values for 3 labels"):
+        TaskSpec(name="e", type="single_label", labels=["a", "b", "c"], offsets=[0.0, 1.0])
+    with pytest.raises(TaskConfigError, match="offset of 'b' must be a finite number"):
+        TaskSpec(name="e", type="single_label", labels=["a", "b", "c"], offsets=[0, "nan", 0])
+
+
+def test_plain_decisions_drop_the_fitted_offsets():
+    from scrclf.evaluation.baselines import plain_decisions
+
+    task = TaskSpec(
+        name="e",
+        type="single_label",
+        labels=["a", "b", "c"],
+        class_offsets=True,
+        offsets=[0.0, 2.0, 0.0],
+    )
+    assert plain_decisions(TaskSet([task]))["e"].offsets is None
+
+
+def test_offsets_probe_scores_each_single_label_task_of_a_saved_model(tiny_export):
+    from scrclf.evaluation.offsets_probe import format_offsets_probe, probe_offsets
+
+    corpus = tiny_export.corpus
+    result = probe_offsets(
+        [tiny_export.run_dir / "model"],
+        corpus / "validation.jsonl",
+        corpus / "test.jsonl",
+        resamples=50,
+    )
+    labels = {
+        "evidence": ["research", "guidance", "local_data", "single_case", "none_stated"],
+        "action_strength": ["weak", "intermediate", "strong"],
+    }
+    assert [r["task"] for r in result["rows"]] == list(labels)
+    for row in result["rows"]:
+        assert row["validation_with"] >= row["validation_without"]
+        assert row["validation_halves_n"] == 2 * result["cv_repeats"]
+        assert 0 <= row["validation_halves_positive"] <= row["validation_halves_n"]
+        lo, hi = row["test_gap_interval"]
+        assert lo <= hi and list(row["offsets"]) == labels[row["task"]]
+        assert 0.0 <= row["test_with"] <= 1.0 and 0.0 <= row["test_without"] <= 1.0
+    table = format_offsets_probe(result, "python benchmarks/class_offsets.py run")
+    assert table.count("| evidence |") == 1 and "Validation halves" in table

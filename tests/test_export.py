@@ -31,7 +31,7 @@ from scrclf.export.build import (
 )
 from scrclf.inference.classifier import build_manifest
 from scrclf.settings import ExportSettings
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, rewrite_manifest, run_script
 
 EXPECTED_FILES = {
     "README.md",
@@ -255,17 +255,16 @@ def _example_block() -> str:
     return re.search(r"```python\n(.*?)```", doc[marker:], re.S).group(1)
 
 
-def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny_export, tmp_path):
-    """The documented example runs with onnxruntime, tokenizers and numpy alone."""
-    code = _example_block().replace('"models/NAME"', repr(str(tiny_export.export_dir)))
-    texts, findings = PROBE_TEXTS[:3], PROBE_FINDINGS[:3]
+def _contract_consumer(export_dir: Path, texts, findings, tmp_path: Path) -> list[dict]:
+    """The documented example, run with onnxruntime, tokenizers and numpy alone."""
+    code = _example_block().replace('"models/NAME"', repr(str(export_dir)))
     script = tmp_path / "consumer.py"
     script.write_text(
         "import sys\n"
         "for blocked in ('torch', 'transformers', 'scrclf'):\n"
         "    sys.modules[blocked] = None  # any import of these now fails\n"
         + code
-        + f"\nimport json\nprint(json.dumps(classify({str(tiny_export.export_dir)!r}, "
+        + f"\nimport json\nprint(json.dumps(classify({str(export_dir)!r}, "
         f"{texts!r}, {findings!r})))\n"
         + "assert not any(m.split('.')[0] in ('torch', 'transformers', 'scrclf')\n"
         "               for m, v in sys.modules.items() if v is not None)\n"
@@ -274,12 +273,41 @@ def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny_export, 
         [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = scrclf.load(tiny_export.export_dir, backend="torch").predict(texts, findings)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _same_labels(expected, got) -> None:
     for mine, theirs in zip(expected, got, strict=True):
         assert theirs["themes"] == mine["themes"]["labels"]
         assert theirs["evidence"] == mine["evidence"]["label"]
         assert theirs["action_strength"] == mine["action_strength"]["label"]
+
+
+def test_onnx_only_consumer_from_the_contract_gets_the_same_labels(tiny_export, tmp_path):
+    texts, findings = PROBE_TEXTS[:3], PROBE_FINDINGS[:3]
+    got = _contract_consumer(tiny_export.export_dir, texts, findings, tmp_path)
+    expected = scrclf.load(tiny_export.export_dir, backend="torch").predict(texts, findings)
+    _same_labels(expected, got)
+
+
+def test_class_offsets_steer_both_the_package_and_the_contract_consumer(export_copy, tmp_path):
+    """A large offset on one evidence class makes it every item's label, read from
+    ``config.json`` by the package and from ``scrclf.json`` by a consumer of the contract."""
+    meta = json.loads((export_copy / "scrclf.json").read_text())
+    assert meta["format_version"] == 2
+    config = json.loads((export_copy / "config.json").read_text())
+    evidence = next(t for t in meta["tasks"] if t["name"] == "evidence")
+    assert evidence["offsets"] == [0.0] * 5  # class_offsets is off by default
+    for tasks in (meta["tasks"], config["tasks"]):
+        evidence = next(t for t in tasks if t["name"] == "evidence")
+        evidence["offsets"] = [0.0, 0.0, 0.0, 50.0, 0.0]  # single_case
+    (export_copy / "scrclf.json").write_text(json.dumps(meta))
+    (export_copy / "config.json").write_text(json.dumps(config))
+    rewrite_manifest(export_copy)
+    texts, findings = PROBE_TEXTS, PROBE_FINDINGS
+    expected = scrclf.load(export_copy, backend="onnx").predict(texts, findings)
+    assert {p["evidence"]["label"] for p in expected} == {"single_case"}
+    _same_labels(expected, _contract_consumer(export_copy, texts, findings, tmp_path))
 
 
 def test_transformers_automodel_loads_the_export(tiny_export):

@@ -41,9 +41,14 @@ class TaskSpec:
     # Multi-label: thresholds are tuned for F1 only among those that give each label to a
     # share of held-out items within this distance of its annotated share (null: any).
     share_tolerance: float | None = None
+    # Single-label: fit one additive offset per class on held-out data, for macro-F1 (see
+    # scrclf.calibration.tune_offsets); without it the decision is the top class.
+    class_offsets: bool = False
     # Filled in by training / calibration and stored with the model.
     class_weights: list[float] | None = None
     thresholds: list[float] | None = None
+    # Single-label: added to logit / temperature before the top class is taken.
+    offsets: list[float] | None = None
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -65,7 +70,7 @@ class TaskSpec:
         if self.column is None:
             self.column = self.name
         self.labels = [str(label) for label in self.labels]
-        for key in ("class_weights", "thresholds"):
+        for key in ("class_weights", "thresholds", "offsets"):
             value = getattr(self, key)
             if value is not None:
                 if len(value) != len(self.labels):
@@ -85,6 +90,13 @@ class TaskSpec:
             raise TaskConfigError(f"{where}: count_calibration applies to multi-label tasks only")
         if self.thresholds is not None and self.type != MULTI_LABEL:
             raise TaskConfigError(f"{where}: thresholds apply to multi-label tasks only")
+        if (self.class_offsets or self.offsets is not None) and self.type != SINGLE_LABEL:
+            raise TaskConfigError(f"{where}: class offsets apply to single-label tasks only")
+        for label, offset in zip(self.labels, self.offsets or [], strict=False):
+            if not math.isfinite(offset):
+                raise TaskConfigError(
+                    f"{where}: the offset of '{label}' must be a finite number, got {offset!r}"
+                )
         for label, threshold in zip(self.labels, self.thresholds or [], strict=False):
             if not (0.0 < threshold < 1.0):  # also refuses NaN
                 raise TaskConfigError(
@@ -112,6 +124,9 @@ class TaskSpec:
 
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}
+
+    def decision_offsets(self) -> list[float]:
+        return list(self.offsets) if self.offsets is not None else [0.0] * self.num_labels
 
     def decision_thresholds(self) -> list[float]:
         return list(self.thresholds) if self.thresholds is not None else [0.5] * self.num_labels

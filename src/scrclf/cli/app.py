@@ -681,7 +681,13 @@ def format_info(info: Mapping[str, Any]) -> str:
                 lines.append(f"  {label:<{width}}  threshold {_num(threshold)}")
         else:
             lines.append(f"{task['name']} (single-label; temperature {_num(task['temperature'])})")
-            lines.append("  " + ", ".join(task["labels"]))
+            offsets = task.get("offsets") or [0.0] * len(task["labels"])
+            if any(offsets):
+                width = max(len(label) for label in task["labels"])
+                for label, offset in zip(task["labels"], offsets, strict=True):
+                    lines.append(f"  {label:<{width}}  offset {offset:+.2f}")
+            else:
+                lines.append("  " + ", ".join(task["labels"]))
     lines.append("")
     metrics = info["metrics"]
     if metrics:

@@ -341,9 +341,10 @@ def cue_table_markdown() -> str:
 
 
 def plain_decisions(tasks: TaskSet) -> TaskSet:
-    """The same tasks with temperature 1 and default thresholds (0.5): the untuned rule."""
+    """The same tasks with temperature 1, default thresholds (0.5) and no class offsets: the
+    untuned rule."""
     return TaskSet.from_config(
-        [{**t.to_dict(), "temperature": 1.0, "thresholds": None} for t in tasks]
+        [{**t.to_dict(), "temperature": 1.0, "thresholds": None, "offsets": None} for t in tasks]
     )
 
 

@@ -471,6 +471,9 @@ def _decision_summary(tasks: TaskSet) -> list[dict[str, Any]]:
             "thresholds": dict(zip(t.labels, t.decision_thresholds(), strict=True))
             if t.is_multi_label
             else None,
+            "offsets": dict(zip(t.labels, t.offsets, strict=True))
+            if t.offsets is not None
+            else None,
         }
         for t in tasks
     ]
@@ -515,7 +518,8 @@ def _check_not_evaluated_data(validation: EvalData, evaluated: EvalData) -> None
 def recalibrate_on(
     tasks: TaskSet, classifier, validation: EvalData, batch_size: int = 32, min_positives: int = 5
 ) -> tuple[TaskSet, dict[str, Any]]:
-    """Re-fit temperatures and thresholds on ``validation``; returns the new tasks and a log.
+    """Re-fit temperatures, thresholds and class offsets on ``validation``; returns the new
+    tasks and a log.
 
     Tasks without labels in the validation data keep their stored settings.
     """
@@ -556,6 +560,16 @@ def _changes(old: TaskSet, new: TaskSet, fitted: Mapping[str, Any]) -> dict[str,
                     task.labels,
                     task.decision_thresholds(),
                     new[task.name].decision_thresholds(),
+                    strict=True,
+                )
+            }
+        else:
+            entry["offsets"] = {
+                label: {"stored": s, "refit": r}
+                for label, s, r in zip(
+                    task.labels,
+                    task.decision_offsets(),
+                    new[task.name].decision_offsets(),
                     strict=True,
                 )
             }

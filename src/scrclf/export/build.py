@@ -406,6 +406,7 @@ def export_meta(
             "type": t.type,
             "labels": t.labels,
             "thresholds": t.decision_thresholds() if t.is_multi_label else None,
+            "offsets": None if t.is_multi_label else t.decision_offsets(),
             "temperature": t.temperature,
             "max_labels": t.max_labels,
             "output": OUTPUT_PREFIX + t.name,
@@ -415,7 +416,8 @@ def export_meta(
     training = metrics.get("training") or {}
     return {
         "format": "scrclf-export",
-        "format_version": 1,
+        # 2: single-label tasks carry per-class decision offsets.
+        "format_version": 2,
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
@@ -558,7 +560,11 @@ def model_card(
                 else "multi-label"
             )
         else:
-            labels = ", ".join(f"`{lab}`" for lab in task["labels"])
+            offsets = task.get("offsets") or [0.0] * len(task["labels"])
+            labels = ", ".join(
+                f"`{lab}` ({off:+.2f})" if any(offsets) else f"`{lab}`"
+                for lab, off in zip(task["labels"], offsets, strict=True)
+            )
             kind = "single-label"
         label_rows.append(f"| `{task['name']}` | {kind} | {labels} | {task['temperature']:.3f} |")
 

@@ -271,11 +271,13 @@ def render_evaluation(
         rows = []
         for t in block["tasks"]:
             thresholds = ", ".join(f"{k} {v:.3f}" for k, v in (t["thresholds"] or {}).items())
-            rows.append([t["name"], fmt(t["temperature"]), thresholds or "argmax"])
+            offsets = ", ".join(f"{k} {v:+.2f}" for k, v in (t.get("offsets") or {}).items())
+            rule = thresholds or (f"top class after offsets: {offsets}" if offsets else "argmax")
+            rows.append([t["name"], fmt(t["temperature"]), rule])
         out += [
             f"**{SETTING_TITLES.get(setting, setting)}**",
             "",
-            md_table(["task", "temperature", "thresholds"], rows, ["l", "r", "l"]),
+            md_table(["task", "temperature", "thresholds / offsets"], rows, ["l", "r", "l"]),
             "",
         ]
 
@@ -317,6 +319,11 @@ def render_recalibration(recal: Mapping[str, Any]) -> list[str]:
             continue
         t = change["temperature"]
         rows.append([task, "temperature", f"{fmt(t['stored'])} → {fmt(t['refit'])}"])
+        for label, off in (change.get("offsets") or {}).items():
+            if abs(off["stored"] - off["refit"]) > 1e-9:
+                rows.append(
+                    [task, f"offset {label}", f"{off['stored']:+.2f} → {off['refit']:+.2f}"]
+                )
         for label, th in (change.get("thresholds") or {}).items():
             if abs(th["stored"] - th["refit"]) > 1e-9:
                 rows.append(

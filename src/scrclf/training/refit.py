@@ -173,7 +173,8 @@ def load_reference(run_dir: str | Path, cfg: Mapping[str, Any]) -> RefitReferenc
 
 
 def take_decisions(tasks: TaskSet, reference: RefitReference) -> dict[str, Any]:
-    """Give ``tasks`` the reference model's temperatures and thresholds (in place); returns
+    """Give ``tasks`` the reference model's temperatures, thresholds and class offsets (in
+    place); returns
     them in the form :func:`scrclf.calibration.calibrate` reports its fit."""
     theirs = {t.name: t for t in TaskSet.from_config(reference.tasks)}
     report: dict[str, Any] = {}
@@ -186,8 +187,11 @@ def take_decisions(tasks: TaskSet, reference: RefitReference) -> dict[str, Any]:
             )
         task.temperature = ref.temperature
         task.thresholds = list(ref.thresholds) if ref.thresholds is not None else None
+        task.offsets = list(ref.offsets) if ref.offsets is not None else None
         entry: dict[str, Any] = {"temperature": ref.temperature, "source": "refit_from"}
         if ref.thresholds is not None:
             entry["thresholds"] = dict(zip(ref.labels, ref.thresholds, strict=True))
+        if ref.offsets is not None:
+            entry["offsets"] = dict(zip(ref.labels, ref.offsets, strict=True))
         report[task.name] = entry
     return report

@@ -1,0 +1,183 @@
+"""Per-class offsets of single-label decisions, probed on finished runs without training.
+
+For each saved model and each single-label task: the temperature fitted on validation (as
+training fits it), then the test macro-F1 of the top class and of the top class after
+offsets tuned on validation (:func:`scrclf.calibration.tune_offsets`), with a paired
+interval over resampled reviews. Whether to use offsets is decided on validation alone: the
+validation reviews are split in two halves, temperature and offsets fitted on one half and
+scored on the other, both ways, over several random splits (``cv_repeats``). The encoder's logits are the saved model's own, wide part
+included at its stored weight, so the probe isolates the decision rule.
+``benchmarks/class_offsets.py`` is its command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scrclf.atomic import shown_path
+from scrclf.calibration import (
+    decide_single_label,
+    fit_temperature,
+    probabilities,
+    tune_offsets,
+)
+from scrclf.evaluation.bootstrap import ClusterBootstrap
+from scrclf.tasks import TaskSpec
+
+
+def _macro_f1(targets: np.ndarray, pred: np.ndarray, n: int) -> float:
+    from scrclf.calibration import _macro_f1_single
+
+    return _macro_f1_single(np.asarray(targets, np.int64), np.asarray(pred, np.int64), n)
+
+
+def probe_offsets(
+    model_dirs: Sequence[str | Path],
+    validation: str | Path,
+    test: str | Path,
+    resamples: int = 1000,
+    seed: int = 0,
+    batch_size: int = 32,
+    cv_repeats: int = 5,
+) -> dict[str, Any]:
+    """Test macro-F1 of every single-label task without and with fitted offsets, per model."""
+    from scrclf.evaluation.evaluate import load_eval_data, model_logits
+    from scrclf.inference.classifier import load
+
+    rows: list[dict[str, Any]] = []
+    boot: ClusterBootstrap | None = None
+    for model_dir in model_dirs:
+        clf = load(model_dir, backend="torch")
+        val = load_eval_data(validation, clf.tasks, require_labels=True)
+        tst = load_eval_data(test, clf.tasks, require_labels=True)
+        if boot is None:
+            boot = ClusterBootstrap.from_groups(tst.groups, resamples=resamples, seed=seed)
+        logits_val, _ = model_logits(clf, val.texts, val.findings, batch_size, "validation")
+        logits_test, _ = model_logits(clf, tst.texts, tst.findings, batch_size, "test")
+        y_val, y_test = val.targets(clf.tasks), tst.targets(clf.tasks)
+        for task in clf.tasks:
+            if task.is_multi_label:
+                continue
+            validation_pair = (logits_val[task.name], y_val[task.name])
+            row = _probe_task(
+                task, validation_pair, (logits_test[task.name], y_test[task.name]), boot
+            )
+            row.update(_halves(task, validation_pair, val.groups, cv_repeats, seed))
+            rows.append({"model": shown_path(model_dir), **row})
+    return {
+        "validation": shown_path(validation),
+        "test": shown_path(test),
+        "resamples": resamples,
+        "seed": seed,
+        "cv_repeats": cv_repeats,
+        "rows": rows,
+    }
+
+
+def _gain(task: TaskSpec, fit: tuple[np.ndarray, np.ndarray], score: tuple[np.ndarray, np.ndarray]):
+    """Macro-F1 on ``score`` with offsets fitted on ``fit``, minus that of the top class."""
+    temperature = fit_temperature(task, *fit)
+    offsets, _, _ = tune_offsets(probabilities(task, fit[0], temperature), fit[1])
+    probs = probabilities(task, score[0], temperature)
+    n, y = task.num_labels, score[1]
+    return _macro_f1(y, decide_single_label(probs, offsets), n) - _macro_f1(
+        y, decide_single_label(probs), n
+    )
+
+
+def _halves(
+    task: TaskSpec,
+    validation: tuple[np.ndarray, np.ndarray],
+    groups: Sequence[Any],
+    repeats: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The gain of offsets fitted on half of the validation reviews, on the other half."""
+    logits, y = validation
+    reviews = np.asarray([str(g) for g in groups])
+    names = np.unique(reviews)
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(repeats):
+        first = np.isin(reviews, rng.permutation(names)[: len(names) // 2])
+        for fit, score in ((first, ~first), (~first, first)):
+            gains.append(_gain(task, (logits[fit], y[fit]), (logits[score], y[score])))
+    return {
+        "validation_halves_gain": float(np.mean(gains)),
+        "validation_halves_positive": int(sum(g > 0 for g in gains)),
+        "validation_halves_n": len(gains),
+    }
+
+
+def _resampled_items(boot: ClusterBootstrap) -> list[np.ndarray]:
+    """Per resample, the indices of the items of the reviews it draws (with repeats)."""
+    members = [np.flatnonzero(boot.clusters == c) for c in range(boot.n_clusters)]
+    return [np.concatenate([members[c] for c in draw]) for draw in boot.draws]
+
+
+def _probe_task(
+    task: TaskSpec,
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    boot: ClusterBootstrap,
+) -> dict[str, Any]:
+    (logits_val, y_val), (logits_test, y_test) = validation, test
+    n = task.num_labels
+    temperature = fit_temperature(task, logits_val, y_val)
+    offsets, val_before, val_after = tune_offsets(
+        probabilities(task, logits_val, temperature), y_val
+    )
+    probs = probabilities(task, logits_test, temperature)
+    plain, moved = decide_single_label(probs), decide_single_label(probs, offsets)
+    gaps = np.array(
+        [
+            _macro_f1(y_test[idx], moved[idx], n) - _macro_f1(y_test[idx], plain[idx], n)
+            for idx in _resampled_items(boot)
+        ]
+    )
+    lo, hi = np.quantile(gaps, [0.025, 0.975])
+    return {
+        "task": task.name,
+        "temperature": temperature,
+        "offsets": dict(zip(task.labels, offsets, strict=True)),
+        "validation_without": val_before,
+        "validation_with": val_after,
+        "test_without": _macro_f1(y_test, plain, n),
+        "test_with": _macro_f1(y_test, moved, n),
+        "test_gap_interval": [float(lo), float(hi)],
+    }
+
+
+def format_offsets_probe(result: Mapping[str, Any], command: str) -> str:
+    """The probe as Markdown."""
+    lines = [
+        "# Class offsets of single-label decisions",
+        "",
+        f"Measured with `{command}`: temperature and offsets fitted on "
+        f"`{result['validation']}`, macro-F1 on `{result['test']}`; the gap's 95% interval "
+        f"from {result['resamples']} resamples of whole reviews (seed {result['seed']}). "
+        f"Validation halves: the validation reviews split in two at random, temperature and "
+        f"offsets fitted on one half and scored on the other, both ways, "
+        f"{result['cv_repeats']} splits; the mean gain in macro-F1 over the top class and how "
+        f"many of the scored halves gained. That column, not test, says whether offsets help.",
+        "",
+        "| model | task | validation halves: gain (positive) | validation: top class → with "
+        "offsets | test: top class | test: with offsets | gap [95% CI] | offsets |",
+        "|---|---|---|---|---:|---:|---|---|",
+    ]
+    for r in result["rows"]:
+        lo, hi = r["test_gap_interval"]
+        offsets = ", ".join(f"{k} {v:+.1f}" for k, v in r["offsets"].items())
+        lines.append(
+            f"| {Path(r['model']).parent.name or r['model']} | {r['task']} | "
+            f"{r['validation_halves_gain']:+.4f} ({r['validation_halves_positive']} of "
+            f"{r['validation_halves_n']}) | "
+            f"{r['validation_without']:.4f} → {r['validation_with']:.4f} | "
+            f"{r['test_without']:.4f} | {r['test_with']:.4f} | "
+            f"{r['test_with'] - r['test_without']:+.4f} [{lo:+.4f}, {hi:+.4f}] | {offsets} |"
+        )
+    return "\n".join(lines) + "\n"
