@@ -25,9 +25,10 @@ TINY = [
 ]
 
 
-def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
-    search = {
-        "study_name": "toy",
+def _study(tmp_path, name: str, **changes) -> dict:
+    """A search config over the tiny model, its study kept in ``tmp_path/study.db``."""
+    return {
+        "study_name": name,
         "n_trials": 2,
         "direction": "maximize",
         "metric": "at_default_decisions.validation.mean_macro_f1",
@@ -35,12 +36,20 @@ def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
         "storage": str(tmp_path / "study.db"),
         "pruning": False,
         "overrides": ["eval_splits=[validation]"],
-        "params": {
+        **changes,
+    }
+
+
+def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
+    search = _study(
+        tmp_path,
+        "toy",
+        params={
             "trainer.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
             "trainer.max_epochs": {"type": "int", "low": 1, "high": 2},
             "model.dropout": {"type": "categorical", "choices": [0.0, 0.1]},
         },
-    }
+    )
     out = tmp_path / "search"
     summary = run_search(
         search, [*TINY, f"data.dir={toy_corpus}"], config_dir=CONFIG_DIR, out_dir=out
@@ -71,17 +80,14 @@ def test_two_trial_search_on_the_tiny_model(toy_corpus, tmp_path, no_network):
 def test_pruned_searches_report_every_epoch(toy_corpus, tmp_path, no_network):
     import optuna
 
-    search = {
-        "study_name": "pruned",
-        "n_trials": 1,
-        "direction": "maximize",
-        "metric": "at_default_decisions.validation.mean_macro_f1",
-        "seed": 0,
-        "storage": str(tmp_path / "study.db"),
-        "pruning": True,
-        "overrides": ["eval_splits=[validation]", "trainer.max_epochs=3"],
-        "params": {"trainer.learning_rate": {"type": "categorical", "choices": [5e-3]}},
-    }
+    search = _study(
+        tmp_path,
+        "pruned",
+        n_trials=1,
+        pruning=True,
+        overrides=["eval_splits=[validation]", "trainer.max_epochs=3"],
+        params={"trainer.learning_rate": {"type": "categorical", "choices": [5e-3]}},
+    )
     out = tmp_path / "search"
     run_search(search, [*TINY, f"data.dir={toy_corpus}"], config_dir=CONFIG_DIR, out_dir=out)
     # The shipped CPU trainer validates after its last two epochs only; the pruner needs all.
