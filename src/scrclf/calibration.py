@@ -95,7 +95,10 @@ OFFSET_GRID = tuple(float(v) for v in np.round(np.arange(-2.0, 2.001, 0.1), 4))
 OFFSET_ROUNDS = 3
 
 
-def _macro_f1_single(targets: np.ndarray, pred: np.ndarray, n: int) -> float:
+def single_label_macro_f1(targets: np.ndarray, pred: np.ndarray, n: int) -> float:
+    """Macro-F1 over ``n`` classes of class indices ``pred`` against ``targets``."""
+    targets = np.asarray(targets, dtype=np.int64)
+    pred = np.asarray(pred, dtype=np.int64)
     confusion = np.bincount(targets * n + pred, minlength=n * n).reshape(n, n)
     tp = np.diag(confusion).astype(np.float64)
     denom = confusion.sum(axis=0) + confusion.sum(axis=1)
@@ -120,14 +123,14 @@ def tune_offsets(
     y = np.asarray(targets, dtype=np.int64)
     n = log_p.shape[1]
     offsets = np.zeros(n)
-    before = best = _macro_f1_single(y, log_p.argmax(axis=1), n)
+    before = best = single_label_macro_f1(y, log_p.argmax(axis=1), n)
     for _ in range(rounds):
         changed = False
         for k in range(n):
             for value in grid:
                 trial = offsets.copy()
                 trial[k] = value
-                f1 = _macro_f1_single(y, (log_p + trial).argmax(axis=1), n)
+                f1 = single_label_macro_f1(y, (log_p + trial).argmax(axis=1), n)
                 if f1 > best + 1e-12:
                     best, offsets, changed = f1, trial, True
         if not changed:

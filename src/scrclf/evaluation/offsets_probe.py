@@ -5,9 +5,9 @@ training fits it), then the test macro-F1 of the top class and of the top class 
 offsets tuned on validation (:func:`scrclf.calibration.tune_offsets`), with a paired
 interval over resampled reviews. Whether to use offsets is decided on validation alone: the
 validation reviews are split in two halves, temperature and offsets fitted on one half and
-scored on the other, both ways, over several random splits (``cv_repeats``). The encoder's logits are the saved model's own, wide part
-included at its stored weight, so the probe isolates the decision rule.
-``benchmarks/class_offsets.py`` is its command line.
+scored on the other, both ways, over several random splits (``cv_repeats``). The logits are
+the saved model's own, wide part included at its stored weight, so the probe isolates the
+decision rule. ``benchmarks/class_offsets.py`` is its command line.
 """
 
 from __future__ import annotations
@@ -23,16 +23,11 @@ from scrclf.calibration import (
     decide_single_label,
     fit_temperature,
     probabilities,
+    single_label_macro_f1,
     tune_offsets,
 )
 from scrclf.evaluation.bootstrap import ClusterBootstrap
 from scrclf.tasks import TaskSpec
-
-
-def _macro_f1(targets: np.ndarray, pred: np.ndarray, n: int) -> float:
-    from scrclf.calibration import _macro_f1_single
-
-    return _macro_f1_single(np.asarray(targets, np.int64), np.asarray(pred, np.int64), n)
 
 
 def probe_offsets(
@@ -78,20 +73,23 @@ def probe_offsets(
     }
 
 
-def _gain(task: TaskSpec, fit: tuple[np.ndarray, np.ndarray], score: tuple[np.ndarray, np.ndarray]):
+Pair = tuple[np.ndarray, np.ndarray]  # logits and targets
+
+
+def _gain(task: TaskSpec, fit: Pair, score: Pair) -> float:
     """Macro-F1 on ``score`` with offsets fitted on ``fit``, minus that of the top class."""
     temperature = fit_temperature(task, *fit)
     offsets, _, _ = tune_offsets(probabilities(task, fit[0], temperature), fit[1])
     probs = probabilities(task, score[0], temperature)
     n, y = task.num_labels, score[1]
-    return _macro_f1(y, decide_single_label(probs, offsets), n) - _macro_f1(
+    return single_label_macro_f1(y, decide_single_label(probs, offsets), n) - single_label_macro_f1(
         y, decide_single_label(probs), n
     )
 
 
 def _halves(
     task: TaskSpec,
-    validation: tuple[np.ndarray, np.ndarray],
+    validation: Pair,
     groups: Sequence[Any],
     repeats: int,
     seed: int,
@@ -121,8 +119,8 @@ def _resampled_items(boot: ClusterBootstrap) -> list[np.ndarray]:
 
 def _probe_task(
     task: TaskSpec,
-    validation: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
+    validation: Pair,
+    test: Pair,
     boot: ClusterBootstrap,
 ) -> dict[str, Any]:
     (logits_val, y_val), (logits_test, y_test) = validation, test
@@ -135,7 +133,8 @@ def _probe_task(
     plain, moved = decide_single_label(probs), decide_single_label(probs, offsets)
     gaps = np.array(
         [
-            _macro_f1(y_test[idx], moved[idx], n) - _macro_f1(y_test[idx], plain[idx], n)
+            single_label_macro_f1(y_test[idx], moved[idx], n)
+            - single_label_macro_f1(y_test[idx], plain[idx], n)
             for idx in _resampled_items(boot)
         ]
     )
@@ -146,8 +145,8 @@ def _probe_task(
         "offsets": dict(zip(task.labels, offsets, strict=True)),
         "validation_without": val_before,
         "validation_with": val_after,
-        "test_without": _macro_f1(y_test, plain, n),
-        "test_with": _macro_f1(y_test, moved, n),
+        "test_without": single_label_macro_f1(y_test, plain, n),
+        "test_with": single_label_macro_f1(y_test, moved, n),
         "test_gap_interval": [float(lo), float(hi)],
     }
 
