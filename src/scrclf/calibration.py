@@ -335,19 +335,13 @@ MIX_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 def macro_f1_at_decisions(task: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> float:
     """Macro-F1 of ``task``'s decisions (its temperature and thresholds as they are)."""
     pred = decide(task, probabilities(task, logits))
-    if task.is_multi_label:
-        y = np.asarray(targets).astype(bool)
-        p = np.asarray(pred).astype(bool)
-        tp = (p & y).sum(axis=0)
-        fp = (p & ~y).sum(axis=0)
-        fn = (~p & y).sum(axis=0)
-    else:
-        y = np.asarray(targets, dtype=np.int64)
-        p = np.asarray(pred, dtype=np.int64)
-        labels = np.arange(task.num_labels)
-        tp = np.array([((p == k) & (y == k)).sum() for k in labels])
-        fp = np.array([((p == k) & (y != k)).sum() for k in labels])
-        fn = np.array([((p != k) & (y == k)).sum() for k in labels])
+    if not task.is_multi_label:
+        return single_label_macro_f1(targets, pred, task.num_labels)
+    y = np.asarray(targets).astype(bool)
+    p = np.asarray(pred).astype(bool)
+    tp = (p & y).sum(axis=0)
+    fp = (p & ~y).sum(axis=0)
+    fn = (~p & y).sum(axis=0)
     denom = 2 * tp + fp + fn
     return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
 
