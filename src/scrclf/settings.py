@@ -108,6 +108,7 @@ class TrainerSettings:
     warmup_ratio: float
     label_smoothing: float
     rdrop: float
+    fast_dropout: bool
     freeze_layers: int | None
     lr_scheduler: str
     grad_accum_steps: int
@@ -151,6 +152,7 @@ class TrainerSettings:
             warmup_ratio=_typed(s, "warmup_ratio", c["warmup_ratio"], float, minimum=0),
             label_smoothing=_typed(s, "label_smoothing", c["label_smoothing"], float, minimum=0),
             rdrop=_typed(s, "rdrop", c["rdrop"], float, minimum=0),
+            fast_dropout=_typed(s, "fast_dropout", c["fast_dropout"], bool),
             freeze_layers=_typed(
                 s, "freeze_layers", c["freeze_layers"], int, minimum=0, optional=True
             ),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scrclf.evaluation.metrics import HEADLINE
+from scrclf.modeling.dropout import fast_dropout
 from scrclf.settings import TrainerSettings
 from scrclf.training.hand_loop import train_lean
 from scrclf.training.hf_loop import train_with_trainer
@@ -201,6 +202,9 @@ def train(
     inputs = load_inputs(cfg_dict, run_dir, reference)
     if checkpoint is not None:
         check_resumable(checkpoint, cfg_dict, inputs.model.config)
-    if loop == "lean":
-        return train_lean(inputs, started=started, report=report)
-    return train_with_trainer(inputs, checkpoint, started, threads, report)
+    with fast_dropout(inputs.model, trainer.fast_dropout) as sites:
+        if sites:
+            logger.info("dropout masks from 64-bit random words at %d sites", sites)
+        if loop == "lean":
+            return train_lean(inputs, started=started, report=report)
+        return train_with_trainer(inputs, checkpoint, started, threads, report)

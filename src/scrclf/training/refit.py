@@ -36,7 +36,8 @@ from scrclf.tasks import TaskSet
 logger = logging.getLogger(__name__)
 
 # Config sections that must be those of the reference run, and the trainer settings that
-# may differ because they change how a run is executed or logged, not what it learns.
+# may differ because they change how a run is executed or logged, not what it learns
+# (fast_dropout draws the same dropout's masks from other random numbers).
 # ``max_epochs`` is taken from the reference run's best epoch.
 SAME_SECTIONS = ("model", "task", "data", "distill")
 MAY_DIFFER = frozenset(
@@ -50,6 +51,7 @@ MAY_DIFFER = frozenset(
         "max_epochs",
         "early_stopping_patience",
         "eval_last_epochs",
+        "fast_dropout",
         "metric_for_best",
     }
 )
