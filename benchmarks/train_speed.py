@@ -307,6 +307,8 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     """Per-part costs of a MiniLM training step on fixed items, each option timed in turn.
 
     * forward+backward per sample in fp32 and in bf16 autocast (batch 16, length-grouped);
+    * forward+backward in bf16 with PyTorch's dropout masks against the masks of
+      ``trainer.fast_dropout`` (scrclf.modeling.dropout);
     * the AdamW update: single-tensor (``adamw_torch`` on CPU) against fused;
     * forward+backward of the same items in random batches against length-sorted batches;
     * one evaluation pass over validation in random order against sorted by length.
@@ -316,6 +318,7 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     import numpy as np
     import torch
 
+    from scrclf.modeling.dropout import fast_dropout
     from scrclf.training.hand_loop import TokenStore
 
     fixed = fixed_items(data_dir, items)
@@ -337,6 +340,10 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
             loss.backward()
             model.zero_grad(set_to_none=True)
         return time.perf_counter() - start
+
+    def fwd_bwd_fast_dropout(store, groups) -> float:
+        with fast_dropout(model):
+            return fwd_bwd(store, groups, True)
 
     def optimizer_step(fused: bool, steps: int = 8) -> float:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -375,6 +382,7 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
         for name, fn in [
             ("fwd_bwd_fp32_grouped_s", lambda: fwd_bwd(train, grouped, False)),
             ("fwd_bwd_bf16_grouped_s", lambda: fwd_bwd(train, grouped, True)),
+            ("fwd_bwd_bf16_fast_dropout_s", lambda: fwd_bwd_fast_dropout(train, grouped)),
             ("fwd_bwd_fp32_random_s", lambda: fwd_bwd(train, shuffled, False)),
             ("adamw_single_tensor_step_s", lambda: optimizer_step(False)),
             ("adamw_fused_step_s", lambda: optimizer_step(True)),
@@ -399,6 +407,8 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
         "padding_share": {k: 1 - padded["real"] / padded[k] for k in ("grouped", "random")},
         "ratios": {
             "bf16_speedup": median["fwd_bwd_fp32_grouped_s"] / median["fwd_bwd_bf16_grouped_s"],
+            "fast_dropout_speedup": median["fwd_bwd_bf16_grouped_s"]
+            / median["fwd_bwd_bf16_fast_dropout_s"],
             "grouping_speedup": median["fwd_bwd_fp32_random_s"] / median["fwd_bwd_fp32_grouped_s"],
             "fused_adamw_speedup": median["adamw_single_tensor_step_s"]
             / median["adamw_fused_step_s"],
@@ -421,6 +431,9 @@ def components_markdown(report: dict[str, Any]) -> str:
             "|---|---:|---:|---:|",
             f"| forward+backward, {c['items']} items, batch 16 | fp32 {s['fwd_bwd_fp32_grouped_s']:.2f} s "
             f"| bf16 autocast {s['fwd_bwd_bf16_grouped_s']:.2f} s | {r['bf16_speedup']:.2f}x |",
+            f"| forward+backward, bf16 autocast, batch 16 | PyTorch's dropout masks "
+            f"{s['fwd_bwd_bf16_grouped_s']:.2f} s | masks from 64-bit words "
+            f"{s['fwd_bwd_bf16_fast_dropout_s']:.2f} s | {r['fast_dropout_speedup']:.2f}x |",
             f"| forward+backward, fp32, batch 16 | random batches {s['fwd_bwd_fp32_random_s']:.2f} s "
             f"(padding {c['padding_share']['random']:.0%}) | length-grouped "
             f"{s['fwd_bwd_fp32_grouped_s']:.2f} s (padding {c['padding_share']['grouped']:.0%}) "
