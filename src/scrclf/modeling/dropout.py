@@ -3,7 +3,7 @@
 PyTorch draws a CPU dropout mask one Bernoulli sample per element; in a MiniLM training
 step on 2 cores that took a fifth of the forward and backward time (docs/performance.md).
 Here each element's mask comes from 16 bits of one 64-bit random word instead: about a
-seventh of the cost, from the same seeded generator. An element is dropped with probability
+fifth of the cost, from the same seeded generator. An element is dropped with probability
 ``round(p * 65536) / 65536`` (0.1 becomes 0.1000061) and kept elements are scaled by the
 inverse of the kept share, so the expectation is unchanged, as in :class:`torch.nn.Dropout`.
 
