@@ -114,6 +114,41 @@ def test_batch_size_and_order_do_not_change_results(tiny_export):
     assert clf.predict([]) == []
 
 
+def test_length_batches_cut_at_the_batch_size_and_before_too_much_padding():
+    from scrclf.inference.classifier import length_batches
+
+    lengths = [30, 10, 10, 12, 40, 11, 100, 10]
+    fixed = length_batches(lengths, 3)
+    assert fixed == [[1, 2, 7], [5, 3, 0], [4, 6]]
+    split = length_batches(lengths, 32, max_padding=0.25)
+    assert sorted(i for rows in split for i in rows) == list(range(len(lengths)))
+    assert split == [[1, 2, 7, 5, 3], [0, 4], [6]]  # 2 x 40 <= 1.25 x 70; 3 x 100 is not
+    for rows in split:
+        longest, real = max(lengths[i] for i in rows), sum(lengths[i] for i in rows)
+        assert longest * len(rows) <= 1.25 * real
+    # Items of one length fill whole batches whatever the limit.
+    assert [len(rows) for rows in length_batches([7] * 70, 32, max_padding=0.0)] == [32, 32, 6]
+    assert length_batches([], 32, max_padding=0.25) == []
+
+
+def test_a_call_of_mixed_lengths_runs_as_several_batches_on_cpu(tiny_export, monkeypatch):
+    clf = scrclf.load(tiny_export.export_dir, backend="onnx")
+    texts = ["short", "brief", "a much longer recommendation " * 10, "tiny"]
+    alone = clf.logits(texts, batch_size=1)
+    sizes: list[int] = []
+    run = clf.engine.run
+
+    def counted(batch):
+        sizes.append(len(batch["input_ids"]))
+        return run(batch)
+
+    monkeypatch.setattr(clf.engine, "run", counted)
+    together = clf.logits(texts, batch_size=32)
+    assert sorted(sizes) == [1, 3]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- inputs
 
 

@@ -384,6 +384,7 @@ class TorchBackend:
                 f"model heads {names} differ from the tasks {tasks.names}", root / CONFIG_FILE
             )
         self.model = model.to(self.device).eval()
+        self.on_cpu = self.device.type == "cpu"
         self.input_names = INPUT_NAMES
 
     def run(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -434,6 +435,7 @@ class OnnxBackend:
             raise ModelLoadError(f"onnxruntime cannot load the graph: {err}", file) from None
         self.input_names = check_onnx_signature(self.session, tasks, file)
         self.output_names = [OUTPUT_PREFIX + t.name for t in tasks]
+        self.on_cpu = device == "cpu"
 
     def run(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         feed = {}
@@ -510,6 +512,38 @@ def format_predictions(tasks: TaskSet, logits: Sequence[np.ndarray]) -> list[dic
 
 
 # ------------------------------------------------------------------------- classifier
+
+
+# On CPU a batch also ends before an item that would make its padding more than this share of
+# its real tokens: a call of items of mixed lengths then runs as several batches instead of
+# one padded to its longest item (docs/performance.md, "Inference on CPU").
+MAX_PADDING = 0.25
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_padding: float | None = None
+) -> list[list[int]]:
+    """The indices of ``lengths`` from shortest to longest, cut into batches of at most
+    ``batch_size``; with ``max_padding``, also before any item whose length, times the batch's
+    size with it, would exceed ``1 + max_padding`` times the batch's real tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for index in order:
+        length = int(lengths[index])
+        padded = length * (len(current) + 1)
+        if current and (
+            len(current) >= batch_size
+            or (max_padding is not None and padded > (1.0 + max_padding) * (tokens + length))
+        ):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(index)
+        tokens += length
+    if current:
+        batches.append(current)
+    return batches
 
 
 class Classifier:
@@ -603,13 +637,17 @@ class Classifier:
                 stacklevel=3,
             )
         # Batches of similar length waste less compute on padding; order is restored below.
-        order = sorted(range(len(texts)), key=lambda i: len(enc["input_ids"][i]))
+        batches = length_batches(
+            [len(ids) for ids in enc["input_ids"]],
+            int(batch_size),
+            MAX_PADDING if self.engine.on_cpu else None,
+        )
         outputs: list[list[np.ndarray]] = [[] for _ in self.tasks]
-        for start in range(0, len(order), int(batch_size)):
-            rows = order[start : start + int(batch_size)]
+        for rows in batches:
             logits = self.engine.run(self.pad(enc, rows))
             for task_out, value in zip(outputs, logits, strict=True):
                 task_out.append(value)
+        order = [index for rows in batches for index in rows]
         inverse = np.argsort(np.asarray(order))
         return [np.concatenate(parts)[inverse] for parts in outputs]
 
