@@ -10,7 +10,8 @@ Measures, on the texts (and findings) of ``--data``:
     agreement (multi-label: the whole label set must match);
   * latency at batch 1 (p50 and p95 over ``--latency-items`` single-item calls);
   * throughput at batch 32, two ways, after a warm-up: calls of 32 items in file order
-    (a stream of small requests: each call pads to its longest item), and the whole file in
+    (a stream of small requests; on CPU each call is split by length where one batch would
+    carry more padding than a quarter of its real tokens), and the whole file in
     one call with ``batch_size=32`` (as ``scrclf predict`` reads a file: items are sorted by
     length before batching, so batches carry little padding).
 Timings are end to end through ``Classifier.logits``: tokenization, padding and the forward
