@@ -99,7 +99,9 @@ def _fit_and_decide(task: TaskSpec, fit: Pair, scored: np.ndarray) -> Fitted:
 
 def _gain(task: TaskSpec, fit: Pair, score: Pair) -> float:
     """Macro-F1 on ``score`` with offsets fitted on ``fit``, minus that of the top class."""
-    fitted, (n, y) = _fit_and_decide(task, fit, score[0]), (task.num_labels, score[1])
+    logits, y = score
+    fitted = _fit_and_decide(task, fit, logits)
+    n = task.num_labels
     return single_label_macro_f1(y, fitted.moved, n) - single_label_macro_f1(y, fitted.plain, n)
 
 

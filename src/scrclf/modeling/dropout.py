@@ -55,16 +55,23 @@ def keep_mask(
     return draws >= dropped - (1 << 15)
 
 
+def keep_factor(
+    shape: Sequence[int], p: float, dtype: torch.dtype, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Dropout as one factor per element: 0 where :func:`keep_mask` drops it, the inverse of
+    the kept share where it keeps it (a single multiplication forward and backward, faster
+    here than masked_fill or where)."""
+    factor = keep_mask(shape, p, device).to(dtype)
+    return factor.mul_(1.0 / (1.0 - quantized_rate(p)))
+
+
 class FastDropout(nn.Dropout):
     """:class:`torch.nn.Dropout` with masks from :func:`keep_mask` while training on CPU."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or input.device.type != "cpu" or not 0.0 < self.p < 1.0:
             return super().forward(input)
-        # One factor per element, 0 or the kept share's inverse: a single multiplication
-        # forward and backward (faster here than masked_fill or where).
-        factor = keep_mask(input.shape, self.p, input.device).to(input.dtype)
-        factor.mul_(1.0 / (1.0 - quantized_rate(self.p)))
+        factor = keep_factor(input.shape, self.p, input.dtype, input.device)
         return input.mul_(factor) if self.inplace else input * factor
 
 
@@ -124,8 +131,7 @@ def attention_with_fast_dropout(
         else:
             scores = scores + attention_mask
     weights = scores.softmax(dim=-1)
-    factor = keep_mask(weights.shape, dropout, query.device).to(weights.dtype)
-    factor.mul_(1.0 / (1.0 - quantized_rate(dropout)))
+    factor = keep_factor(weights.shape, dropout, weights.dtype, query.device)
     output = torch.matmul(weights * factor, value).to(dtype)
     return output.transpose(1, 2).contiguous(), None
 

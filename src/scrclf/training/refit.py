@@ -176,8 +176,7 @@ def load_reference(run_dir: str | Path, cfg: Mapping[str, Any]) -> RefitReferenc
 
 def take_decisions(tasks: TaskSet, reference: RefitReference) -> dict[str, Any]:
     """Give ``tasks`` the reference model's temperatures, thresholds and class offsets (in
-    place); returns
-    them in the form :func:`scrclf.calibration.calibrate` reports its fit."""
+    place); returns them in the form :func:`scrclf.calibration.calibrate` reports its fit."""
     theirs = {t.name: t for t in TaskSet.from_config(reference.tasks)}
     report: dict[str, Any] = {}
     for task in tasks:
