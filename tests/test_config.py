@@ -26,7 +26,8 @@ def test_default_config_composes():
     assert cfg.model.wide.mode == "logreg" and list(cfg.model.wide.text_only) == ["themes"]
     assert list(cfg.model.label_attention) == ["themes", "evidence", "action_strength"]
     assert cfg.model.label_attention_keys == "tokens"
-    assert cfg.trainer.max_epochs == 4
+    assert cfg.trainer.max_epochs == 4 and cfg.trainer.batch_size == 16
+    assert list(cfg.model.wide.residual) == []
     assert cfg.data.dir.endswith("data/scr_recs")
     tasks = TaskSet.from_config(cfg.task.tasks)
     assert tasks.names == ["themes", "evidence", "action_strength"]

@@ -242,3 +242,109 @@ def test_fit_on_filled_buckets_equals_the_fit_on_every_bucket(model_and_ids, tas
     evidence.fit(x, targets["evidence"])
     column = tasks["themes"].num_labels + 1  # evidence's second class against its first
     np.testing.assert_allclose(weight[:, column], evidence.coef_[0], atol=1e-4)
+
+
+def test_out_of_fold_logits_come_from_fits_without_the_fold(model_and_ids, tasks):
+    from sklearn.linear_model import LogisticRegression
+
+    from scrclf.modeling.wide import out_of_fold_wide_logits
+
+    model, ids = model_and_ids
+    targets = _targets(tasks, len(ids))
+    fit_wide(model, ids, targets, tasks)
+    folds = np.arange(len(ids)) // 6 % 3  # whole copies of the six texts per fold
+    themes, evidence = out_of_fold_wide_logits(
+        model, ids, targets, TaskSet([tasks["themes"], tasks["evidence"]]), folds
+    )
+    assert themes.shape == (len(ids), tasks["themes"].num_labels)
+    assert evidence.shape == (len(ids), tasks["evidence"].num_labels)
+    # Each fold's logits: its features (the full fit's IDF) times weights fitted on the others.
+    x = feature_matrix(model, ids, model.wide_idf.numpy().astype(np.float64))
+    for fold in range(3):
+        held, rest = folds == fold, folds != fold
+        audit = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=0)
+        audit.fit(x[rest], targets["themes"][rest, 6].astype(int))
+        np.testing.assert_allclose(themes[held, 6], x[held] @ audit.coef_[0], atol=1e-4)
+    # They differ from the full fit's, which has seen every item's labels.
+    assert not np.allclose(themes, wide_logits_of(model, ids)[0], atol=1e-3)
+    with pytest.raises(ValueError, match="fold ids"):
+        out_of_fold_wide_logits(model, ids, targets, tasks, folds[:-1])
+
+
+def test_residual_task_trains_on_the_encoder_plus_its_offsets(model_and_ids, tasks):
+    model, ids = model_and_ids
+    fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
+    batch = {
+        "input_ids": torch.tensor([ids[0], ids[0]]),
+        "attention_mask": torch.ones(2, len(ids[0]), dtype=torch.long),
+    }
+    saved = model.config.wide
+    try:
+        model.config.wide = {**saved, "mix": None}
+        deep = model(**batch).logits
+        model.config.wide = {**saved, "mix": {"themes": 1.0}}
+        mixed = model(**batch).logits
+        wide = torch.from_numpy(wide_logits_of(model, [ids[0], ids[0]])[0])
+        torch.testing.assert_close(mixed[0], deep[0] + wide, atol=1e-5, rtol=0)
+        offset = torch.randn(2, tasks["themes"].num_labels)
+        target = torch.zeros(2, tasks["themes"].num_labels)
+        out = model(**batch, themes=target, wide_offset_themes=offset)
+        # The offsets take the wide part's place for themes; the other tasks are untouched.
+        torch.testing.assert_close(out.logits[0], deep[0] + offset, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.logits[1], deep[1])
+        weight = model.class_weights_themes
+        want = torch.nn.functional.binary_cross_entropy_with_logits(
+            deep[0] + offset, target, pos_weight=weight if weight.numel() else None
+        )
+        torch.testing.assert_close(out.loss, want, atol=1e-5, rtol=0)
+    finally:
+        model.config.wide = saved
+
+
+@pytest.mark.parametrize(
+    ("wide", "message"),
+    [
+        ({"mode": "joint", "residual": ["themes"]}, "needs mode: logreg"),
+        ({"mode": "logreg", "residual": ["topics"]}, "unknown tasks"),
+        ({"mode": "logreg", "residual": ["themes"], "residual_folds": 1}, "integer >= 2"),
+    ],
+)
+def test_residual_settings_are_checked(tasks, wide, message):
+    from scrclf.errors import SettingsError
+    from scrclf.modeling.model import ScrClfConfig
+
+    with pytest.raises(SettingsError, match=message):
+        ScrClfConfig(tasks=tasks.to_list(), wide={"buckets": 64, **wide})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["trainer", "lean"])
+def test_training_themes_as_a_residual_of_the_wide_part(toy_corpus, tmp_path, loop, caplog):
+    import logging
+
+    from scrclf.training import train
+
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="scrclf.modeling.wide"):
+        train(
+            compose_train(
+                [
+                    "model=tiny",
+                    f"data.dir={toy_corpus}",
+                    f"paths.output_dir={run}",
+                    "trainer.max_epochs=1",
+                    "trainer.learning_rate=5e-3",
+                    f"trainer.loop={loop}",
+                    "eval_splits=[validation]",
+                    "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0,residual:[themes],"
+                    "residual_folds:3}",
+                ]
+            )
+        )
+    assert "out-of-fold logits of 240 items over 3 folds for ['themes']" in caplog.text
+    metrics = json.loads((run / "metrics.json").read_text())
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["wide"]["residual"] == ["themes"] and saved["wide"]["residual_folds"] == 3
+    # The weights are fitted on validation after training, from the encoder's logits alone.
+    assert saved["wide"]["mix"] == metrics["wide"]["mix"]
+    assert set(saved["wide"]["mix"]) == {"themes", "evidence", "action_strength"}

@@ -19,6 +19,10 @@ HEADLINE = "mean_macro_f1"
 # A teacher's logits for a task travel beside its targets as ``teacher_<task>`` when a model
 # trains with distillation (scrclf.training.distill).
 TEACHER_PREFIX = "teacher_"
+# Out-of-fold wide logits of a training item travel beside its targets as
+# ``wide_offset_<task>`` when the encoder learns a task as a residual of the wide part
+# (``model.wide.residual``): the task's training loss is taken on encoder + these logits.
+WIDE_OFFSET_PREFIX = "wide_offset_"
 
 MULTI_LABEL = "multi_label"
 SINGLE_LABEL = "single_label"

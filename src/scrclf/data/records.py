@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrclf.errors import DataError  # noqa: F401 (re-exported)
-from scrclf.tasks import TEACHER_PREFIX, TaskSet
+from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet
 
 if TYPE_CHECKING:
     import torch
@@ -677,8 +677,9 @@ class MultiTaskCollator:
             values = [f[task.name] for f in features]
             dtype = torch.float32 if task.is_multi_label else torch.long
             batch[task.name] = torch.tensor(values, dtype=dtype)
-            # A teacher's logits, when training with distillation (scrclf.training.distill).
-            soft = TEACHER_PREFIX + task.name
-            if soft in features[0]:
-                batch[soft] = torch.tensor([f[soft] for f in features], dtype=torch.float32)
+            # A teacher's logits, when training with distillation (scrclf.training.distill),
+            # and out-of-fold wide logits, when the task is learnt as a residual of them.
+            for extra in (TEACHER_PREFIX + task.name, WIDE_OFFSET_PREFIX + task.name):
+                if extra in features[0]:
+                    batch[extra] = torch.tensor([f[extra] for f in features], dtype=torch.float32)
         return batch

@@ -24,7 +24,7 @@ from scrclf import hooks
 from scrclf.errors import SettingsError
 from scrclf.modeling.frozen import FrozenBottom
 from scrclf.modeling.keys import DEFAULT_LABEL_ATTENTION_KEYS, check_label_attention_keys
-from scrclf.tasks import TEACHER_PREFIX, TaskSet, TaskSpec
+from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,17 @@ POOLING_MODES = ("mean", "cls")
 # Bigram ids are hashed as ``(first * WIDE_HASH_MULTIPLIER + second) mod buckets``; the
 # multiplier is a prime larger than any vocabulary, so distinct bigrams rarely collide.
 WIDE_HASH_MULTIPLIER = 1_000_003
-WIDE_KEYS = {"buckets", "ngrams", "mode", "C", "mix", "text_only", "sep_token_id"}
+WIDE_KEYS = {
+    "buckets",
+    "ngrams",
+    "mode",
+    "C",
+    "mix",
+    "text_only",
+    "sep_token_id",
+    "residual",
+    "residual_folds",
+}
 # joint: trained with the encoder by the optimizer, added to the heads' logits.
 # logreg: fitted before training as a logistic regression over IDF-weighted n-grams and held
 # fixed; the encoder learns alone, and the weight of the wide logits per task is fitted on
@@ -133,6 +143,16 @@ def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, 
         "model.wide.text_only", wide.get("text_only") or [], task_names, nullable=False
     )
     sep = check_token_id("model.wide.sep_token_id", wide.get("sep_token_id"))
+    residual = check_task_list(
+        "model.wide.residual", wide.get("residual") or [], task_names, nullable=False
+    )
+    folds = wide.get("residual_folds", 5)
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise SettingsError(f"model.wide.residual_folds must be an integer >= 2, got {folds!r}")
+    if residual and mode != "logreg":
+        raise SettingsError(
+            "model.wide.residual needs mode: logreg (a wide part fitted before training)"
+        )
     if text_only and sep is None:
         raise SettingsError(
             "model.wide.text_only needs the tokenizer's separator (model.wide.sep_token_id), "
@@ -150,6 +170,9 @@ def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, 
         # and one saved without it have the same config.
         out["text_only"] = text_only
         out["sep_token_id"] = sep
+    if residual:
+        out["residual"] = residual
+        out["residual_folds"] = int(folds)
     return out
 
 
@@ -617,11 +640,22 @@ class ScrClfModel(PreTrainedModel):
             for k, v in task_targets.items()
             if k.startswith(TEACHER_PREFIX) and k[len(TEACHER_PREFIX) :] in self._task_specs
         }
-        unknown = set(task_targets) - set(self._task_specs) - {TEACHER_PREFIX + k for k in teacher}
+        offsets = {
+            k[len(WIDE_OFFSET_PREFIX) :]: v
+            for k, v in task_targets.items()
+            if k.startswith(WIDE_OFFSET_PREFIX) and k[len(WIDE_OFFSET_PREFIX) :] in self._task_specs
+        }
+        unknown = (
+            set(task_targets)
+            - set(self._task_specs)
+            - {TEACHER_PREFIX + k for k in teacher}
+            - {WIDE_OFFSET_PREFIX + k for k in offsets}
+        )
         if unknown:
             raise TypeError(
                 f"forward() got unexpected arguments {sorted(unknown)}; "
-                f"task targets are {self.task_names}, teacher logits teacher_<task>"
+                f"task targets are {self.task_names}, teacher logits teacher_<task>, "
+                "out-of-fold wide logits wide_offset_<task>"
             )
         if teacher and self.distillation is None:
             raise TypeError("teacher logits given, but distillation is not set on the model")
@@ -650,6 +684,19 @@ class ScrClfModel(PreTrainedModel):
             return head(text_pooled if reads_text else pooled)
 
         logits = tuple(head_logits(name) for name in self.task_names)
+        if offsets:
+            # A residual task's logits while training: the encoder's plus the item's
+            # out-of-fold wide logits (model.wide.residual), in place of the wide part's own.
+            logits = tuple(
+                a
+                if name not in offsets
+                else a + (torch.cat([offsets[name]] * 2) if twice else offsets[name]).to(a.dtype)
+                for a, name in zip(logits, self.task_names, strict=True)
+            )
+        mix = [
+            0.0 if name in offsets else m
+            for name, m in zip(self.task_names, self.wide_mix(), strict=True)
+        ]
         if self.wide is not None:
             if input_ids is None:
                 raise TypeError("the wide part needs input_ids")
@@ -658,8 +705,7 @@ class ScrClfModel(PreTrainedModel):
                 wide = torch.cat([wide, wide])
             parts = torch.split(wide, self._label_counts, dim=1)
             logits = tuple(
-                a if m == 0 else a + m * b
-                for a, b, m in zip(logits, parts, self.wide_mix(), strict=True)
+                a if m == 0 else a + m * b for a, b, m in zip(logits, parts, mix, strict=True)
             )
         passes = [tuple(t.chunk(2)[i] for t in logits) for i in range(2)] if twice else [logits]
         logits = passes[0]

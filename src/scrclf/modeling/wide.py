@@ -101,50 +101,50 @@ def _active_columns(x) -> tuple[Any, np.ndarray]:
     return x[:, used], used
 
 
-def fit_wide(
-    model,
-    input_ids: Sequence[Sequence[int]],
+def _bags(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | None = None):
+    """The IDF (the given one, else the smooth IDF of these items) and the weighted feature
+    matrices of the items: ``all`` n-grams, and ``text`` (the first segment's) when a task
+    reads the text alone."""
+    wide = model.config.wide
+    items = item_features(model, input_ids)
+    if idf is None:
+        idf = _idf(items, wide["buckets"])
+    bags = {"all": _matrix(items, wide["buckets"], idf)}
+    if wide.get("text_only"):
+        text_items = item_features(model, input_ids, text_only=True)
+        bags["text"] = _matrix(text_items, wide["buckets"], idf)
+    return idf, bags
+
+
+def _fit_weights(
+    wide: Mapping[str, Any],
+    bags: Mapping[str, Any],
+    rows: np.ndarray | None,
     targets: Mapping[str, Sequence[Any] | np.ndarray],
     tasks: TaskSet,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Fit the wide part of ``model`` (logreg mode) on training token ids and targets."""
-    import torch
+    seed: int,
+) -> np.ndarray:
+    """The wide part's weights ``[buckets, sum of labels]``: per task a logistic regression
+    (one-vs-rest for multi-label tasks; C ``wide["C"]``, balanced class weights) on the
+    items ``rows`` (all when None) of the task's bag."""
     from sklearn.linear_model import LogisticRegression
 
-    wide = model.config.wide
     c = float(wide["C"])
-    # The n-grams of every item, computed once for the IDF and the weighted matrix. One IDF
-    # (of whole items) weighs both bags; the tasks in text_only are fitted on the bag of the
-    # first segment's n-grams, as the model computes it for them.
-    items = item_features(model, input_ids)
-    idf = _idf(items, wide["buckets"])
-    x_all = _matrix(items, wide["buckets"], idf)
     text_only = set(wide.get("text_only") or ())
-    x_text = (
-        _matrix(item_features(model, input_ids, text_only=True), wide["buckets"], idf)
-        if text_only
-        else None
-    )
-    weight = np.zeros((x_all.shape[1], sum(t.num_labels for t in tasks)), dtype=np.float32)
+    buckets = bags["all"].shape[1]
+    weight = np.zeros((buckets, sum(t.num_labels for t in tasks)), dtype=np.float32)
+    # Fitted on the buckets some item fills: an empty bucket's weight stays 0 under the L2
+    # penalty, so leaving it out gives the same solution, and the solver's work scales with
+    # the number of columns (a few percent of the buckets are filled).
+    active = {}
+    for name, x in bags.items():
+        active[name] = _active_columns(x if rows is None else x[rows])
     offset = 0
-    report: dict[str, Any] = {
-        "C": c,
-        "items": x_all.shape[0],
-        "buckets_used": int((idf < idf.max()).sum()),
-    }
-    if text_only:
-        report["text_only"] = sorted(text_only)
-    # Fitted on the buckets some training item fills: an empty bucket's weight stays 0 under
-    # the L2 penalty, so leaving it out gives the same solution, and the solver's work
-    # scales with the number of columns (a few percent of the buckets are filled).
-    bags = {"all": _active_columns(x_all)}
-    if x_text is not None:
-        bags["text"] = _active_columns(x_text)
     for task in tasks:
-        x, used = bags["text" if task.name in text_only and x_text is not None else "all"]
+        x, used = active["text" if task.name in text_only and "text" in bags else "all"]
         y = np.asarray(targets[task.name])
-        block = np.zeros((x_all.shape[1], task.num_labels), dtype=np.float32)
+        y = y if rows is None else y[rows]
+        block = np.zeros((buckets, task.num_labels), dtype=np.float32)
         if task.is_multi_label:
             for j in range(task.num_labels):
                 column = y[:, j].astype(int)
@@ -167,11 +167,82 @@ def fit_wide(
                     block[np.ix_(used, reg.classes_)] = coef.T
         weight[:, offset : offset + task.num_labels] = block
         offset += task.num_labels
+    return weight
+
+
+def fit_wide(
+    model,
+    input_ids: Sequence[Sequence[int]],
+    targets: Mapping[str, Sequence[Any] | np.ndarray],
+    tasks: TaskSet,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the wide part of ``model`` (logreg mode) on training token ids and targets."""
+    import torch
+
+    wide = model.config.wide
+    # The n-grams of every item, computed once for the IDF and the weighted matrix. One IDF
+    # (of whole items) weighs both bags; the tasks in text_only are fitted on the bag of the
+    # first segment's n-grams, as the model computes it for them.
+    idf, bags = _bags(model, input_ids)
+    weight = _fit_weights(wide, bags, None, targets, tasks, seed)
+    report: dict[str, Any] = {
+        "C": float(wide["C"]),
+        "items": bags["all"].shape[0],
+        "buckets_used": int((idf < idf.max()).sum()),
+    }
+    if "text" in bags:
+        report["text_only"] = sorted(wide["text_only"])
     with torch.no_grad():
         model.wide.weight.copy_(torch.from_numpy(weight))
         model.wide_idf.copy_(torch.from_numpy(idf.astype(np.float32)))
-    logger.info("wide part fitted: logistic regression (C=%g) on %d items", c, x_all.shape[0])
+    logger.info(
+        "wide part fitted: logistic regression (C=%g) on %d items", report["C"], report["items"]
+    )
     return report
+
+
+def out_of_fold_wide_logits(
+    model,
+    input_ids: Sequence[Sequence[int]],
+    targets: Mapping[str, Sequence[Any] | np.ndarray],
+    tasks: TaskSet,
+    folds: Sequence[int] | np.ndarray,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Per task, the wide logits of every item from a wide part fitted without its fold.
+
+    ``model``'s wide part must be fitted (:func:`fit_wide`): its IDF weighs every fold's
+    features. For each fold the logistic regressions of :func:`fit_wide` are fitted on the
+    other folds' items, and the fold's items get ``features @ weights``, the logits
+    :meth:`ScrClfModel.wide_logits` computes with those weights. ``tasks`` may be a subset
+    of the model's tasks; the arrays follow its order.
+    """
+    wide = model.config.wide
+    folds = np.asarray(folds)
+    if len(folds) != len(input_ids):
+        raise ValueError(f"{len(folds)} fold ids for {len(input_ids)} items")
+    idf = model.wide_idf.detach().float().cpu().numpy().astype(np.float64)
+    _, bags = _bags(model, input_ids, idf)
+    text_only = set(wide.get("text_only") or ())
+    width = sum(t.num_labels for t in tasks)
+    out = np.zeros((len(folds), width), dtype=np.float32)
+    for fold in np.unique(folds):
+        held = np.flatnonzero(folds == fold)
+        weight = _fit_weights(wide, bags, np.flatnonzero(folds != fold), targets, tasks, seed)
+        offset = 0
+        for task in tasks:
+            x = bags["text" if task.name in text_only and "text" in bags else "all"][held]
+            block = weight[:, offset : offset + task.num_labels]
+            out[held, offset : offset + task.num_labels] = np.asarray(x @ block)
+            offset += task.num_labels
+    logger.info(
+        "wide part: out-of-fold logits of %d items over %d folds for %s",
+        len(folds),
+        len(np.unique(folds)),
+        [t.name for t in tasks],
+    )
+    return np.split(out, np.cumsum([t.num_labels for t in tasks])[:-1], axis=1)
 
 
 def wide_logits_of(

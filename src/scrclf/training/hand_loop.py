@@ -38,7 +38,7 @@ import torch
 
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.settings import TrainerSettings
-from scrclf.tasks import TEACHER_PREFIX, TaskSet
+from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet
 from scrclf.training.run import (
     ReportFn,
     RunInputs,
@@ -236,9 +236,11 @@ class TokenStore:
             if task.name in columns:
                 dtype = np.float32 if task.is_multi_label else np.int64
                 targets[task.name] = np.asarray(dataset[task.name], dtype=dtype)
-            soft = TEACHER_PREFIX + task.name  # a teacher's logits (scrclf.training.distill)
-            if soft in columns:
-                targets[soft] = np.asarray(dataset[soft], dtype=np.float32)
+            # A teacher's logits (scrclf.training.distill) and out-of-fold wide logits
+            # (model.wide.residual).
+            for extra in (TEACHER_PREFIX + task.name, WIDE_OFFSET_PREFIX + task.name):
+                if extra in columns:
+                    targets[extra] = np.asarray(dataset[extra], dtype=np.float32)
         types = dataset["token_type_ids"] if "token_type_ids" in columns else None
         return cls(dataset["input_ids"], types, targets, pad_id)
 

@@ -34,7 +34,7 @@ from scrclf.errors import TrainingConfigError  # noqa: F401 (re-exported)
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.modeling.encoders import build_model, load_tokenizer
 from scrclf.settings import DataSettings, DistillSettings, TrainerSettings
-from scrclf.tasks import TEACHER_PREFIX, TaskSet
+from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet
 from scrclf.training.refit import RefitReference, take_decisions
 
 logger = logging.getLogger(__name__)
@@ -270,6 +270,49 @@ class RunInputs:
         return TrainerSettings.from_config(self.cfg["trainer"])
 
 
+def with_wide_offsets(
+    model,
+    dataset,
+    rows: Sequence[Mapping[str, Any]],
+    targets: Mapping[str, Any],
+    tasks: TaskSet,
+    group_column: str,
+    seed: int,
+):
+    """The training ``dataset`` with a ``wide_offset_<task>`` column for each task in
+    ``model.wide.residual``: each item's wide logits from a wide part fitted without its
+    review's fold (``residual_folds`` folds by review, :func:`scrclf.training.folds.assign_folds`).
+    The model's loss on such a task is taken on the encoder's logits plus these, so the encoder
+    learns what the n-grams miss; items' own n-grams never vouch for their labels, as they
+    would with the wide part fitted on every training item. The task's wide weight is set to
+    1 for the evaluations during training and refitted on validation afterwards."""
+    from scrclf.modeling.wide import out_of_fold_wide_logits
+    from scrclf.training.folds import assign_folds
+
+    wide = model.config.wide
+    residual = [t for t in tasks if t.name in wide["residual"]]
+    groups = [
+        str(r[group_column]) if r.get(group_column) not in (None, "") else f"\x00{i}"
+        for i, r in enumerate(rows)
+    ]
+    counts: dict[str, int] = {}
+    for group in groups:
+        counts[group] = counts.get(group, 0) + 1
+    fold_of = assign_folds(counts, int(wide["residual_folds"]), seed)
+    offsets = out_of_fold_wide_logits(
+        model,
+        dataset["input_ids"],
+        targets,
+        TaskSet(residual),
+        [fold_of[g] for g in groups],
+        seed=seed,
+    )
+    for task, values in zip(residual, offsets, strict=True):
+        dataset = dataset.add_column(WIDE_OFFSET_PREFIX + task.name, values.tolist())
+    wide["mix"] = {**(wide.get("mix") or {}), **{t.name: 1.0 for t in residual}}
+    return dataset
+
+
 def load_inputs(
     cfg_dict: Mapping[str, Any], run_dir: Path, refit: RefitReference | None = None
 ) -> RunInputs:
@@ -333,13 +376,20 @@ def load_inputs(
         from scrclf.modeling.wide import fit_wide
 
         train_rows = [r.data for r in splits["train"]]
+        train_targets = encode_targets(train_rows, tasks)
         fit_wide(
-            model,
-            datasets["train"]["input_ids"],
-            encode_targets(train_rows, tasks),
-            tasks,
-            seed=int(cfg_dict["seed"]),
+            model, datasets["train"]["input_ids"], train_targets, tasks, seed=int(cfg_dict["seed"])
         )
+        if wide.get("residual"):
+            datasets["train"] = with_wide_offsets(
+                model,
+                datasets["train"],
+                train_rows,
+                train_targets,
+                tasks,
+                str(data_cfg.get("group_column") or "review_id"),
+                seed=int(cfg_dict["seed"]),
+            )
     return RunInputs(
         cfg=dict(cfg_dict),
         run_dir=run_dir,
@@ -387,6 +437,12 @@ def finish_run(
     cfg_dict, tasks, eval_splits = inputs.cfg, inputs.tasks, inputs.eval_splits
     refit = inputs.refit
     fit_on = [] if refit is not None else ["validation"]
+    wide = inputs.model.config.wide
+    if wide and wide.get("residual") and wide.get("mix"):
+        # The residual tasks' wide weight of 1 served the evaluations during training; the
+        # encoder's logits alone are weighed beside the wide part after prediction.
+        kept = {k: v for k, v in wide["mix"].items() if k not in wide["residual"]}
+        inputs.model.config.wide = {**wide, "mix": kept or None}
     predictions = {
         split: predict(split) for split in fit_on + [s for s in eval_splits if s not in fit_on]
     }
