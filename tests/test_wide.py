@@ -172,6 +172,22 @@ def test_fit_mix_picks_the_weight_with_the_lowest_log_loss(tasks):
     assert fit_mix(single, [useful], [noise], [y])["s"] <= 0.5
 
 
+def one_epoch(corpus, run, wide: str, *extra: str):
+    """The config of one epoch of the tiny model on ``corpus`` with ``model.wide=<wide>``."""
+    return compose_train(
+        [
+            "model=tiny",
+            f"data.dir={corpus}",
+            f"paths.output_dir={run}",
+            "trainer.max_epochs=1",
+            "trainer.learning_rate=5e-3",
+            "eval_splits=[validation]",
+            f"model.wide={wide}",
+            *extra,
+        ]
+    )
+
+
 @pytest.mark.slow
 def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corpus, tmp_path):
     from scrclf.export.onnx import export_onnx
@@ -180,17 +196,7 @@ def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corp
 
     run = tmp_path / "run"
     train(
-        compose_train(
-            [
-                "model=tiny",
-                f"data.dir={toy_corpus}",
-                f"paths.output_dir={run}",
-                "trainer.max_epochs=1",
-                "trainer.learning_rate=5e-3",
-                "eval_splits=[validation]",
-                "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0,text_only:[themes]}",
-            ]
-        )
+        one_epoch(toy_corpus, run, "{buckets:2048,ngrams:2,mode:logreg,C:4.0,text_only:[themes]}")
     )
     metrics = json.loads((run / "metrics.json").read_text())
     mix = metrics["wide"]["mix"]
@@ -326,21 +332,8 @@ def test_training_themes_as_a_residual_of_the_wide_part(toy_corpus, tmp_path, lo
 
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="scrclf.modeling.wide"):
-        train(
-            compose_train(
-                [
-                    "model=tiny",
-                    f"data.dir={toy_corpus}",
-                    f"paths.output_dir={run}",
-                    "trainer.max_epochs=1",
-                    "trainer.learning_rate=5e-3",
-                    f"trainer.loop={loop}",
-                    "eval_splits=[validation]",
-                    "model.wide={buckets:2048,ngrams:2,mode:logreg,C:4.0,residual:[themes],"
-                    "residual_folds:3}",
-                ]
-            )
-        )
+        wide = "{buckets:2048,ngrams:2,mode:logreg,C:4.0,residual:[themes],residual_folds:3}"
+        train(one_epoch(toy_corpus, run, wide, f"trainer.loop={loop}"))
     assert "out-of-fold logits of 240 items over 3 folds for ['themes']" in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())
     saved = json.loads((run / "model" / "config.json").read_text())
