@@ -116,6 +116,11 @@ def _bags(model, input_ids: Sequence[Sequence[int]], idf: np.ndarray | None = No
     return idf, bags
 
 
+def _bag_of(task_name: str, wide: Mapping[str, Any], bags: Mapping[str, Any]) -> str:
+    """The bag a task's wide logits read: the text alone for the tasks in ``text_only``."""
+    return "text" if task_name in (wide.get("text_only") or ()) and "text" in bags else "all"
+
+
 def _fit_weights(
     wide: Mapping[str, Any],
     bags: Mapping[str, Any],
@@ -130,7 +135,6 @@ def _fit_weights(
     from sklearn.linear_model import LogisticRegression
 
     c = float(wide["C"])
-    text_only = set(wide.get("text_only") or ())
     buckets = bags["all"].shape[1]
     weight = np.zeros((buckets, sum(t.num_labels for t in tasks)), dtype=np.float32)
     # Fitted on the buckets some item fills: an empty bucket's weight stays 0 under the L2
@@ -141,7 +145,7 @@ def _fit_weights(
         active[name] = _active_columns(x if rows is None else x[rows])
     offset = 0
     for task in tasks:
-        x, used = active["text" if task.name in text_only and "text" in bags else "all"]
+        x, used = active[_bag_of(task.name, wide, bags)]
         y = np.asarray(targets[task.name])
         y = y if rows is None else y[rows]
         block = np.zeros((buckets, task.num_labels), dtype=np.float32)
@@ -224,22 +228,22 @@ def out_of_fold_wide_logits(
         raise ValueError(f"{len(folds)} fold ids for {len(input_ids)} items")
     idf = model.wide_idf.detach().float().cpu().numpy().astype(np.float64)
     _, bags = _bags(model, input_ids, idf)
-    text_only = set(wide.get("text_only") or ())
     width = sum(t.num_labels for t in tasks)
     out = np.zeros((len(folds), width), dtype=np.float32)
-    for fold in np.unique(folds):
+    fold_ids = np.unique(folds)
+    for fold in fold_ids:
         held = np.flatnonzero(folds == fold)
         weight = _fit_weights(wide, bags, np.flatnonzero(folds != fold), targets, tasks, seed)
         offset = 0
         for task in tasks:
-            x = bags["text" if task.name in text_only and "text" in bags else "all"][held]
+            x = bags[_bag_of(task.name, wide, bags)][held]
             block = weight[:, offset : offset + task.num_labels]
             out[held, offset : offset + task.num_labels] = np.asarray(x @ block)
             offset += task.num_labels
     logger.info(
         "wide part: out-of-fold logits of %d items over %d folds for %s",
         len(folds),
-        len(np.unique(folds)),
+        len(fold_ids),
         [t.name for t in tasks],
     )
     return np.split(out, np.cumsum([t.num_labels for t in tasks])[:-1], axis=1)

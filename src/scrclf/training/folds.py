@@ -82,6 +82,16 @@ def _group(record: Record, group_column: str) -> str:
     return str(value) if value not in (None, "") else f"\x00{record.data.get('id', id(record))}"
 
 
+def item_folds(records: Sequence[Record], group_column: str, k: int, seed: int) -> list[int]:
+    """The fold of each record, in order: its review's fold from :func:`assign_folds`."""
+    groups = [_group(record, group_column) for record in records]
+    counts: dict[str, int] = {}
+    for group in groups:
+        counts[group] = counts.get(group, 0) + 1
+    fold_of = assign_folds(counts, k, seed)
+    return [fold_of[group] for group in groups]
+
+
 def write_folds(
     records: Sequence[Record], group_column: str, k: int, seed: int, out: Path
 ) -> list[tuple[Path, Path]]:
@@ -89,16 +99,12 @@ def write_folds(
     ``out``; returns the (train, held-out) files. Items keep their order within each file.
     Files already there with the same content are left untouched, so finished fold runs
     stay valid."""
-    counts: dict[str, int] = {}
-    for record in records:
-        group = _group(record, group_column)
-        counts[group] = counts.get(group, 0) + 1
-    fold_of = assign_folds(counts, k, seed)
+    folds = item_folds(records, group_column, k, seed)
     files = []
     for fold in range(k):
         folder = out / f"fold{fold}"
-        held = [r.data for r in records if fold_of[_group(r, group_column)] == fold]
-        rest = [r.data for r in records if fold_of[_group(r, group_column)] != fold]
+        held = [r.data for r, f in zip(records, folds, strict=True) if f == fold]
+        rest = [r.data for r, f in zip(records, folds, strict=True) if f != fold]
         pair = (folder / TRAIN_FILE, folder / HELD_OUT_FILE)
         for path, rows in zip(pair, (rest, held), strict=True):
             text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -273,7 +273,7 @@ class RunInputs:
 def with_wide_offsets(
     model,
     dataset,
-    rows: Sequence[Mapping[str, Any]],
+    records: Sequence[Record],
     targets: Mapping[str, Any],
     tasks: TaskSet,
     group_column: str,
@@ -281,31 +281,19 @@ def with_wide_offsets(
 ):
     """The training ``dataset`` with a ``wide_offset_<task>`` column for each task in
     ``model.wide.residual``: each item's wide logits from a wide part fitted without its
-    review's fold (``residual_folds`` folds by review, :func:`scrclf.training.folds.assign_folds`).
+    review's fold (``residual_folds`` folds by review, :func:`scrclf.training.folds.item_folds`).
     The model's loss on such a task is taken on the encoder's logits plus these, so the encoder
     learns what the n-grams miss; items' own n-grams never vouch for their labels, as they
     would with the wide part fitted on every training item. The task's wide weight is set to
     1 for the evaluations during training and refitted on validation afterwards."""
     from scrclf.modeling.wide import out_of_fold_wide_logits
-    from scrclf.training.folds import assign_folds
+    from scrclf.training.folds import item_folds
 
     wide = model.config.wide
     residual = [t for t in tasks if t.name in wide["residual"]]
-    groups = [
-        str(r[group_column]) if r.get(group_column) not in (None, "") else f"\x00{i}"
-        for i, r in enumerate(rows)
-    ]
-    counts: dict[str, int] = {}
-    for group in groups:
-        counts[group] = counts.get(group, 0) + 1
-    fold_of = assign_folds(counts, int(wide["residual_folds"]), seed)
+    folds = item_folds(records, group_column, int(wide["residual_folds"]), seed)
     offsets = out_of_fold_wide_logits(
-        model,
-        dataset["input_ids"],
-        targets,
-        TaskSet(residual),
-        [fold_of[g] for g in groups],
-        seed=seed,
+        model, dataset["input_ids"], targets, TaskSet(residual), folds, seed=seed
     )
     for task, values in zip(residual, offsets, strict=True):
         dataset = dataset.add_column(WIDE_OFFSET_PREFIX + task.name, values.tolist())
@@ -384,7 +372,7 @@ def load_inputs(
             datasets["train"] = with_wide_offsets(
                 model,
                 datasets["train"],
-                train_rows,
+                splits["train"],
                 train_targets,
                 tasks,
                 str(data_cfg.get("group_column") or "review_id"),
