@@ -145,3 +145,71 @@ def test_training_with_held_layers(toy_corpus, tmp_path, loop):
     saved = ScrClfModel.from_pretrained(run / "model")
     assert isinstance(saved.config, ScrClfConfig) and saved._bottom is None
     assert "freeze_layers" not in (run / "model" / "config.json").read_text()
+
+
+def test_held_word_embeddings_get_no_gradient_and_no_update(tasks):
+    torch.manual_seed(0)
+    cfg = _model_cfg(2)
+    cfg["encoder_config"]["hidden_dropout_prob"] = 0.1
+    model = build_model(cfg, tasks, 64)
+    words = model.encoder.embeddings.word_embeddings.weight
+    model.freeze_encoder(None, word_embeddings=True)
+    model.train()
+    # Only the token matrix is held: the embeddings module still trains, dropout included.
+    assert model._bottom is None and model.encoder.embeddings.training
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "encoder.embeddings.word_embeddings.weight" not in trainable
+    assert "encoder.embeddings.position_embeddings.weight" in trainable
+    groups = model.param_groups(1e-2, 0.01, head_learning_rate=1e-1)
+    assert sum(len(g["params"]) for g in groups) == len(trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(groups)
+    targets = {
+        "evidence": torch.tensor([0, 1, 2, 1]),
+        "action_strength": torch.tensor([0, 1, 2, 1]),
+    }
+    model(**_batch(cfg), **targets).loss.backward()
+    assert words.grad is None
+    assert model.encoder.embeddings.position_embeddings.weight.grad is not None
+    optimizer.step()
+    after = dict(model.named_parameters())
+    assert torch.equal(before["encoder.embeddings.word_embeddings.weight"], words)
+    assert not torch.equal(
+        before["encoder.embeddings.position_embeddings.weight"],
+        after["encoder.embeddings.position_embeddings.weight"],
+    )
+    # Called again without it, the matrix trains again; with held layers it stays held.
+    model.freeze_encoder(None)
+    assert words.requires_grad
+    model.freeze_encoder(1, word_embeddings=True)
+    assert not words.requires_grad
+    model.freeze_encoder(None)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("encoder."))
+
+
+def test_word_embeddings_setting_is_typed_and_off_by_default():
+    raw = OmegaConf.to_container(compose_train([]).trainer)
+    assert TrainerSettings.from_config(raw).freeze_word_embeddings is False
+    with pytest.raises(SettingsError, match="freeze_word_embeddings"):
+        TrainerSettings.from_config({**raw, "freeze_word_embeddings": "yes"})
+
+
+@pytest.mark.parametrize("loop", ["trainer", "lean"])
+def test_training_with_held_word_embeddings(toy_corpus, tmp_path, loop):
+    # A run with the learning rate at 0 keeps every weight at its (seeded) initial value.
+    held = train_tiny(
+        toy_corpus, tmp_path / "held", loop, "trainer.freeze_word_embeddings=true"
+    )
+    train_tiny(toy_corpus, tmp_path / "still", loop, "trainer.learning_rate=0")
+    assert np.isfinite(held["validation"]["mean_macro_f1"])
+    assert "freeze_word_embeddings: true" in (tmp_path / "held" / "config.yaml").read_text()
+    trained = ScrClfModel.from_pretrained(tmp_path / "held" / "model").state_dict()
+    initial = ScrClfModel.from_pretrained(tmp_path / "still" / "model").state_dict()
+    name = "encoder.embeddings.word_embeddings.weight"
+    torch.testing.assert_close(trained[name], initial[name], rtol=0, atol=0)
+    moved = [
+        n
+        for n in trained
+        if n.startswith("encoder.") and n != name and not torch.equal(trained[n], initial[n])
+    ]
+    assert "encoder.embeddings.position_embeddings.weight" in moved

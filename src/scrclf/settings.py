@@ -110,6 +110,7 @@ class TrainerSettings:
     rdrop: float
     fast_dropout: bool
     freeze_layers: int | None
+    freeze_word_embeddings: bool
     lr_scheduler: str
     grad_accum_steps: int
     max_grad_norm: float
@@ -155,6 +156,9 @@ class TrainerSettings:
             fast_dropout=_typed(s, "fast_dropout", c["fast_dropout"], bool),
             freeze_layers=_typed(
                 s, "freeze_layers", c["freeze_layers"], int, minimum=0, optional=True
+            ),
+            freeze_word_embeddings=_typed(
+                s, "freeze_word_embeddings", c["freeze_word_embeddings"], bool
             ),
             lr_scheduler=_typed(s, "lr_scheduler", c["lr_scheduler"], str),
             grad_accum_steps=_typed(s, "grad_accum_steps", c["grad_accum_steps"], int, minimum=1),

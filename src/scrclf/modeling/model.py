@@ -485,16 +485,21 @@ class ScrClfModel(PreTrainedModel):
             )
         return out
 
-    def freeze_encoder(self, layers: int | None) -> None:
+    def freeze_encoder(self, layers: int | None, word_embeddings: bool = False) -> None:
         """Hold the embeddings and the bottom ``layers`` encoder layers fixed while training.
 
         Their parameters get no gradients and they stay in eval mode (no dropout) while the
         rest trains; their outputs are computed once per distinct training item and kept
         (:class:`scrclf.modeling.frozen.FrozenBottom`). ``None`` trains every layer.
+
+        ``word_embeddings`` holds only the token embedding matrix fixed (it gets no
+        gradient and no optimizer update); the rest of the embeddings module still trains,
+        dropout included. Called again, the earlier choices are undone first.
         """
         if self._bottom is not None:
             self._bottom.release()
             self._bottom = None
+        self.encoder.get_input_embeddings().weight.requires_grad_(not word_embeddings)
         if layers is not None:
             self._bottom = FrozenBottom(self.encoder, layers)
         self.train(self.training)
