@@ -197,9 +197,7 @@ def test_word_embeddings_setting_is_typed_and_off_by_default():
 @pytest.mark.parametrize("loop", ["trainer", "lean"])
 def test_training_with_held_word_embeddings(toy_corpus, tmp_path, loop):
     # A run with the learning rate at 0 keeps every weight at its (seeded) initial value.
-    held = train_tiny(
-        toy_corpus, tmp_path / "held", loop, "trainer.freeze_word_embeddings=true"
-    )
+    held = train_tiny(toy_corpus, tmp_path / "held", loop, "trainer.freeze_word_embeddings=true")
     train_tiny(toy_corpus, tmp_path / "still", loop, "trainer.learning_rate=0")
     assert np.isfinite(held["validation"]["mean_macro_f1"])
     assert "freeze_word_embeddings: true" in (tmp_path / "held" / "config.yaml").read_text()

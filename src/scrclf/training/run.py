@@ -358,9 +358,7 @@ def load_inputs(
     trainer_settings = TrainerSettings.from_config(cfg_dict["trainer"])
     model.label_smoothing = trainer_settings.label_smoothing
     model.rdrop = trainer_settings.rdrop
-    model.freeze_encoder(
-        trainer_settings.freeze_layers, trainer_settings.freeze_word_embeddings
-    )
+    model.freeze_encoder(trainer_settings.freeze_layers, trainer_settings.freeze_word_embeddings)
     wide = model.config.wide
     if wide and wide["mode"] == "logreg":
         from scrclf.modeling.wide import fit_wide
