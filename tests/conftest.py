@@ -31,6 +31,8 @@ def tiny_cfg(toy_corpus, tmp_path):
             f"paths.output_dir={tmp_path / 'run'}",
             "trainer.max_epochs=1",
             "trainer.batch_size=16",
+            # The tiny encoder is built untrained: its token embeddings learn too.
+            "trainer.freeze_word_embeddings=false",
             "trainer.logging_steps=5",
         ]
     )
@@ -71,6 +73,8 @@ def tiny_export(tmp_path_factory, toy_corpus) -> TinyExport:
             "trainer.max_epochs=2",
             "trainer.learning_rate=1e-3",
             "trainer.batch_size=16",
+            # The tiny encoder is built untrained: its token embeddings learn too.
+            "trainer.freeze_word_embeddings=false",
             "trainer.logging_steps=5",
         ]
     )

@@ -26,7 +26,8 @@ def test_default_config_composes():
     assert cfg.model.wide.mode == "logreg" and list(cfg.model.wide.text_only) == ["themes"]
     assert list(cfg.model.label_attention) == ["themes", "evidence", "action_strength"]
     assert cfg.model.label_attention_keys == "tokens"
-    assert cfg.trainer.max_epochs == 4 and cfg.trainer.batch_size == 16
+    assert cfg.trainer.max_epochs == 4 and cfg.trainer.batch_size == 8
+    assert cfg.trainer.freeze_word_embeddings is True
     assert list(cfg.model.wide.residual) == []
     assert cfg.data.dir.endswith("data/scr_recs")
     tasks = TaskSet.from_config(cfg.task.tasks)
@@ -45,12 +46,18 @@ def test_default_config_composes():
                 c.trainer.precision == "bf16"
                 and c.trainer.optim == "adamw_torch_fused"
                 and c.trainer.max_epochs == 8
+                and c.trainer.freeze_word_embeddings is False
             ),
         ),
         (
             ["experiment=quick"],
             lambda c: (
-                c.model.name == "tiny" and c.trainer.max_epochs == 2 and c.run_name == "quick"
+                c.model.name == "tiny"
+                and c.trainer.max_epochs == 2
+                and c.run_name == "quick"
+                # The tiny encoder is built untrained: its token embeddings must learn.
+                and c.trainer.freeze_word_embeddings is False
+                and c.trainer.batch_size == 16
             ),
         ),
         (
@@ -58,6 +65,8 @@ def test_default_config_composes():
             lambda c: (
                 c.model.name == "minilm"
                 and c.trainer.max_epochs == 6
+                and c.trainer.batch_size == 16
+                and c.trainer.freeze_word_embeddings is False
                 and c.run_name == "long"
                 and list(c.model.label_attention) == ["themes", "evidence", "action_strength"]
                 and c.model.label_attention_keys == "tokens"

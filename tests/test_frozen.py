@@ -187,9 +187,13 @@ def test_held_word_embeddings_get_no_gradient_and_no_update(tasks):
     assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("encoder."))
 
 
-def test_word_embeddings_setting_is_typed_and_off_by_default():
+def test_word_embeddings_setting_is_typed():
     raw = OmegaConf.to_container(compose_train([]).trainer)
-    assert TrainerSettings.from_config(raw).freeze_word_embeddings is False
+    assert TrainerSettings.from_config(raw).freeze_word_embeddings is True
+    assert (
+        TrainerSettings.from_config({**raw, "freeze_word_embeddings": False}).freeze_word_embeddings
+        is False
+    )
     with pytest.raises(SettingsError, match="freeze_word_embeddings"):
         TrainerSettings.from_config({**raw, "freeze_word_embeddings": "yes"})
 
