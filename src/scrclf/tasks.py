@@ -23,6 +23,9 @@ TEACHER_PREFIX = "teacher_"
 # ``wide_offset_<task>`` when the encoder learns a task as a residual of the wide part
 # (``model.wide.residual``): the task's training loss is taken on encoder + these logits.
 WIDE_OFFSET_PREFIX = "wide_offset_"
+# The per-task float columns that travel beside a task's targets, by prefix: the collator,
+# the lean loop's token store and the model's forward read them alike.
+BESIDE_TARGET_PREFIXES = (TEACHER_PREFIX, WIDE_OFFSET_PREFIX)
 
 MULTI_LABEL = "multi_label"
 SINGLE_LABEL = "single_label"

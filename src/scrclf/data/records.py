@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrclf.errors import DataError  # noqa: F401 (re-exported)
-from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet
+from scrclf.tasks import BESIDE_TARGET_PREFIXES, TaskSet
 
 if TYPE_CHECKING:
     import torch
@@ -679,7 +679,7 @@ class MultiTaskCollator:
             batch[task.name] = torch.tensor(values, dtype=dtype)
             # A teacher's logits, when training with distillation (scrclf.training.distill),
             # and out-of-fold wide logits, when the task is learnt as a residual of them.
-            for extra in (TEACHER_PREFIX + task.name, WIDE_OFFSET_PREFIX + task.name):
+            for extra in (prefix + task.name for prefix in BESIDE_TARGET_PREFIXES):
                 if extra in features[0]:
                     batch[extra] = torch.tensor([f[extra] for f in features], dtype=torch.float32)
         return batch

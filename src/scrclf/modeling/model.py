@@ -24,7 +24,13 @@ from scrclf import hooks
 from scrclf.errors import SettingsError
 from scrclf.modeling.frozen import FrozenBottom
 from scrclf.modeling.keys import DEFAULT_LABEL_ATTENTION_KEYS, check_label_attention_keys
-from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet, TaskSpec
+from scrclf.tasks import (
+    BESIDE_TARGET_PREFIXES,
+    TEACHER_PREFIX,
+    WIDE_OFFSET_PREFIX,
+    TaskSet,
+    TaskSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -640,21 +646,19 @@ class ScrClfModel(PreTrainedModel):
             enc_kwargs["token_type_ids"] = token_type_ids
         targets = dict(labels or {})
         targets.update({k: v for k, v in task_targets.items() if k in self._task_specs})
-        teacher = {
-            k[len(TEACHER_PREFIX) :]: v
-            for k, v in task_targets.items()
-            if k.startswith(TEACHER_PREFIX) and k[len(TEACHER_PREFIX) :] in self._task_specs
+        beside = {
+            prefix: {
+                k[len(prefix) :]: v
+                for k, v in task_targets.items()
+                if k.startswith(prefix) and k[len(prefix) :] in self._task_specs
+            }
+            for prefix in BESIDE_TARGET_PREFIXES
         }
-        offsets = {
-            k[len(WIDE_OFFSET_PREFIX) :]: v
-            for k, v in task_targets.items()
-            if k.startswith(WIDE_OFFSET_PREFIX) and k[len(WIDE_OFFSET_PREFIX) :] in self._task_specs
-        }
+        teacher, offsets = beside[TEACHER_PREFIX], beside[WIDE_OFFSET_PREFIX]
         unknown = (
             set(task_targets)
             - set(self._task_specs)
-            - {TEACHER_PREFIX + k for k in teacher}
-            - {WIDE_OFFSET_PREFIX + k for k in offsets}
+            - {prefix + k for prefix, found in beside.items() for k in found}
         )
         if unknown:
             raise TypeError(

@@ -38,7 +38,7 @@ import torch
 
 from scrclf.evaluation.metrics import HEADLINE, compute_metrics, flatten
 from scrclf.settings import TrainerSettings
-from scrclf.tasks import TEACHER_PREFIX, WIDE_OFFSET_PREFIX, TaskSet
+from scrclf.tasks import BESIDE_TARGET_PREFIXES, TaskSet
 from scrclf.training.run import (
     ReportFn,
     RunInputs,
@@ -238,7 +238,7 @@ class TokenStore:
                 targets[task.name] = np.asarray(dataset[task.name], dtype=dtype)
             # A teacher's logits (scrclf.training.distill) and out-of-fold wide logits
             # (model.wide.residual).
-            for extra in (TEACHER_PREFIX + task.name, WIDE_OFFSET_PREFIX + task.name):
+            for extra in (prefix + task.name for prefix in BESIDE_TARGET_PREFIXES):
                 if extra in columns:
                     targets[extra] = np.asarray(dataset[extra], dtype=np.float32)
         types = dataset["token_type_ids"] if "token_type_ids" in columns else None
