@@ -384,6 +384,31 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
     def store_batch(idx: np.ndarray):
         return train.collate(idx, int(train.lengths[idx].max()))
 
+    # The attention probabilities' dropout modules: with their rate at 0, SDPA computes the
+    # attention in one of its own CPU kernels instead of the math path dropout needs.
+    attention_dropout = [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Dropout) and name.endswith("attention.self.dropout")
+    ]
+
+    def step_variant(
+        groups, word_embeddings: bool = False, attention_p: float | None = None
+    ) -> float:
+        """:func:`full_step` with the token embedding matrix held fixed (as
+        ``trainer.freeze_word_embeddings``) and the attention dropout at ``attention_p``."""
+        matrix = model.encoder.get_input_embeddings().weight
+        rates = [module.p for module in attention_dropout]
+        matrix.requires_grad_(not word_embeddings)
+        for module in attention_dropout:
+            module.p = rates[0] if attention_p is None else attention_p
+        try:
+            return full_step(groups)
+        finally:
+            matrix.requires_grad_(True)
+            for module, rate in zip(attention_dropout, rates, strict=True):
+                module.p = rate
+
     full_step(batches(by_length, 16)[:1])  # the optimizer's state, outside the timing
 
     @torch.inference_mode()
@@ -413,6 +438,14 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
             ("adamw_fused_step_s", lambda: optimizer_step(True)),
             ("step_batch16_s", lambda: full_step(grouped)),
             ("step_batch8_s", lambda: full_step(batches(by_length, 8))),
+            (
+                "step_batch8_held_matrix_s",
+                lambda: step_variant(batches(by_length, 8), word_embeddings=True),
+            ),
+            (
+                "step_batch8_held_matrix_no_attention_dropout_s",
+                lambda: step_variant(batches(by_length, 8), True, attention_p=0.0),
+            ),
             ("eval_random_order_s", lambda: eval_pass(rng.permutation(len(valid)))),
             ("eval_sorted_s", lambda: eval_pass(np.argsort(valid.lengths, kind="stable"))),
         ]:
@@ -441,7 +474,11 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
             / median["adamw_fused_step_s"],
             "sorted_eval_speedup": median["eval_random_order_s"] / median["eval_sorted_s"],
             "batch8_cost": median["step_batch8_s"] / median["step_batch16_s"],
+            "held_matrix_speedup": median["step_batch8_s"] / median["step_batch8_held_matrix_s"],
+            "no_attention_dropout_speedup": median["step_batch8_held_matrix_s"]
+            / median["step_batch8_held_matrix_no_attention_dropout_s"],
         },
+        "attention_dropout_sites": len(attention_dropout),
     }
 
 
@@ -473,6 +510,14 @@ def components_markdown(report: dict[str, Any]) -> str:
             f"| whole training steps over the {c['items']} items (bf16, masks from 64-bit words, "
             f"clipping, fused AdamW) | batches of 8 {s['step_batch8_s']:.2f} s | batches of 16 "
             f"{s['step_batch16_s']:.2f} s | {r['batch8_cost']:.2f}x |",
+            f"| whole training steps, batches of 8 | token embedding matrix trained "
+            f"{s['step_batch8_s']:.2f} s | held fixed {s['step_batch8_held_matrix_s']:.2f} s "
+            f"| {r['held_matrix_speedup']:.2f}x |",
+            f"| whole training steps, batches of 8, matrix held fixed | attention dropout "
+            f"(the math path, masks from 64-bit words) {s['step_batch8_held_matrix_s']:.2f} s "
+            f"| no attention dropout (SDPA's own kernel, {c['attention_dropout_sites']} layers) "
+            f"{s['step_batch8_held_matrix_no_attention_dropout_s']:.2f} s "
+            f"| {r['no_attention_dropout_speedup']:.2f}x |",
             "",
         ]
     )

@@ -153,6 +153,82 @@ def test_text_only_settings_are_checked(tasks, wide, message):
         ScrClfConfig(tasks=tasks.to_list(), wide={"buckets": 64, "mode": "logreg", **wide})
 
 
+@pytest.mark.parametrize(
+    ("wide", "message"),
+    [
+        ({"mode": "logreg", "intercept": "yes"}, "intercept must be true or false"),
+        ({"mode": "joint", "intercept": True}, "intercept needs mode: logreg"),
+    ],
+)
+def test_intercept_setting_is_checked(tasks, wide, message):
+    from scrclf.errors import SettingsError
+    from scrclf.modeling.model import ScrClfConfig
+
+    with pytest.raises(SettingsError, match=message):
+        ScrClfConfig(tasks=tasks.to_list(), wide={"buckets": 64, **wide})
+
+
+@pytest.fixture(scope="module")
+def intercept_model(tasks):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "tiny.yaml"))
+    cfg["wide"] = {"buckets": 4096, "ngrams": 2, "mode": "logreg", "C": 4.0, "intercept": True}
+    model = build_model(cfg, tasks, max_length=64).eval()
+    ids = load_tokenizer(cfg)(TEXTS)["input_ids"]
+    targets = _targets(tasks, len(ids))
+    fit_wide(model, ids, targets, tasks)
+    return model, ids, targets
+
+
+def test_wide_logits_add_the_logistic_regressions_intercepts(intercept_model, tasks):
+    from sklearn.linear_model import LogisticRegression
+
+    model, ids, targets = intercept_model
+    x = feature_matrix(model, ids, model.wide_idf.numpy().astype(np.float64))
+    got = np.concatenate(wide_logits_of(model, ids), axis=1)
+    bias = model.wide_bias.numpy()
+    # audit_assurance (themes): the fitted model's own decision function, intercept included.
+    audit = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=0)
+    audit.fit(x, targets["themes"][:, 6].astype(int))
+    assert bias[6] == pytest.approx(audit.intercept_[0], abs=1e-4)
+    np.testing.assert_allclose(got[:, 6], audit.decision_function(x), atol=1e-4)
+    # A label the items never show keeps intercept 0, as its weights.
+    assert bias[0] == 0.0 and not model.wide.weight[:, 0].any()
+    # evidence, two classes seen: the second against the first, the first at 0.
+    column = tasks["themes"].num_labels
+    evidence = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=0)
+    evidence.fit(x, targets["evidence"])
+    assert bias[column] == 0.0
+    assert bias[column + 1] == pytest.approx(evidence.intercept_[0], abs=1e-4)
+    np.testing.assert_allclose(got[:, column + 1], evidence.decision_function(x), atol=1e-4)
+
+
+def test_a_wide_part_without_intercept_has_none(model_and_ids, tasks):
+    model, ids = model_and_ids
+    fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
+    assert not hasattr(model, "wide_bias") and "intercept" not in model.config.wide
+    x = feature_matrix(model, ids, model.wide_idf.numpy().astype(np.float64))
+    weight = model.wide.weight.detach().numpy().astype(np.float64)
+    np.testing.assert_allclose(
+        np.concatenate(wide_logits_of(model, ids), axis=1), x @ weight, atol=1e-4
+    )
+
+
+def test_out_of_fold_logits_add_each_folds_intercepts(intercept_model, tasks):
+    from sklearn.linear_model import LogisticRegression
+
+    from scrclf.modeling.wide import out_of_fold_wide_logits
+
+    model, ids, targets = intercept_model
+    folds = np.arange(len(ids)) // 6 % 3
+    (themes,) = out_of_fold_wide_logits(model, ids, targets, TaskSet([tasks["themes"]]), folds)
+    x = feature_matrix(model, ids, model.wide_idf.numpy().astype(np.float64))
+    for fold in range(3):
+        held, rest = folds == fold, folds != fold
+        audit = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000, random_state=0)
+        audit.fit(x[rest], targets["themes"][rest, 6].astype(int))
+        np.testing.assert_allclose(themes[held, 6], audit.decision_function(x[held]), atol=1e-4)
+
+
 def test_fitted_wide_part_separates_the_cued_labels(model_and_ids, tasks):
     model, ids = model_and_ids
     fit_wide(model, ids, _targets(tasks, len(ids)), tasks)
@@ -196,7 +272,11 @@ def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corp
 
     run = tmp_path / "run"
     train(
-        one_epoch(toy_corpus, run, "{buckets:2048,ngrams:2,mode:logreg,C:4.0,text_only:[themes]}")
+        one_epoch(
+            toy_corpus,
+            run,
+            "{buckets:2048,ngrams:2,mode:logreg,C:4.0,text_only:[themes],intercept:true}",
+        )
     )
     metrics = json.loads((run / "metrics.json").read_text())
     mix = metrics["wide"]["mix"]
@@ -204,6 +284,8 @@ def test_training_with_a_logreg_wide_part_saves_the_weights_and_exports(toy_corp
     assert saved["wide"]["mix"] == mix and set(mix) == {"themes", "evidence", "action_strength"}
     clf = load(run / "model", backend="torch")
     assert clf.engine.model.wide_idf.max() > 1.0  # the fitted IDF came back
+    assert saved["wide"]["intercept"] is True
+    assert clf.engine.model.wide_bias.abs().max() > 0  # and the fitted intercepts
     assert saved["wide"]["text_only"] == ["themes"] and saved["wide"]["sep_token_id"] == 102
     texts = ["The board should audit supervision.", "Training for GPs on bruising."]
     findings = ["Supervision was rare.", None]

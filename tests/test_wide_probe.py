@@ -42,7 +42,12 @@ def test_the_runs_own_setting_refitted_gives_its_scores_and_fits_are_shared(
     monkeypatch.setattr(
         wide_probe, "_wide_logits", lambda *a, **k: fits.append(a[3]) or fit(*a, **k)
     )
-    settings = [WideSetting(2, 4.0), WideSetting(1, 0.5), WideSetting(2, 4.0, ("themes",))]
+    settings = [
+        WideSetting(2, 4.0),
+        WideSetting(1, 0.5),
+        WideSetting(2, 4.0, ("themes",)),
+        WideSetting(2, 4.0, (), True),
+    ]
     result = probe_wide([wide_run, twin], settings, study, data_dir=toy_corpus)
 
     rows = result["rows"]
@@ -54,21 +59,25 @@ def test_the_runs_own_setting_refitted_gives_its_scores_and_fits_are_shared(
             ("ngrams 2, C 4", False),
             ("ngrams 1, C 0.5", False),
             ("ngrams 2, C 4, text alone: themes", False),
+            ("ngrams 2, C 4, intercepts", False),
         )
     ]
     # The same token ids and buckets: one fit per setting serves both runs.
     assert fits == settings
-    own, refit, other, text_only = rows[:4]
+    own, refit, other, text_only, intercepts = rows[:5]
     # Fitting the run's own setting again reproduces the wide part it was trained with.
     for split in ("validation", "test"):
         assert refit[split][HEADLINE] == pytest.approx(own[split][HEADLINE], abs=1e-9)
     assert refit["wide_mix"] == own["wide_mix"]
     assert set(other["wide_mix"]) == {"themes", "evidence", "action_strength"}
     assert result["settings"] == [
-        {"ngrams": 2, "C": 4.0, "text_only": []},
-        {"ngrams": 1, "C": 0.5, "text_only": []},
-        {"ngrams": 2, "C": 4.0, "text_only": ["themes"]},
+        {"ngrams": 2, "C": 4.0, "text_only": [], "intercept": False},
+        {"ngrams": 1, "C": 0.5, "text_only": [], "intercept": False},
+        {"ngrams": 2, "C": 4.0, "text_only": ["themes"], "intercept": False},
+        {"ngrams": 2, "C": 4.0, "text_only": [], "intercept": True},
     ]
+    # The same weights plus the intercepts: the wide logits, and so the scores, move.
+    assert intercepts["validation"]["tasks"] != refit["validation"]["tasks"]
     # Themes read the text alone: only their scores can move; the other tasks' wide part is
     # the run's own.
     for split in ("validation", "test"):
@@ -77,7 +86,7 @@ def test_the_runs_own_setting_refitted_gives_its_scores_and_fits_are_shared(
 
     table = format_probe(result)
     assert table.count("(as trained)") == 2 and "ngrams 1, C 0.5" in table
-    assert len([line for line in table.splitlines() if line.startswith("| wide-s42")]) == 4
+    assert len([line for line in table.splitlines() if line.startswith("| wide-s42")]) == 5
 
 
 def test_a_run_without_a_fitted_wide_part_is_refused(tiny_run, toy_corpus, study):
@@ -98,8 +107,13 @@ def test_the_script_writes_its_table(wide_run, toy_corpus, tmp_path):
     study.write_text("bootstrap: {resamples: 10}\nvariants: [{name: a}]\n", encoding="utf-8")
     args = [str(wide_run), "--ngrams", "2", "--C", "1", "--study", str(study)]
     args += ["--data", str(toy_corpus), "--out", str(tmp_path / "out")]
-    assert script.main(args) == 0
-    result = json.loads((tmp_path / "out" / "wide_probe.json").read_text())
-    assert [r["setting"] for r in result["rows"]] == ["ngrams 2, C 4", "ngrams 2, C 1"]
-    assert (tmp_path / "out" / "wide_probe.md").read_text().startswith("# The wide part")
+    assert script.main([*args, "--intercept", "false,true", "--tag", "icpt"]) == 0
+    result = json.loads((tmp_path / "out" / "wide_probe_icpt.json").read_text())
+    assert [r["setting"] for r in result["rows"]] == [
+        "ngrams 2, C 4",
+        "ngrams 2, C 1",
+        "ngrams 2, C 1, intercepts",
+    ]
+    assert (tmp_path / "out" / "wide_probe_icpt.md").read_text().startswith("# The wide part")
     assert script.main([str(wide_run), "--ngrams", "3", "--study", str(study)]) == 2
+    assert script.main([*args, "--intercept", "yes"]) == 2

@@ -48,6 +48,7 @@ WIDE_KEYS = {
     "sep_token_id",
     "residual",
     "residual_folds",
+    "intercept",
 }
 # joint: trained with the encoder by the optimizer, added to the heads' logits.
 # logreg: fitted before training as a logistic regression over IDF-weighted n-grams and held
@@ -159,6 +160,13 @@ def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, 
         raise SettingsError(
             "model.wide.residual needs mode: logreg (a wide part fitted before training)"
         )
+    intercept = wide.get("intercept", False)
+    if not isinstance(intercept, bool):
+        raise SettingsError(f"model.wide.intercept must be true or false, got {intercept!r}")
+    if intercept and mode != "logreg":
+        raise SettingsError(
+            "model.wide.intercept needs mode: logreg (the logistic regressions' intercepts)"
+        )
     if text_only and sep is None:
         raise SettingsError(
             "model.wide.text_only needs the tokenizer's separator (model.wide.sep_token_id), "
@@ -179,6 +187,9 @@ def check_wide(wide: Any, task_names: Sequence[str] | None = None) -> dict[str, 
     if residual:
         out["residual"] = residual
         out["residual_folds"] = int(folds)
+    if intercept:
+        # Absent when off: a model saved before the setting existed adds no intercepts.
+        out["intercept"] = True
     return out
 
 
@@ -417,6 +428,9 @@ class ScrClfModel(PreTrainedModel):
             # Fitted before training (scrclf.modeling.wide) and held fixed.
             self.wide.weight.requires_grad_(False)
             self.register_buffer("wide_idf", torch.ones(config.wide["buckets"]))
+            if config.wide.get("intercept"):
+                # The logistic regressions' intercepts, one per label (fitted with the rest).
+                self.register_buffer("wide_bias", torch.zeros(sum(self._label_counts)))
         for t in tasks:
             weights = t.class_weights
             tensor = torch.tensor(weights, dtype=torch.float32) if weights else torch.empty(0)
@@ -580,7 +594,8 @@ class ScrClfModel(PreTrainedModel):
         the bucket vectors of an item are summed, weighted by the bucket's IDF (logreg mode;
         1 otherwise), and divided by the Euclidean norm of the weights, as a length-normalised
         bag of n-grams. The tasks in ``text_only`` read the bag of the first segment's n-grams
-        (:func:`first_segment`) instead of the whole sequence's.
+        (:func:`first_segment`) instead of the whole sequence's. With ``intercept`` each label
+        adds its logistic regression's intercept.
         """
         assert self.wide is not None and self.config.wide is not None
         wide = self.config.wide
@@ -613,6 +628,9 @@ class ScrClfModel(PreTrainedModel):
                 device=logits.device,
             )
             logits = torch.where(columns, bag(text_weight), logits)
+        if wide.get("intercept"):
+            bias = self.get_buffer("wide_bias")
+            logits = logits + bias.to(logits.dtype)
         return logits
 
     def wide_mix(self) -> list[float]:

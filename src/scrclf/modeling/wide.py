@@ -5,7 +5,7 @@ The features are exactly those the model computes from token ids
 (:func:`scrclf.modeling.model.wide_features`), so the fitted weights mean the same inside the
 exported graph. Before training, :func:`fit_wide` sets the IDF of every bucket and fits one
 logistic regression per task (one-vs-rest for multi-label tasks; balanced class weights, as
-the TF-IDF baseline). After training, ``fit_mix`` picks per task the weight of the wide
+the TF-IDF baseline), with its intercepts where ``wide.intercept`` is set. After training, ``fit_mix`` picks per task the weight of the wide
 logits that gives the best validation macro-F1 of ``encoder + weight x wide``
 (:func:`scrclf.calibration.fit_mix`).
 
@@ -128,15 +128,19 @@ def _fit_weights(
     targets: Mapping[str, Sequence[Any] | np.ndarray],
     tasks: TaskSet,
     seed: int,
-) -> np.ndarray:
-    """The wide part's weights ``[buckets, sum of labels]``: per task a logistic regression
-    (one-vs-rest for multi-label tasks; C ``wide["C"]``, balanced class weights) on the
-    items ``rows`` (all when None) of the task's bag."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The wide part's weights ``[buckets, sum of labels]`` and intercepts ``[sum of labels]``:
+    per task a logistic regression (one-vs-rest for multi-label tasks; C ``wide["C"]``,
+    balanced class weights) on the items ``rows`` (all when None) of the task's bag. A label
+    the items never (or always) show, and the first class of a two-class fit, get weights
+    and intercept 0."""
     from sklearn.linear_model import LogisticRegression
 
     c = float(wide["C"])
     buckets = bags["all"].shape[1]
-    weight = np.zeros((buckets, sum(t.num_labels for t in tasks)), dtype=np.float32)
+    width = sum(t.num_labels for t in tasks)
+    weight = np.zeros((buckets, width), dtype=np.float32)
+    bias = np.zeros(width, dtype=np.float32)
     # Fitted on the buckets some item fills: an empty bucket's weight stays 0 under the L2
     # penalty, so leaving it out gives the same solution, and the solver's work scales with
     # the number of columns (a few percent of the buckets are filled).
@@ -149,6 +153,7 @@ def _fit_weights(
         y = np.asarray(targets[task.name])
         y = y if rows is None else y[rows]
         block = np.zeros((buckets, task.num_labels), dtype=np.float32)
+        intercepts = bias[offset : offset + task.num_labels]  # a view: filled in place
         if task.is_multi_label:
             for j in range(task.num_labels):
                 column = y[:, j].astype(int)
@@ -158,6 +163,7 @@ def _fit_weights(
                     C=c, class_weight="balanced", max_iter=2000, random_state=seed
                 ).fit(x, column)
                 block[used, j] = reg.coef_[0]
+                intercepts[j] = reg.intercept_[0]
         else:
             labels = y.astype(int)
             if len(np.unique(labels)) > 1:
@@ -167,11 +173,13 @@ def _fit_weights(
                 coef = reg.coef_
                 if coef.shape[0] == 1:  # two classes: one row for the second against the first
                     block[used, reg.classes_[1]] = coef[0]
+                    intercepts[reg.classes_[1]] = reg.intercept_[0]
                 else:
                     block[np.ix_(used, reg.classes_)] = coef.T
+                    intercepts[reg.classes_] = reg.intercept_
         weight[:, offset : offset + task.num_labels] = block
         offset += task.num_labels
-    return weight
+    return weight, bias
 
 
 def fit_wide(
@@ -189,17 +197,26 @@ def fit_wide(
     # (of whole items) weighs both bags; the tasks in text_only are fitted on the bag of the
     # first segment's n-grams, as the model computes it for them.
     idf, bags = _bags(model, input_ids)
-    weight = _fit_weights(wide, bags, None, targets, tasks, seed)
+    weight, bias = _fit_weights(wide, bags, None, targets, tasks, seed)
     report: dict[str, Any] = {
         "C": float(wide["C"]),
         "items": bags["all"].shape[0],
         "buckets_used": int((idf < idf.max()).sum()),
+        "intercept": bool(wide.get("intercept")),
     }
     if "text" in bags:
         report["text_only"] = sorted(wide["text_only"])
     with torch.no_grad():
         model.wide.weight.copy_(torch.from_numpy(weight))
         model.wide_idf.copy_(torch.from_numpy(idf.astype(np.float32)))
+        # The intercepts' buffer follows the setting, which a probe may change on a copy of
+        # a model built without it (scrclf.training.wide_probe).
+        if wide.get("intercept"):
+            if getattr(model, "wide_bias", None) is None:
+                model.register_buffer("wide_bias", torch.zeros(len(bias)))
+            model.wide_bias.copy_(torch.from_numpy(bias))
+        elif hasattr(model, "wide_bias"):
+            del model.wide_bias
     logger.info(
         "wide part fitted: logistic regression (C=%g) on %d items", report["C"], report["items"]
     )
@@ -218,8 +235,9 @@ def out_of_fold_wide_logits(
 
     ``model``'s wide part must be fitted (:func:`fit_wide`): its IDF weighs every fold's
     features. For each fold the logistic regressions of :func:`fit_wide` are fitted on the
-    other folds' items, and the fold's items get ``features @ weights``, the logits
-    :meth:`ScrClfModel.wide_logits` computes with those weights. ``tasks`` may be a subset
+    other folds' items, and the fold's items get ``features @ weights`` (plus the intercepts
+    with ``intercept``), the logits :meth:`ScrClfModel.wide_logits` computes with those
+    weights. ``tasks`` may be a subset
     of the model's tasks; the arrays follow its order.
     """
     wide = model.config.wide
@@ -233,12 +251,15 @@ def out_of_fold_wide_logits(
     fold_ids = np.unique(folds)
     for fold in fold_ids:
         held = np.flatnonzero(folds == fold)
-        weight = _fit_weights(wide, bags, np.flatnonzero(folds != fold), targets, tasks, seed)
+        rest = np.flatnonzero(folds != fold)
+        weight, bias = _fit_weights(wide, bags, rest, targets, tasks, seed)
+        if not wide.get("intercept"):
+            bias[:] = 0.0
         offset = 0
         for task in tasks:
             x = bags[_bag_of(task.name, wide, bags)][held]
-            block = weight[:, offset : offset + task.num_labels]
-            out[held, offset : offset + task.num_labels] = np.asarray(x @ block)
+            columns = slice(offset, offset + task.num_labels)
+            out[held, columns] = np.asarray(x @ weight[:, columns]) + bias[columns]
             offset += task.num_labels
     logger.info(
         "wide part: out-of-fold logits of %d items over %d folds for %s",

@@ -3,8 +3,9 @@
 In logreg mode the encoder learns alone: the wide part is fitted on the training split
 before training, held fixed, and weighed beside the encoder on validation after it
 (:mod:`scrclf.modeling.wide`). A finished run's encoder logits can therefore be paired with a
-wide part fitted under other settings (its n-gram order, inverse regularisation ``C``, and
-which tasks read the recommendation text alone)
+wide part fitted under other settings (its n-gram order, inverse regularisation ``C``,
+which tasks read the recommendation text alone, and whether its logits add the logistic
+regressions' intercepts)
 and scored by the study's rule (:mod:`scrclf.training.selection`: the wide weights and every
 decision refitted on validation, test reported beside the baseline on the same review
 resamples). Each row says what that run would have scored had it been trained with that
@@ -43,12 +44,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WideSetting:
-    """One wide part to fit: its n-gram order (1 or 2), inverse regularisation, and the tasks
-    whose wide logits read the recommendation text alone (``model.wide.text_only``)."""
+    """One wide part to fit: its n-gram order (1 or 2), inverse regularisation, the tasks
+    whose wide logits read the recommendation text alone (``model.wide.text_only``), and
+    whether its logits add the intercepts (``model.wide.intercept``)."""
 
     ngrams: int
     C: float
     text_only: tuple[str, ...] = ()
+    intercept: bool = False
 
     def __post_init__(self) -> None:
         if self.ngrams not in (1, 2):
@@ -59,7 +62,8 @@ class WideSetting:
     @property
     def name(self) -> str:
         text = f", text alone: {' + '.join(self.text_only)}" if self.text_only else ""
-        return f"ngrams {self.ngrams}, C {self.C:g}{text}"
+        intercept = ", intercepts" if self.intercept else ""
+        return f"ngrams {self.ngrams}, C {self.C:g}{text}{intercept}"
 
 
 def _ids_digest(ids: Mapping[str, Sequence[Sequence[int]]], buckets: int) -> str:
@@ -93,6 +97,7 @@ def _wide_logits(
             "mix": {name: 0.0 for name in probe.task_names},
             "text_only": list(setting.text_only),
             "sep_token_id": sep_token_id,
+            "intercept": setting.intercept,
         },
         probe.task_names,
     )
@@ -136,7 +141,12 @@ def probe_wide(
         outputs = run_outputs(
             classifier, inputs.tasks, inputs.data, SPLITS, cache=run / LOGITS_CACHE
         )
-        own = WideSetting(int(wide["ngrams"]), float(wide["C"]), tuple(wide.get("text_only") or ()))
+        own = WideSetting(
+            int(wide["ngrams"]),
+            float(wide["C"]),
+            tuple(wide.get("text_only") or ()),
+            bool(wide.get("intercept")),
+        )
         sep_token_id = classifier.tokenizer.sep_token_id
         rows.append(_row(run, own.name, True, _score(inputs, outputs)))
         ids = {}
@@ -167,7 +177,8 @@ def probe_wide(
         "bootstrap": inputs.header["bootstrap"],
         "data": inputs.header["data"],
         "settings": [
-            {"ngrams": s.ngrams, "C": s.C, "text_only": list(s.text_only)} for s in settings
+            {"ngrams": s.ngrams, "C": s.C, "text_only": list(s.text_only), "intercept": s.intercept}
+            for s in settings
         ],
         "rows": rows,
     }
