@@ -5,9 +5,9 @@ The features are exactly those the model computes from token ids
 (:func:`scrclf.modeling.model.wide_features`), so the fitted weights mean the same inside the
 exported graph. Before training, :func:`fit_wide` sets the IDF of every bucket and fits one
 logistic regression per task (one-vs-rest for multi-label tasks; balanced class weights, as
-the TF-IDF baseline), with its intercepts where ``wide.intercept`` is set. After training, ``fit_mix`` picks per task the weight of the wide
-logits that gives the best validation macro-F1 of ``encoder + weight x wide``
-(:func:`scrclf.calibration.fit_mix`).
+the TF-IDF baseline), with its intercepts where ``wide.intercept`` is set. After training,
+``fit_mix`` picks per task the weight of the wide logits that gives the best validation
+macro-F1 of ``encoder + weight x wide`` (:func:`scrclf.calibration.fit_mix`).
 
 The tasks in ``wide.text_only`` (themes, by default) are fitted on the n-grams of the
 recommendation text alone, the first segment of the text-finding pair: what a
@@ -237,8 +237,7 @@ def out_of_fold_wide_logits(
     features. For each fold the logistic regressions of :func:`fit_wide` are fitted on the
     other folds' items, and the fold's items get ``features @ weights`` (plus the intercepts
     with ``intercept``), the logits :meth:`ScrClfModel.wide_logits` computes with those
-    weights. ``tasks`` may be a subset
-    of the model's tasks; the arrays follow its order.
+    weights. ``tasks`` may be a subset of the model's tasks; the arrays follow its order.
     """
     wide = model.config.wide
     folds = np.asarray(folds)
