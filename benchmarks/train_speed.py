@@ -396,16 +396,18 @@ def measure_components(data_dir: Path, repeats: int = 3, items: int = 192) -> di
         groups, word_embeddings: bool = False, attention_p: float | None = None
     ) -> float:
         """:func:`full_step` with the token embedding matrix held fixed (as
-        ``trainer.freeze_word_embeddings``) and the attention dropout at ``attention_p``."""
+        ``trainer.freeze_word_embeddings``) and the attention dropout at ``attention_p``
+        (None: as configured); both are put back afterwards."""
         matrix = model.encoder.get_input_embeddings().weight
-        rates = [module.p for module in attention_dropout]
+        trained, rates = matrix.requires_grad, [module.p for module in attention_dropout]
         matrix.requires_grad_(not word_embeddings)
-        for module in attention_dropout:
-            module.p = rates[0] if attention_p is None else attention_p
+        if attention_p is not None:
+            for module in attention_dropout:
+                module.p = attention_p
         try:
             return full_step(groups)
         finally:
-            matrix.requires_grad_(True)
+            matrix.requires_grad_(trained)
             for module, rate in zip(attention_dropout, rates, strict=True):
                 module.p = rate
 

@@ -131,9 +131,10 @@ def _fit_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The wide part's weights ``[buckets, sum of labels]`` and intercepts ``[sum of labels]``:
     per task a logistic regression (one-vs-rest for multi-label tasks; C ``wide["C"]``,
-    balanced class weights) on the items ``rows`` (all when None) of the task's bag. A label
-    the items never (or always) show, and the first class of a two-class fit, get weights
-    and intercept 0."""
+    balanced class weights) on the items ``rows`` (all when None) of the task's bag. The
+    intercepts are the fits' own with ``wide["intercept"]``, all 0 without it. A label the
+    items never (or always) show, and the first class of a two-class fit, get weights and
+    intercept 0."""
     from sklearn.linear_model import LogisticRegression
 
     c = float(wide["C"])
@@ -153,7 +154,12 @@ def _fit_weights(
         y = np.asarray(targets[task.name])
         y = y if rows is None else y[rows]
         block = np.zeros((buckets, task.num_labels), dtype=np.float32)
-        intercepts = bias[offset : offset + task.num_labels]  # a view: filled in place
+        # A view of the task's intercepts, filled in place; a scratch row when they are off.
+        intercepts = (
+            bias[offset : offset + task.num_labels]
+            if wide.get("intercept")
+            else np.zeros(task.num_labels, dtype=np.float32)
+        )
         if task.is_multi_label:
             for j in range(task.num_labels):
                 column = y[:, j].astype(int)
@@ -252,8 +258,6 @@ def out_of_fold_wide_logits(
         held = np.flatnonzero(folds == fold)
         rest = np.flatnonzero(folds != fold)
         weight, bias = _fit_weights(wide, bags, rest, targets, tasks, seed)
-        if not wide.get("intercept"):
-            bias[:] = 0.0
         offset = 0
         for task in tasks:
             x = bags[_bag_of(task.name, wide, bags)][held]
