@@ -50,6 +50,36 @@ def test_selection_uses_validation_and_the_time_budget():
     assert select(rows, 50) is None
 
 
+def test_selection_compares_variants_on_the_seeds_they_share():
+    def row(name, seed, val):
+        return {
+            "variant": name,
+            "seed": seed,
+            "validation": {"mean_macro_f1": val},
+            "test": {"mean_macro_f1": val},
+            "training": {"time_to_best_s": 100.0},
+        }
+
+    three = [row("three", 42, 0.91), row("three", 43, 0.86), row("three", 44, 0.86)]
+    # one seed at 0.90 beats three seeds' mean (0.877) but not their 0.91 on the same seed
+    chosen = select([*three, row("one", 42, 0.90)], None)
+    assert chosen["variant"] == "three" and chosen["seeds"] == 3
+    assert "seeds they share" in chosen["by"]
+    assert select([*three, row("one", 42, 0.92)], None)["variant"] == "one"
+    # no shared seed: the means decide
+    assert select([*three, row("other", 7, 0.88)], None)["variant"] == "other"
+    # a cycle (a > b on seed 2, b > c on 3, c > a on 1): the best mean
+    cycle = [
+        row("a", 1, 0.80),
+        row("a", 2, 0.90),
+        row("b", 2, 0.85),
+        row("b", 3, 0.95),
+        row("c", 3, 0.90),
+        row("c", 1, 0.86),
+    ]
+    assert select(cycle, None)["variant"] == "b"
+
+
 def test_study_trains_missing_runs_reuses_finished_ones_and_writes_a_table(
     tiny_run, toy_corpus, tmp_path
 ):

@@ -861,9 +861,16 @@ def variant_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]
 
 
 def select(rows: Sequence[Mapping[str, Any]], budget_s: float | None) -> dict[str, Any] | None:
-    """The variant with the best mean validation headline within the time budget (ensembles
-    are references, never selected)."""
-    means = variant_means([r for r in rows if not r.get("ensemble")])
+    """The variant with the best validation headline within the time budget (ensembles are
+    references, never selected), variants compared on the seeds they share.
+
+    A variant run on one seed is not compared with another's mean over three: each pair is
+    compared by their mean validation over the seeds both have (over all their seeds when they
+    share none). The selected variant is at least as good as every other in its pair; among
+    several such, or where none is (a cycle), the best mean validation, then the most seeds.
+    """
+    kept = [r for r in rows if not r.get("ensemble")]
+    means = variant_means(kept)
     allowed = {
         n: m
         for n, m in means.items()
@@ -871,8 +878,25 @@ def select(rows: Sequence[Mapping[str, Any]], budget_s: float | None) -> dict[st
     }
     if not allowed:
         return None
-    name = max(allowed, key=lambda n: allowed[n]["validation"])
-    return {"variant": name, "by": f"validation {HEADLINE}", **allowed[name]}
+    by_seed: dict[str, dict[Any, float]] = {}
+    for row in kept:
+        by_seed.setdefault(row["variant"], {})[row.get("seed")] = row["validation"][HEADLINE]
+
+    def holds(a: str, b: str) -> bool:
+        shared = by_seed[a].keys() & by_seed[b].keys()
+        if not shared:
+            return allowed[a]["validation"] >= allowed[b]["validation"]
+        mine = float(np.mean([by_seed[a][s] for s in shared]))
+        theirs = float(np.mean([by_seed[b][s] for s in shared]))
+        return mine >= theirs
+
+    unbeaten = [a for a in allowed if all(holds(a, b) for b in allowed if b != a)]
+    name = max(
+        unbeaten or list(allowed),
+        key=lambda n: (allowed[n]["validation"], allowed[n]["seeds"]),
+    )
+    by = f"validation {HEADLINE}, each pair of variants on the seeds they share"
+    return {"variant": name, "by": by, **allowed[name]}
 
 
 def _ci(value: float, bounds: Sequence[float] | None, signed: bool = False) -> str:
