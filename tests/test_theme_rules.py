@@ -129,3 +129,25 @@ def test_the_probe_scores_every_rule_of_a_saved_model(tiny_export):
     table = format_theme_rules(result, "python benchmarks/theme_rules.py run")
     assert "Median words per item" in table
     assert table.count("| count_words |") == 1 and "Validation halves" in table
+
+
+def test_the_probe_scripts_write_their_results_and_refuse_a_missing_run(
+    tiny_export, tmp_path, capsys
+):
+    import json
+
+    from tests.helpers import load_benchmark
+
+    corpus, out = tiny_export.corpus, tmp_path / "out"
+    common = ["--data", str(corpus), "--resamples", "20", "--out", str(out)]
+    script = load_benchmark("theme_rules")
+    assert script.main([str(tiny_export.run_dir), *common, "--cv-repeats", "1"]) == 0
+    result = json.loads((out / "theme_rules.json").read_text(encoding="utf-8"))
+    assert result["cv_repeats"] == 1 and result["resamples"] == 20
+    table = (out / "theme_rules.md").read_text(encoding="utf-8")
+    assert table.startswith("# How many themes") and "--cv-repeats 1" in table
+    offsets = load_benchmark("class_offsets")
+    assert offsets.main([str(tiny_export.run_dir), *common]) == 0
+    assert (out / "class_offsets.md").read_text(encoding="utf-8").startswith("# Class offsets")
+    assert script.main([str(tmp_path / "missing"), *common]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -263,3 +263,18 @@ def intervals(
     """Percentile intervals of scalar metrics (one value per resample)."""
     keys = [k for k in (keys or reps) if k in reps and np.ndim(reps[k]) == 1]
     return {k: interval(reps[k], confidence) for k in keys}
+
+
+def review_halves(
+    groups: Sequence[Hashable | None], repeats: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``2 x repeats`` pairs of item masks ``(fit, held)``: the reviews split in two at random,
+    ``repeats`` times, each half fitted on once and held out once. For deciding on held-out
+    data whether a rule fitted on validation generalises, without touching test."""
+    reviews = np.asarray([str(g) for g in groups])
+    names = np.unique(reviews)
+    rng = np.random.default_rng(seed)
+    for _ in range(repeats):
+        first = np.isin(reviews, rng.permutation(names)[: len(names) // 2])
+        yield first, ~first
+        yield ~first, first

@@ -26,7 +26,7 @@ from scrclf.calibration import (
     single_label_macro_f1,
     tune_offsets,
 )
-from scrclf.evaluation.bootstrap import ClusterBootstrap, interval, replicates
+from scrclf.evaluation.bootstrap import ClusterBootstrap, interval, replicates, review_halves
 from scrclf.tasks import TaskSpec
 
 
@@ -114,14 +114,10 @@ def _halves(
 ) -> dict[str, Any]:
     """The gain of offsets fitted on half of the validation reviews, on the other half."""
     logits, y = validation
-    reviews = np.asarray([str(g) for g in groups])
-    names = np.unique(reviews)
-    rng = np.random.default_rng(seed)
-    gains = []
-    for _ in range(repeats):
-        first = np.isin(reviews, rng.permutation(names)[: len(names) // 2])
-        for fit, score in ((first, ~first), (~first, first)):
-            gains.append(_gain(task, (logits[fit], y[fit]), (logits[score], y[score])))
+    gains = [
+        _gain(task, (logits[fit], y[fit]), (logits[held], y[held]))
+        for fit, held in review_halves(groups, repeats, seed)
+    ]
     return {
         "validation_halves_gain": float(np.mean(gains)),
         "validation_halves_positive": int(sum(g > 0 for g in gains)),

@@ -38,7 +38,7 @@ import numpy as np
 from scrclf.atomic import shown_path
 from scrclf.calibration import THRESHOLD_GRID, calibrate, decide_multi_label, probabilities
 from scrclf.errors import SettingsError
-from scrclf.evaluation.bootstrap import ClusterBootstrap, interval, replicates
+from scrclf.evaluation.bootstrap import ClusterBootstrap, interval, replicates, review_halves
 from scrclf.tasks import TaskSet, TaskSpec
 
 RULES = ("codebook", "global", "count_scores", "count_length", "count_words")
@@ -223,17 +223,12 @@ def _halves(
 ) -> dict[str, dict[str, Any]]:
     """Each rule's micro-F1 on half of the validation reviews when fitted on the other half,
     and its gain over the codebook rule fitted on the same half."""
-    reviews = np.asarray([str(g) for g in groups])
-    names = np.unique(reviews)
-    rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {r: [] for r in RULES}
-    for _ in range(repeats):
-        first = np.isin(reviews, rng.permutation(names)[: len(names) // 2])
-        for fit, held in ((first, ~first), (~first, first)):
-            scored = validation.subset(held)
-            for rule in RULES:
-                decide = fit_rule(task, rule, validation.subset(fit))
-                scores[rule].append(micro_f1(scored.targets, decide(scored)))
+    for fit, held in review_halves(groups, repeats, seed):
+        scored = validation.subset(held)
+        for rule in RULES:
+            decide = fit_rule(task, rule, validation.subset(fit))
+            scores[rule].append(micro_f1(scored.targets, decide(scored)))
     base = np.asarray(scores["codebook"])
     return {
         rule: {
