@@ -38,7 +38,13 @@ import numpy as np
 from scrclf.atomic import shown_path
 from scrclf.calibration import THRESHOLD_GRID, calibrate, decide_multi_label, probabilities
 from scrclf.errors import SettingsError
-from scrclf.evaluation.bootstrap import ClusterBootstrap, interval, replicates, review_halves
+from scrclf.evaluation.bootstrap import (
+    ClusterBootstrap,
+    interval,
+    multi_label_replicates,
+    replicates,
+    review_halves,
+)
 from scrclf.tasks import TaskSet, TaskSpec
 
 RULES = ("codebook", "global", "count_scores", "count_length", "count_words")
@@ -48,17 +54,13 @@ SHAPE_WIDTH = 4
 
 
 def micro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
-    tp = float((y & pred).sum())
-    denom = float(y.sum() + pred.sum())
-    return 0.0 if denom == 0 else 2 * tp / denom
+    """Micro-F1 of a 0/1 label matrix, as the evaluation computes it."""
+    return float(multi_label_replicates(np.ones((1, len(y))), y, pred)["micro_f1"][0])
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
-    tp = (y & pred).sum(axis=0)
-    denom = y.sum(axis=0) + pred.sum(axis=0)
-    return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
+    """Macro-F1 of a 0/1 label matrix, as the evaluation computes it."""
+    return float(multi_label_replicates(np.ones((1, len(y))), y, pred)["macro_f1"][0])
 
 
 def top_k(scores: np.ndarray, counts: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
@@ -128,13 +130,24 @@ def _shape(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     return np.column_stack([scaled, ordered, (margins >= 0).sum(axis=1)])
 
 
+def fit_rules(task: TaskSpec, rules: Sequence[str], fit: Items) -> dict[str, Decider]:
+    """Fit each of ``rules`` on ``fit``; the codebook's decisions, which every rule starts
+    from, are fitted once."""
+    fitted = _fitted_codebook(task, fit)
+    return {rule: _fit_rule(task, fitted, rule, fit) for rule in rules}
+
+
 def fit_rule(task: TaskSpec, rule: str, fit: Items) -> Decider:
     """Fit ``rule`` on ``fit`` and return what decides other items with it."""
+    return fit_rules(task, [rule], fit)[rule]
+
+
+def _fit_rule(task: TaskSpec, fitted: TaskSpec, rule: str, fit: Items) -> Decider:
+    """``rule`` fitted on ``fit``, given the codebook's decisions ``fitted`` on it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    fitted = _fitted_codebook(task, fit)
     if rule == "codebook":
         return lambda items: decide_multi_label(
             probabilities(fitted, items.logits),
@@ -226,8 +239,7 @@ def _halves(
     scores: dict[str, list[float]] = {r: [] for r in RULES}
     for fit, held in review_halves(groups, repeats, seed):
         scored = validation.subset(held)
-        for rule in RULES:
-            decide = fit_rule(task, rule, validation.subset(fit))
+        for rule, decide in fit_rules(task, RULES, validation.subset(fit)).items():
             scores[rule].append(micro_f1(scored.targets, decide(scored)))
     base = np.asarray(scores["codebook"])
     return {
@@ -266,15 +278,18 @@ def probe_theme_rules(
             raise SettingsError(f"{shown_path(model_dir)}: the model has no multi-label task")
         splits = {
             name: load_eval_data(path, clf.tasks, require_labels=True)
-            for name, path in (("train", train), ("validation", validation), ("test", test))
+            for name, path in (("validation", validation), ("test", test))
         }
         if boot is None:
             boot = ClusterBootstrap.from_groups(splits["test"].groups, resamples, seed)
-        if counter is None:
+        if counter is None:  # the training split serves only the first model's fits
+            training = load_eval_data(train, clf.tasks, require_labels=True)
             cap = task.max_labels or task.num_labels
-            counter = word_count_model(
-                splits["train"].texts, splits["train"].targets(clf.tasks)[task.name], cap
-            )
+            counter = word_count_model(training.texts, training.targets(clf.tasks)[task.name], cap)
+            words_by_count = {
+                name: _words_by_count(data.texts, data.targets(clf.tasks)[task.name])
+                for name, data in (("train", training), *splits.items())
+            }
         items = {}
         for name in ("validation", "test"):
             data = splits[name]
@@ -284,17 +299,10 @@ def probe_theme_rules(
                 "words": np.log(np.clip(counter.predict_proba(list(data.texts)), 1e-9, None)),
             }
             items[name] = Items(logits[task.name], data.targets(clf.tasks)[task.name], extra)
-        if not words_by_count:
-            words_by_count = {
-                name: _words_by_count(data.texts, data.targets(clf.tasks)[task.name])
-                for name, data in splits.items()
-            }
         halves = _halves(task, items["validation"], splits["validation"].groups, cv_repeats, seed)
         test_items = items["test"]
-        decisions = {
-            rule: fit_rule(task, rule, items["validation"])(test_items)
-            for rule in (*RULES, CEILING)
-        }
+        deciders = fit_rules(task, (*RULES, CEILING), items["validation"])
+        decisions = {rule: decide(test_items) for rule, decide in deciders.items()}
         base_reps = replicates(
             boot, True, test_items.targets, decisions["codebook"], task.num_labels
         )

@@ -631,11 +631,10 @@ def annotated_count_scores(task, logits: np.ndarray, targets: np.ndarray) -> dic
     what only a better ranking can."""
     from sklearn.metrics import f1_score
 
-    order = np.argsort(-np.asarray(logits), axis=1, kind="stable")
+    from scrclf.evaluation.theme_rules_probe import top_k
+
     counts = targets.sum(axis=1).astype(int)
-    chosen = np.zeros_like(targets, dtype=np.int64)
-    for i, k in enumerate(counts):
-        chosen[i, order[i, :k]] = 1
+    chosen = top_k(logits, counts)
     y = targets.astype(np.int64)
     return {
         # As the evaluation scores multi-label decisions (scrclf.evaluation.metrics).
