@@ -345,6 +345,18 @@ def load_eval_data(
     return result
 
 
+def labelled_logits(
+    classifier, files: Mapping[str, str | Path], batch_size: int = 32
+) -> dict[str, tuple[EvalData, dict[str, np.ndarray]]]:
+    """Each labelled file of ``files`` (name to path) read for the classifier's tasks, with
+    the classifier's logits on it per task name (:func:`model_logits`)."""
+    out = {}
+    for name, path in files.items():
+        data = load_eval_data(path, classifier.tasks, require_labels=True)
+        out[name] = (data, model_logits(classifier, data.texts, data.findings, batch_size, name)[0])
+    return out
+
+
 def resolve_dir(path: str | Path) -> Path:
     """A data directory: as given, or relative to ``$PROJECT_ROOT`` when only found there."""
     path = Path(str(path))

@@ -40,19 +40,17 @@ def probe_offsets(
     cv_repeats: int = 5,
 ) -> dict[str, Any]:
     """Test macro-F1 of every single-label task without and with fitted offsets, per model."""
-    from scrclf.evaluation.evaluate import load_eval_data, model_logits
+    from scrclf.evaluation.evaluate import labelled_logits
     from scrclf.inference.classifier import load
 
     rows: list[dict[str, Any]] = []
     boot: ClusterBootstrap | None = None
     for model_dir in model_dirs:
         clf = load(model_dir, backend="torch")
-        val = load_eval_data(validation, clf.tasks, require_labels=True)
-        tst = load_eval_data(test, clf.tasks, require_labels=True)
+        scored = labelled_logits(clf, {"validation": validation, "test": test}, batch_size)
+        (val, logits_val), (tst, logits_test) = scored["validation"], scored["test"]
         if boot is None:
             boot = ClusterBootstrap.from_groups(tst.groups, resamples=resamples, seed=seed)
-        logits_val, _ = model_logits(clf, val.texts, val.findings, batch_size, "validation")
-        logits_test, _ = model_logits(clf, tst.texts, tst.findings, batch_size, "test")
         y_val, y_test = val.targets(clf.tasks), tst.targets(clf.tasks)
         for task in clf.tasks:
             if task.is_multi_label:

@@ -264,7 +264,7 @@ def probe_theme_rules(
     cv_repeats: int = 5,
 ) -> dict[str, Any]:
     """Every rule's test scores and validation halves, per model (its first multi-label task)."""
-    from scrclf.evaluation.evaluate import load_eval_data, model_logits
+    from scrclf.evaluation.evaluate import labelled_logits, load_eval_data
     from scrclf.inference.classifier import load
 
     rows: list[dict[str, Any]] = []
@@ -276,10 +276,8 @@ def probe_theme_rules(
         task = next((t for t in clf.tasks if t.is_multi_label), None)
         if task is None:
             raise SettingsError(f"{shown_path(model_dir)}: the model has no multi-label task")
-        splits = {
-            name: load_eval_data(path, clf.tasks, require_labels=True)
-            for name, path in (("validation", validation), ("test", test))
-        }
+        scored = labelled_logits(clf, {"validation": validation, "test": test}, batch_size)
+        splits = {name: data for name, (data, _) in scored.items()}
         if boot is None:
             boot = ClusterBootstrap.from_groups(splits["test"].groups, resamples, seed)
         if counter is None:  # the training split serves only the first model's fits
@@ -291,9 +289,7 @@ def probe_theme_rules(
                 for name, data in (("train", training), *splits.items())
             }
         items = {}
-        for name in ("validation", "test"):
-            data = splits[name]
-            logits, _ = model_logits(clf, data.texts, data.findings, batch_size, name)
+        for name, (data, logits) in scored.items():
             extra = {
                 "length": text_features(data.texts),
                 "words": np.log(np.clip(counter.predict_proba(list(data.texts)), 1e-9, None)),
